@@ -1,0 +1,20 @@
+//! dancu domain core.
+//!
+//! Pure domain types and rules of the national population registry: the personal
+//! identification number, the person record and its validation, Vietnamese text
+//! handling (NFC, accent folding), partial dates and the embedded reference data.
+//!
+//! Architecture invariant: this crate does no I/O, spawns nothing, reads no clock
+//! and no random source. Callers pass "today" and random numbers in.
+
+pub mod date;
+pub mod error;
+pub mod id;
+pub mod person;
+pub mod reference;
+pub mod text;
+
+pub use date::PartialDate;
+pub use error::{FieldError, ValidationErrors};
+pub use id::{IdError, LegacyIdNumber, PersonalId, Sex};
+pub use person::{Person, PersonInput, PersonStatus};

@@ -129,8 +129,9 @@ fn unit_name_key(name: &str) -> String {
     crate::text::fold(&name.replace(['–', '—'], "-")).replace(" - ", "-")
 }
 
+/// A field in its storage form (NFC, whitespace collapsed: the source has stray double spaces).
 fn field(r: &csv::StringRecord, i: usize) -> String {
-    r.get(i).unwrap_or_default().trim().to_string()
+    crate::text::clean(r.get(i).unwrap_or_default())
 }
 
 struct Units {

@@ -1,1 +1,222 @@
+//! The storage port of dancu and its two adapters.
+//!
+//! [`Store`] is the port: every operation the registry needs from a database, each one
+//! transaction. [`sqlite::SqliteStore`] (embedded default: one file, WAL, foreign keys on) and
+//! [`postgres::PgStore`] (scale-out) implement it; [`open`] picks one from a URL.
+//! [`registry::Registry`] holds the rules that sit above the port (validation, ID assignment).
+//! [`conformance`] is the one test suite both adapters must pass unchanged.
+//!
+//! Architecture invariant: SQL lives only in the adapters; no business rule lives in SQL
+//! except the uniqueness and referential constraints the database enforces for us.
 
+pub mod conformance;
+pub mod postgres;
+pub mod registry;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use dancu_core::person::SearchFacts;
+use dancu_core::{LegacyIdNumber, Person, PersonStatus, PersonalId};
+use serde::Serialize;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Who made a change, why, and on what legal basis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ChangeMeta {
+    pub actor: String,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+}
+
+/// What kind of change made a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Activate,
+}
+
+impl ChangeKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Activate => "activate",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        match s {
+            "create" => Some(ChangeKind::Create),
+            "update" => Some(ChangeKind::Update),
+            "activate" => Some(ChangeKind::Activate),
+            _ => None,
+        }
+    }
+}
+
+/// The current state of a stored person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PersonRecord {
+    /// Internal record key (stable from collection on, before any personal ID exists).
+    #[schema(value_type = String, format = "uuid")]
+    pub key: Uuid,
+    /// Version number, 1 at creation, +1 at every change.
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+    pub person: Person,
+}
+
+/// One version of a person's record, with who, when, why and the legal basis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PersonVersion {
+    pub version: i64,
+    pub change: ChangeKind,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub recorded_at: OffsetDateTime,
+    pub meta: ChangeMeta,
+    pub person: Person,
+}
+
+/// How to find one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonRef {
+    Key(Uuid),
+    PersonalId(PersonalId),
+    LegacyId(LegacyIdNumber),
+}
+
+/// A search over the registry. Every given filter must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Accent-folded prefix of the full name (see `dancu_core::text::fold`).
+    pub name_prefix: Option<String>,
+    pub birth_year: Option<i32>,
+    /// `scheme:code` of the home commune.
+    pub commune_key: Option<String>,
+    /// 2025 province code of the home commune.
+    pub province_2025: Option<String>,
+    pub status: Option<PersonStatus>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// A page of search results; `has_more` tells whether another page follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SearchPage {
+    pub items: Vec<PersonRecord>,
+    pub has_more: bool,
+}
+
+/// Storage failures the callers can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such record")]
+    NotFound,
+    #[error("the record is at version {actual}, the change was made against version {expected}")]
+    Conflict { expected: i64, actual: i64 },
+    #[error("personal ID {0} is already issued")]
+    IdTaken(PersonalId),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The storage port. Every method is one transaction: it happens entirely or not at all.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Which adapter this is ("sqlite" or "postgres").
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations; returns how many were applied.
+    async fn migrate(&self) -> Result<usize>;
+
+    /// Stores a new person (version 1) and its first history entry.
+    async fn insert_person(&self, person: &Person, meta: &ChangeMeta) -> Result<PersonRecord>;
+
+    async fn get_person(&self, by: &PersonRef) -> Result<Option<PersonRecord>>;
+
+    /// Replaces the person's state if the stored version is `expected_version`; records a version.
+    /// Assigning a personal ID (kind `Activate`) also reserves the number forever; a number
+    /// already issued gives [`StoreError::IdTaken`] and changes nothing.
+    async fn update_person(
+        &self,
+        key: Uuid,
+        expected_version: i64,
+        person: &Person,
+        kind: ChangeKind,
+        meta: &ChangeMeta,
+    ) -> Result<PersonRecord>;
+
+    /// Every version of a person, oldest first (empty when there is no such person).
+    async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>>;
+
+    async fn search(&self, q: &SearchQuery) -> Result<SearchPage>;
+
+    async fn count_persons(&self) -> Result<u64>;
+
+    /// Bulk load of already-activated people in one transaction (seeding, imports).
+    /// Returns the indexes of the people whose personal ID was already issued; none of
+    /// those is stored, every other one is.
+    async fn insert_active_batch(&self, people: &[Person], meta: &ChangeMeta)
+    -> Result<Vec<usize>>;
+
+    /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
+    async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
+
+    /// Checks the database answers (for /healthz).
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Opens the store named by a URL: `sqlite://PATH` (or a plain path) or `postgres://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, None).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+    } else if !url.contains("://") && !url.is_empty() {
+        Ok(Arc::new(sqlite::SqliteStore::open(url)?))
+    } else {
+        Err(StoreError::BadUrl(url.to_string()))
+    }
+}
+
+/// The indexed columns of a person, as both adapters store them.
+pub(crate) struct Columns {
+    pub personal_id: Option<String>,
+    pub legacy_id: Option<String>,
+    pub status: &'static str,
+    pub facts: SearchFacts,
+}
+
+impl Columns {
+    pub fn of(p: &Person) -> Self {
+        Columns {
+            personal_id: p.personal_id.map(|i| i.to_string()),
+            legacy_id: p.record.legacy_id.as_ref().map(|l| l.to_string()),
+            status: p.status.code(),
+            facts: p.search_facts(),
+        }
+    }
+}
+
+pub(crate) fn now() -> OffsetDateTime {
+    // Microsecond precision: what both databases keep.
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .unwrap_or(t)
+}

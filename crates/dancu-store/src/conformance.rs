@@ -1,0 +1,469 @@
+//! The conformance suite of the storage port: every adapter must pass it unchanged.
+//! Adapters instantiate it with [`conformance_tests!`](crate::conformance_tests).
+
+use std::sync::Arc;
+
+use crate::registry::{Registry, RegistryError};
+use crate::{ChangeKind, ChangeMeta, PersonRef, SearchQuery, Store, StoreError};
+use dancu_core::{LegacyIdNumber, PartialDate, Person, PersonInput, PersonStatus, PersonalId, Sex};
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an async fn returning
+/// `Option<Arc<dyn Store>>` (a fresh, migrated, empty store; `None` skips, outside CI only).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::conformance_tests!(@each $make;
+            migrations_are_idempotent, create_then_read, activation_assigns_a_lawful_id,
+            stale_versions_conflict, history_keeps_every_version, issued_ids_are_never_reused,
+            concurrent_activations_never_collide, one_person_is_activated_once, search_filters_and_pages,
+            lookup_by_legacy_id, failed_batches_leave_nothing, invalid_changes_leave_nothing,
+            bulk_load_assigns_distinct_ids);
+    };
+    (@each $make:path; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(store) = $make().await {
+                    $crate::conformance::$case(store).await;
+                }
+            }
+        )*
+    };
+}
+
+fn meta(reason: &str) -> ChangeMeta {
+    ChangeMeta {
+        actor: "officer-test".into(),
+        reason: reason.into(),
+        legal_basis: Some("Luật Căn cước 2023".into()),
+    }
+}
+
+/// A valid record; `i` varies the given name and birth year.
+pub fn sample(i: u32) -> PersonInput {
+    let given = ["An", "Bình", "Hòa", "Hoà", "Dũng", "Thủy"][i as usize % 6];
+    serde_json::from_value(serde_json::json!({
+        "name": {"surname": "Nguyễn", "middle": if i % 2 == 0 { "Văn" } else { "Thị" }, "given": given},
+        "birth_date": format!("{}-0{}-1{}", 1950 + (i % 60), 1 + i % 9, i % 10),
+        "sex": if i % 2 == 0 { "male" } else { "female" },
+        "birth_registration_place": {"province_code": if i % 3 == 0 { "79" } else { "01" }},
+        "ethnicity": "01",
+        "religion": "00",
+        "nationalities": ["VNM"],
+        "permanent_residence": {"scheme": "2025", "commune_code": if i % 3 == 0 { "26506" } else { "00004" }, "detail": format!("Số {i}")}
+    }))
+    .expect("sample record")
+}
+
+pub async fn migrations_are_idempotent(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        0,
+        "a second migrate applies nothing"
+    );
+    store.ping().await.unwrap();
+}
+
+pub async fn create_then_read(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    assert_eq!(rec.version, 1);
+    assert_eq!(rec.person.status, PersonStatus::Pending);
+    assert!(rec.person.personal_id.is_none());
+    let back = reg.get(&PersonRef::Key(rec.key)).await.unwrap();
+    assert_eq!(back, rec);
+    assert_eq!(back.person.record.name.given, "Bình");
+    assert!(matches!(
+        reg.get(&PersonRef::Key(uuid::Uuid::new_v4())).await,
+        Err(RegistryError::NotFound)
+    ));
+    assert_eq!(store.count_persons().await.unwrap(), 1);
+}
+
+pub async fn activation_assigns_a_lawful_id(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(3), &meta("thu thập")).await.unwrap();
+    let active = reg
+        .activate(rec.key, Some(1), &meta("cấp số định danh"))
+        .await
+        .unwrap();
+    let id = active.person.personal_id.expect("an ID");
+    assert_eq!(active.person.status, PersonStatus::Active);
+    assert_eq!(active.version, 2);
+    assert_eq!(id.province_code(), "079");
+    assert_eq!(id.sex(), Sex::Female);
+    assert_eq!(id.birth_year(), 1953);
+    let by_id = reg.get(&PersonRef::PersonalId(id)).await.unwrap();
+    assert_eq!(by_id.key, rec.key);
+    assert!(
+        matches!(reg.activate(rec.key, None, &meta("again")).await, Err(RegistryError::AlreadyActive(x)) if x == id)
+    );
+}
+
+pub async fn stale_versions_conflict(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(2), &meta("thu thập")).await.unwrap();
+    let mut changed = sample(2);
+    changed.occupation = Some("Giáo viên".into());
+    let v2 = reg
+        .update(
+            rec.key,
+            1,
+            changed.clone(),
+            None,
+            &meta("cập nhật nghề nghiệp"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    let err = reg
+        .update(rec.key, 1, changed.clone(), None, &meta("stale"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::Conflict {
+                expected: 1,
+                actual: 2
+            }
+        ),
+        "{err:?}"
+    );
+    // the port itself refuses too
+    let err = store
+        .update_person(rec.key, 1, &v2.person, ChangeKind::Update, &meta("stale"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 1,
+                actual: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(reg.get(&PersonRef::Key(rec.key)).await.unwrap().version, 2);
+}
+
+pub async fn history_keeps_every_version(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(4), &meta("thu thập")).await.unwrap();
+    let act = reg.activate(rec.key, None, &meta("cấp số")).await.unwrap();
+    let mut died = act.person.record.clone();
+    died.marital_status = Some(dancu_core::person::MaritalStatus::Widowed);
+    reg.update(
+        rec.key,
+        2,
+        died,
+        Some((PersonStatus::Dead, Some(PartialDate::Year(2020)))),
+        &meta("khai tử"),
+    )
+    .await
+    .unwrap();
+    let h = reg.history(rec.key).await.unwrap();
+    assert_eq!(
+        h.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        h.iter().map(|v| v.change).collect::<Vec<_>>(),
+        vec![ChangeKind::Create, ChangeKind::Activate, ChangeKind::Update]
+    );
+    assert_eq!(h[2].meta.reason, "khai tử");
+    assert_eq!(h[2].meta.actor, "officer-test");
+    assert_eq!(h[2].meta.legal_basis.as_deref(), Some("Luật Căn cước 2023"));
+    assert_eq!(h[0].person.status, PersonStatus::Pending);
+    assert_eq!(h[2].person.status, PersonStatus::Dead);
+    assert!(h[0].recorded_at <= h[1].recorded_at && h[1].recorded_at <= h[2].recorded_at);
+    assert!(matches!(
+        reg.history(uuid::Uuid::new_v4()).await,
+        Err(RegistryError::NotFound)
+    ));
+}
+
+pub async fn issued_ids_are_never_reused(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = reg.create(sample(6), &meta("a")).await.unwrap();
+    let a = reg.activate(a.key, None, &meta("a")).await.unwrap();
+    let id = a.person.personal_id.unwrap();
+    // Another person may not take the same number.
+    let b = reg.create(sample(6), &meta("b")).await.unwrap();
+    let mut taken = b.person.clone();
+    taken.personal_id = Some(id);
+    taken.status = PersonStatus::Active;
+    let err = store
+        .update_person(b.key, 1, &taken, ChangeKind::Activate, &meta("b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdTaken(x) if x == id), "{err:?}");
+    assert_eq!(
+        store
+            .get_person(&PersonRef::Key(b.key))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+    // Nor through a bulk load.
+    let taken_idx = store
+        .insert_active_batch(&[taken.clone()], &meta("bulk"))
+        .await
+        .unwrap();
+    assert_eq!(taken_idx, vec![0]);
+    // A number once issued stays reserved even after the holder's number is re-established.
+    let mut re = a.person.clone();
+    re.personal_id = Some(
+        PersonalId::from_parts("079", Sex::Male, 1956, (id.serial() + 1) % 1_000_000).unwrap(),
+    );
+    let _ = store
+        .update_person(
+            a.key,
+            a.version,
+            &re,
+            ChangeKind::Update,
+            &meta("re-establish"),
+        )
+        .await;
+    let err = store
+        .update_person(b.key, 1, &taken, ChangeKind::Activate, &meta("b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdTaken(_)), "{err:?}");
+}
+
+pub async fn concurrent_activations_never_collide(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let mut keys = Vec::new();
+    for i in 0..60 {
+        keys.push(reg.create(sample(i), &meta("thu thập")).await.unwrap().key);
+    }
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|&k| {
+            let reg = reg.clone();
+            tokio::spawn(async move { reg.activate(k, None, &meta("cấp số")).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let rec = t.await.unwrap().unwrap();
+        assert!(ids.insert(rec.person.personal_id.unwrap()));
+    }
+    assert_eq!(ids.len(), 60);
+    // Random parts are not issued in order: consecutive activations are not consecutive serials.
+    let serials: Vec<u32> = ids.iter().map(|i| i.serial()).collect();
+    let sorted_adjacent = serials.windows(2).filter(|w| w[1] == w[0] + 1).count();
+    assert!(sorted_adjacent < 5, "serials look sequential: {serials:?}");
+}
+
+pub async fn one_person_is_activated_once(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let key = reg.create(sample(7), &meta("thu thập")).await.unwrap().key;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let reg = reg.clone();
+            tokio::spawn(async move { reg.activate(key, None, &meta("cấp số")).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(RegistryError::AlreadyActive(_)) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    let h = reg.history(key).await.unwrap();
+    assert_eq!(h.len(), 2, "exactly one activation recorded");
+}
+
+pub async fn search_filters_and_pages(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    for i in 0..30 {
+        reg.create(sample(i), &meta("thu thập")).await.unwrap();
+    }
+    let q = |name: &str| SearchQuery {
+        name_prefix: Some(dancu_core::text::fold(name)),
+        limit: 50,
+        ..Default::default()
+    };
+    // accent-insensitive, both tone placements
+    let hoa = reg.search(&q("nguyen van hoa")).await.unwrap();
+    let hoa2 = reg.search(&q("Nguyễn Văn Hòa")).await.unwrap();
+    assert_eq!(
+        hoa.items.len(),
+        5,
+        "i = 2, 8, 14, 20, 26 and 3, 9.. are Thị"
+    );
+    assert_eq!(hoa.items, hoa2.items);
+    assert!(
+        hoa.items
+            .iter()
+            .all(|r| r.person.record.name.given == "Hòa")
+    );
+    // stored as "Hoà" (the other tone placement), found by either spelling
+    let thi_hoa = reg.search(&q("Nguyễn Thị Hòa")).await.unwrap();
+    assert_eq!(thi_hoa.items.len(), 5);
+    assert!(
+        thi_hoa
+            .items
+            .iter()
+            .all(|r| r.person.record.name.given == "Hoà")
+    );
+    // prefix
+    assert_eq!(reg.search(&q("nguyen")).await.unwrap().items.len(), 30);
+    assert_eq!(reg.search(&q("nguyen thi")).await.unwrap().items.len(), 15);
+    // birth year
+    let mut by_year = q("nguyen");
+    by_year.birth_year = Some(1953);
+    let r = reg.search(&by_year).await.unwrap();
+    assert_eq!(r.items.len(), 1);
+    assert_eq!(r.items[0].person.record.birth_date.year(), 1953);
+    // commune and province
+    let mut in_commune = q("nguyen");
+    in_commune.commune_key = Some("2025:26506".into());
+    assert_eq!(reg.search(&in_commune).await.unwrap().items.len(), 10);
+    let mut in_province = q("");
+    in_province.province_2025 = Some("01".into());
+    assert_eq!(reg.search(&in_province).await.unwrap().items.len(), 20);
+    // paging: no item twice, none lost
+    let mut seen = std::collections::HashSet::new();
+    let mut page = SearchQuery {
+        limit: 7,
+        ..Default::default()
+    };
+    loop {
+        let p = reg.search(&page).await.unwrap();
+        for r in &p.items {
+            assert!(seen.insert(r.key));
+        }
+        if !p.has_more {
+            break;
+        }
+        page.offset += 7;
+    }
+    assert_eq!(seen.len(), 30);
+    assert!(reg.search(&q("tran")).await.unwrap().items.is_empty());
+}
+
+pub async fn lookup_by_legacy_id(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let mut p = sample(8);
+    p.legacy_id = Some(LegacyIdNumber::parse("012345678").unwrap());
+    let rec = reg.create(p, &meta("thu thập")).await.unwrap();
+    let found = reg
+        .get(&PersonRef::LegacyId(
+            LegacyIdNumber::parse("012345678").unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(found.key, rec.key);
+    assert!(
+        store
+            .get_person(&PersonRef::LegacyId(
+                LegacyIdNumber::parse("012345679").unwrap()
+            ))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn failed_batches_leave_nothing(store: Arc<dyn Store>) {
+    let mut a = Person::new_pending(sample(9));
+    a.personal_id = Some(PersonalId::from_parts("001", Sex::Female, 1959, 1).unwrap());
+    a.status = PersonStatus::Active;
+    let b = Person::new_pending(sample(10)); // no personal ID: the batch must fail as a whole
+    let before = store.count_persons().await.unwrap();
+    assert!(
+        store
+            .insert_active_batch(&[a.clone(), b], &meta("bulk"))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.count_persons().await.unwrap(), before);
+    assert!(
+        store
+            .get_person(&PersonRef::PersonalId(a.personal_id.unwrap()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // and the number it would have used is still free
+    assert_eq!(
+        store
+            .insert_active_batch(&[a.clone()], &meta("bulk"))
+            .await
+            .unwrap(),
+        Vec::<usize>::new()
+    );
+}
+
+pub async fn invalid_changes_leave_nothing(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(11), &meta("thu thập")).await.unwrap();
+    let mut bad = sample(11);
+    bad.ethnicity = "99".into();
+    assert!(matches!(
+        reg.update(rec.key, 1, bad.clone(), None, &meta("x")).await,
+        Err(RegistryError::Invalid(_))
+    ));
+    assert!(matches!(
+        reg.create(bad, &meta("x")).await,
+        Err(RegistryError::Invalid(_))
+    ));
+    let no_reason = ChangeMeta {
+        actor: "o".into(),
+        reason: " ".into(),
+        legal_basis: None,
+    };
+    assert!(matches!(
+        reg.update(rec.key, 1, sample(11), None, &no_reason).await,
+        Err(RegistryError::Invalid(_))
+    ));
+    // an activated person's sex cannot be changed by an ordinary update
+    let act = reg.activate(rec.key, None, &meta("cấp số")).await.unwrap();
+    let mut flipped = act.person.record.clone();
+    flipped.sex = Sex::Male;
+    let err = reg
+        .update(rec.key, 2, flipped, None, &meta("x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Invalid(e) if e.0[0].field == "sex"),
+        "{err:?}"
+    );
+    assert_eq!(store.count_persons().await.unwrap(), 1);
+    assert_eq!(reg.history(rec.key).await.unwrap().len(), 2);
+}
+
+pub async fn bulk_load_assigns_distinct_ids(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let n = reg
+        .load_active((0..500).map(sample).collect(), &meta("nạp dữ liệu"))
+        .await
+        .unwrap();
+    assert_eq!(n, 500);
+    assert_eq!(store.count_persons().await.unwrap(), 500);
+    let ids = store.sample_personal_ids(1000).await.unwrap();
+    assert_eq!(ids.len(), 500);
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        500
+    );
+    for id in ids.iter().take(50) {
+        let rec = store
+            .get_person(&PersonRef::PersonalId(*id))
+            .await
+            .unwrap()
+            .unwrap();
+        id.check_matches(rec.person.record.sex, rec.person.record.birth_date.year())
+            .unwrap();
+        assert_eq!(rec.person.status, PersonStatus::Active);
+    }
+}

@@ -1,0 +1,549 @@
+//! PostgreSQL adapter: for scale-out. A connection pool (deadpool), the same schema as SQLite
+//! in PostgreSQL's types, one transaction per operation.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use crate::{
+    ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage,
+    SearchQuery, Store, StoreError, now,
+};
+use dancu_core::{Person, PersonalId};
+
+/// Schema migrations, applied in order; never edit one that has shipped, add a new one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "persons",
+    r#"
+CREATE TABLE persons (
+    key           uuid PRIMARY KEY,
+    personal_id   text UNIQUE,
+    legacy_id     text,
+    status        text NOT NULL,
+    name_key      text COLLATE "C" NOT NULL,
+    birth_year    integer NOT NULL,
+    commune_key   text,
+    province_2025 text,
+    version       bigint NOT NULL,
+    data          jsonb NOT NULL,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL
+);
+CREATE INDEX persons_legacy_id ON persons (legacy_id) WHERE legacy_id IS NOT NULL;
+CREATE INDEX persons_name_year_commune ON persons (name_key, birth_year, commune_key);
+CREATE INDEX persons_commune_name ON persons (commune_key, name_key);
+CREATE INDEX persons_province_name ON persons (province_2025, name_key);
+
+CREATE TABLE person_versions (
+    key         uuid NOT NULL REFERENCES persons (key),
+    version     bigint NOT NULL,
+    change      text NOT NULL,
+    actor       text NOT NULL,
+    reason      text NOT NULL,
+    legal_basis text,
+    recorded_at timestamptz NOT NULL,
+    data        jsonb NOT NULL,
+    PRIMARY KEY (key, version)
+);
+
+CREATE TABLE issued_ids (
+    personal_id text PRIMARY KEY,
+    key         uuid NOT NULL REFERENCES persons (key),
+    issued_at   timestamptz NOT NULL
+);
+"#,
+)];
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+            None => backend(e),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        backend(e)
+    }
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+const RECORD_COLUMNS: &str = "key, version, created_at, updated_at, data";
+
+fn to_record(row: &Row) -> Result<PersonRecord> {
+    let Json(person): Json<Person> = row
+        .try_get(4)
+        .map_err(|e| StoreError::Corrupt(format!("person record: {e}")))?;
+    Ok(PersonRecord {
+        key: row.get(0),
+        version: row.get(1),
+        created_at: row.get(2),
+        updated_at: row.get(3),
+        person,
+    })
+}
+
+impl PgStore {
+    /// Connects a pool to `url`. With `schema`, every connection works in that schema
+    /// (created when missing): tests use one schema each, operators may keep dancu apart.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+        if let Some(s) = schema {
+            if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(StoreError::BadUrl(format!("schema name {s:?}")));
+            }
+            let (client, conn) = config.connect(NoTls).await?;
+            let task = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+                .await?;
+            drop(client);
+            let _ = task.await;
+            config.options(format!("-c search_path={s}"));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(32)
+            .build()
+            .map_err(backend)?;
+        let store = PgStore { pool };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// Drops a schema and everything in it (test clean-up).
+    pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+        let (client, conn) = config.connect(NoTls).await?;
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await?;
+        drop(client);
+        let _ = task.await;
+        Ok(())
+    }
+}
+
+async fn insert_new(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: Uuid,
+    person: &Person,
+    meta: &ChangeMeta,
+    at: OffsetDateTime,
+) -> Result<()> {
+    let c = Columns::of(person);
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
+                                  version, data, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $10)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &key,
+            &c.personal_id,
+            &c.legacy_id,
+            &c.status,
+            &c.facts.name_key,
+            &c.facts.birth_year,
+            &c.facts.commune_key,
+            &c.facts.province_2025,
+            &Json(person),
+            &at,
+        ],
+    )
+    .await
+    .map_err(|e| match person.personal_id {
+        Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+        _ => e.into(),
+    })?;
+    insert_version(tx, key, 1, ChangeKind::Create, meta, at, person).await
+}
+
+async fn insert_version(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: Uuid,
+    version: i64,
+    kind: ChangeKind,
+    meta: &ChangeMeta,
+    at: OffsetDateTime,
+    person: &Person,
+) -> Result<()> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, recorded_at, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &key,
+            &version,
+            &kind.code(),
+            &meta.actor,
+            &meta.reason,
+            &meta.legal_basis,
+            &at,
+            &Json(person),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reserves a personal ID forever; false when it was issued before.
+async fn reserve_id(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: PersonalId,
+    key: Uuid,
+    at: OffsetDateTime,
+) -> Result<bool> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES ($1, $2, $3) ON CONFLICT (personal_id) DO NOTHING",
+        )
+        .await?;
+    Ok(tx.execute(&stmt, &[&id.as_str(), &key, &at]).await? == 1)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<usize> {
+        let mut client = self.pool.get().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)",
+            )
+            .await?;
+        let mut applied = 0;
+        for (version, name, sql) in MIGRATIONS {
+            let tx = client.transaction().await?;
+            // Serialize concurrent migrators (several servers starting at once).
+            tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[])
+                .await?;
+            let done = tx
+                .query_opt(
+                    "SELECT version FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await?;
+            if done.is_none() {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    &[version, name, &now()],
+                )
+                .await?;
+                applied += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(applied)
+    }
+
+    async fn insert_person(&self, person: &Person, meta: &ChangeMeta) -> Result<PersonRecord> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let key = Uuid::new_v4();
+        let at = now();
+        insert_new(&tx, key, person, meta, at).await?;
+        if let Some(id) = person.personal_id
+            && !reserve_id(&tx, id, key, at).await?
+        {
+            return Err(StoreError::IdTaken(id));
+        }
+        tx.commit().await?;
+        Ok(PersonRecord {
+            key,
+            version: 1,
+            created_at: at,
+            updated_at: at,
+            person: person.clone(),
+        })
+    }
+
+    async fn get_person(&self, by: &PersonRef) -> Result<Option<PersonRecord>> {
+        let client = self.pool.get().await?;
+        let row = match by {
+            PersonRef::Key(k) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM persons WHERE key = $1"
+                    ))
+                    .await?;
+                client.query_opt(&stmt, &[k]).await?
+            }
+            PersonRef::PersonalId(id) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM persons WHERE personal_id = $1"
+                    ))
+                    .await?;
+                client.query_opt(&stmt, &[&id.as_str()]).await?
+            }
+            PersonRef::LegacyId(l) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM persons WHERE legacy_id = $1 ORDER BY created_at LIMIT 1"
+                    ))
+                    .await?;
+                client.query_opt(&stmt, &[&l.as_str()]).await?
+            }
+        };
+        row.as_ref().map(to_record).transpose()
+    }
+
+    async fn update_person(
+        &self,
+        key: Uuid,
+        expected_version: i64,
+        person: &Person,
+        kind: ChangeKind,
+        meta: &ChangeMeta,
+    ) -> Result<PersonRecord> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT version, personal_id, created_at FROM persons WHERE key = $1 FOR UPDATE",
+            )
+            .await?;
+        let Some(row) = tx.query_opt(&stmt, &[&key]).await? else {
+            return Err(StoreError::NotFound);
+        };
+        let version: i64 = row.get(0);
+        let current_id: Option<String> = row.get(1);
+        let created_at: OffsetDateTime = row.get(2);
+        if version != expected_version {
+            return Err(StoreError::Conflict {
+                expected: expected_version,
+                actual: version,
+            });
+        }
+        let at = now();
+        if let Some(id) = person
+            .personal_id
+            .filter(|id| current_id.as_deref() != Some(id.as_str()))
+            && !reserve_id(&tx, id, key, at).await?
+        {
+            return Err(StoreError::IdTaken(id));
+        }
+        let c = Columns::of(person);
+        let new_version = version + 1;
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE persons SET personal_id = $2, legacy_id = $3, status = $4, name_key = $5, birth_year = $6,
+                        commune_key = $7, province_2025 = $8, version = $9, data = $10, updated_at = $11
+                 WHERE key = $1",
+            )
+            .await?;
+        let args: [&(dyn ToSql + Sync); 11] = [
+            &key,
+            &c.personal_id,
+            &c.legacy_id,
+            &c.status,
+            &c.facts.name_key,
+            &c.facts.birth_year,
+            &c.facts.commune_key,
+            &c.facts.province_2025,
+            &new_version,
+            &Json(person),
+            &at,
+        ];
+        tx.execute(&stmt, &args)
+            .await
+            .map_err(|e| match person.personal_id {
+                Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+                _ => e.into(),
+            })?;
+        insert_version(&tx, key, new_version, kind, meta, at, person).await?;
+        tx.commit().await?;
+        Ok(PersonRecord {
+            key,
+            version: new_version,
+            created_at,
+            updated_at: at,
+            person: person.clone(),
+        })
+    }
+
+    async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT version, change, actor, reason, legal_basis, recorded_at, data
+                 FROM person_versions WHERE key = $1 ORDER BY version",
+            )
+            .await?;
+        let mut out = Vec::new();
+        for row in client.query(&stmt, &[&key]).await? {
+            let change: String = row.get(1);
+            let Json(person): Json<Person> = row
+                .try_get(6)
+                .map_err(|e| StoreError::Corrupt(format!("person record: {e}")))?;
+            out.push(PersonVersion {
+                version: row.get(0),
+                change: ChangeKind::from_code(&change)
+                    .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
+                recorded_at: row.get(5),
+                meta: ChangeMeta {
+                    actor: row.get(2),
+                    reason: row.get(3),
+                    legal_basis: row.get(4),
+                },
+                person,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<SearchPage> {
+        let client = self.pool.get().await?;
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE true");
+        let upper = q
+            .name_prefix
+            .as_deref()
+            .map(dancu_core::text::prefix_upper_bound);
+        let birth_year = q.birth_year;
+        let status = q.status.map(|s| s.code());
+        let limit = i64::from(q.limit) + 1;
+        let offset = i64::from(q.offset);
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let (Some(p), Some(u)) = (&q.name_prefix, &upper) {
+            args.push(p);
+            args.push(u);
+            sql += &format!(
+                " AND name_key >= ${} AND name_key < ${}",
+                args.len() - 1,
+                args.len()
+            );
+        }
+        if let Some(y) = &birth_year {
+            args.push(y);
+            sql += &format!(" AND birth_year = ${}", args.len());
+        }
+        if let Some(c) = &q.commune_key {
+            args.push(c);
+            sql += &format!(" AND commune_key = ${}", args.len());
+        }
+        if let Some(p) = &q.province_2025 {
+            args.push(p);
+            sql += &format!(" AND province_2025 = ${}", args.len());
+        }
+        if let Some(s) = &status {
+            args.push(s);
+            sql += &format!(" AND status = ${}", args.len());
+        }
+        args.push(&limit);
+        args.push(&offset);
+        sql += &format!(
+            " ORDER BY name_key, key LIMIT ${} OFFSET ${}",
+            args.len() - 1,
+            args.len()
+        );
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, &args).await?;
+        let mut items = rows.iter().map(to_record).collect::<Result<Vec<_>>>()?;
+        let has_more = items.len() > q.limit as usize;
+        items.truncate(q.limit as usize);
+        Ok(SearchPage { items, has_more })
+    }
+
+    async fn count_persons(&self) -> Result<u64> {
+        let client = self.pool.get().await?;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM persons", &[])
+            .await?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    async fn insert_active_batch(
+        &self,
+        people: &[Person],
+        meta: &ChangeMeta,
+    ) -> Result<Vec<usize>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let at = now();
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM issued_ids WHERE personal_id = $1")
+            .await?;
+        let mut taken = Vec::new();
+        for (i, p) in people.iter().enumerate() {
+            let Some(id) = p.personal_id else {
+                return Err(StoreError::Backend(format!(
+                    "batch person {i} has no personal ID"
+                )));
+            };
+            if tx.query_opt(&exists, &[&id.as_str()]).await?.is_some() {
+                taken.push(i);
+                continue;
+            }
+            let key = Uuid::new_v4();
+            insert_new(&tx, key, p, meta, at).await?;
+            reserve_id(&tx, id, key, at).await?;
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+
+    async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT personal_id FROM persons WHERE personal_id IS NOT NULL ORDER BY random() LIMIT $1", &[&i64::from(n)])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.get(0);
+                PersonalId::parse(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("personal ID {s:?}: {e}")))
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let client = self.pool.get().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! The registry service: the rules above the storage port. Handlers and the CLI call this,
+//! never the store directly for changes: it validates with the core, assigns personal IDs
+//! (drawing the random part from the operating system's CSPRNG, retrying on collision), and
+//! keeps every change a new version with who, when, why and legal basis.
+
+use std::sync::Arc;
+use time::{Date, OffsetDateTime, UtcOffset};
+use uuid::Uuid;
+
+use crate::{
+    ChangeKind, ChangeMeta, PersonRecord, PersonRef, PersonVersion, SearchPage, SearchQuery, Store,
+    StoreError,
+};
+use dancu_core::error::{FieldError, ValidationErrors};
+use dancu_core::id::random_serial;
+use dancu_core::{PartialDate, Person, PersonInput, PersonStatus, PersonalId};
+
+/// Why a registry operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid input: {0}")]
+    Invalid(ValidationErrors),
+    #[error("no such person")]
+    NotFound,
+    #[error(
+        "the record changed meanwhile: it is at version {actual}, the change was made against version {expected}"
+    )]
+    Conflict { expected: i64, actual: i64 },
+    #[error("the person already holds personal ID {0}")]
+    AlreadyActive(PersonalId),
+    #[error("could not draw an unused personal ID after {0} attempts")]
+    IdSpaceExhausted(u32),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => RegistryError::NotFound,
+            StoreError::Conflict { expected, actual } => {
+                RegistryError::Conflict { expected, actual }
+            }
+            other => RegistryError::Store(other),
+        }
+    }
+}
+
+impl From<ValidationErrors> for RegistryError {
+    fn from(e: ValidationErrors) -> Self {
+        RegistryError::Invalid(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+/// Vietnam's civil time (UTC+7, no daylight saving).
+pub const VIETNAM_OFFSET: UtcOffset = match UtcOffset::from_hms(7, 0, 0) {
+    Ok(o) => o,
+    Err(_) => panic!("UTC+7"),
+};
+
+/// Today's date in Vietnam.
+pub fn today() -> Date {
+    OffsetDateTime::now_utc().to_offset(VIETNAM_OFFSET).date()
+}
+
+/// A uniform random u32 from the operating system.
+fn os_random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("the operating system's random source is available");
+    u32::from_le_bytes(b)
+}
+
+/// Draws a personal ID for a person: legal prefix, century/sex, year, 6 random digits.
+pub fn draw_personal_id(person: &Person) -> Result<PersonalId> {
+    let prefix = person.id_prefix().ok_or_else(|| {
+        ValidationErrors::single(FieldError::new(
+            "birth_registration_place",
+            "no_id_prefix",
+            "a personal ID needs the province where the birth was registered in Việt Nam \
+             (births registered abroad need a configured country code)",
+        ))
+    })?;
+    let year = person.record.birth_date.year();
+    PersonalId::from_parts(
+        prefix,
+        person.record.sex,
+        year,
+        random_serial(os_random_u32),
+    )
+    .map_err(|e| {
+        RegistryError::Invalid(ValidationErrors::single(
+            FieldError::new("birth_date", e.code(), e.to_string())
+                .with_value(person.record.birth_date.to_string()),
+        ))
+    })
+}
+
+const MAX_ID_ATTEMPTS: u32 = 64;
+
+fn check_meta(meta: &ChangeMeta) -> std::result::Result<ChangeMeta, ValidationErrors> {
+    let mut e = ValidationErrors::default();
+    let clean = |s: &str| dancu_core::text::clean(s);
+    let m = ChangeMeta {
+        actor: clean(&meta.actor),
+        reason: clean(&meta.reason),
+        legal_basis: meta
+            .legal_basis
+            .as_deref()
+            .map(clean)
+            .filter(|s| !s.is_empty()),
+    };
+    if m.actor.is_empty() || m.actor.chars().count() > 100 {
+        e.push(FieldError::new(
+            "actor",
+            "required",
+            "who makes the change must be named (at most 100 characters)",
+        ));
+    }
+    if m.reason.is_empty() || m.reason.chars().count() > 500 {
+        e.push(FieldError::new(
+            "reason",
+            "required",
+            "the reason for the change is required (at most 500 characters)",
+        ));
+    }
+    if m.legal_basis
+        .as_ref()
+        .is_some_and(|l| l.chars().count() > 500)
+    {
+        e.push(FieldError::new(
+            "legal_basis",
+            "too_long",
+            "at most 500 characters",
+        ));
+    }
+    e.into_result().map(|()| m)
+}
+
+/// The registry service over one store.
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Records a newly collected person, pending (no personal ID yet).
+    pub async fn create(&self, input: PersonInput, meta: &ChangeMeta) -> Result<PersonRecord> {
+        let meta = check_meta(meta);
+        let input = input.validate(today());
+        let (meta, input) = merge(meta, input)?;
+        Ok(self
+            .store
+            .insert_person(&Person::new_pending(input), &meta)
+            .await?)
+    }
+
+    pub async fn get(&self, by: &PersonRef) -> Result<PersonRecord> {
+        self.store
+            .get_person(by)
+            .await?
+            .ok_or(RegistryError::NotFound)
+    }
+
+    /// Assigns the personal ID to a pending person: a number never issued before.
+    pub async fn activate(
+        &self,
+        key: Uuid,
+        expected_version: Option<i64>,
+        meta: &ChangeMeta,
+    ) -> Result<PersonRecord> {
+        let meta = check_meta(meta)?;
+        let current = self.get(&PersonRef::Key(key)).await?;
+        if let Some(id) = current.person.personal_id {
+            return Err(RegistryError::AlreadyActive(id));
+        }
+        if let Some(v) = expected_version.filter(|v| *v != current.version) {
+            return Err(RegistryError::Conflict {
+                expected: v,
+                actual: current.version,
+            });
+        }
+        for _ in 0..MAX_ID_ATTEMPTS {
+            let mut person = current.person.clone();
+            person.personal_id = Some(draw_personal_id(&person)?);
+            person.status = PersonStatus::Active;
+            match self
+                .store
+                .update_person(key, current.version, &person, ChangeKind::Activate, &meta)
+                .await
+            {
+                Err(StoreError::IdTaken(_)) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    // Someone else changed (or activated) it meanwhile: report what it is now.
+                    let now = self.get(&PersonRef::Key(key)).await?;
+                    return Err(match now.person.personal_id {
+                        Some(id) => RegistryError::AlreadyActive(id),
+                        None => RegistryError::Conflict {
+                            expected: current.version,
+                            actual: now.version,
+                        },
+                    });
+                }
+                other => return Ok(other?),
+            }
+        }
+        Err(RegistryError::IdSpaceExhausted(MAX_ID_ATTEMPTS))
+    }
+
+    /// Replaces the recorded items of a person (a new version), optionally changing status.
+    /// `expected_version` must be the version the caller read (optimistic concurrency).
+    pub async fn update(
+        &self,
+        key: Uuid,
+        expected_version: i64,
+        input: PersonInput,
+        status: Option<(PersonStatus, Option<PartialDate>)>,
+        meta: &ChangeMeta,
+    ) -> Result<PersonRecord> {
+        let meta = check_meta(meta);
+        let input = input.validate(today());
+        let (meta, input) = merge(meta, input)?;
+        let current = self.get(&PersonRef::Key(key)).await?;
+        if current.version != expected_version {
+            return Err(RegistryError::Conflict {
+                expected: expected_version,
+                actual: current.version,
+            });
+        }
+        let mut person = current.person.clone();
+        person.record = input;
+        if let Some((to, date)) = status {
+            current.person.check_status_change(to, date, today())?;
+            person.status = to;
+            person.status_date = date;
+        }
+        if let Some(id) = person.personal_id
+            && let Err(e) = id.check_matches(person.record.sex, person.record.birth_date.year())
+        {
+            let field = if id.sex() != person.record.sex {
+                "sex"
+            } else {
+                "birth_date"
+            };
+            return Err(ValidationErrors::single(FieldError::new(
+                field,
+                "contradicts_personal_id",
+                format!("{e}; changing this needs the personal ID to be re-established"),
+            ))
+            .into());
+        }
+        Ok(self
+            .store
+            .update_person(key, expected_version, &person, ChangeKind::Update, &meta)
+            .await?)
+    }
+
+    pub async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
+        let h = self.store.history(key).await?;
+        if h.is_empty() {
+            return Err(RegistryError::NotFound);
+        }
+        Ok(h)
+    }
+
+    pub async fn search(&self, q: &SearchQuery) -> Result<SearchPage> {
+        Ok(self.store.search(q).await?)
+    }
+
+    /// Loads already-validated people as active, assigning each a fresh personal ID
+    /// (bulk seeding). Returns how many were stored.
+    pub async fn load_active(&self, inputs: Vec<PersonInput>, meta: &ChangeMeta) -> Result<usize> {
+        let meta = check_meta(meta)?;
+        let mut people = inputs
+            .into_iter()
+            .map(|r| {
+                let mut p = Person::new_pending(r);
+                p.personal_id = Some(draw_personal_id(&p)?);
+                p.status = PersonStatus::Active;
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let total = people.len();
+        for _ in 0..MAX_ID_ATTEMPTS {
+            // Collisions inside the batch itself are redrawn before the store sees them.
+            let mut seen = std::collections::HashSet::with_capacity(people.len());
+            for p in people.iter_mut() {
+                while !seen.insert(p.personal_id.expect("drawn")) {
+                    p.personal_id = Some(draw_personal_id(p)?);
+                }
+            }
+            let taken = self.store.insert_active_batch(&people, &meta).await?;
+            if taken.is_empty() {
+                return Ok(total);
+            }
+            people = taken.into_iter().map(|i| people[i].clone()).collect();
+            for p in people.iter_mut() {
+                p.personal_id = Some(draw_personal_id(p)?);
+            }
+        }
+        Err(RegistryError::IdSpaceExhausted(MAX_ID_ATTEMPTS))
+    }
+}
+
+fn merge<A>(
+    a: std::result::Result<A, ValidationErrors>,
+    b: std::result::Result<PersonInput, ValidationErrors>,
+) -> std::result::Result<(A, PersonInput), ValidationErrors> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(mut x), Err(y)) => {
+            x.0.extend(y.0);
+            Err(x)
+        }
+        (Err(x), _) | (_, Err(x)) => Err(x),
+    }
+}

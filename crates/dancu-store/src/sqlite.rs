@@ -1,0 +1,557 @@
+//! SQLite adapter: the embedded default. One file, WAL journal, foreign keys on,
+//! a pool of reader connections and one writer (SQLite serializes writers anyway).
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::{
+    ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage,
+    SearchQuery, Store, StoreError, now,
+};
+use dancu_core::{Person, PersonalId};
+
+/// Schema migrations, applied in order; never edit one that has shipped, add a new one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "persons",
+    r#"
+CREATE TABLE persons (
+    key           TEXT PRIMARY KEY,
+    personal_id   TEXT UNIQUE,
+    legacy_id     TEXT,
+    status        TEXT NOT NULL,
+    name_key      TEXT NOT NULL,
+    birth_year    INTEGER NOT NULL,
+    commune_key   TEXT,
+    province_2025 TEXT,
+    version       INTEGER NOT NULL,
+    data          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+) STRICT;
+CREATE INDEX persons_legacy_id ON persons (legacy_id) WHERE legacy_id IS NOT NULL;
+CREATE INDEX persons_name_year_commune ON persons (name_key, birth_year, commune_key);
+CREATE INDEX persons_commune_name ON persons (commune_key, name_key);
+CREATE INDEX persons_province_name ON persons (province_2025, name_key);
+
+CREATE TABLE person_versions (
+    key         TEXT NOT NULL REFERENCES persons (key),
+    version     INTEGER NOT NULL,
+    change      TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    legal_basis TEXT,
+    recorded_at TEXT NOT NULL,
+    data        TEXT NOT NULL,
+    PRIMARY KEY (key, version)
+) STRICT;
+
+-- Every personal ID ever issued, so that no number is ever issued twice, even after the
+-- person's number is re-established.
+CREATE TABLE issued_ids (
+    personal_id TEXT PRIMARY KEY,
+    key         TEXT NOT NULL REFERENCES persons (key),
+    issued_at   TEXT NOT NULL
+) STRICT;
+"#,
+)];
+
+struct Inner {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Connection>,
+}
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // FULL: a committed change survives power loss, not only a crash of the process.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -32000)?;
+    Ok(())
+}
+
+fn ts(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .expect("RFC 3339 formatting of a UTC time")
+}
+
+fn parse_ts(s: &str) -> Result<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+fn parse_key(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("key {s:?}: {e}")))
+}
+
+fn parse_person(s: &str) -> Result<Person> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("person record: {e}")))
+}
+
+const RECORD_COLUMNS: &str = "key, version, created_at, updated_at, data";
+
+fn record_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, i64, String, String, String)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn to_record(
+    (key, version, created, updated, data): (String, i64, String, String, String),
+) -> Result<PersonRecord> {
+    Ok(PersonRecord {
+        key: parse_key(&key)?,
+        version,
+        created_at: parse_ts(&created)?,
+        updated_at: parse_ts(&updated)?,
+        person: parse_person(&data)?,
+    })
+}
+
+/// A UNIQUE violation on a personal ID column.
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE && msg.contains("personal_id"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file. Migrations are applied by [`Store::migrate`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let writer = Connection::open(&path)?;
+        configure(&writer)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(writer),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.readers.lock().expect("reader pool lock").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY
+                            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                            | OpenFlags::SQLITE_OPEN_URI,
+                    )?;
+                    c.busy_timeout(std::time::Duration::from_secs(10))?;
+                    c.pragma_update(None, "cache_size", -32000)?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            let mut pool = inner.readers.lock().expect("reader pool lock");
+            if pool.len() < 16 {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn insert_version(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    version: i64,
+    kind: ChangeKind,
+    meta: &ChangeMeta,
+    at: &str,
+    data: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, recorded_at, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![key, version, kind.code(), meta.actor, meta.reason, meta.legal_basis, at, data])?;
+    Ok(())
+}
+
+fn insert_new(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    person: &Person,
+    meta: &ChangeMeta,
+    kind: ChangeKind,
+    at: &str,
+) -> Result<()> {
+    let c = Columns::of(person);
+    let data = serde_json::to_string(person).map_err(backend)?;
+    tx.prepare_cached(
+        "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
+                              version, data, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?10)",
+    )?
+    .execute(params![
+        key,
+        c.personal_id,
+        c.legacy_id,
+        c.status,
+        c.facts.name_key,
+        c.facts.birth_year,
+        c.facts.commune_key,
+        c.facts.province_2025,
+        data,
+        at
+    ])
+    .map_err(|e| match person.personal_id {
+        Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+        _ => e.into(),
+    })?;
+    insert_version(tx, key, 1, kind, meta, at, &data)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<usize> {
+        self.write(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+            )?;
+            let mut applied = 0;
+            for (version, name, sql) in MIGRATIONS {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let done: Option<i64> = tx
+                    .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+                    .optional()?;
+                if done.is_none() {
+                    tx.execute_batch(sql)?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                        params![version, name, ts(now())],
+                    )?;
+                    applied += 1;
+                }
+                tx.commit()?;
+            }
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn insert_person(&self, person: &Person, meta: &ChangeMeta) -> Result<PersonRecord> {
+        let person = person.clone();
+        let meta = meta.clone();
+        self.write(move |conn| {
+            let key = Uuid::new_v4();
+            let at = now();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            insert_new(&tx, &key.to_string(), &person, &meta, ChangeKind::Create, &ts(at))?;
+            if let Some(id) = person.personal_id {
+                let n = tx.execute(
+                    "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![id.as_str(), key.to_string(), ts(at)],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::IdTaken(id));
+                }
+            }
+            tx.commit()?;
+            Ok(PersonRecord { key, version: 1, created_at: at, updated_at: at, person })
+        })
+        .await
+    }
+
+    async fn get_person(&self, by: &PersonRef) -> Result<Option<PersonRecord>> {
+        let (column, value) = match by {
+            PersonRef::Key(k) => ("key", k.to_string()),
+            PersonRef::PersonalId(id) => ("personal_id", id.to_string()),
+            PersonRef::LegacyId(l) => ("legacy_id", l.to_string()),
+        };
+        self.read(move |conn| {
+            let sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE {column} = ?1 ORDER BY created_at LIMIT 1");
+            let row = conn.prepare_cached(&sql)?.query_row([value], record_from_row).optional()?;
+            row.map(to_record).transpose()
+        })
+        .await
+    }
+
+    async fn update_person(
+        &self,
+        key: Uuid,
+        expected_version: i64,
+        person: &Person,
+        kind: ChangeKind,
+        meta: &ChangeMeta,
+    ) -> Result<PersonRecord> {
+        let person = person.clone();
+        let meta = meta.clone();
+        self.write(move |conn| {
+            let k = key.to_string();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<(i64, Option<String>, String)> = tx
+                .prepare_cached("SELECT version, personal_id, created_at FROM persons WHERE key = ?1")?
+                .query_row([&k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let Some((version, current_id, created)) = current else { return Err(StoreError::NotFound) };
+            if version != expected_version {
+                return Err(StoreError::Conflict { expected: expected_version, actual: version });
+            }
+            let at = now();
+            if let Some(id) = person.personal_id.filter(|id| current_id.as_deref() != Some(id.as_str())) {
+                let n = tx.execute(
+                    "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![id.as_str(), k, ts(at)],
+                )?;
+                if n == 0 {
+                    return Err(StoreError::IdTaken(id));
+                }
+            }
+            let c = Columns::of(&person);
+            let data = serde_json::to_string(&person).map_err(backend)?;
+            let new_version = version + 1;
+            tx.prepare_cached(
+                "UPDATE persons SET personal_id = ?2, legacy_id = ?3, status = ?4, name_key = ?5, birth_year = ?6,
+                        commune_key = ?7, province_2025 = ?8, version = ?9, data = ?10, updated_at = ?11
+                 WHERE key = ?1",
+            )?
+            .execute(params![
+                k,
+                c.personal_id,
+                c.legacy_id,
+                c.status,
+                c.facts.name_key,
+                c.facts.birth_year,
+                c.facts.commune_key,
+                c.facts.province_2025,
+                new_version,
+                data,
+                ts(at)
+            ])
+            .map_err(|e| match person.personal_id {
+                Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+                _ => e.into(),
+            })?;
+            insert_version(&tx, &k, new_version, kind, &meta, &ts(at), &data)?;
+            tx.commit()?;
+            Ok(PersonRecord { key, version: new_version, created_at: parse_ts(&created)?, updated_at: at, person })
+        })
+        .await
+    }
+
+    async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT version, change, actor, reason, legal_basis, recorded_at, data
+                 FROM person_versions WHERE key = ?1 ORDER BY version",
+            )?;
+            let rows = stmt.query_map([key.to_string()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (version, change, actor, reason, legal_basis, at, data) = row?;
+                out.push(PersonVersion {
+                    version,
+                    change: ChangeKind::from_code(&change)
+                        .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
+                    recorded_at: parse_ts(&at)?,
+                    meta: ChangeMeta {
+                        actor,
+                        reason,
+                        legal_basis,
+                    },
+                    person: parse_person(&data)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<SearchPage> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(p) = &q.name_prefix {
+                args.push(p.clone().into());
+                args.push(dancu_core::text::prefix_upper_bound(p).into());
+                sql += &format!(
+                    " AND name_key >= ?{} AND name_key < ?{}",
+                    args.len() - 1,
+                    args.len()
+                );
+            }
+            if let Some(y) = q.birth_year {
+                args.push(i64::from(y).into());
+                sql += &format!(" AND birth_year = ?{}", args.len());
+            }
+            if let Some(c) = &q.commune_key {
+                args.push(c.clone().into());
+                sql += &format!(" AND commune_key = ?{}", args.len());
+            }
+            if let Some(p) = &q.province_2025 {
+                args.push(p.clone().into());
+                sql += &format!(" AND province_2025 = ?{}", args.len());
+            }
+            if let Some(s) = q.status {
+                args.push(s.code().to_string().into());
+                sql += &format!(" AND status = ?{}", args.len());
+            }
+            args.push(i64::from(q.limit + 1).into());
+            args.push(i64::from(q.offset).into());
+            sql += &format!(
+                " ORDER BY name_key, key LIMIT ?{} OFFSET ?{}",
+                args.len() - 1,
+                args.len()
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), record_from_row)?;
+            let mut items = Vec::new();
+            for row in rows {
+                items.push(to_record(row?)?);
+            }
+            let has_more = items.len() > q.limit as usize;
+            items.truncate(q.limit as usize);
+            Ok(SearchPage { items, has_more })
+        })
+        .await
+    }
+
+    async fn count_persons(&self) -> Result<u64> {
+        self.read(|conn| {
+            Ok(conn.query_row("SELECT count(*) FROM persons", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
+    }
+
+    async fn insert_active_batch(
+        &self,
+        people: &[Person],
+        meta: &ChangeMeta,
+    ) -> Result<Vec<usize>> {
+        let people = people.to_vec();
+        let meta = meta.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = ts(now());
+            let mut taken = Vec::new();
+            for (i, p) in people.iter().enumerate() {
+                let Some(id) = p.personal_id else {
+                    return Err(StoreError::Backend(format!(
+                        "batch person {i} has no personal ID"
+                    )));
+                };
+                let exists: bool = tx
+                    .prepare_cached("SELECT 1 FROM issued_ids WHERE personal_id = ?1")?
+                    .query_row([id.as_str()], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if exists {
+                    taken.push(i);
+                    continue;
+                }
+                let key = Uuid::new_v4().to_string();
+                insert_new(&tx, &key, p, &meta, ChangeKind::Create, &at)?;
+                tx.prepare_cached(
+                    "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![id.as_str(), key, at])?;
+            }
+            tx.commit()?;
+            Ok(taken)
+        })
+        .await
+    }
+
+    async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT personal_id FROM persons WHERE personal_id IS NOT NULL
+                 AND rowid IN (SELECT rowid FROM persons ORDER BY random() LIMIT ?1 * 2) LIMIT ?1",
+            )?;
+            let ids = stmt.query_map([n], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for id in ids {
+                let id = id?;
+                out.push(
+                    PersonalId::parse(&id)
+                        .map_err(|e| StoreError::Corrupt(format!("personal ID {id:?}: {e}")))?,
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}

@@ -78,6 +78,8 @@ pub struct Conversion {
     /// The code as printed in the conversion table (differs from `new_commune_code` in a few rows).
     pub listed_new_commune_code: String,
     pub new_province_code: String,
+    /// The legacy province the old commune belonged to.
+    pub old_province_code: String,
     pub kind: MergeKind,
     /// The official note, verbatim.
     pub note: String,
@@ -244,6 +246,7 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
             new_commune_code,
             listed_new_commune_code: listed,
             new_province_code: field(&r, 0),
+            old_province_code: field(&r, 9),
             kind,
             note,
         };
@@ -344,6 +347,19 @@ pub fn conversions_from(old_commune_code: &str) -> Vec<&'static Conversion> {
         .unwrap_or_default()
 }
 
+/// The legacy provinces (whole or in part) that make up a 2025 province.
+pub fn legacy_provinces_of(province_2025: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = UNITS
+        .conversions
+        .iter()
+        .filter(|c| c.new_province_code == province_2025)
+        .map(|c| c.old_province_code.as_str())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 pub fn conversions() -> &'static [Conversion] {
     &UNITS.conversions
 }
@@ -420,6 +436,18 @@ mod tests {
                 .as_deref(),
             Some("001")
         );
+    }
+
+    #[test]
+    fn merged_provinces() {
+        // Tuyên Quang (08) took in Hà Giang (02) in 2025.
+        assert_eq!(legacy_provinces_of("08"), vec!["02", "08"]);
+        assert_eq!(legacy_provinces_of("01"), vec!["01"]);
+        let all: usize = provinces(Scheme::Y2025)
+            .iter()
+            .map(|p| legacy_provinces_of(&p.code).len())
+            .sum();
+        assert!(all >= 63, "{all}");
     }
 
     #[test]

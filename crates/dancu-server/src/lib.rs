@@ -1,1 +1,306 @@
+//! dancu's HTTP server (axum): the officer API over the registry, reference data,
+//! OpenAPI document and Swagger UI (embedded, works offline), health and metrics.
+//!
+//! Architecture invariant: handlers are thin — parse the request, call the registry, render.
+//! Business rules live in `dancu-core` and `dancu_store::registry`. Nothing here logs a
+//! request path, query or body: they carry personal data. Logs and metrics name the matched
+//! route pattern only.
 
+pub mod extract;
+pub mod metrics;
+pub mod persons;
+pub mod problem;
+pub mod reference;
+
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use dancu_store::registry::Registry;
+use utoipa::OpenApi;
+
+use crate::problem::ApiError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub metrics: Arc<metrics::Metrics>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(registry: Registry) -> Self {
+        AppState {
+            registry,
+            metrics: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dancu API",
+        description = "Cơ sở dữ liệu quốc gia về dân cư — national population registry. \
+                       Errors are RFC 9457 problem+json with field-level detail.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    paths(
+        persons::create, persons::search, persons::get, persons::get_by_legacy, persons::update,
+        persons::activate, persons::history,
+        reference::provinces, reference::communes, reference::commune, reference::ethnicities,
+        reference::religions, reference::countries, reference::id_provinces,
+        healthz,
+    ),
+    tags(
+        (name = "persons", description = "Người — the population records"),
+        (name = "reference", description = "Danh mục — reference data"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+});
+
+/// The OpenAPI 3.1 document, generated from the handlers' annotations.
+pub fn openapi_json() -> &'static str {
+    &OPENAPI_JSON
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/v1/persons",
+            get(persons::search).post(persons::create),
+        )
+        .route(
+            "/api/v1/persons/by-legacy-id/{number}",
+            get(persons::get_by_legacy),
+        )
+        .route(
+            "/api/v1/persons/{ref}",
+            get(persons::get).put(persons::update),
+        )
+        .route(
+            "/api/v1/persons/{ref}/activate",
+            axum::routing::post(persons::activate),
+        )
+        .route("/api/v1/persons/{ref}/history", get(persons::history))
+        .route("/api/v1/reference/provinces", get(reference::provinces))
+        .route("/api/v1/reference/communes", get(reference::communes))
+        .route(
+            "/api/v1/reference/communes/{scheme}/{code}",
+            get(reference::commune),
+        )
+        .route("/api/v1/reference/ethnicities", get(reference::ethnicities))
+        .route("/api/v1/reference/religions", get(reference::religions))
+        .route("/api/v1/reference/countries", get(reference::countries))
+        .route(
+            "/api/v1/reference/id-provinces",
+            get(reference::id_provinces),
+        )
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/docs", get(docs_page))
+        .route("/api/docs/{asset}", get(docs_asset))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/", get(root));
+    api.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Request id, security headers, metrics and a log line without personal data.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let elapsed = start.elapsed();
+    let status = res.status().as_u16();
+    st.metrics.observe(method.as_str(), &route, status, elapsed);
+    if status >= 500 {
+        tracing::warn!(%method, route, status, micros = elapsed.as_micros() as u64, request_id, "request failed");
+    } else {
+        tracing::debug!(%method, route, status, micros = elapsed.as_micros() as u64, request_id, "request");
+    }
+    res
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        "no such resource; see /api/docs",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this resource does not support the method",
+    )
+}
+
+async fn root() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html lang=\"vi\"><meta charset=\"utf-8\"><title>dancu</title>\
+         <h1>dancu — Cơ sở dữ liệu quốc gia về dân cư</h1>\
+         <p>National population registry. <a href=\"/api/docs\">Tài liệu API / API documentation</a> · \
+         <a href=\"/api/openapi.json\">OpenAPI</a> · <a href=\"/healthz\">healthz</a></p></html>",
+    )
+}
+
+async fn openapi() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        openapi_json(),
+    )
+        .into_response()
+}
+
+const SWAGGER_JS: &[u8] = include_bytes!("../assets/vendor/swagger-ui/swagger-ui-bundle.js");
+const SWAGGER_CSS: &[u8] = include_bytes!("../assets/vendor/swagger-ui/swagger-ui.css");
+const DOCS_INIT: &str = "window.onload = () => { window.ui = SwaggerUIBundle({ url: '/api/openapi.json', dom_id: '#swagger-ui', deepLinking: true }); };";
+
+async fn docs_page() -> Response {
+    let html = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>dancu API</title>\
+        <link rel=\"stylesheet\" href=\"/api/docs/swagger-ui.css\"></head>\
+        <body><div id=\"swagger-ui\"></div><script src=\"/api/docs/swagger-ui-bundle.js\"></script>\
+        <script src=\"/api/docs/init.js\"></script></body></html>";
+    let mut res = Html(html).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+        ),
+    );
+    res
+}
+
+async fn docs_asset(axum::extract::Path(asset): axum::extract::Path<String>) -> Response {
+    let (body, ct): (&'static [u8], &str) = match asset.as_str() {
+        "swagger-ui-bundle.js" => (SWAGGER_JS, "text/javascript; charset=utf-8"),
+        "swagger-ui.css" => (SWAGGER_CSS, "text/css; charset=utf-8"),
+        "init.js" => (DOCS_INIT.as_bytes(), "text/javascript; charset=utf-8"),
+        _ => return not_found().await.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub backend: &'static str,
+}
+
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    let backend = st.registry.store().backend();
+    match st.registry.store().ping().await {
+        Ok(()) => Json(Health {
+            status: "ok",
+            backend,
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "database unreachable",
+                    backend,
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(st): State<AppState>) -> Response {
+    let uptime = st.started.elapsed().as_secs_f64();
+    let body = st.metrics.render(&[(
+        "dancu_uptime_seconds",
+        "Seconds since the server started.",
+        uptime,
+    )]);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,204 @@
+//! Request extractors that turn every malformed input into a problem naming the field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use dancu_core::FieldError;
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+/// JSON body: the content type must be JSON; a syntax error names line and column, a type
+/// error names the field path (`person.name.given`).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json" && !mime.ends_with("+json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "The body must be JSON",
+                format!("Content-Type is {ct:?}, expected application/json"),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                e.status(),
+                "body",
+                "The request body could not be read",
+                e.body_text(),
+            )
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(v) => Ok(ApiJson(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let syntax = matches!(
+                    inner.classify(),
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+                );
+                let field = if syntax || path == "." {
+                    String::new()
+                } else {
+                    path
+                };
+                let (code, title) = if syntax {
+                    ("malformed_json", "The body is not well-formed JSON")
+                } else {
+                    ("invalid_value", "The body has an invalid field")
+                };
+                let kind = if syntax {
+                    "malformed-json"
+                } else {
+                    "validation"
+                };
+                Err(ApiError::field(
+                    if syntax {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    },
+                    kind,
+                    title,
+                    FieldError::new(field, code, inner.to_string()),
+                ))
+            }
+        }
+    }
+}
+
+/// Query string as key/value pairs, rejecting parameters the route does not know.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .map(QueryPairs)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-query",
+                    "The query string is malformed",
+                    e.to_string(),
+                )
+            })
+    }
+}
+
+impl QueryPairs {
+    /// Fails on any parameter outside `allowed`, or given twice.
+    pub fn check(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "validation",
+                    "Unknown query parameter",
+                    FieldError::new(
+                        k.clone(),
+                        "unknown_parameter",
+                        format!("allowed parameters: {}", allowed.join(", ")),
+                    ),
+                ));
+            }
+            if self.0[..i].iter().any(|(k2, _)| k2 == k) {
+                return Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "validation",
+                    "Repeated query parameter",
+                    FieldError::new(k.clone(), "repeated_parameter", "given more than once"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// An integer parameter within a range.
+    pub fn int(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if range.contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "validation",
+                    "Invalid query parameter",
+                    FieldError::new(
+                        key,
+                        "out_of_range",
+                        format!(
+                            "must be a whole number in {}..={}",
+                            range.start(),
+                            range.end()
+                        ),
+                    )
+                    .with_value(v),
+                )),
+            },
+        }
+    }
+}
+
+/// Who is acting. Until officer authentication exists, API clients name the acting officer in
+/// the `X-Dancu-Actor` header; every change records it.
+pub struct Actor(pub String);
+
+pub const ACTOR_HEADER: &str = "x-dancu-actor";
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let v = parts
+            .headers
+            .get(ACTOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or("");
+        if v.is_empty() || v.len() > 100 {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "validation",
+                "The acting officer is not named",
+                FieldError::new(
+                    "X-Dancu-Actor",
+                    "required",
+                    "the header naming the acting officer is required (1-100 characters)",
+                ),
+            ));
+        }
+        Ok(Actor(v.to_string()))
+    }
+}

@@ -55,6 +55,25 @@ pub struct UpdatePerson {
     pub legal_basis: Option<String>,
 }
 
+/// Registry validation names fields of the person record relative to it; in request bodies
+/// the record sits under `person`, so prefix those names to point at the body's field.
+fn in_body(e: dancu_store::registry::RegistryError) -> ApiError {
+    match e {
+        dancu_store::registry::RegistryError::Invalid(mut v) => {
+            for f in v.0.iter_mut() {
+                if !matches!(
+                    f.field.as_str(),
+                    "actor" | "reason" | "legal_basis" | "status" | "status_date" | "version"
+                ) {
+                    f.field = format!("person.{}", f.field);
+                }
+            }
+            ApiError::validation(v)
+        }
+        other => other.into(),
+    }
+}
+
 fn bad_ref(value: &str, reason: String) -> ApiError {
     ApiError::field(
         StatusCode::BAD_REQUEST,
@@ -103,7 +122,11 @@ pub async fn create(
         reason: body.reason,
         legal_basis: body.legal_basis,
     };
-    let rec = st.registry.create(body.person, &meta).await?;
+    let rec = st
+        .registry
+        .create(body.person, &meta)
+        .await
+        .map_err(in_body)?;
     let mut res = with_etag(StatusCode::CREATED, &rec);
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/persons/{}", rec.key)) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -222,7 +245,8 @@ pub async fn update(
     let rec = st
         .registry
         .update(key, body.version, body.person, status, &meta)
-        .await?;
+        .await
+        .map_err(in_body)?;
     Ok(with_etag(StatusCode::OK, &rec))
 }
 

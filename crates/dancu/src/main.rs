@@ -1,1 +1,396 @@
-fn main() {}
+//! dancu: the one binary. `demo`, `serve`, `migrate`, `generate`, `seed`, `sample-ids`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use dancu_server::AppState;
+use dancu_store::registry::{Registry, today};
+use dancu_store::{ChangeMeta, Store};
+use dancu_synth::{Config, Generator};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "dancu",
+    version,
+    about = "dancu — national population registry and identity-card platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// Database URL: sqlite://PATH (default: DATA/dancu.sqlite) or postgres://USER@HOST:PORT/DB
+    #[arg(long, env = "DANCU_DB")]
+    db: Option<String>,
+    /// Data folder (the SQLite file lives here)
+    #[arg(long, env = "DANCU_DATA", default_value = "dancu-data")]
+    data: PathBuf,
+}
+
+impl DbArgs {
+    fn url(&self) -> String {
+        self.db
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data.join("dancu.sqlite").display()))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a local data folder, seed a synthetic population (first run), start the server
+    Demo {
+        #[command(flatten)]
+        db: DbArgs,
+        /// People to seed on the first run
+        #[arg(long, default_value_t = 50_000)]
+        people: u64,
+        #[arg(long, default_value_t = 2021)]
+        seed: u64,
+        /// 2025 province codes to populate
+        #[arg(long, value_delimiter = ',', default_value = "01,79,48,15,92")]
+        provinces: Vec<String>,
+        #[arg(long, env = "DANCU_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run the HTTP server (applies pending migrations first)
+    Serve {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, env = "DANCU_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Apply pending database migrations
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Write a synthetic population as CSV (deterministic for a seed; streams, bounded memory)
+    Generate {
+        #[arg(long)]
+        people: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file ("-" for standard output)
+        #[arg(long)]
+        out: PathBuf,
+        /// 2025 province codes to populate (default: all 34)
+        #[arg(long, value_delimiter = ',')]
+        provinces: Vec<String>,
+    },
+    /// Load a synthetic population into a store as active people with personal IDs
+    Seed {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        people: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_delimiter = ',')]
+        provinces: Vec<String>,
+    },
+    /// Print a random sample of issued personal IDs, one a line (for benchmarks)
+    SampleIds {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+    },
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DANCU_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+async fn open_store(db: &DbArgs) -> Result<Arc<dyn Store>> {
+    let url = db.url();
+    if url.starts_with("sqlite://") && db.db.is_none() {
+        std::fs::create_dir_all(&db.data)
+            .with_context(|| format!("creating data folder {}", db.data.display()))?;
+    }
+    let store = dancu_store::open(&url)
+        .await
+        .with_context(|| format!("opening database {}", redact(&url)))?;
+    let applied = store.migrate().await.context("applying migrations")?;
+    if applied > 0 {
+        tracing::info!(applied, backend = store.backend(), "migrations applied");
+    }
+    Ok(store)
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn synth_config(seed: u64, provinces: Vec<String>) -> Config {
+    Config {
+        seed,
+        provinces,
+        today: today(),
+    }
+}
+
+/// Seeds `people` synthetic people in batches; about 2% stay pending (collected, no ID yet).
+async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<String>) -> Result<()> {
+    let registry = Registry::new(store);
+    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+    let meta = ChangeMeta {
+        actor: "dancu-seed".into(),
+        reason: "Dữ liệu dân cư tổng hợp (synthetic population)".into(),
+        legal_basis: None,
+    };
+    let pb = progress(people, "seeding");
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(5000);
+    let mut pending = 0u64;
+    for (i, p) in generator.take(people as usize).enumerate() {
+        if i % 50 == 49 {
+            registry
+                .create(p.person, &meta)
+                .await
+                .map_err(|e| anyhow::anyhow!("seeding person {i}: {e}"))?;
+            pending += 1;
+            pb.inc(1);
+            continue;
+        }
+        batch.push(p.person);
+        if batch.len() == 5000 {
+            let n = batch.len() as u64;
+            registry
+                .load_active(std::mem::take(&mut batch), &meta)
+                .await
+                .map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
+            pb.inc(n);
+        }
+    }
+    if !batch.is_empty() {
+        let n = batch.len() as u64;
+        registry
+            .load_active(batch, &meta)
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
+        pb.inc(n);
+    }
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "seeded {people} people ({} active, {pending} pending) in {secs:.1} s ({:.0}/s)",
+        people - pending,
+        people as f64 / secs
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn serve(
+    store: Arc<dyn Store>,
+    listen: SocketAddr,
+    banner: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = store.backend(), "serving");
+    banner(addr);
+    dancu_server::serve(
+        listener,
+        AppState::new(Registry::new(store)),
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>) -> Result<()> {
+    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+    let sink: Box<dyn Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?)
+    };
+    let mut w = csv::WriterBuilder::new()
+        .buffer_capacity(1 << 20)
+        .from_writer(sink);
+    w.write_record(dancu_synth::CSV_HEADER)?;
+    let pb = if out.as_os_str() == "-" {
+        ProgressBar::hidden()
+    } else {
+        progress(people, "generating")
+    };
+    let started = Instant::now();
+    for (i, p) in generator.take(people as usize).enumerate() {
+        w.write_record(p.csv_row())?;
+        if i % 10_000 == 0 {
+            pb.set_position(i as u64);
+        }
+    }
+    w.flush()?;
+    pb.finish_and_clear();
+    if out.as_os_str() != "-" {
+        eprintln!(
+            "wrote {people} people to {} in {:.1} s",
+            out.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Demo {
+            db,
+            people,
+            seed: s,
+            provinces,
+            listen,
+        } => {
+            let store = open_store(&db).await?;
+            let existing = store.count_persons().await?;
+            if existing == 0 {
+                eprintln!(
+                    "dancu demo: seeding {people} synthetic people into {}",
+                    redact(&db.url())
+                );
+                seed(store.clone(), people, s, provinces).await?;
+            } else {
+                eprintln!(
+                    "dancu demo: reusing {existing} people in {}",
+                    redact(&db.url())
+                );
+            }
+            let sample = store.sample_personal_ids(1).await?.into_iter().next();
+            serve(store, listen, |addr| {
+                println!();
+                println!("  dancu đang chạy / dancu is running: http://{addr}/");
+                println!("  API docs (Swagger UI):              http://{addr}/api/docs");
+                if let Some(id) = sample {
+                    println!("  Tra cứu / look up a person:         curl http://{addr}/api/v1/persons/{id}");
+                }
+                println!("  Tìm kiếm / search:                  curl 'http://{addr}/api/v1/persons?name=nguyen%20van&province=01'");
+                println!("  Thay đổi / changes:                  send the header 'X-Dancu-Actor: demo-officer'");
+                println!("  Dừng / stop: Ctrl+C");
+                println!();
+            })
+            .await
+        }
+        Command::Serve { db, listen } => {
+            let store = open_store(&db).await?;
+            serve(store, listen, |addr| {
+                println!("dancu listening on http://{addr}/")
+            })
+            .await
+        }
+        Command::Migrate { db } => {
+            let store = dancu_store::open(&db.url())
+                .await
+                .with_context(|| format!("opening {}", redact(&db.url())))?;
+            if db.db.is_none() {
+                std::fs::create_dir_all(&db.data)?;
+            }
+            let n = store.migrate().await?;
+            println!("{n} migration(s) applied ({})", store.backend());
+            Ok(())
+        }
+        Command::Generate {
+            people,
+            seed,
+            out,
+            provinces,
+        } => generate_csv(people, seed, &out, provinces),
+        Command::Seed {
+            db,
+            people,
+            seed: s,
+            provinces,
+        } => {
+            if people == 0 {
+                bail!("--people must be at least 1");
+            }
+            let store = open_store(&db).await?;
+            seed(store, people, s, provinces).await
+        }
+        Command::SampleIds { db, count } => {
+            let store = open_store(&db).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for id in store.sample_personal_ids(count).await? {
+                writeln!(out, "{id}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://dancu:s3cret@db:5432/dancu"),
+            "postgres://dancu:***@db:5432/dancu"
+        );
+        assert_eq!(
+            redact("postgres://dancu@db/dancu"),
+            "postgres://dancu@db/dancu"
+        );
+        assert_eq!(
+            redact("sqlite://dancu-data/dancu.sqlite"),
+            "sqlite://dancu-data/dancu.sqlite"
+        );
+    }
+}

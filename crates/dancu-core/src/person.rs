@@ -511,7 +511,7 @@ fn check_country(errs: &mut ValidationErrors, field: &str, code: &str) {
 fn check_nationalities(
     errs: &mut ValidationErrors,
     field: &str,
-    list: &mut Vec<String>,
+    list: &mut [String],
     required: bool,
 ) {
     for c in list.iter_mut() {

@@ -43,14 +43,14 @@ fn meta(reason: &str) -> ChangeMeta {
 pub fn sample(i: u32) -> PersonInput {
     let given = ["An", "Bình", "Hòa", "Hoà", "Dũng", "Thủy"][i as usize % 6];
     serde_json::from_value(serde_json::json!({
-        "name": {"surname": "Nguyễn", "middle": if i % 2 == 0 { "Văn" } else { "Thị" }, "given": given},
+        "name": {"surname": "Nguyễn", "middle": if i.is_multiple_of(2) { "Văn" } else { "Thị" }, "given": given},
         "birth_date": format!("{}-0{}-1{}", 1950 + (i % 60), 1 + i % 9, i % 10),
-        "sex": if i % 2 == 0 { "male" } else { "female" },
-        "birth_registration_place": {"province_code": if i % 3 == 0 { "79" } else { "01" }},
+        "sex": if i.is_multiple_of(2) { "male" } else { "female" },
+        "birth_registration_place": {"province_code": if i.is_multiple_of(3) { "79" } else { "01" }},
         "ethnicity": "01",
         "religion": "00",
         "nationalities": ["VNM"],
-        "permanent_residence": {"scheme": "2025", "commune_code": if i % 3 == 0 { "26506" } else { "00004" }, "detail": format!("Số {i}")}
+        "permanent_residence": {"scheme": "2025", "commune_code": if i.is_multiple_of(3) { "26506" } else { "00004" }, "detail": format!("Số {i}")}
     }))
     .expect("sample record")
 }

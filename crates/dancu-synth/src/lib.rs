@@ -556,8 +556,13 @@ impl Generator {
                 None
             };
             let phone = (mb.age >= 16 && self.rng.chance(0.75)).then(|| {
-                let prefix = ["09", "03", "08", "07", "05"][self.rng.below(5) as usize];
-                format!("{prefix}{:08}", self.rng.below(100_000_000))
+                const PREFIXES: [&str; 30] = [
+                    "090", "091", "093", "094", "096", "097", "098", "032", "033", "034", "035",
+                    "036", "037", "038", "039", "070", "076", "077", "078", "079", "081", "082",
+                    "083", "084", "085", "086", "088", "089", "056", "058",
+                ];
+                let prefix = PREFIXES[self.rng.below(PREFIXES.len() as u64) as usize];
+                format!("{prefix}{:07}", self.rng.below(10_000_000))
             });
             let person = PersonInput {
                 name,

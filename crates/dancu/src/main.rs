@@ -321,7 +321,7 @@ async fn main() -> Result<()> {
                     println!("  Tra cứu / look up a person:         curl http://{addr}/api/v1/persons/{id}");
                 }
                 println!("  Tìm kiếm / search:                  curl 'http://{addr}/api/v1/persons?name=nguyen%20van&province=01'");
-                println!("  Thay đổi / changes:                  send the header 'X-Dancu-Actor: demo-officer'");
+                println!("  Thay đổi / changes:                 send the header 'X-Dancu-Actor: demo-officer'");
                 println!("  Dừng / stop: Ctrl+C");
                 println!();
             })

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmark: lookups of people by personal ID over HTTP (loopback), with wrk, against a
+# registry of PEOPLE synthetic people — the SQLite adapter and the PostgreSQL adapter in the
+# same run, same binary, same data generator (seed), same load.
+#
+#   bench/lookup.sh                 # 1,000,000 people, 30 s per backend
+#   PEOPLE=100000 DURATION=10s bench/lookup.sh
+#
+# Prints one table row per backend (requests/s, p50, p99, errors). The SQLite store is kept in
+# bench/out/ between runs (re-seeded when PEOPLE changes); PostgreSQL is a throwaway server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEOPLE="${PEOPLE:-1000000}"
+DURATION="${DURATION:-30s}"
+CONNS="${CONNS:-64}"
+THREADS="${THREADS:-1}"
+SEED="${SEED:-2021}"
+PORT="${PORT:-18080}"
+OUT=bench/out
+mkdir -p "$OUT"
+
+command -v wrk >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq wrk time curl >/dev/null; }
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+cargo build --release -p dancu --quiet
+BIN=target/release/dancu
+
+results=()
+
+bench_backend() {
+  local name="$1" url="$2"
+  echo "== $name: $url" >&2
+  DANCU_LOG=warn "$BIN" sample-ids --db "$url" --count 100000 >"$OUT/ids-$name.txt"
+  DANCU_LOG=warn "$BIN" serve --db "$url" --listen "127.0.0.1:$PORT" >/dev/null &
+  local pid=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  # warm-up, then the measured run
+  IDS_FILE="$OUT/ids-$name.txt" wrk -t"$THREADS" -c"$CONNS" -d5s -s bench/lookup.lua "http://127.0.0.1:$PORT" >/dev/null
+  IDS_FILE="$OUT/ids-$name.txt" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/lookup.lua \
+    "http://127.0.0.1:$PORT" | tee "$OUT/wrk-$name.txt" >&2
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name.txt")
+  p50=$(awk '$1 == "50%" {print $2}' "$OUT/wrk-$name.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$OUT/wrk-$name.txt")
+  errors=$(awk '/Non-2xx/ {print $5} /Socket errors/ {print "socket:" $0}' "$OUT/wrk-$name.txt")
+  results+=("| $name | $PEOPLE | $rps | $p50 | $p99 | ${errors:-0} | $((rss / 1024)) MiB |")
+}
+
+# SQLite: one file, seeded once per PEOPLE/SEED.
+sqlite_dir="$OUT/sqlite-$PEOPLE-$SEED"
+if [ ! -f "$sqlite_dir/seeded" ]; then
+  rm -rf "$sqlite_dir"
+  /usr/bin/time -f "seeded SQLite in %e s, max RSS %M KiB" "$BIN" seed --data "$sqlite_dir" --people "$PEOPLE" --seed "$SEED"
+  touch "$sqlite_dir/seeded"
+fi
+bench_backend sqlite "sqlite://$sqlite_dir/dancu.sqlite"
+
+# PostgreSQL: a throwaway server on a private port.
+eval "$(.ci/pg-start 55441)"
+trap '.ci/pg-stop "$DANCU_PG_DIR"' EXIT
+/usr/bin/time -f "seeded PostgreSQL in %e s, max RSS %M KiB" "$BIN" seed --db "$DANCU_TEST_POSTGRES_URL" --people "$PEOPLE" --seed "$SEED"
+bench_backend postgres "$DANCU_TEST_POSTGRES_URL"
+
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION"
+echo "| backend | people | requests/s | p50 | p99 | non-2xx | server max RSS |"
+echo "|---|---|---|---|---|---|---|"
+printf '%s\n' "${results[@]}"

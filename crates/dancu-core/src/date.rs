@@ -57,9 +57,7 @@ impl PartialDate {
     /// The earliest real day this partial date can stand for.
     pub fn earliest(&self) -> Date {
         match *self {
-            PartialDate::Year(y) => {
-                Date::from_calendar_date(y, Month::January, 1).expect("valid year")
-            }
+            PartialDate::Year(y) => Date::from_calendar_date(y, Month::January, 1).expect("valid year"),
             PartialDate::YearMonth(y, m) => Date::from_calendar_date(y, m, 1).expect("valid year"),
             PartialDate::Full(d) => d,
         }
@@ -139,18 +137,11 @@ impl PartialDate {
 }
 
 fn check_year(y: i32) -> Result<(), DateError> {
-    if (PartialDate::MIN_YEAR..=PartialDate::MAX_YEAR).contains(&y) {
-        Ok(())
-    } else {
-        Err(DateError::Year(y))
-    }
+    if (PartialDate::MIN_YEAR..=PartialDate::MAX_YEAR).contains(&y) { Ok(()) } else { Err(DateError::Year(y)) }
 }
 
 fn month_of(m: u32) -> Result<Month, DateError> {
-    u8::try_from(m)
-        .ok()
-        .and_then(|m| Month::try_from(m).ok())
-        .ok_or(DateError::Month(m))
+    u8::try_from(m).ok().and_then(|m| Month::try_from(m).ok()).ok_or(DateError::Month(m))
 }
 
 impl fmt::Display for PartialDate {
@@ -196,16 +187,14 @@ pub mod iso_date {
     use time::Date;
     use time::macros::format_description;
 
-    const FMT: &[time::format_description::BorrowedFormatItem<'static>] =
-        format_description!("[year]-[month]-[day]");
+    const FMT: &[time::format_description::BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
 
     pub fn serialize<S: Serializer>(d: &Date, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&d.format(FMT).map_err(serde::ser::Error::custom)?)
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
         let s = String::deserialize(d)?;
-        Date::parse(&s, FMT)
-            .map_err(|_| serde::de::Error::custom(format!("not a date YYYY-MM-DD: {s:?}")))
+        Date::parse(&s, FMT).map_err(|_| serde::de::Error::custom(format!("not a date YYYY-MM-DD: {s:?}")))
     }
     pub fn parse(s: &str) -> Option<Date> {
         Date::parse(s, FMT).ok()
@@ -243,60 +232,21 @@ mod tests {
     #[test]
     fn parses_every_form() {
         assert_eq!(PartialDate::parse("1958").unwrap(), PartialDate::Year(1958));
-        assert_eq!(
-            PartialDate::parse("1972-05").unwrap(),
-            PartialDate::YearMonth(1972, Month::May)
-        );
-        assert_eq!(
-            PartialDate::parse("05/1972").unwrap(),
-            PartialDate::YearMonth(1972, Month::May)
-        );
-        assert_eq!(
-            PartialDate::parse("1990-12-31").unwrap(),
-            PartialDate::Full(date!(1990 - 12 - 31))
-        );
-        assert_eq!(
-            PartialDate::parse("31/12/1990").unwrap(),
-            PartialDate::Full(date!(1990 - 12 - 31))
-        );
-        assert_eq!(
-            PartialDate::parse("2000-02-29").unwrap(),
-            PartialDate::Full(date!(2000 - 02 - 29))
-        );
+        assert_eq!(PartialDate::parse("1972-05").unwrap(), PartialDate::YearMonth(1972, Month::May));
+        assert_eq!(PartialDate::parse("05/1972").unwrap(), PartialDate::YearMonth(1972, Month::May));
+        assert_eq!(PartialDate::parse("1990-12-31").unwrap(), PartialDate::Full(date!(1990 - 12 - 31)));
+        assert_eq!(PartialDate::parse("31/12/1990").unwrap(), PartialDate::Full(date!(1990 - 12 - 31)));
+        assert_eq!(PartialDate::parse("2000-02-29").unwrap(), PartialDate::Full(date!(2000 - 02 - 29)));
     }
 
     #[test]
     fn rejects_impossible_dates_with_reason() {
-        assert_eq!(
-            PartialDate::parse("1900-02-29"),
-            Err(DateError::Day {
-                day: 29,
-                month: 2,
-                year: 1900
-            })
-        );
-        assert_eq!(
-            PartialDate::parse("31/04/2001"),
-            Err(DateError::Day {
-                day: 31,
-                month: 4,
-                year: 2001
-            })
-        );
+        assert_eq!(PartialDate::parse("1900-02-29"), Err(DateError::Day { day: 29, month: 2, year: 1900 }));
+        assert_eq!(PartialDate::parse("31/04/2001"), Err(DateError::Day { day: 31, month: 4, year: 2001 }));
         assert_eq!(PartialDate::parse("2001-13"), Err(DateError::Month(13)));
         assert_eq!(PartialDate::parse("00/2001"), Err(DateError::Month(0)));
         assert_eq!(PartialDate::parse("1799"), Err(DateError::Year(1799)));
-        for bad in [
-            "",
-            "19",
-            "abcd",
-            "2001-1-1x",
-            "1/1/01",
-            "2001--01",
-            "+200",
-            "2001-01-01-01",
-            "１９９０",
-        ] {
+        for bad in ["", "19", "abcd", "2001-1-1x", "1/1/01", "2001--01", "+200", "2001-01-01-01", "１９９０"] {
             assert!(PartialDate::parse(bad).is_err(), "{bad}");
         }
     }
@@ -312,14 +262,8 @@ mod tests {
 
     #[test]
     fn vietnamese_display() {
-        assert_eq!(
-            PartialDate::parse("1990-01-05").unwrap().to_vietnamese(),
-            "05/01/1990"
-        );
-        assert_eq!(
-            PartialDate::parse("1972-05").unwrap().to_vietnamese(),
-            "05/1972"
-        );
+        assert_eq!(PartialDate::parse("1990-01-05").unwrap().to_vietnamese(), "05/01/1990");
+        assert_eq!(PartialDate::parse("1972-05").unwrap().to_vietnamese(), "05/1972");
     }
 
     proptest! {

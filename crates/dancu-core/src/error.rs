@@ -18,12 +18,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, code: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            code,
-            reason: reason.into(),
-            value: None,
-        }
+        Self { field: field.into(), code, reason: reason.into(), value: None }
     }
 
     pub fn with_value(mut self, value: impl Into<String>) -> Self {

@@ -50,16 +50,10 @@ pub enum IdError {
     #[error("digits 1-3 ({0}) are not the code of a province of birth registration")]
     UnknownProvince(String),
     #[error("digit 4 (century/sex) is {digit}: it means {meaning}, but the person is {actual}")]
-    CenturySexMismatch {
-        digit: u8,
-        meaning: String,
-        actual: String,
-    },
+    CenturySexMismatch { digit: u8, meaning: String, actual: String },
     #[error("digits 5-6 ({found:02}) must be the last two digits of the birth year {year}")]
     YearMismatch { found: u8, year: i32 },
-    #[error(
-        "digits 1-3 ({found}) must be the code of the province of birth registration {expected}"
-    )]
+    #[error("digits 1-3 ({found}) must be the code of the province of birth registration {expected}")]
     ProvinceMismatch { found: String, expected: String },
     #[error("birth year {0} cannot be encoded: the rule covers 1900-2399")]
     YearOutOfRange(i32),
@@ -103,10 +97,7 @@ impl PersonalId {
         let mut out = [0u8; 12];
         for (i, c) in s.chars().enumerate() {
             if !c.is_ascii_digit() {
-                return Err(IdError::NotDigit {
-                    position: i + 1,
-                    found: c,
-                });
+                return Err(IdError::NotDigit { position: i + 1, found: c });
             }
             out[i] = c as u8;
         }
@@ -118,12 +109,7 @@ impl PersonalId {
     }
 
     /// Builds a number from its parts. `serial` is the random part, below 1,000,000.
-    pub fn from_parts(
-        province_code: &str,
-        sex: Sex,
-        birth_year: i32,
-        serial: u32,
-    ) -> Result<Self, IdError> {
+    pub fn from_parts(province_code: &str, sex: Sex, birth_year: i32, serial: u32) -> Result<Self, IdError> {
         if reference::id_province(province_code).is_none() {
             return Err(IdError::UnknownProvince(province_code.to_string()));
         }
@@ -131,10 +117,7 @@ impl PersonalId {
             return Err(IdError::Serial(serial));
         }
         let g = century_digit(sex, birth_year)?;
-        let s = format!(
-            "{province_code}{g}{:02}{serial:06}",
-            birth_year.rem_euclid(100)
-        );
+        let s = format!("{province_code}{g}{:02}{serial:06}", birth_year.rem_euclid(100));
         Self::parse(&s)
     }
 
@@ -153,11 +136,7 @@ impl PersonalId {
     }
 
     pub fn sex(&self) -> Sex {
-        if self.century_digit().is_multiple_of(2) {
-            Sex::Male
-        } else {
-            Sex::Female
-        }
+        if self.century_digit().is_multiple_of(2) { Sex::Male } else { Sex::Female }
     }
 
     /// The full birth year the number encodes.
@@ -174,10 +153,7 @@ impl PersonalId {
     /// Checks that the number agrees with the person's sex and birth year.
     pub fn check_matches(&self, sex: Sex, birth_year: i32) -> Result<(), IdError> {
         let g = self.century_digit();
-        if self.sex() != sex
-            || !(1900..2400).contains(&birth_year)
-            || (birth_year - 1900) / 100 != (g / 2) as i32
-        {
+        if self.sex() != sex || !(1900..2400).contains(&birth_year) || (birth_year - 1900) / 100 != (g / 2) as i32 {
             let from = 1900 + 100 * (g / 2) as i32;
             return Err(IdError::CenturySexMismatch {
                 digit: g,
@@ -187,10 +163,7 @@ impl PersonalId {
         }
         let yy = (self.0[4] - b'0') * 10 + (self.0[5] - b'0');
         if i32::from(yy) != birth_year.rem_euclid(100) {
-            return Err(IdError::YearMismatch {
-                found: yy,
-                year: birth_year,
-            });
+            return Err(IdError::YearMismatch { found: yy, year: birth_year });
         }
         Ok(())
     }
@@ -249,9 +222,7 @@ impl utoipa::PartialSchema for PersonalId {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .pattern(Some(r"^\d{12}$"))
-            .description(Some(
-                "12-digit personal identification number PPP G YY RRRRRR",
-            ))
+            .description(Some("12-digit personal identification number PPP G YY RRRRRR"))
             .examples(["001090123456"])
             .into()
     }
@@ -270,10 +241,7 @@ impl LegacyIdNumber {
             return Err(IdError::Length(n));
         }
         if let Some((i, c)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii_digit()) {
-            return Err(IdError::NotDigit {
-                position: i + 1,
-                found: c,
-            });
+            return Err(IdError::NotDigit { position: i + 1, found: c });
         }
         Ok(LegacyIdNumber(s.to_string()))
     }
@@ -294,8 +262,7 @@ impl Serialize for LegacyIdNumber {
 impl<'de> Deserialize<'de> for LegacyIdNumber {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        LegacyIdNumber::parse(&s)
-            .map_err(|e| serde::de::Error::custom(format!("legacy ID number: {e}: {s:?}")))
+        LegacyIdNumber::parse(&s).map_err(|e| serde::de::Error::custom(format!("legacy ID number: {e}: {s:?}")))
     }
 }
 impl utoipa::PartialSchema for LegacyIdNumber {
@@ -330,29 +297,11 @@ mod tests {
     fn each_part_is_checked_with_a_reason() {
         assert_eq!(PersonalId::parse("00109012345"), Err(IdError::Length(11)));
         assert_eq!(PersonalId::parse("0010901234567"), Err(IdError::Length(13)));
-        assert_eq!(
-            PersonalId::parse("00109012345a"),
-            Err(IdError::NotDigit {
-                position: 12,
-                found: 'a'
-            })
-        );
-        assert_eq!(
-            PersonalId::parse(" 01090123456"),
-            Err(IdError::NotDigit {
-                position: 1,
-                found: ' '
-            })
-        );
+        assert_eq!(PersonalId::parse("00109012345a"), Err(IdError::NotDigit { position: 12, found: 'a' }));
+        assert_eq!(PersonalId::parse(" 01090123456"), Err(IdError::NotDigit { position: 1, found: ' ' }));
         // 003 is not a province code (Hà Giang is 002, Cao Bằng 004)
-        assert_eq!(
-            PersonalId::parse("003090123456"),
-            Err(IdError::UnknownProvince("003".into()))
-        );
-        assert_eq!(
-            PersonalId::parse("100090123456"),
-            Err(IdError::UnknownProvince("100".into()))
-        );
+        assert_eq!(PersonalId::parse("003090123456"), Err(IdError::UnknownProvince("003".into())));
+        assert_eq!(PersonalId::parse("100090123456"), Err(IdError::UnknownProvince("100".into())));
         // every one of the 63 legacy prefixes is accepted
         for p in reference::id_provinces() {
             assert!(PersonalId::parse(&format!("{}090123456", p.id_code)).is_ok());
@@ -369,57 +318,25 @@ mod tests {
         assert_eq!(century_digit(Sex::Female, 2199), Ok(5));
         assert_eq!(century_digit(Sex::Male, 2200), Ok(6));
         assert_eq!(century_digit(Sex::Female, 2399), Ok(9));
-        assert_eq!(
-            century_digit(Sex::Male, 1899),
-            Err(IdError::YearOutOfRange(1899))
-        );
-        assert_eq!(
-            century_digit(Sex::Male, 2400),
-            Err(IdError::YearOutOfRange(2400))
-        );
+        assert_eq!(century_digit(Sex::Male, 1899), Err(IdError::YearOutOfRange(1899)));
+        assert_eq!(century_digit(Sex::Male, 2400), Err(IdError::YearOutOfRange(2400)));
     }
 
     #[test]
     fn mismatches_are_named() {
         let id = PersonalId::parse("001090123456").unwrap();
         assert!(id.check_matches(Sex::Male, 1990).is_ok());
-        assert!(matches!(
-            id.check_matches(Sex::Female, 1990),
-            Err(IdError::CenturySexMismatch { digit: 0, .. })
-        ));
-        assert!(matches!(
-            id.check_matches(Sex::Male, 2090),
-            Err(IdError::CenturySexMismatch { .. })
-        ));
-        assert_eq!(
-            id.check_matches(Sex::Male, 1991),
-            Err(IdError::YearMismatch {
-                found: 90,
-                year: 1991
-            })
-        );
+        assert!(matches!(id.check_matches(Sex::Female, 1990), Err(IdError::CenturySexMismatch { digit: 0, .. })));
+        assert!(matches!(id.check_matches(Sex::Male, 2090), Err(IdError::CenturySexMismatch { .. })));
+        assert_eq!(id.check_matches(Sex::Male, 1991), Err(IdError::YearMismatch { found: 90, year: 1991 }));
     }
 
     #[test]
     fn from_parts_rejects_bad_parts() {
-        assert_eq!(
-            PersonalId::from_parts("003", Sex::Male, 1990, 1),
-            Err(IdError::UnknownProvince("003".into()))
-        );
-        assert_eq!(
-            PersonalId::from_parts("001", Sex::Male, 1990, 1_000_000),
-            Err(IdError::Serial(1_000_000))
-        );
-        assert_eq!(
-            PersonalId::from_parts("001", Sex::Male, 1850, 1),
-            Err(IdError::YearOutOfRange(1850))
-        );
-        assert_eq!(
-            PersonalId::from_parts("001", Sex::Female, 2003, 42)
-                .unwrap()
-                .as_str(),
-            "001303000042"
-        );
+        assert_eq!(PersonalId::from_parts("003", Sex::Male, 1990, 1), Err(IdError::UnknownProvince("003".into())));
+        assert_eq!(PersonalId::from_parts("001", Sex::Male, 1990, 1_000_000), Err(IdError::Serial(1_000_000)));
+        assert_eq!(PersonalId::from_parts("001", Sex::Male, 1850, 1), Err(IdError::YearOutOfRange(1850)));
+        assert_eq!(PersonalId::from_parts("001", Sex::Female, 2003, 42).unwrap().as_str(), "001303000042");
     }
 
     #[test]
@@ -427,13 +344,7 @@ mod tests {
         assert!(LegacyIdNumber::parse("012345678").is_ok());
         assert!(LegacyIdNumber::parse("012345678901").is_ok());
         assert_eq!(LegacyIdNumber::parse("12345678"), Err(IdError::Length(8)));
-        assert_eq!(
-            LegacyIdNumber::parse("01234567x"),
-            Err(IdError::NotDigit {
-                position: 9,
-                found: 'x'
-            })
-        );
+        assert_eq!(LegacyIdNumber::parse("01234567x"), Err(IdError::NotDigit { position: 9, found: 'x' }));
     }
 
     #[test]

@@ -24,16 +24,12 @@ pub struct Name {
 
 impl Name {
     pub fn full(&self) -> String {
-        [
-            self.surname.as_str(),
-            self.middle.as_str(),
-            self.given.as_str(),
-        ]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ")
+        [self.surname.as_str(), self.middle.as_str(), self.given.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ")
     }
     /// The accent-folded search key of the full name.
     pub fn search_key(&self) -> String {
@@ -64,9 +60,9 @@ impl Address {
     pub fn province_2025(&self) -> Option<String> {
         match self.scheme {
             Scheme::Y2025 => self.commune().map(|c| c.province_code.clone()),
-            Scheme::Legacy => reference::conversions_from(&self.commune_code)
-                .first()
-                .map(|c| c.new_province_code.clone()),
+            Scheme::Legacy => {
+                reference::conversions_from(&self.commune_code).first().map(|c| c.new_province_code.clone())
+            }
         }
     }
 }
@@ -137,11 +133,7 @@ pub struct IssuedDocument {
     #[schema(value_type = String, format = Date)]
     pub issue_date: Date,
     pub issue_place: String,
-    #[serde(
-        default,
-        with = "iso_date::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "iso_date::option", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Date)]
     pub expiry_date: Option<Date>,
 }
@@ -211,11 +203,7 @@ pub struct TemporaryAbsence {
     #[serde(with = "iso_date")]
     #[schema(value_type = String, format = Date)]
     pub from: Date,
-    #[serde(
-        default,
-        with = "iso_date::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "iso_date::option", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Date)]
     pub until: Option<Date>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,12 +322,7 @@ pub struct SearchFacts {
 
 impl Person {
     pub fn new_pending(record: PersonInput) -> Self {
-        Person {
-            personal_id: None,
-            status: PersonStatus::Pending,
-            status_date: None,
-            record,
-        }
+        Person { personal_id: None, status: PersonStatus::Pending, status_date: None, record }
     }
 
     pub fn home(&self) -> Option<&Address> {
@@ -366,10 +349,7 @@ impl Person {
         if p.country != reference::VIETNAM {
             return None;
         }
-        p.province_code
-            .as_deref()
-            .and_then(reference::id_code_for_province)
-            .map(|p| p.id_code.as_str())
+        p.province_code.as_deref().and_then(reference::id_code_for_province).map(|p| p.id_code.as_str())
     }
 
     /// Checks a status change requested by an update.
@@ -387,9 +367,11 @@ impl Person {
                 "status_transition",
                 "a pending record becomes active only by activation (which assigns the personal ID)",
             )),
-            (_, PersonStatus::Pending) => {
-                errs.push(FieldError::new("status", "status_transition", "a record with a personal ID cannot return to pending"))
-            }
+            (_, PersonStatus::Pending) => errs.push(FieldError::new(
+                "status",
+                "status_transition",
+                "a record with a personal ID cannot return to pending",
+            )),
             _ => {}
         }
         match to {
@@ -404,16 +386,11 @@ impl Person {
                         .with_value(d.to_string()),
                 ),
                 Some(d)
-                    if d.year() < self.record.birth_date.year()
-                        || d.earliest() < self.record.birth_date.earliest() =>
+                    if d.year() < self.record.birth_date.year() || d.earliest() < self.record.birth_date.earliest() =>
                 {
                     errs.push(
-                        FieldError::new(
-                            "status_date",
-                            "before_birth",
-                            "the date lies before the date of birth",
-                        )
-                        .with_value(d.to_string()),
+                        FieldError::new("status_date", "before_birth", "the date lies before the date of birth")
+                            .with_value(d.to_string()),
                     )
                 }
                 _ => {}
@@ -436,13 +413,7 @@ const MAX_NAME_PART: usize = 50;
 const MAX_TEXT: usize = 200;
 const MAX_LIST: usize = 20;
 
-fn check_text(
-    errs: &mut ValidationErrors,
-    field: &str,
-    value: &mut String,
-    max: usize,
-    required: bool,
-) {
+fn check_text(errs: &mut ValidationErrors, field: &str, value: &mut String, max: usize, required: bool) {
     *value = text::clean(value);
     if value.is_empty() {
         if required {
@@ -452,27 +423,14 @@ fn check_text(
     }
     let n = value.chars().count();
     if n > max {
-        errs.push(FieldError::new(
-            field,
-            "too_long",
-            format!("{n} characters, at most {max} allowed"),
-        ));
+        errs.push(FieldError::new(field, "too_long", format!("{n} characters, at most {max} allowed")));
     }
     if value.chars().any(|c| c.is_control()) {
-        errs.push(FieldError::new(
-            field,
-            "control_character",
-            "control characters are not allowed",
-        ));
+        errs.push(FieldError::new(field, "control_character", "control characters are not allowed"));
     }
 }
 
-fn check_opt_text(
-    errs: &mut ValidationErrors,
-    field: &str,
-    value: &mut Option<String>,
-    max: usize,
-) {
+fn check_opt_text(errs: &mut ValidationErrors, field: &str, value: &mut Option<String>, max: usize) {
     if let Some(v) = value {
         check_text(errs, field, v, max, false);
         if v.is_empty() {
@@ -485,12 +443,8 @@ fn check_name_part(errs: &mut ValidationErrors, field: &str, value: &mut String,
     check_text(errs, field, value, MAX_NAME_PART, required);
     if !value.is_empty() && !text::is_name_text(value) {
         errs.push(
-            FieldError::new(
-                field,
-                "invalid_characters",
-                "a name holds only letters, spaces, hyphens and apostrophes",
-            )
-            .with_value(value.clone()),
+            FieldError::new(field, "invalid_characters", "a name holds only letters, spaces, hyphens and apostrophes")
+                .with_value(value.clone()),
         );
     }
 }
@@ -508,42 +462,23 @@ fn check_country(errs: &mut ValidationErrors, field: &str, code: &str) {
     }
 }
 
-fn check_nationalities(
-    errs: &mut ValidationErrors,
-    field: &str,
-    list: &mut [String],
-    required: bool,
-) {
+fn check_nationalities(errs: &mut ValidationErrors, field: &str, list: &mut [String], required: bool) {
     for c in list.iter_mut() {
         *c = c.trim().to_ascii_uppercase();
     }
     if required && list.is_empty() {
-        errs.push(FieldError::new(
-            field,
-            "required",
-            "at least one nationality (XXA stateless, XXX undetermined)",
-        ));
+        errs.push(FieldError::new(field, "required", "at least one nationality (XXA stateless, XXX undetermined)"));
     }
     if list.len() > 5 {
-        errs.push(FieldError::new(
-            field,
-            "too_many",
-            "at most 5 nationalities",
-        ));
+        errs.push(FieldError::new(field, "too_many", "at most 5 nationalities"));
     }
     for (i, c) in list.iter().enumerate() {
         check_country(errs, &format!("{field}[{i}]"), c);
         if list[..i].contains(c) {
-            errs.push(
-                FieldError::new(format!("{field}[{i}]"), "duplicate", "listed twice")
-                    .with_value(c.clone()),
-            );
+            errs.push(FieldError::new(format!("{field}[{i}]"), "duplicate", "listed twice").with_value(c.clone()));
         }
     }
-    let special = list
-        .iter()
-        .filter(|c| *c == reference::STATELESS || *c == reference::UNDETERMINED)
-        .count();
+    let special = list.iter().filter(|c| *c == reference::STATELESS || *c == reference::UNDETERMINED).count();
     if special > 0 && list.len() > 1 {
         errs.push(FieldError::new(
             field,
@@ -574,11 +509,7 @@ fn check_place(errs: &mut ValidationErrors, field: &str, p: &mut Place, need_pro
     check_opt_text(errs, &format!("{field}.detail"), &mut p.detail, MAX_TEXT);
     if p.country != reference::VIETNAM {
         if p.scheme.is_some() || p.province_code.is_some() || p.commune_code.is_some() {
-            errs.push(FieldError::new(
-                field,
-                "contradiction",
-                "a place abroad has no Vietnamese administrative unit",
-            ));
+            errs.push(FieldError::new(field, "contradiction", "a place abroad has no Vietnamese administrative unit"));
         }
         return;
     }
@@ -630,10 +561,7 @@ fn check_place(errs: &mut ValidationErrors, field: &str, p: &mut Place, need_pro
 
 fn check_phone(errs: &mut ValidationErrors, phone: &mut Option<String>) {
     if let Some(p) = phone {
-        let digits: String = p
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '.' | '-'))
-            .collect();
+        let digits: String = p.chars().filter(|c| !matches!(c, ' ' | '.' | '-')).collect();
         let national = if let Some(rest) = digits.strip_prefix("+84") {
             format!("0{rest}")
         } else if let Some(rest) = digits.strip_prefix("84").filter(|r| r.len() == 9) {
@@ -641,10 +569,7 @@ fn check_phone(errs: &mut ValidationErrors, phone: &mut Option<String>) {
         } else {
             digits
         };
-        if national.len() == 10
-            && national.starts_with('0')
-            && national.bytes().all(|b| b.is_ascii_digit())
-        {
+        if national.len() == 10 && national.starts_with('0') && national.bytes().all(|b| b.is_ascii_digit()) {
             *p = national;
         } else {
             errs.push(
@@ -664,18 +589,11 @@ fn check_email(errs: &mut ValidationErrors, email: &mut Option<String>) {
         *e = e.trim().to_string();
         let ok = e.len() <= 254
             && e.split_once('@').is_some_and(|(l, d)| {
-                !l.is_empty()
-                    && d.contains('.')
-                    && !d.starts_with('.')
-                    && !d.ends_with('.')
-                    && !d.contains('@')
+                !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && !d.contains('@')
             })
             && !e.chars().any(|c| c.is_whitespace() || c.is_control());
         if !ok {
-            errs.push(
-                FieldError::new("email", "invalid_email", "not an e-mail address")
-                    .with_value(e.clone()),
-            );
+            errs.push(FieldError::new("email", "invalid_email", "not an e-mail address").with_value(e.clone()));
         }
     }
 }
@@ -689,73 +607,42 @@ impl PersonInput {
         check_name_part(&mut e, "name.middle", &mut self.name.middle, false);
         check_name_part(&mut e, "name.given", &mut self.name.given, true);
         if self.other_names.len() > 10 {
-            e.push(FieldError::new(
-                "other_names",
-                "too_many",
-                "at most 10 other names",
-            ));
+            e.push(FieldError::new("other_names", "too_many", "at most 10 other names"));
         }
         for (i, n) in self.other_names.iter_mut().enumerate() {
             check_name_part(&mut e, &format!("other_names[{i}]"), n, true);
         }
         if self.birth_date.is_after(today) {
             e.push(
-                FieldError::new(
-                    "birth_date",
-                    "future_date",
-                    "the date of birth lies in the future",
-                )
-                .with_value(self.birth_date.to_string()),
+                FieldError::new("birth_date", "future_date", "the date of birth lies in the future")
+                    .with_value(self.birth_date.to_string()),
             );
         }
         if let Some(p) = &mut self.birth_place {
             check_place(&mut e, "birth_place", p, false);
         }
-        check_place(
-            &mut e,
-            "birth_registration_place",
-            &mut self.birth_registration_place,
-            true,
-        );
+        check_place(&mut e, "birth_registration_place", &mut self.birth_registration_place, true);
         if let Some(p) = &mut self.hometown {
             check_place(&mut e, "hometown", p, false);
         }
         if reference::ethnicity(&self.ethnicity).is_none() {
             e.push(
-                FieldError::new(
-                    "ethnicity",
-                    "unknown_code",
-                    "not one of the 54 ethnicity codes (01-54)",
-                )
-                .with_value(self.ethnicity.clone()),
+                FieldError::new("ethnicity", "unknown_code", "not one of the 54 ethnicity codes (01-54)")
+                    .with_value(self.ethnicity.clone()),
             );
         }
         if reference::religion(&self.religion).is_none() {
             e.push(
-                FieldError::new(
-                    "religion",
-                    "unknown_code",
-                    "not a religion code (00 none, 01-16)",
-                )
-                .with_value(self.religion.clone()),
+                FieldError::new("religion", "unknown_code", "not a religion code (00 none, 01-16)")
+                    .with_value(self.religion.clone()),
             );
         }
         check_nationalities(&mut e, "nationalities", &mut self.nationalities, true);
         if let Some(b) = &mut self.blood_type {
-            check_text(
-                &mut e,
-                "blood_type.lab_result",
-                &mut b.lab_result,
-                MAX_TEXT,
-                true,
-            );
+            check_text(&mut e, "blood_type.lab_result", &mut b.lab_result, MAX_TEXT, true);
         }
         if self.previous_documents.len() > MAX_LIST {
-            e.push(FieldError::new(
-                "previous_documents",
-                "too_many",
-                format!("at most {MAX_LIST} documents"),
-            ));
+            e.push(FieldError::new("previous_documents", "too_many", format!("at most {MAX_LIST} documents")));
         }
         for (i, d) in self.previous_documents.iter_mut().enumerate() {
             let f = format!("previous_documents[{i}]");
@@ -774,44 +661,20 @@ impl PersonInput {
                     .with_value(d.number.clone()),
                 );
             }
-            check_text(
-                &mut e,
-                &format!("{f}.issue_place"),
-                &mut d.issue_place,
-                MAX_TEXT,
-                true,
-            );
+            check_text(&mut e, &format!("{f}.issue_place"), &mut d.issue_place, MAX_TEXT, true);
             if d.issue_date > today {
-                e.push(FieldError::new(
-                    format!("{f}.issue_date"),
-                    "future_date",
-                    "the issue date lies in the future",
-                ));
+                e.push(FieldError::new(format!("{f}.issue_date"), "future_date", "the issue date lies in the future"));
             }
             if d.expiry_date.is_some_and(|x| x < d.issue_date) {
-                e.push(FieldError::new(
-                    format!("{f}.expiry_date"),
-                    "before_issue",
-                    "expires before it was issued",
-                ));
+                e.push(FieldError::new(format!("{f}.expiry_date"), "before_issue", "expires before it was issued"));
             }
         }
         if self.relatives.len() > MAX_LIST {
-            e.push(FieldError::new(
-                "relatives",
-                "too_many",
-                format!("at most {MAX_LIST} relatives"),
-            ));
+            e.push(FieldError::new("relatives", "too_many", format!("at most {MAX_LIST} relatives")));
         }
         for (i, r) in self.relatives.iter_mut().enumerate() {
             let f = format!("relatives[{i}]");
-            check_text(
-                &mut e,
-                &format!("{f}.name"),
-                &mut r.name,
-                3 * MAX_NAME_PART,
-                true,
-            );
+            check_text(&mut e, &format!("{f}.name"), &mut r.name, 3 * MAX_NAME_PART, true);
             if !r.name.is_empty() && !text::is_name_text(&r.name) {
                 e.push(
                     FieldError::new(
@@ -822,12 +685,7 @@ impl PersonInput {
                     .with_value(r.name.clone()),
                 );
             }
-            check_nationalities(
-                &mut e,
-                &format!("{f}.nationalities"),
-                &mut r.nationalities,
-                false,
-            );
+            check_nationalities(&mut e, &format!("{f}.nationalities"), &mut r.nationalities, false);
         }
         for (f, a) in [
             ("permanent_residence", &mut self.permanent_residence),
@@ -839,42 +697,17 @@ impl PersonInput {
             }
         }
         if let Some(t) = &mut self.temporary_absence {
-            check_opt_text(
-                &mut e,
-                "temporary_absence.destination",
-                &mut t.destination,
-                MAX_TEXT,
-            );
+            check_opt_text(&mut e, "temporary_absence.destination", &mut t.destination, MAX_TEXT);
             if t.until.is_some_and(|u| u < t.from) {
-                e.push(FieldError::new(
-                    "temporary_absence.until",
-                    "before_start",
-                    "ends before it starts",
-                ));
+                e.push(FieldError::new("temporary_absence.until", "before_start", "ends before it starts"));
             }
         }
-        check_opt_text(
-            &mut e,
-            "residence_file_number",
-            &mut self.residence_file_number,
-            30,
-        );
+        check_opt_text(&mut e, "residence_file_number", &mut self.residence_file_number, 30);
         if let Some(h) = &mut self.household {
-            check_text(
-                &mut e,
-                "household.head_name",
-                &mut h.head_name,
-                3 * MAX_NAME_PART,
-                true,
-            );
+            check_text(&mut e, "household.head_name", &mut h.head_name, 3 * MAX_NAME_PART, true);
         }
         check_opt_text(&mut e, "occupation", &mut self.occupation, MAX_TEXT);
-        check_opt_text(
-            &mut e,
-            "identifying_features",
-            &mut self.identifying_features,
-            MAX_TEXT,
-        );
+        check_opt_text(&mut e, "identifying_features", &mut self.identifying_features, MAX_TEXT);
         check_phone(&mut e, &mut self.phone);
         check_email(&mut e, &mut self.email);
         e.into_result().map(|()| self)
@@ -917,11 +750,7 @@ pub(crate) mod tests {
 
     #[test]
     fn legacy_addresses_map_to_their_2025_province() {
-        let a = Address {
-            scheme: Scheme::Legacy,
-            commune_code: "00004".into(),
-            detail: None,
-        };
+        let a = Address { scheme: Scheme::Legacy, commune_code: "00004".into(), detail: None };
         assert_eq!(a.province_2025().as_deref(), Some("01"));
     }
 
@@ -1002,37 +831,13 @@ pub(crate) mod tests {
     #[test]
     fn status_changes() {
         let mut person = Person::new_pending(sample().validate(TODAY).unwrap());
-        assert!(
-            person
-                .check_status_change(PersonStatus::Dead, Some(PartialDate::Year(2020)), TODAY)
-                .is_err()
-        );
+        assert!(person.check_status_change(PersonStatus::Dead, Some(PartialDate::Year(2020)), TODAY).is_err());
         person.status = PersonStatus::Active;
-        assert!(
-            person
-                .check_status_change(PersonStatus::Dead, Some(PartialDate::Year(2020)), TODAY)
-                .is_ok()
-        );
-        assert!(
-            person
-                .check_status_change(PersonStatus::Dead, None, TODAY)
-                .is_err()
-        );
-        assert!(
-            person
-                .check_status_change(PersonStatus::Dead, Some(PartialDate::Year(1980)), TODAY)
-                .is_err()
-        );
-        assert!(
-            person
-                .check_status_change(PersonStatus::Missing, Some(PartialDate::Year(2027)), TODAY)
-                .is_err()
-        );
-        assert!(
-            person
-                .check_status_change(PersonStatus::Pending, None, TODAY)
-                .is_err()
-        );
+        assert!(person.check_status_change(PersonStatus::Dead, Some(PartialDate::Year(2020)), TODAY).is_ok());
+        assert!(person.check_status_change(PersonStatus::Dead, None, TODAY).is_err());
+        assert!(person.check_status_change(PersonStatus::Dead, Some(PartialDate::Year(1980)), TODAY).is_err());
+        assert!(person.check_status_change(PersonStatus::Missing, Some(PartialDate::Year(2027)), TODAY).is_err());
+        assert!(person.check_status_change(PersonStatus::Pending, None, TODAY).is_err());
     }
 
     #[test]

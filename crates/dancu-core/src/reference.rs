@@ -153,14 +153,8 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
     let mut communes_2025 = Vec::new();
     for r in rows(include_str!("../../../data/admin-units-2025.csv")) {
         let pc = field(&r, 0);
-        if provinces_2025.last().map(|p| p.code != pc).unwrap_or(true)
-            && !provinces_2025.iter().any(|p| p.code == pc)
-        {
-            provinces_2025.push(Province {
-                code: pc.clone(),
-                name: field(&r, 1),
-                scheme: Scheme::Y2025,
-            });
+        if provinces_2025.last().map(|p| p.code != pc).unwrap_or(true) && !provinces_2025.iter().any(|p| p.code == pc) {
+            provinces_2025.push(Province { code: pc.clone(), name: field(&r, 1), scheme: Scheme::Y2025 });
         }
         communes_2025.push(Commune {
             code: field(&r, 2),
@@ -178,18 +172,10 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
         let pc = field(&r, 0);
         let dc = field(&r, 2);
         if !provinces_legacy.iter().rev().any(|p| p.code == pc) {
-            provinces_legacy.push(Province {
-                code: pc.clone(),
-                name: field(&r, 1),
-                scheme: Scheme::Legacy,
-            });
+            provinces_legacy.push(Province { code: pc.clone(), name: field(&r, 1), scheme: Scheme::Legacy });
         }
         if !districts.iter().rev().any(|d| d.code == dc) {
-            districts.push(District {
-                code: dc.clone(),
-                name: field(&r, 3),
-                province_code: pc.clone(),
-            });
+            districts.push(District { code: dc.clone(), name: field(&r, 3), province_code: pc.clone() });
         }
         communes_legacy.push(Commune {
             code: field(&r, 4),
@@ -202,33 +188,16 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
     }
     provinces_2025.sort_by(|a, b| a.code.cmp(&b.code));
     provinces_legacy.sort_by(|a, b| a.code.cmp(&b.code));
-    let idx_2025: HashMap<String, usize> = communes_2025
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.code.clone(), i))
-        .collect();
+    let idx_2025: HashMap<String, usize> = communes_2025.iter().enumerate().map(|(i, c)| (c.code.clone(), i)).collect();
     // The published conversion table names some new communes with a code that the 2025 list
     // gives to another commune (or to none); its names are the reliable part, so resolve by
     // (province, name) first and fall back to the listed code.
-    let by_name: HashMap<(String, String), String> = communes_2025
-        .iter()
-        .map(|c| {
-            (
-                (c.province_code.clone(), unit_name_key(&c.name)),
-                c.code.clone(),
-            )
-        })
-        .collect();
-    let idx_legacy = communes_legacy
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.code.clone(), i))
-        .collect();
+    let by_name: HashMap<(String, String), String> =
+        communes_2025.iter().map(|c| ((c.province_code.clone(), unit_name_key(&c.name)), c.code.clone())).collect();
+    let idx_legacy = communes_legacy.iter().enumerate().map(|(i, c)| (c.code.clone(), i)).collect();
     let mut conversions = Vec::new();
     let mut conversions_by_old: HashMap<String, Vec<usize>> = HashMap::new();
-    for r in rows(include_str!(
-        "../../../data/admin-units-conversion-2025.csv"
-    )) {
+    for r in rows(include_str!("../../../data/admin-units-conversion-2025.csv")) {
         let note = crate::text::clean(&field(&r, 6));
         let folded = crate::text::fold(&note);
         let kind = if folded.contains("mot phan") || folded.contains("phan con lai") {
@@ -237,10 +206,8 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
             MergeKind::Whole
         };
         let listed = field(&r, 2);
-        let new_commune_code = by_name
-            .get(&(field(&r, 0), unit_name_key(&field(&r, 3))))
-            .cloned()
-            .unwrap_or_else(|| listed.clone());
+        let new_commune_code =
+            by_name.get(&(field(&r, 0), unit_name_key(&field(&r, 3)))).cloned().unwrap_or_else(|| listed.clone());
         let c = Conversion {
             old_commune_code: field(&r, 4),
             new_commune_code,
@@ -250,10 +217,7 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
             kind,
             note,
         };
-        conversions_by_old
-            .entry(c.old_commune_code.clone())
-            .or_default()
-            .push(conversions.len());
+        conversions_by_old.entry(c.old_commune_code.clone()).or_default().push(conversions.len());
         conversions.push(c);
     }
     Units {
@@ -271,40 +235,25 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
 
 static ID_PROVINCES: LazyLock<Vec<IdProvince>> = LazyLock::new(|| {
     rows(include_str!("../../../data/id-province-codes.csv"))
-        .map(|r| IdProvince {
-            id_code: field(&r, 0),
-            name: field(&r, 1),
-            gso_code: field(&r, 2),
-        })
+        .map(|r| IdProvince { id_code: field(&r, 0), name: field(&r, 1), gso_code: field(&r, 2) })
         .collect()
 });
 
 static ETHNICITIES: LazyLock<Vec<Ethnicity>> = LazyLock::new(|| {
     rows(include_str!("../../../data/ethnic-groups.csv"))
-        .map(|r| Ethnicity {
-            code: field(&r, 0),
-            name: field(&r, 1),
-        })
+        .map(|r| Ethnicity { code: field(&r, 0), name: field(&r, 1) })
         .collect()
 });
 
 static RELIGIONS: LazyLock<Vec<Religion>> = LazyLock::new(|| {
     rows(include_str!("../../../data/religions.csv"))
-        .map(|r| Religion {
-            code: field(&r, 0),
-            name: field(&r, 1),
-            name_en: field(&r, 2),
-        })
+        .map(|r| Religion { code: field(&r, 0), name: field(&r, 1), name_en: field(&r, 2) })
         .collect()
 });
 
 static COUNTRIES: LazyLock<Vec<Country>> = LazyLock::new(|| {
     rows(include_str!("../../../data/countries.csv"))
-        .map(|r| Country {
-            code: field(&r, 0),
-            name_vi: field(&r, 1),
-            name_en: field(&r, 2),
-        })
+        .map(|r| Country { code: field(&r, 0), name_vi: field(&r, 1), name_en: field(&r, 2) })
         .collect()
 });
 
@@ -412,30 +361,14 @@ mod tests {
         assert_eq!(ethnicities().len(), 54);
         assert_eq!(religions().len(), 17);
         assert!(countries().len() >= 251);
-        assert!(
-            country(VIETNAM).is_some()
-                && country(STATELESS).is_some()
-                && country(UNDETERMINED).is_some()
-        );
+        assert!(country(VIETNAM).is_some() && country(STATELESS).is_some() && country(UNDETERMINED).is_some());
     }
 
     #[test]
     fn overlapping_codes_are_told_apart_by_scheme() {
-        assert_eq!(
-            commune(Scheme::Y2025, "00004").unwrap().name,
-            "Phường Ba Đình"
-        );
-        assert_eq!(
-            commune(Scheme::Legacy, "00004").unwrap().name,
-            "Phường Trúc Bạch"
-        );
-        assert_eq!(
-            commune(Scheme::Legacy, "00004")
-                .unwrap()
-                .district_code
-                .as_deref(),
-            Some("001")
-        );
+        assert_eq!(commune(Scheme::Y2025, "00004").unwrap().name, "Phường Ba Đình");
+        assert_eq!(commune(Scheme::Legacy, "00004").unwrap().name, "Phường Trúc Bạch");
+        assert_eq!(commune(Scheme::Legacy, "00004").unwrap().district_code.as_deref(), Some("001"));
     }
 
     #[test]
@@ -443,10 +376,7 @@ mod tests {
         // Tuyên Quang (08) took in Hà Giang (02) in 2025.
         assert_eq!(legacy_provinces_of("08"), vec!["02", "08"]);
         assert_eq!(legacy_provinces_of("01"), vec!["01"]);
-        let all: usize = provinces(Scheme::Y2025)
-            .iter()
-            .map(|p| legacy_provinces_of(&p.code).len())
-            .sum();
+        let all: usize = provinces(Scheme::Y2025).iter().map(|p| legacy_provinces_of(&p.code).len()).sum();
         assert!(all >= 63, "{all}");
     }
 
@@ -464,29 +394,16 @@ mod tests {
         assert_eq!(c[0].kind, MergeKind::Whole);
         assert_eq!(c[0].new_commune_code, "00004");
         assert_eq!(conversions_from("00016")[0].kind, MergeKind::Part);
-        let whole = conversions()
-            .iter()
-            .filter(|c| c.kind == MergeKind::Whole)
-            .count();
-        let part = conversions()
-            .iter()
-            .filter(|c| c.kind == MergeKind::Part)
-            .count();
+        let whole = conversions().iter().filter(|c| c.kind == MergeKind::Whole).count();
+        let part = conversions().iter().filter(|c| c.kind == MergeKind::Part).count();
         assert!(whole > 9000 && part > 900, "whole {whole} part {part}");
         for c in conversions() {
-            assert!(
-                commune(Scheme::Y2025, &c.new_commune_code).is_some(),
-                "new {}",
-                c.new_commune_code
-            );
+            assert!(commune(Scheme::Y2025, &c.new_commune_code).is_some(), "new {}", c.new_commune_code);
         }
         // Cửa Nam is 00073 in the 2025 list; the conversion table prints 00082.
         let from_cua_nam = conversions_from("00073");
         assert_eq!(from_cua_nam.len(), 4);
-        let cua_nam = from_cua_nam
-            .iter()
-            .find(|c| c.listed_new_commune_code == "00082")
-            .unwrap();
+        let cua_nam = from_cua_nam.iter().find(|c| c.listed_new_commune_code == "00082").unwrap();
         assert_eq!(cua_nam.new_commune_code, "00073");
     }
 }

@@ -69,9 +69,7 @@ pub fn proper_case(s: &str) -> String {
 
 /// Whether a cleaned name part contains only letters (with their marks), spaces, hyphens and apostrophes.
 pub fn is_name_text(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_alphabetic() || is_combining_mark(c) || c == ' ' || c == '-' || c == '\'')
+    !s.is_empty() && s.chars().all(|c| c.is_alphabetic() || is_combining_mark(c) || c == ' ' || c == '-' || c == '\'')
 }
 
 /// The smallest string greater than every string that starts with `prefix`

@@ -17,17 +17,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if mime != "application/json" && !mime.ends_with("+json") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -36,45 +27,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 format!("Content-Type is {ct:?}, expected application/json"),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(
-                e.status(),
-                "body",
-                "The request body could not be read",
-                e.body_text(),
-            )
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "body", "The request body could not be read", e.body_text()))?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(de) {
             Ok(v) => Ok(ApiJson(v)),
             Err(e) => {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                let syntax = matches!(
-                    inner.classify(),
-                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof
-                );
-                let field = if syntax || path == "." {
-                    String::new()
-                } else {
-                    path
-                };
+                let syntax =
+                    matches!(inner.classify(), serde_json::error::Category::Syntax | serde_json::error::Category::Eof);
+                let field = if syntax || path == "." { String::new() } else { path };
                 let (code, title) = if syntax {
                     ("malformed_json", "The body is not well-formed JSON")
                 } else {
                     ("invalid_value", "The body has an invalid field")
                 };
-                let kind = if syntax {
-                    "malformed-json"
-                } else {
-                    "validation"
-                };
+                let kind = if syntax { "malformed-json" } else { "validation" };
                 Err(ApiError::field(
-                    if syntax {
-                        StatusCode::BAD_REQUEST
-                    } else {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    },
+                    if syntax { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY },
                     kind,
                     title,
                     FieldError::new(field, code, inner.to_string()),
@@ -92,16 +64,9 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-            .map(QueryPairs)
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed-query",
-                    "The query string is malformed",
-                    e.to_string(),
-                )
-            })
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q).map(QueryPairs).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed-query", "The query string is malformed", e.to_string())
+        })
     }
 }
 
@@ -134,19 +99,11 @@ impl QueryPairs {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }
 
     /// An integer parameter within a range.
-    pub fn int(
-        &self,
-        key: &str,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<Option<i64>, ApiError> {
+    pub fn int(&self, key: &str, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, ApiError> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => match v.parse::<i64>() {
@@ -158,11 +115,7 @@ impl QueryPairs {
                     FieldError::new(
                         key,
                         "out_of_range",
-                        format!(
-                            "must be a whole number in {}..={}",
-                            range.start(),
-                            range.end()
-                        ),
+                        format!("must be a whole number in {}..={}", range.start(), range.end()),
                     )
                     .with_value(v),
                 )),
@@ -181,12 +134,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let v = parts
-            .headers
-            .get(ACTOR_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .unwrap_or("");
+        let v = parts.headers.get(ACTOR_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
         if v.is_empty() || v.len() > 100 {
             return Err(ApiError::field(
                 StatusCode::BAD_REQUEST,

@@ -36,11 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(registry: Registry) -> Self {
-        AppState {
-            registry,
-            metrics: Arc::default(),
-            started: Instant::now(),
-        }
+        AppState { registry, metrics: Arc::default(), started: Instant::now() }
     }
 }
 
@@ -67,11 +63,8 @@ impl AppState {
 )]
 pub struct ApiDoc;
 
-static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serializes")
-});
+static OPENAPI_JSON: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"));
 
 /// The OpenAPI 3.1 document, generated from the handlers' annotations.
 pub fn openapi_json() -> &'static str {
@@ -81,36 +74,18 @@ pub fn openapi_json() -> &'static str {
 /// The whole application.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route(
-            "/api/v1/persons",
-            get(persons::search).post(persons::create),
-        )
-        .route(
-            "/api/v1/persons/by-legacy-id/{number}",
-            get(persons::get_by_legacy),
-        )
-        .route(
-            "/api/v1/persons/{ref}",
-            get(persons::get).put(persons::update),
-        )
-        .route(
-            "/api/v1/persons/{ref}/activate",
-            axum::routing::post(persons::activate),
-        )
+        .route("/api/v1/persons", get(persons::search).post(persons::create))
+        .route("/api/v1/persons/by-legacy-id/{number}", get(persons::get_by_legacy))
+        .route("/api/v1/persons/{ref}", get(persons::get).put(persons::update))
+        .route("/api/v1/persons/{ref}/activate", axum::routing::post(persons::activate))
         .route("/api/v1/persons/{ref}/history", get(persons::history))
         .route("/api/v1/reference/provinces", get(reference::provinces))
         .route("/api/v1/reference/communes", get(reference::communes))
-        .route(
-            "/api/v1/reference/communes/{scheme}/{code}",
-            get(reference::commune),
-        )
+        .route("/api/v1/reference/communes/{scheme}/{code}", get(reference::commune))
         .route("/api/v1/reference/ethnicities", get(reference::ethnicities))
         .route("/api/v1/reference/religions", get(reference::religions))
         .route("/api/v1/reference/countries", get(reference::countries))
-        .route(
-            "/api/v1/reference/id-provinces",
-            get(reference::id_provinces),
-        )
+        .route("/api/v1/reference/id-provinces", get(reference::id_provinces))
         .route("/api/openapi.json", get(openapi))
         .route("/api/docs", get(docs_page))
         .route("/api/docs/{asset}", get(docs_asset))
@@ -128,35 +103,22 @@ pub fn router(state: AppState) -> Router {
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let request_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        .unwrap_or_else(next_request_id);
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
     }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -172,13 +134,15 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
     res
 }
 
+/// Request ids: a random per-process prefix and a counter (unique, no syscall per request).
+fn next_request_id() -> String {
+    static PREFIX: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("{}-{:x}", *PREFIX, COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "Not found",
-        "no such resource; see /api/docs",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource; see /api/docs")
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -200,13 +164,7 @@ async fn root() -> Html<&'static str> {
 }
 
 async fn openapi() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        openapi_json(),
-    )
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "public, max-age=300")], openapi_json())
         .into_response()
 }
 
@@ -222,9 +180,7 @@ async fn docs_page() -> Response {
     let mut res = Html(html).into_response();
     res.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
-        ),
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"),
     );
     res
 }
@@ -236,14 +192,7 @@ async fn docs_asset(axum::extract::Path(asset): axum::extract::Path<String>) -> 
         "init.js" => (DOCS_INIT.as_bytes(), "text/javascript; charset=utf-8"),
         _ => return not_found().await.into_response(),
     };
-    (
-        [
-            (header::CONTENT_TYPE, ct),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -258,40 +207,18 @@ pub struct Health {
 pub async fn healthz(State(st): State<AppState>) -> Response {
     let backend = st.registry.store().backend();
     match st.registry.store().ping().await {
-        Ok(()) => Json(Health {
-            status: "ok",
-            backend,
-        })
-        .into_response(),
+        Ok(()) => Json(Health { status: "ok", backend }).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "database unreachable",
-                    backend,
-                }),
-            )
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "database unreachable", backend })).into_response()
         }
     }
 }
 
 async fn metrics_text(State(st): State<AppState>) -> Response {
     let uptime = st.started.elapsed().as_secs_f64();
-    let body = st.metrics.render(&[(
-        "dancu_uptime_seconds",
-        "Seconds since the server started.",
-        uptime,
-    )]);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let body = st.metrics.render(&[("dancu_uptime_seconds", "Seconds since the server started.", uptime)]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 /// Serves until `shutdown` completes.
@@ -300,7 +227,5 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -86,13 +86,9 @@ fn bad_ref(value: &str, reason: String) -> ApiError {
 /// A path reference: a 12-digit personal ID or a record key (UUID).
 fn parse_ref(s: &str) -> ApiResult<PersonRef> {
     if s.len() == 36 && s.contains('-') {
-        return Uuid::parse_str(s)
-            .map(PersonRef::Key)
-            .map_err(|e| bad_ref(s, format!("not a record key: {e}")));
+        return Uuid::parse_str(s).map(PersonRef::Key).map_err(|e| bad_ref(s, format!("not a record key: {e}")));
     }
-    PersonalId::parse(s)
-        .map(PersonRef::PersonalId)
-        .map_err(|e| bad_ref(s, format!("{e} (or give the record key)")))
+    PersonalId::parse(s).map(PersonRef::PersonalId).map_err(|e| bad_ref(s, format!("{e} (or give the record key)")))
 }
 
 fn with_etag(status: StatusCode, rec: &PersonRecord) -> Response {
@@ -117,16 +113,8 @@ pub async fn create(
     Actor(actor): Actor,
     ApiJson(body): ApiJson<CreatePerson>,
 ) -> ApiResult<Response> {
-    let meta = ChangeMeta {
-        actor,
-        reason: body.reason,
-        legal_basis: body.legal_basis,
-    };
-    let rec = st
-        .registry
-        .create(body.person, &meta)
-        .await
-        .map_err(in_body)?;
+    let meta = ChangeMeta { actor, reason: body.reason, legal_basis: body.legal_basis };
+    let rec = st.registry.create(body.person, &meta).await.map_err(in_body)?;
     let mut res = with_etag(StatusCode::CREATED, &rec);
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/persons/{}", rec.key)) {
         res.headers_mut().insert(header::LOCATION, v);
@@ -143,8 +131,12 @@ pub async fn create(
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult<Response> {
-    let rec = st.registry.get(&parse_ref(&r)?).await?;
-    Ok(with_etag(StatusCode::OK, &rec))
+    let rec = st.registry.get_raw(&parse_ref(&r)?).await?;
+    let mut res = Json(&rec).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", rec.version)) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(res)
 }
 
 /// Read a person by legacy ID-card (CMND) number.
@@ -155,10 +147,7 @@ pub async fn get(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult
         (status = 400, description = "malformed number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_by_legacy(
-    State(st): State<AppState>,
-    Path(n): Path<String>,
-) -> ApiResult<Response> {
+pub async fn get_by_legacy(State(st): State<AppState>, Path(n): Path<String>) -> ApiResult<Response> {
     let l = LegacyIdNumber::parse(&n).map_err(|e| {
         ApiError::field(
             StatusCode::BAD_REQUEST,
@@ -195,11 +184,7 @@ pub async fn activate(
     ApiJson(body): ApiJson<ActivatePerson>,
 ) -> ApiResult<Response> {
     let key = key_of(&st, &r).await?;
-    let meta = ChangeMeta {
-        actor,
-        reason: body.reason,
-        legal_basis: body.legal_basis,
-    };
+    let meta = ChangeMeta { actor, reason: body.reason, legal_basis: body.legal_basis };
     let rec = st.registry.activate(key, body.version, &meta).await?;
     Ok(with_etag(StatusCode::OK, &rec))
 }
@@ -221,11 +206,7 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdatePerson>,
 ) -> ApiResult<Response> {
     let key = key_of(&st, &r).await?;
-    let meta = ChangeMeta {
-        actor,
-        reason: body.reason,
-        legal_basis: body.legal_basis,
-    };
+    let meta = ChangeMeta { actor, reason: body.reason, legal_basis: body.legal_basis };
     let status = match (body.status, body.status_date) {
         (Some(s), d) => Some((s, d)),
         (None, Some(_)) => {
@@ -233,20 +214,12 @@ pub async fn update(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
                 "The request has invalid fields",
-                FieldError::new(
-                    "status_date",
-                    "not_allowed",
-                    "a status date goes with a status",
-                ),
+                FieldError::new("status_date", "not_allowed", "a status date goes with a status"),
             ));
         }
         (None, None) => None,
     };
-    let rec = st
-        .registry
-        .update(key, body.version, body.person, status, &meta)
-        .await
-        .map_err(in_body)?;
+    let rec = st.registry.update(key, body.version, body.person, status, &meta).await.map_err(in_body)?;
     Ok(with_etag(StatusCode::OK, &rec))
 }
 
@@ -257,23 +230,12 @@ pub async fn update(
         (status = 200, description = "versions, oldest first", body = Vec<PersonVersion>),
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn history(
-    State(st): State<AppState>,
-    Path(r): Path<String>,
-) -> ApiResult<Json<Vec<PersonVersion>>> {
+pub async fn history(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult<Json<Vec<PersonVersion>>> {
     let key = key_of(&st, &r).await?;
     Ok(Json(st.registry.history(key).await?))
 }
 
-const SEARCH_PARAMS: &[&str] = &[
-    "name",
-    "birth_year",
-    "commune",
-    "province",
-    "status",
-    "page",
-    "per_page",
-];
+const SEARCH_PARAMS: &[&str] = &["name", "birth_year", "commune", "province", "status", "page", "per_page"];
 
 /// Search people: accent-insensitive name prefix, birth year, home commune or province.
 #[utoipa::path(get, path = "/api/v1/persons", tag = "persons",
@@ -310,10 +272,7 @@ pub async fn search(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Resp
             &page.to_string(),
         ));
     }
-    let name_prefix = q
-        .get("name")
-        .map(dancu_core::text::fold)
-        .filter(|s| !s.is_empty());
+    let name_prefix = q.get("name").map(dancu_core::text::fold).filter(|s| !s.is_empty());
     if let Some(n) = &name_prefix
         && n.chars().count() > 150
     {
@@ -327,14 +286,8 @@ pub async fn search(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Resp
                 Some((s, code)) => (Scheme::from_code(s), code),
                 None => (Some(Scheme::Y2025), c),
             };
-            let scheme = scheme.ok_or_else(|| {
-                invalid(
-                    "commune",
-                    "unknown_scheme",
-                    "the list is '2025' or 'legacy'",
-                    c,
-                )
-            })?;
+            let scheme =
+                scheme.ok_or_else(|| invalid("commune", "unknown_scheme", "the list is '2025' or 'legacy'", c))?;
             if dancu_core::reference::commune(scheme, code).is_none() {
                 return Err(invalid(
                     "commune",
@@ -348,28 +301,17 @@ pub async fn search(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Resp
     };
     let province_2025 = match q.get("province") {
         None => None,
-        Some(p) if dancu_core::reference::province(Scheme::Y2025, p).is_some() => {
-            Some(p.to_string())
-        }
+        Some(p) if dancu_core::reference::province(Scheme::Y2025, p).is_some() => Some(p.to_string()),
         Some(p) => {
-            return Err(invalid(
-                "province",
-                "unknown_code",
-                "not a province code of the 2025 list",
-                p,
-            ));
+            return Err(invalid("province", "unknown_code", "not a province code of the 2025 list", p));
         }
     };
     let status = match q.get("status") {
         None => None,
-        Some(s) => Some(PersonStatus::from_code(s).ok_or_else(|| {
-            invalid(
-                "status",
-                "unknown_status",
-                "pending, active, dead or missing",
-                s,
-            )
-        })?),
+        Some(s) => Some(
+            PersonStatus::from_code(s)
+                .ok_or_else(|| invalid("status", "unknown_status", "pending, active, dead or missing", s))?,
+        ),
     };
     let query = SearchQuery {
         name_prefix,

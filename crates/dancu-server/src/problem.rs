@@ -34,19 +34,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            status,
-            kind,
-            title,
-            detail: detail.into(),
-            errors: Vec::new(),
-        }
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        ApiError { status, kind, title, detail: detail.into(), errors: Vec::new() }
     }
 
     pub fn validation(errors: ValidationErrors) -> Self {
@@ -60,28 +49,12 @@ impl ApiError {
         }
     }
 
-    pub fn field(
-        status: StatusCode,
-        kind: &'static str,
-        title: &'static str,
-        error: FieldError,
-    ) -> Self {
-        ApiError {
-            status,
-            kind,
-            title,
-            detail: format!("{}: {}", error.field, error.reason),
-            errors: vec![error],
-        }
+    pub fn field(status: StatusCode, kind: &'static str, title: &'static str, error: FieldError) -> Self {
+        ApiError { status, kind, title, detail: format!("{}: {}", error.field, error.reason), errors: vec![error] }
     }
 
     pub fn not_found() -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            "no such record",
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", "no such record")
     }
 
     pub fn internal() -> Self {
@@ -154,10 +127,7 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let mut res = (self.status, axum::Json(body)).into_response();
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         res
     }
 }

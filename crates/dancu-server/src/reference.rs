@@ -4,9 +4,7 @@ use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use dancu_core::FieldError;
-use dancu_core::reference::{
-    self, Commune, Conversion, Country, Ethnicity, IdProvince, Province, Religion, Scheme,
-};
+use dancu_core::reference::{self, Commune, Conversion, Country, Ethnicity, IdProvince, Province, Religion, Scheme};
 use serde::Serialize;
 
 use crate::extract::QueryPairs;
@@ -20,8 +18,7 @@ fn scheme_param(q: &QueryPairs) -> ApiResult<Scheme> {
                 StatusCode::BAD_REQUEST,
                 "validation",
                 "Invalid query parameter",
-                FieldError::new("scheme", "unknown_scheme", "the list is '2025' or 'legacy'")
-                    .with_value(s),
+                FieldError::new("scheme", "unknown_scheme", "the list is '2025' or 'legacy'").with_value(s),
             )
         }),
     }
@@ -52,20 +49,11 @@ pub async fn communes(q: QueryPairs) -> ApiResult<Json<Vec<&'static Commune>>> {
             StatusCode::BAD_REQUEST,
             "validation",
             "Invalid query parameter",
-            FieldError::new(
-                "province",
-                "unknown_code",
-                format!("not a province code of the {} list", scheme.code()),
-            )
-            .with_value(p),
+            FieldError::new("province", "unknown_code", format!("not a province code of the {} list", scheme.code()))
+                .with_value(p),
         ));
     }
-    Ok(Json(
-        reference::communes(scheme)
-            .iter()
-            .filter(|c| province.is_none_or(|p| c.province_code == p))
-            .collect(),
-    ))
+    Ok(Json(reference::communes(scheme).iter().filter(|c| province.is_none_or(|p| c.province_code == p)).collect()))
 }
 
 /// A commune and, for a legacy commune, where it went on 1 July 2025.
@@ -80,16 +68,10 @@ pub struct CommuneDetail {
 #[utoipa::path(get, path = "/api/v1/reference/communes/{scheme}/{code}", tag = "reference",
     params(("scheme" = String, Path, description = "'2025' or 'legacy'"), ("code" = String, Path, description = "commune code")),
     responses((status = 200, body = CommuneDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn commune(
-    Path((scheme, code)): Path<(String, String)>,
-) -> ApiResult<Json<CommuneDetail>> {
+pub async fn commune(Path((scheme, code)): Path<(String, String)>) -> ApiResult<Json<CommuneDetail>> {
     let scheme = Scheme::from_code(&scheme).ok_or_else(ApiError::not_found)?;
     let commune = reference::commune(scheme, &code).ok_or_else(ApiError::not_found)?;
-    let became = if scheme == Scheme::Legacy {
-        reference::conversions_from(&code)
-    } else {
-        Vec::new()
-    };
+    let became = if scheme == Scheme::Legacy { reference::conversions_from(&code) } else { Vec::new() };
     Ok(Json(CommuneDetail { commune, became }))
 }
 

@@ -33,9 +33,7 @@ macro_rules! conformance_tests {
 
 fn meta(reason: &str) -> ChangeMeta {
     ChangeMeta {
-        actor: "officer-test".into(),
-        reason: reason.into(),
-        legal_basis: Some("Luật Căn cước 2023".into()),
+        actor: "officer-test".into(), reason: reason.into(), legal_basis: Some("Luật Căn cước 2023".into())
     }
 }
 
@@ -56,11 +54,7 @@ pub fn sample(i: u32) -> PersonInput {
 }
 
 pub async fn migrations_are_idempotent(store: Arc<dyn Store>) {
-    assert_eq!(
-        store.migrate().await.unwrap(),
-        0,
-        "a second migrate applies nothing"
-    );
+    assert_eq!(store.migrate().await.unwrap(), 0, "a second migrate applies nothing");
     store.ping().await.unwrap();
 }
 
@@ -72,21 +66,19 @@ pub async fn create_then_read(store: Arc<dyn Store>) {
     assert!(rec.person.personal_id.is_none());
     let back = reg.get(&PersonRef::Key(rec.key)).await.unwrap();
     assert_eq!(back, rec);
+    // the raw read path says exactly the same
+    let raw = reg.get_raw(&PersonRef::Key(rec.key)).await.unwrap();
+    assert_eq!(serde_json::to_value(&raw).unwrap(), serde_json::to_value(&rec).unwrap());
+    assert!(store.get_person_raw(&PersonRef::Key(uuid::Uuid::new_v4())).await.unwrap().is_none());
     assert_eq!(back.person.record.name.given, "Bình");
-    assert!(matches!(
-        reg.get(&PersonRef::Key(uuid::Uuid::new_v4())).await,
-        Err(RegistryError::NotFound)
-    ));
+    assert!(matches!(reg.get(&PersonRef::Key(uuid::Uuid::new_v4())).await, Err(RegistryError::NotFound)));
     assert_eq!(store.count_persons().await.unwrap(), 1);
 }
 
 pub async fn activation_assigns_a_lawful_id(store: Arc<dyn Store>) {
     let reg = Registry::new(store.clone());
     let rec = reg.create(sample(3), &meta("thu thập")).await.unwrap();
-    let active = reg
-        .activate(rec.key, Some(1), &meta("cấp số định danh"))
-        .await
-        .unwrap();
+    let active = reg.activate(rec.key, Some(1), &meta("cấp số định danh")).await.unwrap();
     let id = active.person.personal_id.expect("an ID");
     assert_eq!(active.person.status, PersonStatus::Active);
     assert_eq!(active.version, 2);
@@ -95,6 +87,8 @@ pub async fn activation_assigns_a_lawful_id(store: Arc<dyn Store>) {
     assert_eq!(id.birth_year(), 1953);
     let by_id = reg.get(&PersonRef::PersonalId(id)).await.unwrap();
     assert_eq!(by_id.key, rec.key);
+    let raw = reg.get_raw(&PersonRef::PersonalId(id)).await.unwrap();
+    assert_eq!(serde_json::to_value(&raw).unwrap(), serde_json::to_value(&by_id).unwrap());
     assert!(
         matches!(reg.activate(rec.key, None, &meta("again")).await, Err(RegistryError::AlreadyActive(x)) if x == id)
     );
@@ -105,46 +99,13 @@ pub async fn stale_versions_conflict(store: Arc<dyn Store>) {
     let rec = reg.create(sample(2), &meta("thu thập")).await.unwrap();
     let mut changed = sample(2);
     changed.occupation = Some("Giáo viên".into());
-    let v2 = reg
-        .update(
-            rec.key,
-            1,
-            changed.clone(),
-            None,
-            &meta("cập nhật nghề nghiệp"),
-        )
-        .await
-        .unwrap();
+    let v2 = reg.update(rec.key, 1, changed.clone(), None, &meta("cập nhật nghề nghiệp")).await.unwrap();
     assert_eq!(v2.version, 2);
-    let err = reg
-        .update(rec.key, 1, changed.clone(), None, &meta("stale"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RegistryError::Conflict {
-                expected: 1,
-                actual: 2
-            }
-        ),
-        "{err:?}"
-    );
+    let err = reg.update(rec.key, 1, changed.clone(), None, &meta("stale")).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Conflict { expected: 1, actual: 2 }), "{err:?}");
     // the port itself refuses too
-    let err = store
-        .update_person(rec.key, 1, &v2.person, ChangeKind::Update, &meta("stale"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 1,
-                actual: 2
-            }
-        ),
-        "{err:?}"
-    );
+    let err = store.update_person(rec.key, 1, &v2.person, ChangeKind::Update, &meta("stale")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { expected: 1, actual: 2 }), "{err:?}");
     assert_eq!(reg.get(&PersonRef::Key(rec.key)).await.unwrap().version, 2);
 }
 
@@ -154,20 +115,11 @@ pub async fn history_keeps_every_version(store: Arc<dyn Store>) {
     let act = reg.activate(rec.key, None, &meta("cấp số")).await.unwrap();
     let mut died = act.person.record.clone();
     died.marital_status = Some(dancu_core::person::MaritalStatus::Widowed);
-    reg.update(
-        rec.key,
-        2,
-        died,
-        Some((PersonStatus::Dead, Some(PartialDate::Year(2020)))),
-        &meta("khai tử"),
-    )
-    .await
-    .unwrap();
+    reg.update(rec.key, 2, died, Some((PersonStatus::Dead, Some(PartialDate::Year(2020)))), &meta("khai tử"))
+        .await
+        .unwrap();
     let h = reg.history(rec.key).await.unwrap();
-    assert_eq!(
-        h.iter().map(|v| v.version).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(h.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(
         h.iter().map(|v| v.change).collect::<Vec<_>>(),
         vec![ChangeKind::Create, ChangeKind::Activate, ChangeKind::Update]
@@ -178,10 +130,7 @@ pub async fn history_keeps_every_version(store: Arc<dyn Store>) {
     assert_eq!(h[0].person.status, PersonStatus::Pending);
     assert_eq!(h[2].person.status, PersonStatus::Dead);
     assert!(h[0].recorded_at <= h[1].recorded_at && h[1].recorded_at <= h[2].recorded_at);
-    assert!(matches!(
-        reg.history(uuid::Uuid::new_v4()).await,
-        Err(RegistryError::NotFound)
-    ));
+    assert!(matches!(reg.history(uuid::Uuid::new_v4()).await, Err(RegistryError::NotFound)));
 }
 
 pub async fn issued_ids_are_never_reused(store: Arc<dyn Store>) {
@@ -194,44 +143,17 @@ pub async fn issued_ids_are_never_reused(store: Arc<dyn Store>) {
     let mut taken = b.person.clone();
     taken.personal_id = Some(id);
     taken.status = PersonStatus::Active;
-    let err = store
-        .update_person(b.key, 1, &taken, ChangeKind::Activate, &meta("b"))
-        .await
-        .unwrap_err();
+    let err = store.update_person(b.key, 1, &taken, ChangeKind::Activate, &meta("b")).await.unwrap_err();
     assert!(matches!(err, StoreError::IdTaken(x) if x == id), "{err:?}");
-    assert_eq!(
-        store
-            .get_person(&PersonRef::Key(b.key))
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        1
-    );
+    assert_eq!(store.get_person(&PersonRef::Key(b.key)).await.unwrap().unwrap().version, 1);
     // Nor through a bulk load.
-    let taken_idx = store
-        .insert_active_batch(&[taken.clone()], &meta("bulk"))
-        .await
-        .unwrap();
+    let taken_idx = store.insert_batch(&[taken.clone()], &meta("bulk")).await.unwrap();
     assert_eq!(taken_idx, vec![0]);
     // A number once issued stays reserved even after the holder's number is re-established.
     let mut re = a.person.clone();
-    re.personal_id = Some(
-        PersonalId::from_parts("079", Sex::Male, 1956, (id.serial() + 1) % 1_000_000).unwrap(),
-    );
-    let _ = store
-        .update_person(
-            a.key,
-            a.version,
-            &re,
-            ChangeKind::Update,
-            &meta("re-establish"),
-        )
-        .await;
-    let err = store
-        .update_person(b.key, 1, &taken, ChangeKind::Activate, &meta("b"))
-        .await
-        .unwrap_err();
+    re.personal_id = Some(PersonalId::from_parts("079", Sex::Male, 1956, (id.serial() + 1) % 1_000_000).unwrap());
+    let _ = store.update_person(a.key, a.version, &re, ChangeKind::Update, &meta("re-establish")).await;
+    let err = store.update_person(b.key, 1, &taken, ChangeKind::Activate, &meta("b")).await.unwrap_err();
     assert!(matches!(err, StoreError::IdTaken(_)), "{err:?}");
 }
 
@@ -287,34 +209,18 @@ pub async fn search_filters_and_pages(store: Arc<dyn Store>) {
     for i in 0..30 {
         reg.create(sample(i), &meta("thu thập")).await.unwrap();
     }
-    let q = |name: &str| SearchQuery {
-        name_prefix: Some(dancu_core::text::fold(name)),
-        limit: 50,
-        ..Default::default()
-    };
+    let q =
+        |name: &str| SearchQuery { name_prefix: Some(dancu_core::text::fold(name)), limit: 50, ..Default::default() };
     // accent-insensitive, both tone placements
     let hoa = reg.search(&q("nguyen van hoa")).await.unwrap();
     let hoa2 = reg.search(&q("Nguyễn Văn Hòa")).await.unwrap();
-    assert_eq!(
-        hoa.items.len(),
-        5,
-        "i = 2, 8, 14, 20, 26 and 3, 9.. are Thị"
-    );
+    assert_eq!(hoa.items.len(), 5, "i = 2, 8, 14, 20, 26 and 3, 9.. are Thị");
     assert_eq!(hoa.items, hoa2.items);
-    assert!(
-        hoa.items
-            .iter()
-            .all(|r| r.person.record.name.given == "Hòa")
-    );
+    assert!(hoa.items.iter().all(|r| r.person.record.name.given == "Hòa"));
     // stored as "Hoà" (the other tone placement), found by either spelling
     let thi_hoa = reg.search(&q("Nguyễn Thị Hòa")).await.unwrap();
     assert_eq!(thi_hoa.items.len(), 5);
-    assert!(
-        thi_hoa
-            .items
-            .iter()
-            .all(|r| r.person.record.name.given == "Hoà")
-    );
+    assert!(thi_hoa.items.iter().all(|r| r.person.record.name.given == "Hoà"));
     // prefix
     assert_eq!(reg.search(&q("nguyen")).await.unwrap().items.len(), 30);
     assert_eq!(reg.search(&q("nguyen thi")).await.unwrap().items.len(), 15);
@@ -333,10 +239,7 @@ pub async fn search_filters_and_pages(store: Arc<dyn Store>) {
     assert_eq!(reg.search(&in_province).await.unwrap().items.len(), 20);
     // paging: no item twice, none lost
     let mut seen = std::collections::HashSet::new();
-    let mut page = SearchQuery {
-        limit: 7,
-        ..Default::default()
-    };
+    let mut page = SearchQuery { limit: 7, ..Default::default() };
     loop {
         let p = reg.search(&page).await.unwrap();
         for r in &p.items {
@@ -356,21 +259,10 @@ pub async fn lookup_by_legacy_id(store: Arc<dyn Store>) {
     let mut p = sample(8);
     p.legacy_id = Some(LegacyIdNumber::parse("012345678").unwrap());
     let rec = reg.create(p, &meta("thu thập")).await.unwrap();
-    let found = reg
-        .get(&PersonRef::LegacyId(
-            LegacyIdNumber::parse("012345678").unwrap(),
-        ))
-        .await
-        .unwrap();
+    let found = reg.get(&PersonRef::LegacyId(LegacyIdNumber::parse("012345678").unwrap())).await.unwrap();
     assert_eq!(found.key, rec.key);
     assert!(
-        store
-            .get_person(&PersonRef::LegacyId(
-                LegacyIdNumber::parse("012345679").unwrap()
-            ))
-            .await
-            .unwrap()
-            .is_none()
+        store.get_person(&PersonRef::LegacyId(LegacyIdNumber::parse("012345679").unwrap())).await.unwrap().is_none()
     );
 }
 
@@ -378,30 +270,14 @@ pub async fn failed_batches_leave_nothing(store: Arc<dyn Store>) {
     let mut a = Person::new_pending(sample(9));
     a.personal_id = Some(PersonalId::from_parts("001", Sex::Female, 1959, 1).unwrap());
     a.status = PersonStatus::Active;
-    let b = Person::new_pending(sample(10)); // no personal ID: the batch must fail as a whole
+    let mut b = Person::new_pending(sample(10));
+    b.status = PersonStatus::Active; // active without a personal ID: the batch must fail as a whole
     let before = store.count_persons().await.unwrap();
-    assert!(
-        store
-            .insert_active_batch(&[a.clone(), b], &meta("bulk"))
-            .await
-            .is_err()
-    );
+    assert!(store.insert_batch(&[a.clone(), b], &meta("bulk")).await.is_err());
     assert_eq!(store.count_persons().await.unwrap(), before);
-    assert!(
-        store
-            .get_person(&PersonRef::PersonalId(a.personal_id.unwrap()))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.get_person(&PersonRef::PersonalId(a.personal_id.unwrap())).await.unwrap().is_none());
     // and the number it would have used is still free
-    assert_eq!(
-        store
-            .insert_active_batch(&[a.clone()], &meta("bulk"))
-            .await
-            .unwrap(),
-        Vec::<usize>::new()
-    );
+    assert_eq!(store.insert_batch(&[a.clone()], &meta("bulk")).await.unwrap(), Vec::<usize>::new());
 }
 
 pub async fn invalid_changes_leave_nothing(store: Arc<dyn Store>) {
@@ -409,61 +285,36 @@ pub async fn invalid_changes_leave_nothing(store: Arc<dyn Store>) {
     let rec = reg.create(sample(11), &meta("thu thập")).await.unwrap();
     let mut bad = sample(11);
     bad.ethnicity = "99".into();
-    assert!(matches!(
-        reg.update(rec.key, 1, bad.clone(), None, &meta("x")).await,
-        Err(RegistryError::Invalid(_))
-    ));
-    assert!(matches!(
-        reg.create(bad, &meta("x")).await,
-        Err(RegistryError::Invalid(_))
-    ));
-    let no_reason = ChangeMeta {
-        actor: "o".into(),
-        reason: " ".into(),
-        legal_basis: None,
-    };
-    assert!(matches!(
-        reg.update(rec.key, 1, sample(11), None, &no_reason).await,
-        Err(RegistryError::Invalid(_))
-    ));
+    assert!(matches!(reg.update(rec.key, 1, bad.clone(), None, &meta("x")).await, Err(RegistryError::Invalid(_))));
+    assert!(matches!(reg.create(bad, &meta("x")).await, Err(RegistryError::Invalid(_))));
+    let no_reason = ChangeMeta { actor: "o".into(), reason: " ".into(), legal_basis: None };
+    assert!(matches!(reg.update(rec.key, 1, sample(11), None, &no_reason).await, Err(RegistryError::Invalid(_))));
     // an activated person's sex cannot be changed by an ordinary update
     let act = reg.activate(rec.key, None, &meta("cấp số")).await.unwrap();
     let mut flipped = act.person.record.clone();
     flipped.sex = Sex::Male;
-    let err = reg
-        .update(rec.key, 2, flipped, None, &meta("x"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RegistryError::Invalid(e) if e.0[0].field == "sex"),
-        "{err:?}"
-    );
+    let err = reg.update(rec.key, 2, flipped, None, &meta("x")).await.unwrap_err();
+    assert!(matches!(&err, RegistryError::Invalid(e) if e.0[0].field == "sex"), "{err:?}");
     assert_eq!(store.count_persons().await.unwrap(), 1);
     assert_eq!(reg.history(rec.key).await.unwrap().len(), 2);
 }
 
 pub async fn bulk_load_assigns_distinct_ids(store: Arc<dyn Store>) {
     let reg = Registry::new(store.clone());
-    let n = reg
-        .load_active((0..500).map(sample).collect(), &meta("nạp dữ liệu"))
-        .await
-        .unwrap();
+    assert_eq!(reg.load_pending((500..520).map(sample).collect(), &meta("thu thập")).await.unwrap(), 20);
+    let mut bad: Vec<_> = (0..3).map(sample).collect();
+    bad[2].religion = "99".into();
+    let err = reg.load_pending(bad, &meta("thu thập")).await.unwrap_err();
+    assert!(matches!(&err, RegistryError::Invalid(e) if e.0[0].field == "[2].religion"), "{err:?}");
+    let n = reg.load_active((0..500).map(sample).collect(), &meta("nạp dữ liệu")).await.unwrap();
     assert_eq!(n, 500);
-    assert_eq!(store.count_persons().await.unwrap(), 500);
+    assert_eq!(store.count_persons().await.unwrap(), 520);
     let ids = store.sample_personal_ids(1000).await.unwrap();
     assert_eq!(ids.len(), 500);
-    assert_eq!(
-        ids.iter().collect::<std::collections::HashSet<_>>().len(),
-        500
-    );
+    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 500);
     for id in ids.iter().take(50) {
-        let rec = store
-            .get_person(&PersonRef::PersonalId(*id))
-            .await
-            .unwrap()
-            .unwrap();
-        id.check_matches(rec.person.record.sex, rec.person.record.birth_date.year())
-            .unwrap();
+        let rec = store.get_person(&PersonRef::PersonalId(*id)).await.unwrap().unwrap();
+        id.check_matches(rec.person.record.sex, rec.person.record.birth_date.year()).unwrap();
         assert_eq!(rec.person.status, PersonStatus::Active);
     }
 }

@@ -75,6 +75,20 @@ pub struct PersonRecord {
     pub person: Person,
 }
 
+/// The current state of a stored person with the record as stored JSON, not parsed: the
+/// read path of lookups, which hands the record on unchanged. Serializes exactly like
+/// [`PersonRecord`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RawPersonRecord {
+    pub key: Uuid,
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub person: Box<serde_json::value::RawValue>,
+}
+
 /// One version of a person's record, with who, when, why and the legal basis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PersonVersion {
@@ -150,6 +164,9 @@ pub trait Store: Send + Sync {
 
     async fn get_person(&self, by: &PersonRef) -> Result<Option<PersonRecord>>;
 
+    /// Like [`Store::get_person`], with the record left as the stored JSON (the fast read path).
+    async fn get_person_raw(&self, by: &PersonRef) -> Result<Option<RawPersonRecord>>;
+
     /// Replaces the person's state if the stored version is `expected_version`; records a version.
     /// Assigning a personal ID (kind `Activate`) also reserves the number forever; a number
     /// already issued gives [`StoreError::IdTaken`] and changes nothing.
@@ -169,11 +186,11 @@ pub trait Store: Send + Sync {
 
     async fn count_persons(&self) -> Result<u64>;
 
-    /// Bulk load of already-activated people in one transaction (seeding, imports).
-    /// Returns the indexes of the people whose personal ID was already issued; none of
-    /// those is stored, every other one is.
-    async fn insert_active_batch(&self, people: &[Person], meta: &ChangeMeta)
-    -> Result<Vec<usize>>;
+    /// Bulk load in one transaction (seeding, imports): pending people (no ID) and active ones
+    /// (with their ID, reserved here). Returns the indexes of the people whose personal ID was
+    /// already issued; none of those is stored, every other one is. A person whose status and
+    /// ID disagree (active without an ID, pending with one) fails the whole batch.
+    async fn insert_batch(&self, people: &[Person], meta: &ChangeMeta) -> Result<Vec<usize>>;
 
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
@@ -214,9 +231,20 @@ impl Columns {
     }
 }
 
+/// The personal ID of a batch member, checked against its status.
+pub(crate) fn batch_id(i: usize, p: &Person) -> Result<Option<PersonalId>> {
+    match (p.status, p.personal_id) {
+        (PersonStatus::Pending, None) => Ok(None),
+        (PersonStatus::Pending, Some(_)) => {
+            Err(StoreError::Backend(format!("batch person {i} is pending but has a personal ID")))
+        }
+        (_, None) => Err(StoreError::Backend(format!("batch person {i} is {} without a personal ID", p.status.code()))),
+        (_, Some(id)) => Ok(Some(id)),
+    }
+}
+
 pub(crate) fn now() -> OffsetDateTime {
     // Microsecond precision: what both databases keep.
     let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
-        .unwrap_or(t)
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
 }

@@ -9,9 +9,10 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
+use crate::RawPersonRecord;
 use crate::{
-    ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage,
-    SearchQuery, Store, StoreError, now,
+    ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
+    StoreError, now,
 };
 use dancu_core::{Person, PersonalId};
 
@@ -91,49 +92,29 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 const RECORD_COLUMNS: &str = "key, version, created_at, updated_at, data";
 
 fn to_record(row: &Row) -> Result<PersonRecord> {
-    let Json(person): Json<Person> = row
-        .try_get(4)
-        .map_err(|e| StoreError::Corrupt(format!("person record: {e}")))?;
-    Ok(PersonRecord {
-        key: row.get(0),
-        version: row.get(1),
-        created_at: row.get(2),
-        updated_at: row.get(3),
-        person,
-    })
+    let Json(person): Json<Person> =
+        row.try_get(4).map_err(|_| StoreError::Corrupt("a stored person record does not parse".into()))?;
+    Ok(PersonRecord { key: row.get(0), version: row.get(1), created_at: row.get(2), updated_at: row.get(3), person })
 }
 
 impl PgStore {
     /// Connects a pool to `url`. With `schema`, every connection works in that schema
     /// (created when missing): tests use one schema each, operators may keep dancu apart.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
         if let Some(s) = schema {
             if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(StoreError::BadUrl(format!("schema name {s:?}")));
             }
             let (client, conn) = config.connect(NoTls).await?;
             let task = tokio::spawn(conn);
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
-                .await?;
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}")).await?;
             drop(client);
             let _ = task.await;
             config.options(format!("-c search_path={s}"));
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(32)
-            .build()
-            .map_err(backend)?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(32).build().map_err(backend)?;
         let store = PgStore { pool };
         store.ping().await?;
         Ok(store)
@@ -141,14 +122,10 @@ impl PgStore {
 
     /// Drops a schema and everything in it (test clean-up).
     pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
         let (client, conn) = config.connect(NoTls).await?;
         let task = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await?;
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
         drop(client);
         let _ = task.await;
         Ok(())
@@ -210,16 +187,7 @@ async fn insert_version(
         .await?;
     tx.execute(
         &stmt,
-        &[
-            &key,
-            &version,
-            &kind.code(),
-            &meta.actor,
-            &meta.reason,
-            &meta.legal_basis,
-            &at,
-            &Json(person),
-        ],
+        &[&key, &version, &kind.code(), &meta.actor, &meta.reason, &meta.legal_basis, &at, &Json(person)],
     )
     .await?;
     Ok(())
@@ -258,14 +226,8 @@ impl Store for PgStore {
         for (version, name, sql) in MIGRATIONS {
             let tx = client.transaction().await?;
             // Serialize concurrent migrators (several servers starting at once).
-            tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[])
-                .await?;
-            let done = tx
-                .query_opt(
-                    "SELECT version FROM schema_migrations WHERE version = $1",
-                    &[version],
-                )
-                .await?;
+            tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[]).await?;
+            let done = tx.query_opt("SELECT version FROM schema_migrations WHERE version = $1", &[version]).await?;
             if done.is_none() {
                 tx.batch_execute(sql).await?;
                 tx.execute(
@@ -292,31 +254,20 @@ impl Store for PgStore {
             return Err(StoreError::IdTaken(id));
         }
         tx.commit().await?;
-        Ok(PersonRecord {
-            key,
-            version: 1,
-            created_at: at,
-            updated_at: at,
-            person: person.clone(),
-        })
+        Ok(PersonRecord { key, version: 1, created_at: at, updated_at: at, person: person.clone() })
     }
 
     async fn get_person(&self, by: &PersonRef) -> Result<Option<PersonRecord>> {
         let client = self.pool.get().await?;
         let row = match by {
             PersonRef::Key(k) => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {RECORD_COLUMNS} FROM persons WHERE key = $1"
-                    ))
-                    .await?;
+                let stmt =
+                    client.prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM persons WHERE key = $1")).await?;
                 client.query_opt(&stmt, &[k]).await?
             }
             PersonRef::PersonalId(id) => {
                 let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {RECORD_COLUMNS} FROM persons WHERE personal_id = $1"
-                    ))
+                    .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM persons WHERE personal_id = $1"))
                     .await?;
                 client.query_opt(&stmt, &[&id.as_str()]).await?
             }
@@ -332,6 +283,40 @@ impl Store for PgStore {
         row.as_ref().map(to_record).transpose()
     }
 
+    async fn get_person_raw(&self, by: &PersonRef) -> Result<Option<RawPersonRecord>> {
+        let client = self.pool.get().await?;
+        const COLUMNS: &str = "key, version, created_at, updated_at, data::text";
+        let row = match by {
+            PersonRef::Key(k) => {
+                let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM persons WHERE key = $1")).await?;
+                client.query_opt(&stmt, &[k]).await?
+            }
+            PersonRef::PersonalId(id) => {
+                let stmt =
+                    client.prepare_cached(&format!("SELECT {COLUMNS} FROM persons WHERE personal_id = $1")).await?;
+                client.query_opt(&stmt, &[&id.as_str()]).await?
+            }
+            PersonRef::LegacyId(l) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM persons WHERE legacy_id = $1 ORDER BY created_at LIMIT 1"
+                    ))
+                    .await?;
+                client.query_opt(&stmt, &[&l.as_str()]).await?
+            }
+        };
+        let Some(row) = row else { return Ok(None) };
+        let data: String = row.get(4);
+        Ok(Some(RawPersonRecord {
+            key: row.get(0),
+            version: row.get(1),
+            created_at: row.get(2),
+            updated_at: row.get(3),
+            person: serde_json::value::RawValue::from_string(data)
+                .map_err(|_| StoreError::Corrupt("a stored person record is not JSON".into()))?,
+        }))
+    }
+
     async fn update_person(
         &self,
         key: Uuid,
@@ -342,11 +327,8 @@ impl Store for PgStore {
     ) -> Result<PersonRecord> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare_cached(
-                "SELECT version, personal_id, created_at FROM persons WHERE key = $1 FOR UPDATE",
-            )
-            .await?;
+        let stmt =
+            tx.prepare_cached("SELECT version, personal_id, created_at FROM persons WHERE key = $1 FOR UPDATE").await?;
         let Some(row) = tx.query_opt(&stmt, &[&key]).await? else {
             return Err(StoreError::NotFound);
         };
@@ -354,15 +336,10 @@ impl Store for PgStore {
         let current_id: Option<String> = row.get(1);
         let created_at: OffsetDateTime = row.get(2);
         if version != expected_version {
-            return Err(StoreError::Conflict {
-                expected: expected_version,
-                actual: version,
-            });
+            return Err(StoreError::Conflict { expected: expected_version, actual: version });
         }
         let at = now();
-        if let Some(id) = person
-            .personal_id
-            .filter(|id| current_id.as_deref() != Some(id.as_str()))
+        if let Some(id) = person.personal_id.filter(|id| current_id.as_deref() != Some(id.as_str()))
             && !reserve_id(&tx, id, key, at).await?
         {
             return Err(StoreError::IdTaken(id));
@@ -389,21 +366,13 @@ impl Store for PgStore {
             &Json(person),
             &at,
         ];
-        tx.execute(&stmt, &args)
-            .await
-            .map_err(|e| match person.personal_id {
-                Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
-                _ => e.into(),
-            })?;
+        tx.execute(&stmt, &args).await.map_err(|e| match person.personal_id {
+            Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+            _ => e.into(),
+        })?;
         insert_version(&tx, key, new_version, kind, meta, at, person).await?;
         tx.commit().await?;
-        Ok(PersonRecord {
-            key,
-            version: new_version,
-            created_at,
-            updated_at: at,
-            person: person.clone(),
-        })
+        Ok(PersonRecord { key, version: new_version, created_at, updated_at: at, person: person.clone() })
     }
 
     async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
@@ -417,19 +386,14 @@ impl Store for PgStore {
         let mut out = Vec::new();
         for row in client.query(&stmt, &[&key]).await? {
             let change: String = row.get(1);
-            let Json(person): Json<Person> = row
-                .try_get(6)
-                .map_err(|e| StoreError::Corrupt(format!("person record: {e}")))?;
+            let Json(person): Json<Person> =
+                row.try_get(6).map_err(|_| StoreError::Corrupt("a stored person record does not parse".into()))?;
             out.push(PersonVersion {
                 version: row.get(0),
                 change: ChangeKind::from_code(&change)
                     .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
                 recorded_at: row.get(5),
-                meta: ChangeMeta {
-                    actor: row.get(2),
-                    reason: row.get(3),
-                    legal_basis: row.get(4),
-                },
+                meta: ChangeMeta { actor: row.get(2), reason: row.get(3), legal_basis: row.get(4) },
                 person,
             });
         }
@@ -439,10 +403,7 @@ impl Store for PgStore {
     async fn search(&self, q: &SearchQuery) -> Result<SearchPage> {
         let client = self.pool.get().await?;
         let mut sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE true");
-        let upper = q
-            .name_prefix
-            .as_deref()
-            .map(dancu_core::text::prefix_upper_bound);
+        let upper = q.name_prefix.as_deref().map(dancu_core::text::prefix_upper_bound);
         let birth_year = q.birth_year;
         let status = q.status.map(|s| s.code());
         let limit = i64::from(q.limit) + 1;
@@ -451,11 +412,7 @@ impl Store for PgStore {
         if let (Some(p), Some(u)) = (&q.name_prefix, &upper) {
             args.push(p);
             args.push(u);
-            sql += &format!(
-                " AND name_key >= ${} AND name_key < ${}",
-                args.len() - 1,
-                args.len()
-            );
+            sql += &format!(" AND name_key >= ${} AND name_key < ${}", args.len() - 1, args.len());
         }
         if let Some(y) = &birth_year {
             args.push(y);
@@ -475,11 +432,7 @@ impl Store for PgStore {
         }
         args.push(&limit);
         args.push(&offset);
-        sql += &format!(
-            " ORDER BY name_key, key LIMIT ${} OFFSET ${}",
-            args.len() - 1,
-            args.len()
-        );
+        sql += &format!(" ORDER BY name_key, key LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
         let stmt = client.prepare_cached(&sql).await?;
         let rows = client.query(&stmt, &args).await?;
         let mut items = rows.iter().map(to_record).collect::<Result<Vec<_>>>()?;
@@ -490,68 +443,35 @@ impl Store for PgStore {
 
     async fn count_persons(&self) -> Result<u64> {
         let client = self.pool.get().await?;
-        let n: i64 = client
-            .query_one("SELECT count(*) FROM persons", &[])
-            .await?
-            .get(0);
+        let n: i64 = client.query_one("SELECT count(*) FROM persons", &[]).await?.get(0);
         Ok(n as u64)
     }
 
-    async fn insert_active_batch(
-        &self,
-        people: &[Person],
-        meta: &ChangeMeta,
-    ) -> Result<Vec<usize>> {
+    async fn insert_batch(&self, people: &[Person], meta: &ChangeMeta) -> Result<Vec<usize>> {
         // Three set-based statements per batch (UNNEST of arrays) instead of three per person.
-        let mut ids = Vec::with_capacity(people.len());
+        let mut ids: Vec<Option<String>> = Vec::with_capacity(people.len());
         for (i, p) in people.iter().enumerate() {
-            match p.personal_id {
-                Some(id) => ids.push(id.to_string()),
-                None => {
-                    return Err(StoreError::Backend(format!(
-                        "batch person {i} has no personal ID"
-                    )));
-                }
-            }
+            ids.push(crate::batch_id(i, p)?.map(|id| id.to_string()));
         }
+        let present: Vec<&str> = ids.iter().flatten().map(String::as_str).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let at = now();
         let issued: std::collections::HashSet<String> = tx
-            .query(
-                "SELECT personal_id FROM issued_ids WHERE personal_id = ANY($1)",
-                &[&ids],
-            )
+            .query("SELECT personal_id FROM issued_ids WHERE personal_id = ANY($1)", &[&present])
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
         let mut taken = Vec::new();
         let mut seen = std::collections::HashSet::with_capacity(people.len());
-        let (
-            mut keys,
-            mut pids,
-            mut legacy,
-            mut status,
-            mut names,
-            mut years,
-            mut communes,
-            mut provinces,
-            mut data,
-        ) = (
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        );
+        let (mut keys, mut pids, mut legacy, mut status, mut names, mut years, mut communes, mut provinces, mut data) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         for (i, p) in people.iter().enumerate() {
             // Issued before, or twice in this batch: the caller redraws it.
-            if issued.contains(&ids[i]) || !seen.insert(ids[i].as_str()) {
+            if let Some(id) = &ids[i]
+                && (issued.contains(id) || !seen.insert(id.as_str()))
+            {
                 taken.push(i);
                 continue;
             }
@@ -582,7 +502,8 @@ impl Store for PgStore {
         )
         .await?;
         tx.execute(
-            "INSERT INTO issued_ids (personal_id, key, issued_at) SELECT pid, k, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(pid, k)",
+            "INSERT INTO issued_ids (personal_id, key, issued_at)
+             SELECT pid, k, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(pid, k) WHERE pid IS NOT NULL",
             &[&pids, &keys, &at],
         )
         .await?;
@@ -593,13 +514,16 @@ impl Store for PgStore {
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {
         let client = self.pool.get().await?;
         let rows = client
-            .query("SELECT personal_id FROM persons WHERE personal_id IS NOT NULL ORDER BY random() LIMIT $1", &[&i64::from(n)])
+            .query(
+                "SELECT personal_id FROM persons WHERE personal_id IS NOT NULL ORDER BY random() LIMIT $1",
+                &[&i64::from(n)],
+            )
             .await?;
         rows.iter()
             .map(|r| {
                 let s: String = r.get(0);
                 PersonalId::parse(&s)
-                    .map_err(|e| StoreError::Corrupt(format!("personal ID {s:?}: {e}")))
+                    .map_err(|e| StoreError::Corrupt(format!("a stored personal ID is malformed ({})", e.code())))
             })
             .collect()
     }

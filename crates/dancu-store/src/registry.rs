@@ -8,8 +8,7 @@ use time::{Date, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::{
-    ChangeKind, ChangeMeta, PersonRecord, PersonRef, PersonVersion, SearchPage, SearchQuery, Store,
-    StoreError,
+    ChangeKind, ChangeMeta, PersonRecord, PersonRef, PersonVersion, SearchPage, SearchQuery, Store, StoreError,
 };
 use dancu_core::error::{FieldError, ValidationErrors};
 use dancu_core::id::random_serial;
@@ -22,9 +21,7 @@ pub enum RegistryError {
     Invalid(ValidationErrors),
     #[error("no such person")]
     NotFound,
-    #[error(
-        "the record changed meanwhile: it is at version {actual}, the change was made against version {expected}"
-    )]
+    #[error("the record changed meanwhile: it is at version {actual}, the change was made against version {expected}")]
     Conflict { expected: i64, actual: i64 },
     #[error("the person already holds personal ID {0}")]
     AlreadyActive(PersonalId),
@@ -38,9 +35,7 @@ impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => RegistryError::NotFound,
-            StoreError::Conflict { expected, actual } => {
-                RegistryError::Conflict { expected, actual }
-            }
+            StoreError::Conflict { expected, actual } => RegistryError::Conflict { expected, actual },
             other => RegistryError::Store(other),
         }
     }
@@ -83,16 +78,9 @@ pub fn draw_personal_id(person: &Person) -> Result<PersonalId> {
         ))
     })?;
     let year = person.record.birth_date.year();
-    PersonalId::from_parts(
-        prefix,
-        person.record.sex,
-        year,
-        random_serial(os_random_u32),
-    )
-    .map_err(|e| {
+    PersonalId::from_parts(prefix, person.record.sex, year, random_serial(os_random_u32)).map_err(|e| {
         RegistryError::Invalid(ValidationErrors::single(
-            FieldError::new("birth_date", e.code(), e.to_string())
-                .with_value(person.record.birth_date.to_string()),
+            FieldError::new("birth_date", e.code(), e.to_string()).with_value(person.record.birth_date.to_string()),
         ))
     })
 }
@@ -105,35 +93,16 @@ fn check_meta(meta: &ChangeMeta) -> std::result::Result<ChangeMeta, ValidationEr
     let m = ChangeMeta {
         actor: clean(&meta.actor),
         reason: clean(&meta.reason),
-        legal_basis: meta
-            .legal_basis
-            .as_deref()
-            .map(clean)
-            .filter(|s| !s.is_empty()),
+        legal_basis: meta.legal_basis.as_deref().map(clean).filter(|s| !s.is_empty()),
     };
     if m.actor.is_empty() || m.actor.chars().count() > 100 {
-        e.push(FieldError::new(
-            "actor",
-            "required",
-            "who makes the change must be named (at most 100 characters)",
-        ));
+        e.push(FieldError::new("actor", "required", "who makes the change must be named (at most 100 characters)"));
     }
     if m.reason.is_empty() || m.reason.chars().count() > 500 {
-        e.push(FieldError::new(
-            "reason",
-            "required",
-            "the reason for the change is required (at most 500 characters)",
-        ));
+        e.push(FieldError::new("reason", "required", "the reason for the change is required (at most 500 characters)"));
     }
-    if m.legal_basis
-        .as_ref()
-        .is_some_and(|l| l.chars().count() > 500)
-    {
-        e.push(FieldError::new(
-            "legal_basis",
-            "too_long",
-            "at most 500 characters",
-        ));
+    if m.legal_basis.as_ref().is_some_and(|l| l.chars().count() > 500) {
+        e.push(FieldError::new("legal_basis", "too_long", "at most 500 characters"));
     }
     e.into_result().map(|()| m)
 }
@@ -158,56 +127,40 @@ impl Registry {
         let meta = check_meta(meta);
         let input = input.validate(today());
         let (meta, input) = merge(meta, input)?;
-        Ok(self
-            .store
-            .insert_person(&Person::new_pending(input), &meta)
-            .await?)
+        Ok(self.store.insert_person(&Person::new_pending(input), &meta).await?)
     }
 
     pub async fn get(&self, by: &PersonRef) -> Result<PersonRecord> {
-        self.store
-            .get_person(by)
-            .await?
-            .ok_or(RegistryError::NotFound)
+        self.store.get_person(by).await?.ok_or(RegistryError::NotFound)
+    }
+
+    /// The current record as stored JSON (the lookup path: nothing to validate or change).
+    pub async fn get_raw(&self, by: &PersonRef) -> Result<crate::RawPersonRecord> {
+        self.store.get_person_raw(by).await?.ok_or(RegistryError::NotFound)
     }
 
     /// Assigns the personal ID to a pending person: a number never issued before.
-    pub async fn activate(
-        &self,
-        key: Uuid,
-        expected_version: Option<i64>,
-        meta: &ChangeMeta,
-    ) -> Result<PersonRecord> {
+    pub async fn activate(&self, key: Uuid, expected_version: Option<i64>, meta: &ChangeMeta) -> Result<PersonRecord> {
         let meta = check_meta(meta)?;
         let current = self.get(&PersonRef::Key(key)).await?;
         if let Some(id) = current.person.personal_id {
             return Err(RegistryError::AlreadyActive(id));
         }
         if let Some(v) = expected_version.filter(|v| *v != current.version) {
-            return Err(RegistryError::Conflict {
-                expected: v,
-                actual: current.version,
-            });
+            return Err(RegistryError::Conflict { expected: v, actual: current.version });
         }
         for _ in 0..MAX_ID_ATTEMPTS {
             let mut person = current.person.clone();
             person.personal_id = Some(draw_personal_id(&person)?);
             person.status = PersonStatus::Active;
-            match self
-                .store
-                .update_person(key, current.version, &person, ChangeKind::Activate, &meta)
-                .await
-            {
+            match self.store.update_person(key, current.version, &person, ChangeKind::Activate, &meta).await {
                 Err(StoreError::IdTaken(_)) => continue,
                 Err(StoreError::Conflict { .. }) => {
                     // Someone else changed (or activated) it meanwhile: report what it is now.
                     let now = self.get(&PersonRef::Key(key)).await?;
                     return Err(match now.person.personal_id {
                         Some(id) => RegistryError::AlreadyActive(id),
-                        None => RegistryError::Conflict {
-                            expected: current.version,
-                            actual: now.version,
-                        },
+                        None => RegistryError::Conflict { expected: current.version, actual: now.version },
                     });
                 }
                 other => return Ok(other?),
@@ -231,10 +184,7 @@ impl Registry {
         let (meta, input) = merge(meta, input)?;
         let current = self.get(&PersonRef::Key(key)).await?;
         if current.version != expected_version {
-            return Err(RegistryError::Conflict {
-                expected: expected_version,
-                actual: current.version,
-            });
+            return Err(RegistryError::Conflict { expected: expected_version, actual: current.version });
         }
         let mut person = current.person.clone();
         person.record = input;
@@ -246,11 +196,7 @@ impl Registry {
         if let Some(id) = person.personal_id
             && let Err(e) = id.check_matches(person.record.sex, person.record.birth_date.year())
         {
-            let field = if id.sex() != person.record.sex {
-                "sex"
-            } else {
-                "birth_date"
-            };
+            let field = if id.sex() != person.record.sex { "sex" } else { "birth_date" };
             return Err(ValidationErrors::single(FieldError::new(
                 field,
                 "contradicts_personal_id",
@@ -258,10 +204,7 @@ impl Registry {
             ))
             .into());
         }
-        Ok(self
-            .store
-            .update_person(key, expected_version, &person, ChangeKind::Update, &meta)
-            .await?)
+        Ok(self.store.update_person(key, expected_version, &person, ChangeKind::Update, &meta).await?)
     }
 
     pub async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
@@ -274,6 +217,25 @@ impl Registry {
 
     pub async fn search(&self, q: &SearchQuery) -> Result<SearchPage> {
         Ok(self.store.search(q).await?)
+    }
+
+    /// Records many collected people at once, pending (bulk intake). Every record is validated;
+    /// one invalid record refuses the batch, naming it (`[index].field`). Returns how many.
+    pub async fn load_pending(&self, inputs: Vec<PersonInput>, meta: &ChangeMeta) -> Result<usize> {
+        let meta = check_meta(meta)?;
+        let today = today();
+        let mut people = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let valid = input.validate(today).map_err(|mut e| {
+                for f in e.0.iter_mut() {
+                    f.field = format!("[{i}].{}", f.field);
+                }
+                RegistryError::Invalid(e)
+            })?;
+            people.push(Person::new_pending(valid));
+        }
+        self.store.insert_batch(&people, &meta).await?;
+        Ok(people.len())
     }
 
     /// Loads already-validated people as active, assigning each a fresh personal ID
@@ -298,7 +260,7 @@ impl Registry {
                     p.personal_id = Some(draw_personal_id(p)?);
                 }
             }
-            let taken = self.store.insert_active_batch(&people, &meta).await?;
+            let taken = self.store.insert_batch(&people, &meta).await?;
             if taken.is_empty() {
                 return Ok(total);
             }

@@ -9,9 +9,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::RawPersonRecord;
 use crate::{
-    ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage,
-    SearchQuery, Store, StoreError, now,
+    ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
+    StoreError, now,
 };
 use dancu_core::{Person, PersonalId};
 
@@ -93,14 +94,21 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// A read-only connection; reads map the file into memory (no read() call per page).
+fn open_reader(path: &Path) -> Result<Connection> {
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    c.pragma_update(None, "cache_size", -32000)?;
+    c.pragma_update(None, "mmap_size", 1i64 << 40)?;
+    Ok(c)
+}
+
 fn ts(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339)
-        .expect("RFC 3339 formatting of a UTC time")
+    t.format(&Rfc3339).expect("RFC 3339 formatting of a UTC time")
 }
 
 fn parse_ts(s: &str) -> Result<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
 }
 
 fn parse_key(s: &str) -> Result<Uuid> {
@@ -108,26 +116,19 @@ fn parse_key(s: &str) -> Result<Uuid> {
 }
 
 fn parse_person(s: &str) -> Result<Person> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("person record: {e}")))
+    serde_json::from_str(s).map_err(|e| {
+        // Never the message itself: it may quote the stored (personal) value.
+        StoreError::Corrupt(format!("a stored person record does not parse (line {}, column {})", e.line(), e.column()))
+    })
 }
 
 const RECORD_COLUMNS: &str = "key, version, created_at, updated_at, data";
 
-fn record_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, i64, String, String, String)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, String, String, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
-fn to_record(
-    (key, version, created, updated, data): (String, i64, String, String, String),
-) -> Result<PersonRecord> {
+fn to_record((key, version, created, updated, data): (String, i64, String, String, String)) -> Result<PersonRecord> {
     Ok(PersonRecord {
         key: parse_key(&key)?,
         version,
@@ -148,28 +149,34 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
         }
         let writer = Connection::open(&path)?;
         configure(&writer)?;
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path,
-                readers: Mutex::new(Vec::new()),
-                writer: Mutex::new(writer),
-            }),
-        })
+        Ok(SqliteStore { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer) }) })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    /// Runs a read on the calling thread. Only for indexed point lookups (tens of
+    /// microseconds): the hand-off to a blocking thread would cost more than the query.
+    fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.inner.readers.lock().expect("reader pool lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_reader(&self.inner.path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.inner.readers.lock().expect("reader pool lock");
+        if pool.len() < 16 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let conn = inner.readers.lock().expect("reader pool lock").pop();
@@ -178,9 +185,7 @@ impl SqliteStore {
                 None => {
                     let c = Connection::open_with_flags(
                         &inner.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY
-                            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                            | OpenFlags::SQLITE_OPEN_URI,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                     )?;
                     c.busy_timeout(std::time::Duration::from_secs(10))?;
                     c.pragma_update(None, "cache_size", -32000)?;
@@ -333,6 +338,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn get_person_raw(&self, by: &PersonRef) -> Result<Option<RawPersonRecord>> {
+        let (column, value) = match by {
+            PersonRef::Key(k) => ("key", k.to_string()),
+            PersonRef::PersonalId(id) => ("personal_id", id.to_string()),
+            PersonRef::LegacyId(l) => ("legacy_id", l.to_string()),
+        };
+        self.read_now(move |conn| {
+            let sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE {column} = ?1 ORDER BY created_at LIMIT 1");
+            let row = conn.prepare_cached(&sql)?.query_row([value], record_from_row).optional()?;
+            row.map(|(key, version, created, updated, data)| {
+                Ok(RawPersonRecord {
+                    key: parse_key(&key)?,
+                    version,
+                    created_at: parse_ts(&created)?,
+                    updated_at: parse_ts(&updated)?,
+                    person: serde_json::value::RawValue::from_string(data)
+                        .map_err(|_| StoreError::Corrupt("a stored person record is not JSON".into()))?,
+                })
+            })
+            .transpose()
+        })
+    }
+
     async fn update_person(
         &self,
         key: Uuid,
@@ -421,11 +449,7 @@ impl Store for SqliteStore {
                     change: ChangeKind::from_code(&change)
                         .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
                     recorded_at: parse_ts(&at)?,
-                    meta: ChangeMeta {
-                        actor,
-                        reason,
-                        legal_basis,
-                    },
+                    meta: ChangeMeta { actor, reason, legal_basis },
                     person: parse_person(&data)?,
                 });
             }
@@ -442,11 +466,7 @@ impl Store for SqliteStore {
             if let Some(p) = &q.name_prefix {
                 args.push(p.clone().into());
                 args.push(dancu_core::text::prefix_upper_bound(p).into());
-                sql += &format!(
-                    " AND name_key >= ?{} AND name_key < ?{}",
-                    args.len() - 1,
-                    args.len()
-                );
+                sql += &format!(" AND name_key >= ?{} AND name_key < ?{}", args.len() - 1, args.len());
             }
             if let Some(y) = q.birth_year {
                 args.push(i64::from(y).into());
@@ -466,11 +486,7 @@ impl Store for SqliteStore {
             }
             args.push(i64::from(q.limit + 1).into());
             args.push(i64::from(q.offset).into());
-            sql += &format!(
-                " ORDER BY name_key, key LIMIT ?{} OFFSET ?{}",
-                args.len() - 1,
-                args.len()
-            );
+            sql += &format!(" ORDER BY name_key, key LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(args), record_from_row)?;
             let mut items = Vec::new();
@@ -485,17 +501,10 @@ impl Store for SqliteStore {
     }
 
     async fn count_persons(&self) -> Result<u64> {
-        self.read(|conn| {
-            Ok(conn.query_row("SELECT count(*) FROM persons", [], |r| r.get::<_, i64>(0))? as u64)
-        })
-        .await
+        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM persons", [], |r| r.get::<_, i64>(0))? as u64)).await
     }
 
-    async fn insert_active_batch(
-        &self,
-        people: &[Person],
-        meta: &ChangeMeta,
-    ) -> Result<Vec<usize>> {
+    async fn insert_batch(&self, people: &[Person], meta: &ChangeMeta) -> Result<Vec<usize>> {
         let people = people.to_vec();
         let meta = meta.clone();
         self.write(move |conn| {
@@ -503,26 +512,24 @@ impl Store for SqliteStore {
             let at = ts(now());
             let mut taken = Vec::new();
             for (i, p) in people.iter().enumerate() {
-                let Some(id) = p.personal_id else {
-                    return Err(StoreError::Backend(format!(
-                        "batch person {i} has no personal ID"
-                    )));
-                };
-                let exists: bool = tx
-                    .prepare_cached("SELECT 1 FROM issued_ids WHERE personal_id = ?1")?
-                    .query_row([id.as_str()], |_| Ok(()))
-                    .optional()?
-                    .is_some();
-                if exists {
-                    taken.push(i);
-                    continue;
+                let id = crate::batch_id(i, p)?;
+                if let Some(id) = id {
+                    let exists: bool = tx
+                        .prepare_cached("SELECT 1 FROM issued_ids WHERE personal_id = ?1")?
+                        .query_row([id.as_str()], |_| Ok(()))
+                        .optional()?
+                        .is_some();
+                    if exists {
+                        taken.push(i);
+                        continue;
+                    }
                 }
                 let key = Uuid::new_v4().to_string();
                 insert_new(&tx, &key, p, &meta, ChangeKind::Create, &at)?;
-                tx.prepare_cached(
-                    "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![id.as_str(), key, at])?;
+                if let Some(id) = id {
+                    tx.prepare_cached("INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3)")?
+                        .execute(params![id.as_str(), key, at])?;
+                }
             }
             tx.commit()?;
             Ok(taken)
@@ -541,8 +548,9 @@ impl Store for SqliteStore {
             for id in ids {
                 let id = id?;
                 out.push(
-                    PersonalId::parse(&id)
-                        .map_err(|e| StoreError::Corrupt(format!("personal ID {id:?}: {e}")))?,
+                    PersonalId::parse(&id).map_err(|e| {
+                        StoreError::Corrupt(format!("a stored personal ID is malformed ({})", e.code()))
+                    })?,
                 );
             }
             Ok(out)
@@ -551,7 +559,6 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 }

@@ -14,18 +14,14 @@ async fn fresh() -> Option<Arc<dyn Store>> {
         Ok(u) if !u.is_empty() => u,
         _ => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "DANCU_TEST_POSTGRES_URL is not set: in CI the PostgreSQL suite is mandatory"
-                );
+                panic!("DANCU_TEST_POSTGRES_URL is not set: in CI the PostgreSQL suite is mandatory");
             }
             eprintln!("skipped: DANCU_TEST_POSTGRES_URL is not set");
             return None;
         }
     };
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let store = PgStore::connect(&url, Some(&schema))
-        .await
-        .expect("connect to PostgreSQL");
+    let store = PgStore::connect(&url, Some(&schema)).await.expect("connect to PostgreSQL");
     assert_eq!(store.migrate().await.unwrap(), 1);
     Some(Arc::new(store))
 }

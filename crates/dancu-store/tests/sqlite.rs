@@ -6,9 +6,7 @@ use dancu_store::sqlite::SqliteStore;
 use dancu_store::{PersonRef, Store};
 
 fn temp_path() -> std::path::PathBuf {
-    std::env::temp_dir()
-        .join(format!("dancu-test-{}", uuid::Uuid::new_v4()))
-        .join("dancu.sqlite")
+    std::env::temp_dir().join(format!("dancu-test-{}", uuid::Uuid::new_v4())).join("dancu.sqlite")
 }
 
 async fn fresh() -> Option<Arc<dyn Store>> {
@@ -25,28 +23,15 @@ async fn data_survives_reopening_the_file() {
     let store = SqliteStore::open(&path).unwrap();
     store.migrate().await.unwrap();
     let reg = dancu_store::registry::Registry::new(Arc::new(store));
-    let meta = dancu_store::ChangeMeta {
-        actor: "o".into(),
-        reason: "r".into(),
-        legal_basis: None,
-    };
-    let rec = reg
-        .create(dancu_store::conformance::sample(1), &meta)
-        .await
-        .unwrap();
+    let meta = dancu_store::ChangeMeta { actor: "o".into(), reason: "r".into(), legal_basis: None };
+    let rec = reg.create(dancu_store::conformance::sample(1), &meta).await.unwrap();
     let rec = reg.activate(rec.key, None, &meta).await.unwrap();
     drop(reg);
     let again = SqliteStore::open(&path).unwrap();
     assert_eq!(again.migrate().await.unwrap(), 0);
-    let back = again
-        .get_person(&PersonRef::PersonalId(rec.person.personal_id.unwrap()))
-        .await
-        .unwrap()
-        .unwrap();
+    let back = again.get_person(&PersonRef::PersonalId(rec.person.personal_id.unwrap())).await.unwrap().unwrap();
     assert_eq!(back, rec);
-    let mode: String = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String =
+        rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }

@@ -8,8 +8,7 @@
 use dancu_core::date::PartialDate;
 use dancu_core::id::{LegacyIdNumber, Sex};
 use dancu_core::person::{
-    Address, HeadRelationship, HouseholdLink, MaritalStatus, Name, PersonInput, Place, Relation,
-    Relative,
+    Address, HeadRelationship, HouseholdLink, MaritalStatus, Name, PersonInput, Place, Relation, Relative,
 };
 use dancu_core::reference::{self, Commune, Scheme};
 use std::sync::LazyLock;
@@ -101,10 +100,7 @@ impl<T> Weighted<T> {
 }
 
 fn csv_rows(data: &'static str) -> Vec<csv::StringRecord> {
-    csv::Reader::from_reader(data.as_bytes())
-        .into_records()
-        .map(|r| r.expect("embedded synth CSV"))
-        .collect()
+    csv::Reader::from_reader(data.as_bytes()).into_records().map(|r| r.expect("embedded synth CSV")).collect()
 }
 
 struct Names {
@@ -235,20 +231,9 @@ impl Generator {
         let communes = Weighted::new(
             reference::communes(Scheme::Y2025)
                 .iter()
-                .filter(|c| {
-                    config.provinces.is_empty() || config.provinces.contains(&c.province_code)
-                })
+                .filter(|c| config.provinces.is_empty() || config.provinces.contains(&c.province_code))
                 // wards (phường) are denser than rural communes
-                .map(|c| {
-                    (
-                        c,
-                        if c.kind.to_lowercase() == "phường" {
-                            3
-                        } else {
-                            2
-                        },
-                    )
-                }),
+                .map(|c| (c, if c.kind.to_lowercase() == "phường" { 3 } else { 2 })),
         );
         Ok(Generator {
             rng: Rng::new(config.seed),
@@ -298,54 +283,24 @@ impl Generator {
 
     fn name(&mut self, sex: Sex, surname: Option<&str>) -> Name {
         let names = &*NAMES;
-        let surname = surname
-            .map(str::to_string)
-            .unwrap_or_else(|| names.surnames.pick(&mut self.rng).clone());
+        let surname = surname.map(str::to_string).unwrap_or_else(|| names.surnames.pick(&mut self.rng).clone());
         let (middle, given) = match sex {
-            Sex::Male => (
-                names.middle_m.pick(&mut self.rng).clone(),
-                names.given_m.pick(&mut self.rng).clone(),
-            ),
-            Sex::Female => (
-                names.middle_f.pick(&mut self.rng).clone(),
-                names.given_f.pick(&mut self.rng).clone(),
-            ),
+            Sex::Male => (names.middle_m.pick(&mut self.rng).clone(), names.given_m.pick(&mut self.rng).clone()),
+            Sex::Female => (names.middle_f.pick(&mut self.rng).clone(), names.given_f.pick(&mut self.rng).clone()),
         };
-        Name {
-            surname,
-            middle,
-            given,
-        }
+        Name { surname, middle, given }
     }
 
     fn household_members(&mut self) -> Vec<Member> {
         let mut m = Vec::new();
-        let head_sex = if self.rng.chance(0.72) {
-            Sex::Male
-        } else {
-            Sex::Female
-        };
+        let head_sex = if self.rng.chance(0.72) { Sex::Male } else { Sex::Female };
         let head_age = self.age_in(22, 90);
-        m.push(Member {
-            sex: head_sex,
-            age: head_age,
-            rel: HeadRelationship::Head,
-            surname: None,
-        });
+        m.push(Member { sex: head_sex, age: head_age, rel: HeadRelationship::Head, surname: None });
         let married = head_age >= 22 && self.rng.chance(if head_age > 75 { 0.5 } else { 0.82 });
         if married {
-            let other = if head_sex == Sex::Male {
-                Sex::Female
-            } else {
-                Sex::Male
-            };
+            let other = if head_sex == Sex::Male { Sex::Female } else { Sex::Male };
             let age = (head_age + self.rng.range(-6, 4)).clamp(18, 95);
-            m.push(Member {
-                sex: other,
-                age,
-                rel: HeadRelationship::Spouse,
-                surname: None,
-            });
+            m.push(Member { sex: other, age, rel: HeadRelationship::Spouse, surname: None });
         }
         let max_child_age = head_age - 20;
         if max_child_age >= 0 {
@@ -356,47 +311,20 @@ impl Generator {
                 if age > max_child_age {
                     continue;
                 }
-                let sex = if self.rng.chance(0.512) {
-                    Sex::Male
-                } else {
-                    Sex::Female
-                };
-                m.push(Member {
-                    sex,
-                    age,
-                    rel: HeadRelationship::Child,
-                    surname: None,
-                });
+                let sex = if self.rng.chance(0.512) { Sex::Male } else { Sex::Female };
+                m.push(Member { sex, age, rel: HeadRelationship::Child, surname: None });
             }
         }
         if head_age < 55 && self.rng.chance(0.18) {
             let age = (head_age + self.rng.range(22, 35)).min(100);
-            let sex = if self.rng.chance(0.6) {
-                Sex::Female
-            } else {
-                Sex::Male
-            };
-            m.push(Member {
-                sex,
-                age,
-                rel: HeadRelationship::Parent,
-                surname: None,
-            });
+            let sex = if self.rng.chance(0.6) { Sex::Female } else { Sex::Male };
+            m.push(Member { sex, age, rel: HeadRelationship::Parent, surname: None });
         }
         if head_age > 55 && self.rng.chance(0.2) {
             for _ in 0..self.rng.range(1, 2) {
                 let age = self.age_in(0, (head_age - 40).min(20));
-                let sex = if self.rng.chance(0.512) {
-                    Sex::Male
-                } else {
-                    Sex::Female
-                };
-                m.push(Member {
-                    sex,
-                    age,
-                    rel: HeadRelationship::Grandchild,
-                    surname: None,
-                });
+                let sex = if self.rng.chance(0.512) { Sex::Male } else { Sex::Female };
+                m.push(Member { sex, age, rel: HeadRelationship::Grandchild, surname: None });
             }
         }
         m
@@ -411,56 +339,33 @@ impl Generator {
         let mut members = self.household_members();
         // Family names: children take the father's; the spouse keeps their own.
         let head_name = self.name(members[0].sex, None);
-        let spouse_name = members
-            .iter()
-            .position(|x| x.rel == HeadRelationship::Spouse)
-            .map(|i| {
-                let sex = members[i].sex;
-                self.name(sex, None)
-            });
+        let spouse_name = members.iter().position(|x| x.rel == HeadRelationship::Spouse).map(|i| {
+            let sex = members[i].sex;
+            self.name(sex, None)
+        });
         let father_surname = if members[0].sex == Sex::Male {
             head_name.surname.clone()
         } else {
-            spouse_name
-                .as_ref()
-                .map(|n| n.surname.clone())
-                .unwrap_or_else(|| head_name.surname.clone())
+            spouse_name.as_ref().map(|n| n.surname.clone()).unwrap_or_else(|| head_name.surname.clone())
         };
         for mb in members.iter_mut() {
-            if matches!(
-                mb.rel,
-                HeadRelationship::Child | HeadRelationship::Grandchild
-            ) {
+            if matches!(mb.rel, HeadRelationship::Child | HeadRelationship::Grandchild) {
                 mb.surname = Some(father_surname.clone());
             }
         }
         let is_ward = commune.kind.to_lowercase() == "phường";
         let detail = if is_ward {
-            format!(
-                "Số {}, Tổ dân phố {}",
-                self.rng.range(1, 300),
-                self.rng.range(1, 40)
-            )
+            format!("Số {}, Tổ dân phố {}", self.rng.range(1, 300), self.rng.range(1, 40))
         } else {
             format!("Thôn {}", self.rng.range(1, 25))
         };
         let file_number = format!("{}{:09}", commune.province_code, self.household);
-        let address = Address {
-            scheme: Scheme::Y2025,
-            commune_code: commune.code.clone(),
-            detail: Some(detail),
-        };
+        let address = Address { scheme: Scheme::Y2025, commune_code: commune.code.clone(), detail: Some(detail) };
         let head_full = head_name.full();
-        let father_name = if members[0].sex == Sex::Male {
-            Some(head_full.clone())
-        } else {
-            spouse_name.as_ref().map(Name::full)
-        };
-        let mother_name = if members[0].sex == Sex::Female {
-            Some(head_full.clone())
-        } else {
-            spouse_name.as_ref().map(Name::full)
-        };
+        let father_name =
+            if members[0].sex == Sex::Male { Some(head_full.clone()) } else { spouse_name.as_ref().map(Name::full) };
+        let mother_name =
+            if members[0].sex == Sex::Female { Some(head_full.clone()) } else { spouse_name.as_ref().map(Name::full) };
         for (i, mb) in members.iter().enumerate() {
             let name = match mb.rel {
                 HeadRelationship::Head => head_name.clone(),
@@ -472,8 +377,7 @@ impl Generator {
             // Birth registered in the home province (a legacy one for older people), sometimes elsewhere.
             let registration = if self.rng.chance(0.85) {
                 if born_before_reform {
-                    let p =
-                        legacy_provinces[self.rng.below(legacy_provinces.len() as u64) as usize];
+                    let p = legacy_provinces[self.rng.below(legacy_provinces.len() as u64) as usize];
                     Place {
                         country: "VNM".into(),
                         scheme: Some(Scheme::Legacy),
@@ -523,11 +427,8 @@ impl Generator {
                 }
             }
             if i < 2 && members.len() > 1 && members[1].rel == HeadRelationship::Spouse {
-                let other = if i == 0 {
-                    spouse_name.as_ref().map(Name::full).expect("spouse")
-                } else {
-                    head_full.clone()
-                };
+                let other =
+                    if i == 0 { spouse_name.as_ref().map(Name::full).expect("spouse") } else { head_full.clone() };
                 relatives.push(Relative {
                     relation: Relation::Spouse,
                     name: other,
@@ -543,9 +444,7 @@ impl Generator {
                     Some(MaritalStatus::Married)
                 }
                 _ if mb.age < 18 => None,
-                HeadRelationship::Parent | HeadRelationship::Head if mb.age > 65 => {
-                    Some(MaritalStatus::Widowed)
-                }
+                HeadRelationship::Parent | HeadRelationship::Head if mb.age > 65 => Some(MaritalStatus::Widowed),
                 _ if self.rng.chance(0.05) => Some(MaritalStatus::Divorced),
                 _ => Some(MaritalStatus::Single),
             };
@@ -557,9 +456,9 @@ impl Generator {
             };
             let phone = (mb.age >= 16 && self.rng.chance(0.75)).then(|| {
                 const PREFIXES: [&str; 30] = [
-                    "090", "091", "093", "094", "096", "097", "098", "032", "033", "034", "035",
-                    "036", "037", "038", "039", "070", "076", "077", "078", "079", "081", "082",
-                    "083", "084", "085", "086", "088", "089", "056", "058",
+                    "090", "091", "093", "094", "096", "097", "098", "032", "033", "034", "035", "036", "037", "038",
+                    "039", "070", "076", "077", "078", "079", "081", "082", "083", "084", "085", "086", "088", "089",
+                    "056", "058",
                 ];
                 let prefix = PREFIXES[self.rng.below(PREFIXES.len() as u64) as usize];
                 format!("{prefix}{:07}", self.rng.below(10_000_000))
@@ -573,11 +472,7 @@ impl Generator {
                 birth_registration_place: registration,
                 hometown: None,
                 ethnicity: ethnicity.to_string(),
-                religion: if mb.age < 10 && self.rng.chance(0.3) {
-                    "00".into()
-                } else {
-                    religion.to_string()
-                },
+                religion: if mb.age < 10 && self.rng.chance(0.3) { "00".into() } else { religion.to_string() },
                 nationalities: vec!["VNM".into()],
                 blood_type: None,
                 legacy_id,
@@ -611,10 +506,7 @@ impl Iterator for Generator {
         if self.pending.is_empty() {
             self.next_household();
         }
-        self.pending.pop_front().map(|person| SynthPerson {
-            household: self.household,
-            person,
-        })
+        self.pending.pop_front().map(|person| SynthPerson { household: self.household, person })
     }
 }
 
@@ -647,59 +539,36 @@ pub const CSV_HEADER: &[&str] = &[
 
 fn code<T: serde::Serialize>(v: &T) -> String {
     // Enum codes through their serde names (snake_case), without quotes.
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 impl SynthPerson {
     /// The CSV row, in [`CSV_HEADER`] order.
     pub fn csv_row(&self) -> Vec<String> {
         let p = &self.person;
-        let rel = |r: Relation| {
-            p.relatives
-                .iter()
-                .find(|x| x.relation == r)
-                .map(|x| x.name.clone())
-                .unwrap_or_default()
-        };
+        let rel =
+            |r: Relation| p.relatives.iter().find(|x| x.relation == r).map(|x| x.name.clone()).unwrap_or_default();
         let res = p.permanent_residence.as_ref();
         vec![
             self.household.to_string(),
-            p.household
-                .as_ref()
-                .map(|h| code(&h.relationship_to_head))
-                .unwrap_or_default(),
+            p.household.as_ref().map(|h| code(&h.relationship_to_head)).unwrap_or_default(),
             p.name.surname.clone(),
             p.name.middle.clone(),
             p.name.given.clone(),
             p.sex.code().to_string(),
             p.birth_date.to_string(),
-            p.birth_registration_place
-                .scheme
-                .map(|s| s.code().to_string())
-                .unwrap_or_default(),
-            p.birth_registration_place
-                .province_code
-                .clone()
-                .unwrap_or_default(),
+            p.birth_registration_place.scheme.map(|s| s.code().to_string()).unwrap_or_default(),
+            p.birth_registration_place.province_code.clone().unwrap_or_default(),
             p.ethnicity.clone(),
             p.religion.clone(),
             p.nationalities.join(";"),
-            p.legacy_id
-                .as_ref()
-                .map(|l| l.to_string())
-                .unwrap_or_default(),
+            p.legacy_id.as_ref().map(|l| l.to_string()).unwrap_or_default(),
             res.map(|a| a.scheme.code().to_string()).unwrap_or_default(),
             res.map(|a| a.commune_code.clone()).unwrap_or_default(),
             res.and_then(|a| a.detail.clone()).unwrap_or_default(),
             p.residence_file_number.clone().unwrap_or_default(),
             p.marital_status.as_ref().map(code).unwrap_or_default(),
-            p.household
-                .as_ref()
-                .map(|h| h.head_name.clone())
-                .unwrap_or_default(),
+            p.household.as_ref().map(|h| h.head_name.clone()).unwrap_or_default(),
             rel(Relation::Father),
             rel(Relation::Mother),
             rel(Relation::Spouse),
@@ -714,30 +583,14 @@ mod tests {
     use time::macros::date;
 
     fn config(seed: u64) -> Config {
-        Config {
-            seed,
-            provinces: vec![],
-            today: date!(2026 - 11 - 29),
-        }
+        Config { seed, provinces: vec![], today: date!(2026 - 11 - 29) }
     }
 
     #[test]
     fn deterministic_for_a_seed() {
-        let a: Vec<_> = Generator::new(&config(7))
-            .unwrap()
-            .take(500)
-            .map(|p| p.csv_row())
-            .collect();
-        let b: Vec<_> = Generator::new(&config(7))
-            .unwrap()
-            .take(500)
-            .map(|p| p.csv_row())
-            .collect();
-        let c: Vec<_> = Generator::new(&config(8))
-            .unwrap()
-            .take(500)
-            .map(|p| p.csv_row())
-            .collect();
+        let a: Vec<_> = Generator::new(&config(7)).unwrap().take(500).map(|p| p.csv_row()).collect();
+        let b: Vec<_> = Generator::new(&config(7)).unwrap().take(500).map(|p| p.csv_row()).collect();
+        let c: Vec<_> = Generator::new(&config(8)).unwrap().take(500).map(|p| p.csv_row()).collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -756,9 +609,7 @@ mod tests {
     fn shares_look_like_vietnam() {
         let n = 40_000;
         let people: Vec<_> = Generator::new(&config(2)).unwrap().take(n).collect();
-        let share = |f: &dyn Fn(&SynthPerson) -> bool| {
-            people.iter().filter(|p| f(p)).count() as f64 / n as f64
-        };
+        let share = |f: &dyn Fn(&SynthPerson) -> bool| people.iter().filter(|p| f(p)).count() as f64 / n as f64;
         let nguyen = share(&|p| p.person.name.surname == "Nguyễn");
         assert!((0.34..0.42).contains(&nguyen), "Nguyễn {nguyen}");
         let tran = share(&|p| p.person.name.surname == "Trần");
@@ -781,8 +632,7 @@ mod tests {
         assert!(van > 0.1, "Văn {van}");
         let thi = share(&|p| p.person.sex == Sex::Female && p.person.name.middle == "Thị");
         assert!(thi > 0.1, "Thị {thi}");
-        let given: std::collections::HashSet<_> =
-            people.iter().map(|p| p.person.name.given.clone()).collect();
+        let given: std::collections::HashSet<_> = people.iter().map(|p| p.person.name.given.clone()).collect();
         assert!(given.len() > 200, "{} given names", given.len());
     }
 
@@ -797,45 +647,28 @@ mod tests {
         for (i, b) in bands.iter().enumerate() {
             let got = *b as f64 / people.len() as f64 * 100.0;
             let want = AGE_PYRAMID[i].1 as f64 / 10.0;
-            assert!(
-                (got - want).abs() < 2.5,
-                "ages {}-{}: {got:.1}% (Việt Nam {want:.1}%)",
-                i * 5,
-                i * 5 + 4
-            );
+            assert!((got - want).abs() < 2.5, "ages {}-{}: {got:.1}% (Việt Nam {want:.1}%)", i * 5, i * 5 + 4);
         }
     }
 
     #[test]
     fn households_have_one_head_and_consistent_names() {
         let people: Vec<_> = Generator::new(&config(3)).unwrap().take(3000).collect();
-        let mut by_household: std::collections::BTreeMap<u64, Vec<&SynthPerson>> =
-            Default::default();
+        let mut by_household: std::collections::BTreeMap<u64, Vec<&SynthPerson>> = Default::default();
         for p in &people {
             by_household.entry(p.household).or_default().push(p);
         }
         for (_, members) in by_household.iter().take(by_household.len() - 1) {
             let heads: Vec<_> = members
                 .iter()
-                .filter(|m| {
-                    m.person.household.as_ref().unwrap().relationship_to_head
-                        == HeadRelationship::Head
-                })
+                .filter(|m| m.person.household.as_ref().unwrap().relationship_to_head == HeadRelationship::Head)
                 .collect();
             assert_eq!(heads.len(), 1);
             let head = heads[0];
             for m in members {
-                assert_eq!(
-                    m.person.household.as_ref().unwrap().head_name,
-                    head.person.name.full()
-                );
-                assert_eq!(
-                    m.person.permanent_residence,
-                    head.person.permanent_residence
-                );
-                if m.person.household.as_ref().unwrap().relationship_to_head
-                    == HeadRelationship::Child
-                {
+                assert_eq!(m.person.household.as_ref().unwrap().head_name, head.person.name.full());
+                assert_eq!(m.person.permanent_residence, head.person.permanent_residence);
+                if m.person.household.as_ref().unwrap().relationship_to_head == HeadRelationship::Child {
                     assert!(m.person.birth_date.year() >= head.person.birth_date.year() + 18);
                 }
             }
@@ -844,21 +677,12 @@ mod tests {
 
     #[test]
     fn restricted_to_provinces() {
-        let cfg = Config {
-            provinces: vec!["01".into(), "15".into()],
-            ..config(4)
-        };
+        let cfg = Config { provinces: vec!["01".into(), "15".into()], ..config(4) };
         for p in Generator::new(&cfg).unwrap().take(2000) {
             let a = p.person.permanent_residence.unwrap();
             let prov = a.province_2025().unwrap();
             assert!(prov == "01" || prov == "15", "{prov}");
         }
-        assert!(
-            Generator::new(&Config {
-                provinces: vec!["02".into()],
-                ..config(4)
-            })
-            .is_err()
-        );
+        assert!(Generator::new(&Config { provinces: vec!["02".into()], ..config(4) }).is_err());
     }
 }

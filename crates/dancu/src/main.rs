@@ -15,11 +15,7 @@ use dancu_synth::{Config, Generator};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(
-    name = "dancu",
-    version,
-    about = "dancu — national population registry and identity-card platform"
-)]
+#[command(name = "dancu", version, about = "dancu — national population registry and identity-card platform")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,9 +33,7 @@ struct DbArgs {
 
 impl DbArgs {
     fn url(&self) -> String {
-        self.db
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data.join("dancu.sqlite").display()))
+        self.db.clone().unwrap_or_else(|| format!("sqlite://{}", self.data.join("dancu.sqlite").display()))
     }
 }
 
@@ -106,12 +100,8 @@ enum Command {
 }
 
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("DANCU_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DANCU_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn progress(total: u64, what: &str) -> ProgressBar {
@@ -128,12 +118,9 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 async fn open_store(db: &DbArgs) -> Result<Arc<dyn Store>> {
     let url = db.url();
     if url.starts_with("sqlite://") && db.db.is_none() {
-        std::fs::create_dir_all(&db.data)
-            .with_context(|| format!("creating data folder {}", db.data.display()))?;
+        std::fs::create_dir_all(&db.data).with_context(|| format!("creating data folder {}", db.data.display()))?;
     }
-    let store = dancu_store::open(&url)
-        .await
-        .with_context(|| format!("opening database {}", redact(&url)))?;
+    let store = dancu_store::open(&url).await.with_context(|| format!("opening database {}", redact(&url)))?;
     let applied = store.migrate().await.context("applying migrations")?;
     if applied > 0 {
         tracing::info!(applied, backend = store.backend(), "migrations applied");
@@ -156,11 +143,7 @@ fn redact(url: &str) -> String {
 }
 
 fn synth_config(seed: u64, provinces: Vec<String>) -> Config {
-    Config {
-        seed,
-        provinces,
-        today: today(),
-    }
+    Config { seed, provinces, today: today() }
 }
 
 /// Seeds `people` synthetic people in batches; about 2% stay pending (collected, no ID yet).
@@ -174,36 +157,31 @@ async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<Stri
     };
     let pb = progress(people, "seeding");
     let started = Instant::now();
-    let mut batch = Vec::with_capacity(5000);
+    let mut active = Vec::with_capacity(5000);
+    let mut pending_batch = Vec::new();
     let mut pending = 0u64;
+    let flush = |active: Vec<dancu_core::PersonInput>, pending: Vec<dancu_core::PersonInput>| {
+        let registry = registry.clone();
+        let meta = meta.clone();
+        async move {
+            let n = (active.len() + pending.len()) as u64;
+            registry.load_active(active, &meta).await.map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
+            registry.load_pending(pending, &meta).await.map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
+            anyhow::Ok(n)
+        }
+    };
     for (i, p) in generator.take(people as usize).enumerate() {
         if i % 50 == 49 {
-            registry
-                .create(p.person, &meta)
-                .await
-                .map_err(|e| anyhow::anyhow!("seeding person {i}: {e}"))?;
+            pending_batch.push(p.person);
             pending += 1;
-            pb.inc(1);
-            continue;
+        } else {
+            active.push(p.person);
         }
-        batch.push(p.person);
-        if batch.len() == 5000 {
-            let n = batch.len() as u64;
-            registry
-                .load_active(std::mem::take(&mut batch), &meta)
-                .await
-                .map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
-            pb.inc(n);
+        if active.len() == 5000 {
+            pb.inc(flush(std::mem::take(&mut active), std::mem::take(&mut pending_batch)).await?);
         }
     }
-    if !batch.is_empty() {
-        let n = batch.len() as u64;
-        registry
-            .load_active(batch, &meta)
-            .await
-            .map_err(|e| anyhow::anyhow!("seeding: {e}"))?;
-        pb.inc(n);
-    }
+    pb.inc(flush(active, pending_batch).await?);
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -220,8 +198,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };
@@ -231,23 +208,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(
-    store: Arc<dyn Store>,
-    listen: SocketAddr,
-    banner: impl FnOnce(SocketAddr),
-) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+async fn serve(store: Arc<dyn Store>, listen: SocketAddr, banner: impl FnOnce(SocketAddr)) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = store.backend(), "serving");
     banner(addr);
-    dancu_server::serve(
-        listener,
-        AppState::new(Registry::new(store)),
-        shutdown_signal(),
-    )
-    .await?;
+    dancu_server::serve(listener, AppState::new(Registry::new(store)), shutdown_signal()).await?;
     Ok(())
 }
 
@@ -258,15 +224,9 @@ fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>) -> R
     } else {
         Box::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?)
     };
-    let mut w = csv::WriterBuilder::new()
-        .buffer_capacity(1 << 20)
-        .from_writer(sink);
+    let mut w = csv::WriterBuilder::new().buffer_capacity(1 << 20).from_writer(sink);
     w.write_record(dancu_synth::CSV_HEADER)?;
-    let pb = if out.as_os_str() == "-" {
-        ProgressBar::hidden()
-    } else {
-        progress(people, "generating")
-    };
+    let pb = if out.as_os_str() == "-" { ProgressBar::hidden() } else { progress(people, "generating") };
     let started = Instant::now();
     for (i, p) in generator.take(people as usize).enumerate() {
         w.write_record(p.csv_row())?;
@@ -277,11 +237,7 @@ fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>) -> R
     w.flush()?;
     pb.finish_and_clear();
     if out.as_os_str() != "-" {
-        eprintln!(
-            "wrote {people} people to {} in {:.1} s",
-            out.display(),
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("wrote {people} people to {} in {:.1} s", out.display(), started.elapsed().as_secs_f64());
     }
     Ok(())
 }
@@ -291,26 +247,14 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Demo {
-            db,
-            people,
-            seed: s,
-            provinces,
-            listen,
-        } => {
+        Command::Demo { db, people, seed: s, provinces, listen } => {
             let store = open_store(&db).await?;
             let existing = store.count_persons().await?;
             if existing == 0 {
-                eprintln!(
-                    "dancu demo: seeding {people} synthetic people into {}",
-                    redact(&db.url())
-                );
+                eprintln!("dancu demo: seeding {people} synthetic people into {}", redact(&db.url()));
                 seed(store.clone(), people, s, provinces).await?;
             } else {
-                eprintln!(
-                    "dancu demo: reusing {existing} people in {}",
-                    redact(&db.url())
-                );
+                eprintln!("dancu demo: reusing {existing} people in {}", redact(&db.url()));
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
             serve(store, listen, |addr| {
@@ -329,15 +273,10 @@ async fn main() -> Result<()> {
         }
         Command::Serve { db, listen } => {
             let store = open_store(&db).await?;
-            serve(store, listen, |addr| {
-                println!("dancu listening on http://{addr}/")
-            })
-            .await
+            serve(store, listen, |addr| println!("dancu listening on http://{addr}/")).await
         }
         Command::Migrate { db } => {
-            let store = dancu_store::open(&db.url())
-                .await
-                .with_context(|| format!("opening {}", redact(&db.url())))?;
+            let store = dancu_store::open(&db.url()).await.with_context(|| format!("opening {}", redact(&db.url())))?;
             if db.db.is_none() {
                 std::fs::create_dir_all(&db.data)?;
             }
@@ -345,18 +284,8 @@ async fn main() -> Result<()> {
             println!("{n} migration(s) applied ({})", store.backend());
             Ok(())
         }
-        Command::Generate {
-            people,
-            seed,
-            out,
-            provinces,
-        } => generate_csv(people, seed, &out, provinces),
-        Command::Seed {
-            db,
-            people,
-            seed: s,
-            provinces,
-        } => {
+        Command::Generate { people, seed, out, provinces } => generate_csv(people, seed, &out, provinces),
+        Command::Seed { db, people, seed: s, provinces } => {
             if people == 0 {
                 bail!("--people must be at least 1");
             }
@@ -380,17 +309,8 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("postgres://dancu:s3cret@db:5432/dancu"),
-            "postgres://dancu:***@db:5432/dancu"
-        );
-        assert_eq!(
-            redact("postgres://dancu@db/dancu"),
-            "postgres://dancu@db/dancu"
-        );
-        assert_eq!(
-            redact("sqlite://dancu-data/dancu.sqlite"),
-            "sqlite://dancu-data/dancu.sqlite"
-        );
+        assert_eq!(redact("postgres://dancu:s3cret@db:5432/dancu"), "postgres://dancu:***@db:5432/dancu");
+        assert_eq!(redact("postgres://dancu@db/dancu"), "postgres://dancu@db/dancu");
+        assert_eq!(redact("sqlite://dancu-data/dancu.sqlite"), "sqlite://dancu-data/dancu.sqlite");
     }
 }

@@ -4,7 +4,7 @@
 # same run, same binary, same data generator (seed), same load.
 #
 #   bench/lookup.sh                 # 1,000,000 people, 30 s per backend
-#   PEOPLE=100000 DURATION=10s bench/lookup.sh
+#   PEOPLE=100000 DURATION=10s RUNS=1 BACKENDS=sqlite bench/lookup.sh
 #
 # Prints one table row per backend (requests/s, p50, p99, errors). The SQLite store is kept in
 # bench/out/ between runs (re-seeded when PEOPLE changes); PostgreSQL is a throwaway server.
@@ -15,6 +15,8 @@ DURATION="${DURATION:-30s}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-1}"
 SEED="${SEED:-2021}"
+RUNS="${RUNS:-3}"
+BACKENDS="${BACKENDS:-sqlite postgres}"
 PORT="${PORT:-18080}"
 OUT=bench/out
 mkdir -p "$OUT"
@@ -33,38 +35,51 @@ bench_backend() {
   DANCU_LOG=warn "$BIN" serve --db "$url" --listen "127.0.0.1:$PORT" >/dev/null &
   local pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-  # warm-up, then the measured run
+  # warm-up, then RUNS measured runs; the table reports the run with the median requests/s
   IDS_FILE="$OUT/ids-$name.txt" wrk -t"$THREADS" -c"$CONNS" -d5s -s bench/lookup.lua "http://127.0.0.1:$PORT" >/dev/null
-  IDS_FILE="$OUT/ids-$name.txt" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/lookup.lua \
-    "http://127.0.0.1:$PORT" | tee "$OUT/wrk-$name.txt" >&2
+  local runs=()
+  for r in $(seq 1 "$RUNS"); do
+    IDS_FILE="$OUT/ids-$name.txt" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/lookup.lua \
+      "http://127.0.0.1:$PORT" >"$OUT/wrk-$name-$r.txt"
+    runs+=("$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name-$r.txt") $r")
+    echo "   run $r: $(grep -E 'Requests/sec' "$OUT/wrk-$name-$r.txt" | tr -s ' ') p99 $(awk '$1 == "99%" {print $2}' "$OUT/wrk-$name-$r.txt")" >&2
+  done
+  local median
+  median=$(printf '%s\n' "${runs[@]}" | sort -n | awk -v n="$RUNS" 'NR == int((n + 1) / 2) {print $2}')
+  cp "$OUT/wrk-$name-$median.txt" "$OUT/wrk-$name.txt"
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  local rps p50 p99 errors
+  local rps p50 p99 errors all
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-$name.txt")
   p50=$(awk '$1 == "50%" {print $2}' "$OUT/wrk-$name.txt")
   p99=$(awk '$1 == "99%" {print $2}' "$OUT/wrk-$name.txt")
   errors=$(awk '/Non-2xx/ {print $5} /Socket errors/ {print "socket:" $0}' "$OUT/wrk-$name.txt")
-  results+=("| $name | $PEOPLE | $rps | $p50 | $p99 | ${errors:-0} | $((rss / 1024)) MiB |")
+  all=$(printf '%s\n' "${runs[@]}" | sort -n | awk '{printf "%s%.0f", (NR > 1 ? " / " : ""), $1}')
+  results+=("| $name | $PEOPLE | $rps | $all | $p50 | $p99 | ${errors:-0} | $((rss / 1024)) MiB |")
 }
 
 # SQLite: one file, seeded once per PEOPLE/SEED.
-sqlite_dir="$OUT/sqlite-$PEOPLE-$SEED"
-if [ ! -f "$sqlite_dir/seeded" ]; then
-  rm -rf "$sqlite_dir"
-  /usr/bin/time -f "seeded SQLite in %e s, max RSS %M KiB" "$BIN" seed --data "$sqlite_dir" --people "$PEOPLE" --seed "$SEED"
-  touch "$sqlite_dir/seeded"
+if [[ " $BACKENDS " == *" sqlite "* ]]; then
+  sqlite_dir="$OUT/sqlite-$PEOPLE-$SEED"
+  if [ ! -f "$sqlite_dir/seeded" ]; then
+    rm -rf "$sqlite_dir"
+    /usr/bin/time -f "seeded SQLite in %e s, max RSS %M KiB" "$BIN" seed --data "$sqlite_dir" --people "$PEOPLE" --seed "$SEED"
+    touch "$sqlite_dir/seeded"
+  fi
+  bench_backend sqlite "sqlite://$sqlite_dir/dancu.sqlite"
 fi
-bench_backend sqlite "sqlite://$sqlite_dir/dancu.sqlite"
 
 # PostgreSQL: a throwaway server on a private port.
-eval "$(.ci/pg-start 55441)"
-trap '.ci/pg-stop "$DANCU_PG_DIR"' EXIT
-/usr/bin/time -f "seeded PostgreSQL in %e s, max RSS %M KiB" "$BIN" seed --db "$DANCU_TEST_POSTGRES_URL" --people "$PEOPLE" --seed "$SEED"
-bench_backend postgres "$DANCU_TEST_POSTGRES_URL"
+if [[ " $BACKENDS " == *" postgres "* ]]; then
+  eval "$(.ci/pg-start 55441)"
+  trap '.ci/pg-stop "$DANCU_PG_DIR"' EXIT
+  /usr/bin/time -f "seeded PostgreSQL in %e s, max RSS %M KiB" "$BIN" seed --db "$DANCU_TEST_POSTGRES_URL" --people "$PEOPLE" --seed "$SEED"
+  bench_backend postgres "$DANCU_TEST_POSTGRES_URL"
+fi
 
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION"
-echo "| backend | people | requests/s | p50 | p99 | non-2xx | server max RSS |"
-echo "|---|---|---|---|---|---|---|"
+echo "| backend | people | requests/s (median run) | all runs | p50 | p99 | non-2xx | server max RSS |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${results[@]}"

@@ -82,10 +82,10 @@ pub struct PersonRecord {
 pub struct RawPersonRecord {
     pub key: Uuid,
     pub version: i64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
+    /// RFC 3339, as stored.
+    pub created_at: String,
+    /// RFC 3339, as stored.
+    pub updated_at: String,
     pub person: Box<serde_json::value::RawValue>,
 }
 

@@ -89,6 +89,10 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339 formatting of a UTC time")
+}
+
 const RECORD_COLUMNS: &str = "key, version, created_at, updated_at, data";
 
 fn to_record(row: &Row) -> Result<PersonRecord> {
@@ -310,8 +314,8 @@ impl Store for PgStore {
         Ok(Some(RawPersonRecord {
             key: row.get(0),
             version: row.get(1),
-            created_at: row.get(2),
-            updated_at: row.get(3),
+            created_at: rfc3339(row.get(2)),
+            updated_at: rfc3339(row.get(3)),
             person: serde_json::value::RawValue::from_string(data)
                 .map_err(|_| StoreError::Corrupt("a stored person record is not JSON".into()))?,
         }))

@@ -153,6 +153,7 @@ impl SqliteStore {
         }
         let writer = Connection::open(&path)?;
         configure(&writer)?;
+        writer.pragma_update(None, "cache_size", -262_144)?; // 256 MiB: bulk loads touch random index pages
         Ok(SqliteStore { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer) }) })
     }
 
@@ -339,20 +340,24 @@ impl Store for SqliteStore {
     }
 
     async fn get_person_raw(&self, by: &PersonRef) -> Result<Option<RawPersonRecord>> {
-        let (column, value) = match by {
-            PersonRef::Key(k) => ("key", k.to_string()),
-            PersonRef::PersonalId(id) => ("personal_id", id.to_string()),
-            PersonRef::LegacyId(l) => ("legacy_id", l.to_string()),
+        // Constant SQL (no formatting per call), timestamps passed through as stored.
+        const BY_KEY: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE key = ?1";
+        const BY_ID: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE personal_id = ?1";
+        const BY_LEGACY: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE legacy_id = ?1
+                                 ORDER BY created_at LIMIT 1";
+        let (sql, value) = match by {
+            PersonRef::Key(k) => (BY_KEY, k.to_string()),
+            PersonRef::PersonalId(id) => (BY_ID, id.to_string()),
+            PersonRef::LegacyId(l) => (BY_LEGACY, l.to_string()),
         };
         self.read_now(move |conn| {
-            let sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE {column} = ?1 ORDER BY created_at LIMIT 1");
-            let row = conn.prepare_cached(&sql)?.query_row([value], record_from_row).optional()?;
-            row.map(|(key, version, created, updated, data)| {
+            let row = conn.prepare_cached(sql)?.query_row([value], record_from_row).optional()?;
+            row.map(|(key, version, created_at, updated_at, data)| {
                 Ok(RawPersonRecord {
                     key: parse_key(&key)?,
                     version,
-                    created_at: parse_ts(&created)?,
-                    updated_at: parse_ts(&updated)?,
+                    created_at,
+                    updated_at,
                     person: serde_json::value::RawValue::from_string(data)
                         .map_err(|_| StoreError::Corrupt("a stored person record is not JSON".into()))?,
                 })

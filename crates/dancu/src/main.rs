@@ -99,9 +99,17 @@ enum Command {
     },
 }
 
+/// Logs to standard error: human-readable (colour on a terminal only), or one JSON object a
+/// line with `DANCU_LOG_FORMAT=json`.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DANCU_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    if std::env::var("DANCU_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn progress(total: u64, what: &str) -> ProgressBar {
@@ -192,6 +200,12 @@ async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<Stri
     Ok(())
 }
 
+/// Prints a line for the person at the terminal; a closed standard output is not an error
+/// (`println!` would panic and take the server down with it).
+fn say(line: String) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -258,22 +272,22 @@ async fn main() -> Result<()> {
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
             serve(store, listen, |addr| {
-                println!();
-                println!("  dancu đang chạy / dancu is running: http://{addr}/");
-                println!("  API docs (Swagger UI):              http://{addr}/api/docs");
+                say(String::new());
+                say(format!("  dancu đang chạy / dancu is running: http://{addr}/"));
+                say(format!("  API docs (Swagger UI):              http://{addr}/api/docs"));
                 if let Some(id) = sample {
-                    println!("  Tra cứu / look up a person:         curl http://{addr}/api/v1/persons/{id}");
+                    say(format!("  Tra cứu / look up a person:         curl http://{addr}/api/v1/persons/{id}"));
                 }
-                println!("  Tìm kiếm / search:                  curl 'http://{addr}/api/v1/persons?name=nguyen%20van&province=01'");
-                println!("  Thay đổi / changes:                 send the header 'X-Dancu-Actor: demo-officer'");
-                println!("  Dừng / stop: Ctrl+C");
-                println!();
+                say(format!("  Tìm kiếm / search:                  curl 'http://{addr}/api/v1/persons?name=nguyen%20van&province=01'"));
+                say("  Thay đổi / changes:                 send the header 'X-Dancu-Actor: demo-officer'".to_string());
+                say("  Dừng / stop: Ctrl+C".to_string());
+                say(String::new());
             })
             .await
         }
         Command::Serve { db, listen } => {
             let store = open_store(&db).await?;
-            serve(store, listen, |addr| println!("dancu listening on http://{addr}/")).await
+            serve(store, listen, |addr| say(format!("dancu listening on http://{addr}/"))).await
         }
         Command::Migrate { db } => {
             let store = dancu_store::open(&db.url()).await.with_context(|| format!("opening {}", redact(&db.url())))?;

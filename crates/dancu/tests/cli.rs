@@ -1,0 +1,120 @@
+//! The real binary: `generate` is deterministic, `demo` seeds once and reuses its data, and the
+//! server's logs carry no personal data even at debug level.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dancu");
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dancu-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `dancu demo`, waits for its banner; returns the child, the address and the banner.
+fn demo(data: &PathBuf, people: u32, log: &str) -> (Child, String, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["demo", "--people", &people.to_string(), "--listen", &addr])
+        .arg("--data")
+        .arg(data)
+        .env("DANCU_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let line = lines.next().expect("demo printed its banner").unwrap();
+        banner += &line;
+        banner.push('\n');
+        if line.contains("Ctrl+C") {
+            break;
+        }
+    }
+    // Keep draining standard output, as a terminal would.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr, banner)
+}
+
+#[test]
+fn generate_is_deterministic_and_well_formed() {
+    let dir = temp_dir("gen");
+    let run = |seed: &str, name: &str| {
+        let out = dir.join(name);
+        let st = Command::new(BIN)
+            .args(["generate", "--people", "2000", "--seed", seed, "--out"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read_to_string(out).unwrap()
+    };
+    let a = run("9", "a.csv");
+    let b = run("9", "b.csv");
+    let c = run("10", "c.csv");
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(a.lines().count(), 2001);
+    assert!(a.lines().next().unwrap().starts_with("household,relationship_to_head,surname,middle_name,given_name"));
+    // bad arguments are named
+    let out =
+        Command::new(BIN).args(["generate", "--people", "10", "--provinces", "02", "--out", "-"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("province \"02\" is not a code of the 2025 list"));
+}
+
+#[test]
+fn demo_seeds_once_serves_and_logs_no_personal_data() {
+    let data = temp_dir("demo");
+    let (mut child, addr, banner) = demo(&data, 300, "debug");
+    assert!(banner.contains(&format!("http://{addr}/")), "{banner}");
+    let id = banner.split("/api/v1/persons/").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let (status, body) = get(&addr, &format!("/api/v1/persons/{id}"));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let surname = v["person"]["name"]["surname"].as_str().unwrap().to_string();
+    let given = v["person"]["name"]["given"].as_str().unwrap().to_string();
+    let (status, _) = get(&addr, &format!("/api/v1/persons?name={}", dancu_core::text::fold(&surname)));
+    assert_eq!(status, 200);
+    child.kill().unwrap();
+    let mut logs = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    child.wait().unwrap();
+    assert!(logs.contains("route=\"/api/v1/persons/{ref}\""), "request lines are logged: {logs}");
+    assert!(!logs.contains(&id), "a personal ID reached the log");
+    assert!(!logs.contains(&given) || given.len() < 3, "a name reached the log");
+    assert!(logs.contains("seeded 300 people"));
+
+    // A second run reuses the data.
+    let (mut child, addr, _) = demo(&data, 300, "info");
+    let (status, _) = get(&addr, &format!("/api/v1/persons/{id}"));
+    assert_eq!(status, 200);
+    child.kill().unwrap();
+    let mut logs = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    child.wait().unwrap();
+    assert!(logs.contains("reusing 300 people"), "{logs}");
+}

@@ -296,17 +296,21 @@ pub fn conversions_from(old_commune_code: &str) -> Vec<&'static Conversion> {
         .unwrap_or_default()
 }
 
+static LEGACY_PROVINCES_OF: LazyLock<HashMap<String, Vec<&'static str>>> = LazyLock::new(|| {
+    let mut map: HashMap<String, Vec<&'static str>> = HashMap::new();
+    for c in &UNITS.conversions {
+        map.entry(c.new_province_code.clone()).or_default().push(c.old_province_code.as_str());
+    }
+    for v in map.values_mut() {
+        v.sort_unstable();
+        v.dedup();
+    }
+    map
+});
+
 /// The legacy provinces (whole or in part) that make up a 2025 province.
-pub fn legacy_provinces_of(province_2025: &str) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = UNITS
-        .conversions
-        .iter()
-        .filter(|c| c.new_province_code == province_2025)
-        .map(|c| c.old_province_code.as_str())
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
+pub fn legacy_provinces_of(province_2025: &str) -> &'static [&'static str] {
+    LEGACY_PROVINCES_OF.get(province_2025).map(Vec::as_slice).unwrap_or(&[])
 }
 
 pub fn conversions() -> &'static [Conversion] {
@@ -374,8 +378,9 @@ mod tests {
     #[test]
     fn merged_provinces() {
         // Tuyên Quang (08) took in Hà Giang (02) in 2025.
-        assert_eq!(legacy_provinces_of("08"), vec!["02", "08"]);
-        assert_eq!(legacy_provinces_of("01"), vec!["01"]);
+        assert_eq!(legacy_provinces_of("08"), ["02", "08"]);
+        assert_eq!(legacy_provinces_of("01"), ["01"]);
+        assert!(legacy_provinces_of("02").is_empty(), "02 is not a 2025 province");
         let all: usize = provinces(Scheme::Y2025).iter().map(|p| legacy_provinces_of(&p.code).len()).sum();
         assert!(all >= 63, "{all}");
     }

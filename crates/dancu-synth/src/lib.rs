@@ -539,7 +539,8 @@ pub const CSV_HEADER: &[&str] = &[
 
 fn code<T: serde::Serialize>(v: &T) -> String {
     // Enum codes through their serde names (snake_case), without quotes.
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    let quoted = serde_json::to_string(v).unwrap_or_default();
+    quoted.trim_matches('"').to_string()
 }
 
 impl SynthPerson {

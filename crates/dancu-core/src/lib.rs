@@ -7,6 +7,7 @@
 //! Architecture invariant: this crate does no I/O, spawns nothing, reads no clock
 //! and no random source. Callers pass "today" and random numbers in.
 
+pub mod audit;
 pub mod date;
 pub mod error;
 pub mod id;

@@ -318,3 +318,220 @@ pub async fn bulk_load_assigns_distinct_ids(store: Arc<dyn Store>) {
         assert_eq!(rec.person.status, PersonStatus::Active);
     }
 }
+
+/// The SQL dialect of a raw connection handed to the tamper tests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Direct access to the database, as an intruder or a careless administrator has it.
+pub type RawSql = Arc<dyn Fn(String) -> futures_like::BoxFuture<std::result::Result<(), String>> + Send + Sync>;
+
+/// A boxed future without pulling in a futures crate.
+pub mod futures_like {
+    pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+}
+
+/// Generates one `#[tokio::test]` per audit tampering case. `$make` returns
+/// `Option<(Arc<dyn Store>, RawSql, Dialect)>`.
+#[macro_export]
+macro_rules! audit_tamper_tests {
+    ($make:path) => {
+        $crate::audit_tamper_tests!(@each $make;
+            audit_trail_verifies_when_intact, audit_rows_refuse_update_and_delete, audit_detects_a_modified_entry,
+            audit_detects_a_deleted_entry, audit_detects_an_inserted_entry, audit_detects_reordered_entries,
+            audit_detects_a_rewritten_chain, audit_detects_truncation, audit_rejects_a_foreign_key,
+            audit_queries_by_officer_person_and_time);
+    };
+    (@each $make:path; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some((store, raw, dialect)) = $make().await {
+                    $crate::conformance::$case(store, raw, dialect).await;
+                }
+            }
+        )*
+    };
+}
+
+fn audit_entry(i: i64) -> dancu_core::audit::AuditEntry {
+    dancu_core::audit::AuditEntry {
+        at: format!("2026-11-29T08:{:02}:{:02}Z", i / 60, i % 60),
+        officer: format!("officer-{}", i % 3),
+        role: "collector".into(),
+        unit: "00004".into(),
+        action: if i % 2 == 0 { "person.read" } else { "person.update" }.into(),
+        target: Some(format!("person-{}", i % 5)),
+        purpose: Some("xác minh".into()),
+        request_id: Some(format!("req-{i}")),
+        client: Some("127.0.0.1".into()),
+        outcome: "200".into(),
+    }
+}
+
+/// 30 entries in three appends, a checkpoint at 20; returns the auditor and its key.
+async fn audited(store: &Arc<dyn Store>) -> (crate::audit::Auditor, Arc<dancu_keys::SoftwareKey>) {
+    let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
+    let auditor = crate::audit::Auditor::new(store.clone(), key.clone());
+    assert_eq!(auditor.append(&(1..=10).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 10);
+    assert_eq!(auditor.append(&(11..=20).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 20);
+    assert_eq!(auditor.checkpoint().await.unwrap().unwrap().seq, 20);
+    assert!(auditor.checkpoint().await.unwrap().is_none(), "nothing new to sign");
+    assert_eq!(auditor.append(&(21..=30).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 30);
+    (auditor, key)
+}
+
+async fn verdict(
+    store: &Arc<dyn Store>,
+    key: &dancu_keys::SoftwareKey,
+) -> std::result::Result<dancu_core::audit::VerifyReport, dancu_core::audit::Tamper> {
+    use dancu_keys::Signer;
+    crate::audit::verify(store.as_ref(), key.public_key_der()).await.unwrap()
+}
+
+fn blob(d: Dialect, b: &[u8]) -> String {
+    let hex = dancu_core::audit::to_hex(b);
+    match d {
+        Dialect::Sqlite => format!("X'{hex}'"),
+        Dialect::Postgres => format!("'\\x{hex}'::bytea"),
+    }
+}
+
+/// What an intruder with database access does first.
+async fn drop_guards(raw: &RawSql, d: Dialect) {
+    let sql = match d {
+        Dialect::Sqlite => {
+            "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete; \
+                            DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete"
+        }
+        Dialect::Postgres => {
+            "DROP TRIGGER audit_log_append_only ON audit_log; \
+                              DROP TRIGGER audit_checkpoints_append_only ON audit_checkpoints"
+        }
+    };
+    raw(sql.into()).await.unwrap();
+}
+
+pub async fn audit_trail_verifies_when_intact(store: Arc<dyn Store>, _: RawSql, _: Dialect) {
+    let (_, key) = audited(&store).await;
+    let report = verdict(&store, &key).await.unwrap();
+    assert_eq!((report.entries, report.last_seq, report.checkpoints, report.unanchored), (30, 30, 1, 10));
+}
+
+pub async fn audit_rows_refuse_update_and_delete(store: Arc<dyn Store>, raw: RawSql, _: Dialect) {
+    let (_, key) = audited(&store).await;
+    assert!(raw("UPDATE audit_log SET purpose = 'x' WHERE seq = 3".into()).await.is_err());
+    assert!(raw("DELETE FROM audit_log WHERE seq = 3".into()).await.is_err());
+    assert!(raw("DELETE FROM audit_checkpoints".into()).await.is_err());
+    assert!(verdict(&store, &key).await.is_ok());
+}
+
+pub async fn audit_detects_a_modified_entry(store: Arc<dyn Store>, raw: RawSql, d: Dialect) {
+    let (_, key) = audited(&store).await;
+    drop_guards(&raw, d).await;
+    raw("UPDATE audit_log SET officer = 'someone-else' WHERE seq = 7".into()).await.unwrap();
+    assert_eq!(verdict(&store, &key).await, Err(dancu_core::audit::Tamper::Modified { seq: 7 }));
+}
+
+pub async fn audit_detects_a_deleted_entry(store: Arc<dyn Store>, raw: RawSql, d: Dialect) {
+    let (_, key) = audited(&store).await;
+    drop_guards(&raw, d).await;
+    raw("DELETE FROM audit_log WHERE seq = 7".into()).await.unwrap();
+    assert_eq!(verdict(&store, &key).await, Err(dancu_core::audit::Tamper::Deleted { seq: 8 }));
+}
+
+pub async fn audit_detects_an_inserted_entry(store: Arc<dyn Store>, raw: RawSql, d: Dialect) {
+    let (_, key) = audited(&store).await;
+    drop_guards(&raw, d).await;
+    // make room at 7 and insert a well-formed entry that links to entry 6
+    raw("UPDATE audit_log SET seq = seq + 1000 WHERE seq >= 7".into()).await.unwrap();
+    raw("UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1007".into()).await.unwrap();
+    let six = store.audit_read(5, 1).await.unwrap().remove(0);
+    let planted = dancu_core::audit::AuditEntry {
+        target: None,
+        purpose: None,
+        request_id: None,
+        client: None,
+        ..audit_entry(99)
+    };
+    let forged = dancu_core::audit::chain(six.hash, 7, &[planted]).remove(0);
+    let e = &forged.entry;
+    raw(format!(
+        "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client, outcome, prev_hash, hash)
+         VALUES (7, '{}', '{}', '{}', '{}', '{}', NULL, NULL, NULL, NULL, '{}', {}, {})",
+        e.at, e.officer, e.role, e.unit, e.action, e.outcome, blob(d, &forged.prev_hash), blob(d, &forged.hash)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(verdict(&store, &key).await, Err(dancu_core::audit::Tamper::Inserted { seq: 7 }));
+}
+
+pub async fn audit_detects_reordered_entries(store: Arc<dyn Store>, raw: RawSql, d: Dialect) {
+    let (_, key) = audited(&store).await;
+    drop_guards(&raw, d).await;
+    raw("UPDATE audit_log SET seq = -1 WHERE seq = 7".into()).await.unwrap();
+    raw("UPDATE audit_log SET seq = 7 WHERE seq = 8".into()).await.unwrap();
+    raw("UPDATE audit_log SET seq = 8 WHERE seq = -1".into()).await.unwrap();
+    assert_eq!(verdict(&store, &key).await, Err(dancu_core::audit::Tamper::Reordered { seq: 7, links_to: 8 }));
+}
+
+pub async fn audit_detects_a_rewritten_chain(store: Arc<dyn Store>, raw: RawSql, d: Dialect) {
+    let (_, key) = audited(&store).await;
+    drop_guards(&raw, d).await;
+    // change entry 5 and recompute every later hash, so the chain alone is consistent again
+    let mut rows = store.audit_read(0, 100).await.unwrap();
+    rows[4].entry.officer = "someone-else".into();
+    let rechained =
+        dancu_core::audit::chain(rows[3].hash, 5, &rows[4..].iter().map(|r| r.entry.clone()).collect::<Vec<_>>());
+    raw("UPDATE audit_log SET officer = 'someone-else' WHERE seq = 5".into()).await.unwrap();
+    for r in &rechained {
+        raw(format!(
+            "UPDATE audit_log SET prev_hash = {}, hash = {} WHERE seq = {}",
+            blob(d, &r.prev_hash),
+            blob(d, &r.hash),
+            r.seq
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(verdict(&store, &key).await, Err(dancu_core::audit::Tamper::Rewritten { seq: 20 }));
+}
+
+pub async fn audit_detects_truncation(store: Arc<dyn Store>, raw: RawSql, d: Dialect) {
+    let (auditor, key) = audited(&store).await;
+    assert_eq!(auditor.checkpoint().await.unwrap().unwrap().seq, 30);
+    drop_guards(&raw, d).await;
+    raw("DELETE FROM audit_log WHERE seq > 25".into()).await.unwrap();
+    assert_eq!(verdict(&store, &key).await, Err(dancu_core::audit::Tamper::Truncated { last: 25, seq: 30 }));
+}
+
+pub async fn audit_rejects_a_foreign_key(store: Arc<dyn Store>, _: RawSql, _: Dialect) {
+    let (_, _) = audited(&store).await;
+    let other = dancu_keys::SoftwareKey::generate().unwrap();
+    assert_eq!(verdict(&store, &other).await, Err(dancu_core::audit::Tamper::BadCheckpoint { seq: 20 }));
+}
+
+pub async fn audit_queries_by_officer_person_and_time(store: Arc<dyn Store>, _: RawSql, _: Dialect) {
+    let (_, _) = audited(&store).await;
+    let q = |officer: Option<&str>, target: Option<&str>, from: Option<&str>, to: Option<&str>| crate::AuditQuery {
+        officer: officer.map(str::to_string),
+        target: target.map(str::to_string),
+        from: from.map(str::to_string),
+        to: to.map(str::to_string),
+        offset: 0,
+        limit: 100,
+    };
+    let by_officer = store.audit_query(&q(Some("officer-1"), None, None, None)).await.unwrap();
+    assert_eq!(by_officer.len(), 10);
+    assert!(by_officer.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    let by_person = store.audit_query(&q(None, Some("person-2"), None, None)).await.unwrap();
+    assert_eq!(by_person.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![27, 22, 17, 12, 7, 2]);
+    let by_time =
+        store.audit_query(&q(None, None, Some("2026-11-29T08:00:10Z"), Some("2026-11-29T08:00:20Z"))).await.unwrap();
+    assert_eq!(by_time.len(), 10);
+    let both = store.audit_query(&q(Some("officer-2"), Some("person-2"), None, None)).await.unwrap();
+    assert_eq!(both.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![17, 2]);
+}

@@ -9,12 +9,14 @@
 //! Architecture invariant: SQL lives only in the adapters; no business rule lives in SQL
 //! except the uniqueness and referential constraints the database enforces for us.
 
+pub mod audit;
 pub mod conformance;
 pub mod postgres;
 pub mod registry;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use dancu_core::audit::{AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::person::SearchFacts;
 use dancu_core::{LegacyIdNumber, Person, PersonStatus, PersonalId};
 use serde::Serialize;
@@ -131,6 +133,19 @@ pub struct SearchPage {
     pub has_more: bool,
 }
 
+/// A query over the audit trail; every given filter must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub officer: Option<String>,
+    /// Record key of the person concerned.
+    pub target: Option<String>,
+    /// RFC 3339 bounds, inclusive from, exclusive to.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
 /// Storage failures the callers can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -191,6 +206,21 @@ pub trait Store: Send + Sync {
     /// already issued; none of those is stored, every other one is. A person whose status and
     /// ID disagree (active without an ID, pending with one) fails the whole batch.
     async fn insert_batch(&self, people: &[Person], meta: &ChangeMeta) -> Result<Vec<usize>>;
+
+    /// Appends entries to the audit trail in one transaction, chaining each to the one before
+    /// (see `dancu_core::audit`). Returns the sequence number of the last one.
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64>;
+
+    /// Up to `limit` audit entries after `after_seq`, in order.
+    async fn audit_read(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEntry>>;
+
+    /// Entries matching a query, newest first.
+    async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>>;
+
+    async fn audit_add_checkpoint(&self, c: &Checkpoint) -> Result<()>;
+
+    /// Every checkpoint, in order.
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>>;
 
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;

@@ -9,18 +9,20 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use crate::RawPersonRecord;
+use crate::{AuditQuery, RawPersonRecord};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
 };
+use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "persons",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "persons",
+        r#"
 CREATE TABLE persons (
     key           uuid PRIMARY KEY,
     personal_id   text UNIQUE,
@@ -58,7 +60,48 @@ CREATE TABLE issued_ids (
     issued_at   timestamptz NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "audit",
+        r#"
+CREATE TABLE audit_log (
+    seq        bigint PRIMARY KEY,
+    at         text NOT NULL,
+    officer    text NOT NULL,
+    role       text NOT NULL,
+    unit       text NOT NULL,
+    action     text NOT NULL,
+    target     text,
+    purpose    text,
+    request_id text,
+    client     text,
+    outcome    text NOT NULL,
+    prev_hash  bytea NOT NULL,
+    hash       bytea NOT NULL
+);
+CREATE INDEX audit_log_officer ON audit_log (officer, at);
+CREATE INDEX audit_log_target ON audit_log (target, at) WHERE target IS NOT NULL;
+CREATE INDEX audit_log_at ON audit_log (at);
+CREATE TABLE audit_checkpoints (
+    seq       bigint PRIMARY KEY,
+    hash      bytea NOT NULL,
+    signed_at text NOT NULL,
+    key_id    text NOT NULL,
+    signature bytea NOT NULL
+);
+-- Append-only. Whoever can drop these triggers can edit rows, and the hash chain tells.
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit trail is append-only';
+END $$;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+"#,
+    ),
+];
 
 /// The PostgreSQL store.
 #[derive(Clone)]
@@ -87,6 +130,33 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 
 fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+const AUDIT_SELECT: &str = "SELECT seq, at, officer, role, unit, action, target, purpose, request_id, client, outcome,
+                                   prev_hash, hash FROM audit_log";
+
+fn to_hash(b: &[u8]) -> Result<audit::Hash> {
+    b.try_into().map_err(|_| StoreError::Corrupt(format!("an audit hash has {} bytes, not 32", b.len())))
+}
+
+fn audit_row(r: &Row) -> Result<StoredEntry> {
+    Ok(StoredEntry {
+        seq: r.get(0),
+        entry: AuditEntry {
+            at: r.get(1),
+            officer: r.get(2),
+            role: r.get(3),
+            unit: r.get(4),
+            action: r.get(5),
+            target: r.get(6),
+            purpose: r.get(7),
+            request_id: r.get(8),
+            client: r.get(9),
+            outcome: r.get(10),
+        },
+        prev_hash: to_hash(r.get::<_, &[u8]>(11))?,
+        hash: to_hash(r.get::<_, &[u8]>(12))?,
+    })
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -513,6 +583,108 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         Ok(taken)
+    }
+
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // One appender at a time across every server sharing the database: the chain is a sequence.
+        tx.execute("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
+        let head = tx.query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[]).await?;
+        let (last, prev) = match head {
+            Some(r) => (r.get::<_, i64>(0), to_hash(r.get::<_, &[u8]>(1))?),
+            None => (0, audit::GENESIS),
+        };
+        let chained = audit::chain(prev, last + 1, entries);
+        let mut cols: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+        let mut opt: (Vec<Option<&str>>, Vec<Option<&str>>, Vec<Option<&str>>, Vec<Option<&str>>) = Default::default();
+        let mut tail: (Vec<&str>, Vec<&[u8]>, Vec<&[u8]>) = Default::default();
+        for c in &chained {
+            let e = &c.entry;
+            cols.0.push(c.seq);
+            cols.1.push(&e.at);
+            cols.2.push(&e.officer);
+            cols.3.push(&e.role);
+            cols.4.push(&e.unit);
+            cols.5.push(&e.action);
+            opt.0.push(e.target.as_deref());
+            opt.1.push(e.purpose.as_deref());
+            opt.2.push(e.request_id.as_deref());
+            opt.3.push(e.client.as_deref());
+            tail.0.push(&e.outcome);
+            tail.1.push(&c.prev_hash[..]);
+            tail.2.push(&c.hash[..]);
+        }
+        tx.execute(
+            "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client, outcome,
+                                    prev_hash, hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                  $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::bytea[])",
+            &[
+                &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &opt.0, &opt.1, &opt.2, &opt.3, &tail.0, &tail.1,
+                &tail.2,
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(last + chained.len() as i64)
+    }
+
+    async fn audit_read(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEntry>> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&format!("{AUDIT_SELECT} WHERE seq > $1 ORDER BY seq LIMIT $2")).await?;
+        client.query(&stmt, &[&after_seq, &i64::from(limit)]).await?.iter().map(audit_row).collect()
+    }
+
+    async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
+        let client = self.pool.get().await?;
+        let mut sql = format!("{AUDIT_SELECT} WHERE true");
+        let limit = i64::from(q.limit);
+        let offset = i64::from(q.offset);
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        for (col, op, v) in
+            [("officer", "=", &q.officer), ("target", "=", &q.target), ("at", ">=", &q.from), ("at", "<", &q.to)]
+        {
+            if let Some(v) = v {
+                args.push(v);
+                sql += &format!(" AND {col} {op} ${}", args.len());
+            }
+        }
+        args.push(&limit);
+        args.push(&offset);
+        sql += &format!(" ORDER BY seq DESC LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
+        let stmt = client.prepare_cached(&sql).await?;
+        client.query(&stmt, &args).await?.iter().map(audit_row).collect()
+    }
+
+    async fn audit_add_checkpoint(&self, c: &Checkpoint) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO audit_checkpoints (seq, hash, signed_at, key_id, signature) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (seq) DO NOTHING",
+                &[&c.seq, &&c.hash[..], &c.signed_at, &c.key_id, &c.signature],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints ORDER BY seq", &[])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Checkpoint {
+                    seq: r.get(0),
+                    hash: to_hash(r.get::<_, &[u8]>(1))?,
+                    signed_at: r.get(2),
+                    key_id: r.get(3),
+                    signature: r.get(4),
+                })
+            })
+            .collect()
     }
 
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {

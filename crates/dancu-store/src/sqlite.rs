@@ -9,18 +9,20 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::RawPersonRecord;
+use crate::{AuditQuery, RawPersonRecord};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
 };
+use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "persons",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "persons",
+        r#"
 CREATE TABLE persons (
     key           TEXT PRIMARY KEY,
     personal_id   TEXT UNIQUE,
@@ -60,7 +62,48 @@ CREATE TABLE issued_ids (
     issued_at   TEXT NOT NULL
 ) STRICT;
 "#,
-)];
+    ),
+    (
+        2,
+        "audit",
+        r#"
+CREATE TABLE audit_log (
+    seq        INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    officer    TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    unit       TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    target     TEXT,
+    purpose    TEXT,
+    request_id TEXT,
+    client     TEXT,
+    outcome    TEXT NOT NULL,
+    prev_hash  BLOB NOT NULL,
+    hash       BLOB NOT NULL
+) STRICT;
+CREATE INDEX audit_log_officer ON audit_log (officer, at);
+CREATE INDEX audit_log_target ON audit_log (target, at) WHERE target IS NOT NULL;
+CREATE INDEX audit_log_at ON audit_log (at);
+CREATE TABLE audit_checkpoints (
+    seq       INTEGER PRIMARY KEY,
+    hash      BLOB NOT NULL,
+    signed_at TEXT NOT NULL,
+    key_id    TEXT NOT NULL,
+    signature BLOB NOT NULL
+) STRICT;
+-- Append-only. Whoever can drop these triggers can edit rows, and the hash chain tells.
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+"#,
+    ),
+];
 
 struct Inner {
     path: PathBuf,
@@ -92,6 +135,32 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -32000)?;
     Ok(())
+}
+
+const AUDIT_SELECT: &str = "SELECT seq, at, officer, role, unit, action, target, purpose, request_id, client, outcome,
+                                   prev_hash, hash FROM audit_log";
+
+fn to_hash(b: &[u8]) -> Result<audit::Hash> {
+    b.try_into().map_err(|_| StoreError::Corrupt(format!("an audit hash has {} bytes, not 32", b.len())))
+}
+
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEntry>> {
+    let prev: Vec<u8> = r.get(11)?;
+    let hash: Vec<u8> = r.get(12)?;
+    let entry = AuditEntry {
+        at: r.get(1)?,
+        officer: r.get(2)?,
+        role: r.get(3)?,
+        unit: r.get(4)?,
+        action: r.get(5)?,
+        target: r.get(6)?,
+        purpose: r.get(7)?,
+        request_id: r.get(8)?,
+        client: r.get(9)?,
+        outcome: r.get(10)?,
+    };
+    let seq: i64 = r.get(0)?;
+    Ok((|| Ok(StoredEntry { seq, entry, prev_hash: to_hash(&prev)?, hash: to_hash(&hash)? }))())
 }
 
 /// A read-only connection; reads map the file into memory (no read() call per page).
@@ -538,6 +607,113 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(taken)
+        })
+        .await
+    }
+
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64> {
+        let entries = entries.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let head: Option<(i64, Vec<u8>)> = tx
+                .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let (last, prev) = match head {
+                Some((seq, h)) => (seq, to_hash(&h)?),
+                None => (0, audit::GENESIS),
+            };
+            let chained = audit::chain(prev, last + 1, &entries);
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client,
+                                            outcome, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )?;
+                for c in &chained {
+                    let e = &c.entry;
+                    stmt.execute(params![
+                        c.seq,
+                        e.at,
+                        e.officer,
+                        e.role,
+                        e.unit,
+                        e.action,
+                        e.target,
+                        e.purpose,
+                        e.request_id,
+                        e.client,
+                        e.outcome,
+                        &c.prev_hash[..],
+                        &c.hash[..]
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(last + chained.len() as i64)
+        })
+        .await
+    }
+
+    async fn audit_read(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEntry>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{AUDIT_SELECT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+            let rows = stmt.query_map(params![after_seq, limit], audit_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut sql = format!("{AUDIT_SELECT} WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            for (col, op, v) in
+                [("officer", "=", &q.officer), ("target", "=", &q.target), ("at", ">=", &q.from), ("at", "<", &q.to)]
+            {
+                if let Some(v) = v {
+                    args.push(v.clone().into());
+                    sql += &format!(" AND {col} {op} ?{}", args.len());
+                }
+            }
+            args.push(i64::from(q.limit).into());
+            args.push(i64::from(q.offset).into());
+            sql += &format!(" ORDER BY seq DESC LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), audit_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn audit_add_checkpoint(&self, c: &Checkpoint) -> Result<()> {
+        let c = c.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO audit_checkpoints (seq, hash, signed_at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (seq) DO NOTHING",
+                params![c.seq, &c.hash[..], c.signed_at, c.key_id, c.signature],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, hash, signed_at, key_id, signature) = row?;
+                out.push(Checkpoint { seq, hash: to_hash(&hash)?, signed_at, key_id, signature });
+            }
+            Ok(out)
         })
         .await
     }

@@ -10,6 +10,11 @@ use dancu_store::Store;
 use dancu_store::postgres::PgStore;
 
 async fn fresh() -> Option<Arc<dyn Store>> {
+    fresh_in_schema().await.map(|(store, _)| store)
+}
+
+/// A fresh store in a schema of its own; also returns the schema's name.
+async fn fresh_in_schema() -> Option<(Arc<dyn Store>, String)> {
     let url = match std::env::var("DANCU_TEST_POSTGRES_URL") {
         Ok(u) if !u.is_empty() => u,
         _ => {
@@ -22,8 +27,30 @@ async fn fresh() -> Option<Arc<dyn Store>> {
     };
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let store = PgStore::connect(&url, Some(&schema)).await.expect("connect to PostgreSQL");
-    assert_eq!(store.migrate().await.unwrap(), 1);
-    Some(Arc::new(store))
+    assert_eq!(store.migrate().await.unwrap(), 2);
+    Some((Arc::new(store), schema))
 }
 
 dancu_store::conformance_tests!(fresh);
+
+async fn fresh_raw() -> Option<(Arc<dyn Store>, dancu_store::conformance::RawSql, dancu_store::conformance::Dialect)> {
+    let (store, schema) = fresh_in_schema().await?;
+    let url = std::env::var("DANCU_TEST_POSTGRES_URL").unwrap();
+    let raw: dancu_store::conformance::RawSql = Arc::new(move |sql: String| {
+        let url = url.clone();
+        let schema = schema.clone();
+        Box::pin(async move {
+            let (client, conn) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            let task = tokio::spawn(conn);
+            let out =
+                client.batch_execute(&format!("SET search_path TO {schema}; {sql}")).await.map_err(|e| e.to_string());
+            drop(client);
+            let _ = task.await;
+            out
+        })
+    });
+    Some((store, raw, dancu_store::conformance::Dialect::Postgres))
+}
+
+dancu_store::audit_tamper_tests!(fresh_raw);

@@ -11,7 +11,7 @@ fn temp_path() -> std::path::PathBuf {
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let store = SqliteStore::open(temp_path()).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 1);
+    assert_eq!(store.migrate().await.unwrap(), 2);
     Some(Arc::new(store))
 }
 
@@ -35,3 +35,19 @@ async fn data_survives_reopening_the_file() {
         rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
+
+async fn fresh_raw() -> Option<(Arc<dyn Store>, dancu_store::conformance::RawSql, dancu_store::conformance::Dialect)> {
+    let path = temp_path();
+    let store = SqliteStore::open(&path).unwrap();
+    store.migrate().await.unwrap();
+    let raw: dancu_store::conformance::RawSql = Arc::new(move |sql: String| {
+        let path = path.clone();
+        Box::pin(async move {
+            let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+            conn.execute_batch(&sql).map_err(|e| e.to_string())
+        })
+    });
+    Some((Arc::new(store), raw, dancu_store::conformance::Dialect::Sqlite))
+}
+
+dancu_store::audit_tamper_tests!(fresh_raw);

@@ -90,6 +90,11 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         provinces: Vec<String>,
     },
+    /// The audit trail: verify its hash chain and signed checkpoints, or sign a checkpoint now
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print a random sample of issued personal IDs, one a line (for benchmarks)
     SampleIds {
         #[command(flatten)]
@@ -97,6 +102,74 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         count: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole trail; report the first modified, deleted, inserted or reordered entry.
+    /// Exits 0 when intact, 1 when tampered with.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The trusted public key of the checkpoint signer (PEM); default: the server's own
+        /// (`KEY.pub.pem` beside the audit key)
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        #[command(flatten)]
+        key: AuditKeyArgs,
+    },
+    /// Sign a checkpoint of the current head of the trail
+    Checkpoint {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        key: AuditKeyArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct AuditKeyArgs {
+    /// The audit checkpoint signing key (PKCS#8 PEM, created on first use); default DATA/keys/audit-checkpoint.pem
+    #[arg(long = "audit-key", env = "DANCU_AUDIT_KEY")]
+    path: Option<PathBuf>,
+}
+
+impl AuditKeyArgs {
+    fn path(&self, db: &DbArgs) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| db.data.join("keys").join("audit-checkpoint.pem"))
+    }
+}
+
+async fn audit_command(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Verify { db, public_key, key } => {
+            let store = open_store(&db).await?;
+            let pk_path = public_key.unwrap_or_else(|| dancu_keys::public_key_path(&key.path(&db)));
+            let pk = dancu_keys::read_public_key_pem(&pk_path)?;
+            match dancu_store::audit::verify(store.as_ref(), &pk).await? {
+                Ok(r) => {
+                    say(format!(
+                        "audit trail intact: {} entries (last {}), {} signed checkpoint(s), {} entries after the last checkpoint",
+                        r.entries, r.last_seq, r.checkpoints, r.unanchored
+                    ));
+                    Ok(())
+                }
+                Err(t) => {
+                    say(format!("AUDIT TRAIL TAMPERED WITH: {t}"));
+                    std::process::exit(1);
+                }
+            }
+        }
+        AuditCommand::Checkpoint { db, key } => {
+            let store = open_store(&db).await?;
+            let signer = std::sync::Arc::new(dancu_keys::SoftwareKey::load_or_create(&key.path(&db))?);
+            match dancu_store::audit::Auditor::new(store, signer).checkpoint().await? {
+                Some(c) => say(format!("signed checkpoint at entry {} (key {})", c.seq, c.key_id)),
+                None => say("nothing to sign: the last checkpoint covers the whole trail".to_string()),
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Logs to standard error: human-readable (colour on a terminal only), or one JSON object a
@@ -306,6 +379,7 @@ async fn main() -> Result<()> {
             let store = open_store(&db).await?;
             seed(store, people, s, provinces).await
         }
+        Command::Audit { command } => audit_command(command).await,
         Command::SampleIds { db, count } => {
             let store = open_store(&db).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -1,0 +1,173 @@
+//! Signing keys behind one interface. [`Signer`] is what the rest of dancu uses; the
+//! [`SoftwareKey`] keeps an ECDSA P-256 key in a PKCS#8 PEM file (mode 0600) for development
+//! and single-machine installs. A PKCS#11 implementation (HSM; SoftHSM2 in tests) is the
+//! production path and implements the same trait.
+//!
+//! Architecture invariant: private key material never leaves this crate (no getter returns it)
+//! and is never logged.
+
+use std::path::Path;
+
+use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// Something that signs with ECDSA P-256 / SHA-256.
+pub trait Signer: Send + Sync {
+    /// A short stable identifier: the first 16 hex digits of SHA-256 of the public key (SPKI DER).
+    fn key_id(&self) -> &str;
+    /// The public key as SubjectPublicKeyInfo DER.
+    fn public_key_der(&self) -> &[u8];
+    /// A DER-encoded ECDSA signature over SHA-256 of `message`.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+}
+
+/// The key id of a public key (SPKI DER).
+pub fn key_id(spki_der: &[u8]) -> String {
+    Sha256::digest(spki_der).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Verifies a DER ECDSA P-256 signature with a public key given as SPKI DER.
+pub fn verify(spki_der: &[u8], message: &[u8], signature_der: &[u8]) -> bool {
+    let (Ok(key), Ok(sig)) = (VerifyingKey::from_public_key_der(spki_der), Signature::from_der(signature_der)) else {
+        return false;
+    };
+    key.verify(message, &sig).is_ok()
+}
+
+/// Reads a public key from a PEM file (SPKI, "PUBLIC KEY"); returns its DER.
+pub fn read_public_key_pem(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let err = |reason: String| KeyError::File { path: path.display().to_string(), reason };
+    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let key = VerifyingKey::from_public_key_pem(&pem).map_err(|e| err(format!("not a P-256 public key: {e}")))?;
+    Ok(key.to_public_key_der().map_err(|e| err(e.to_string()))?.as_bytes().to_vec())
+}
+
+/// An ECDSA P-256 key held in memory, stored as a PKCS#8 PEM file.
+pub struct SoftwareKey {
+    signing: SigningKey,
+    spki: Vec<u8>,
+    id: String,
+}
+
+impl SoftwareKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Result<Self, KeyError> {
+        loop {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
+            // A 32-byte string is a valid scalar except with negligible probability: retry then.
+            if let Ok(k) = SigningKey::from_slice(&bytes) {
+                return Ok(Self::from_signing(k));
+            }
+        }
+    }
+
+    fn from_signing(signing: SigningKey) -> Self {
+        let spki = signing.verifying_key().to_public_key_der().expect("a P-256 public key encodes").as_bytes().to_vec();
+        let id = key_id(&spki);
+        SoftwareKey { signing, spki, id }
+    }
+
+    /// Loads the key at `path`, or creates one there (mode 0600, with a `.pub.pem` beside it
+    /// holding the public key for verifiers).
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        let err = |reason: String| KeyError::File { path: path.display().to_string(), reason };
+        if path.exists() {
+            let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let k = SigningKey::from_pkcs8_pem(&pem).map_err(|e| err(format!("not a PKCS#8 P-256 key: {e}")))?;
+            return Ok(Self::from_signing(k));
+        }
+        let key = Self::generate()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let pem = key.signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| err(e.to_string()))?;
+        write_private(path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+        let public = key.signing.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| err(e.to_string()))?;
+        std::fs::write(public_key_path(path), public).map_err(|e| err(e.to_string()))?;
+        Ok(key)
+    }
+}
+
+/// Where the public half of a key file is written.
+pub fn public_key_path(private: &Path) -> std::path::PathBuf {
+    let mut s = private.as_os_str().to_owned();
+    s.push(".pub.pem");
+    s.into()
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+impl Signer for SoftwareKey {
+    fn key_id(&self) -> &str {
+        &self.id
+    }
+    fn public_key_der(&self) -> &[u8] {
+        &self.spki
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let sig: Signature = self.signing.try_sign(message).map_err(|e| KeyError::Sign(e.to_string()))?;
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_and_verifies() {
+        let k = SoftwareKey::generate().unwrap();
+        let sig = k.sign(b"checkpoint").unwrap();
+        assert!(verify(k.public_key_der(), b"checkpoint", &sig));
+        assert!(!verify(k.public_key_der(), b"checkpoinT", &sig));
+        let other = SoftwareKey::generate().unwrap();
+        assert!(!verify(other.public_key_der(), b"checkpoint", &sig));
+        assert!(!verify(k.public_key_der(), b"checkpoint", b"garbage"));
+        assert_eq!(k.key_id().len(), 16);
+    }
+
+    #[test]
+    fn a_key_file_is_private_and_reloads() {
+        let dir = std::env::temp_dir().join(format!("dancu-keys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.pem");
+        let a = SoftwareKey::load_or_create(&path).unwrap();
+        let b = SoftwareKey::load_or_create(&path).unwrap();
+        assert_eq!(a.key_id(), b.key_id());
+        let sig = b.sign(b"m").unwrap();
+        assert!(verify(a.public_key_der(), b"m", &sig));
+        assert_eq!(read_public_key_pem(&public_key_path(&path)).unwrap(), a.public_key_der());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        std::fs::write(dir.join("bad.pem"), "not a key").unwrap();
+        assert!(SoftwareKey::load_or_create(&dir.join("bad.pem")).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! The audit service: appends entries (group commit: many concurrent requests share one
+//! transaction), signs checkpoints of the chain head with the server key, and verifies a
+//! stored trail. The hash chain and the verifier themselves are `dancu_core::audit`.
+
+use std::sync::Arc;
+
+use dancu_core::audit::{self, AuditEntry, Checkpoint, Tamper, VerifyReport};
+use dancu_keys::Signer;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Result, Store, StoreError};
+
+/// Appends and checkpoints.
+#[derive(Clone)]
+pub struct Auditor {
+    store: Arc<dyn Store>,
+    signer: Arc<dyn Signer>,
+}
+
+impl Auditor {
+    pub fn new(store: Arc<dyn Store>, signer: Arc<dyn Signer>) -> Self {
+        Auditor { store, signer }
+    }
+
+    pub async fn append(&self, entries: &[AuditEntry]) -> Result<i64> {
+        self.store.audit_append(entries).await
+    }
+
+    /// Signs the current head of the chain, unless the last checkpoint already covers it.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let last = self.store.audit_checkpoints().await?.last().map(|c| c.seq).unwrap_or(0);
+        // the head: the last entry after the last checkpoint
+        let mut head = None;
+        let mut after = last;
+        loop {
+            let page = self.store.audit_read(after, 10_000).await?;
+            match page.last() {
+                Some(e) => {
+                    after = e.seq;
+                    head = Some((e.seq, e.hash));
+                }
+                None => break,
+            }
+        }
+        let Some((seq, hash)) = head else { return Ok(None) };
+        let signed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339 formatting of a UTC time");
+        let signature = self
+            .signer
+            .sign(&audit::checkpoint_message(seq, &hash, &signed_at))
+            .map_err(|e| StoreError::Backend(format!("signing an audit checkpoint: {e}")))?;
+        let c = Checkpoint { seq, hash, signed_at, key_id: self.signer.key_id().to_string(), signature };
+        self.store.audit_add_checkpoint(&c).await?;
+        Ok(Some(c))
+    }
+}
+
+/// Verifies the whole stored trail against its checkpoints, trusting `public_key` (SPKI DER).
+/// The outer error is a storage failure; the inner one the first tampering found.
+pub async fn verify(store: &dyn Store, public_key: &[u8]) -> Result<std::result::Result<VerifyReport, Tamper>> {
+    let mut entries = Vec::new();
+    loop {
+        let after = entries.last().map(|e: &audit::StoredEntry| e.seq).unwrap_or(i64::MIN);
+        let page = store.audit_read(after, 10_000).await?;
+        if page.is_empty() {
+            break;
+        }
+        entries.extend(page);
+    }
+    let checkpoints = store.audit_checkpoints().await?;
+    let key_id = dancu_keys::key_id(public_key);
+    Ok(audit::verify(&entries, &checkpoints, |c| {
+        c.key_id == key_id
+            && dancu_keys::verify(public_key, &audit::checkpoint_message(c.seq, &c.hash, &c.signed_at), &c.signature)
+    }))
+}
+
+type Pending = (AuditEntry, oneshot::Sender<std::result::Result<i64, String>>);
+
+/// Group commit: callers hand in an entry and wait until it is durable; one task appends
+/// whatever has queued up in one transaction, and signs a checkpoint every `checkpoint_every`
+/// entries.
+#[derive(Clone)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl AuditWriter {
+    pub fn spawn(auditor: Auditor, checkpoint_every: i64) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Pending>(65_536);
+        tokio::spawn(async move {
+            let mut since_checkpoint = 0i64;
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 4096 {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+                let result = auditor.append(&entries).await;
+                let n = entries.len() as i64;
+                match result {
+                    Ok(last) => {
+                        for (i, (_, reply)) in batch.into_iter().enumerate() {
+                            let _ = reply.send(Ok(last - n + 1 + i as i64));
+                        }
+                        since_checkpoint += n;
+                        if since_checkpoint >= checkpoint_every {
+                            match auditor.checkpoint().await {
+                                Ok(_) => since_checkpoint = 0,
+                                Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, entries = n, "audit append failed");
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        AuditWriter { tx }
+    }
+
+    /// Records an entry; returns once it is stored (its sequence number), or the failure.
+    pub async fn record(&self, entry: AuditEntry) -> Result<i64> {
+        let (reply, done) = oneshot::channel();
+        self.tx.send((entry, reply)).await.map_err(|_| StoreError::Backend("the audit writer has stopped".into()))?;
+        done.await.map_err(|_| StoreError::Backend("the audit writer has stopped".into()))?.map_err(StoreError::Backend)
+    }
+}

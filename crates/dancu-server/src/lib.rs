@@ -6,16 +6,18 @@
 //! request path, query or body: they carry personal data. Logs and metrics name the matched
 //! route pattern only.
 
+pub mod audit;
 pub mod extract;
 pub mod metrics;
 pub mod persons;
 pub mod problem;
 pub mod reference;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -32,11 +34,13 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
+    /// Where audit entries go; `None` only when an operator turned auditing off (benchmarks).
+    pub audit: Option<dancu_store::audit::AuditWriter>,
 }
 
 impl AppState {
-    pub fn new(registry: Registry) -> Self {
-        AppState { registry, metrics: Arc::default(), started: Instant::now() }
+    pub fn new(registry: Registry, audit: Option<dancu_store::audit::AuditWriter>) -> Self {
+        AppState { registry, metrics: Arc::default(), started: Instant::now(), audit }
     }
 }
 
@@ -50,7 +54,7 @@ impl AppState {
     ),
     paths(
         persons::create, persons::search, persons::get, persons::get_by_legacy, persons::update,
-        persons::activate, persons::history,
+        persons::activate, persons::history, audit::access_log, audit::query,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,
@@ -58,6 +62,7 @@ impl AppState {
     tags(
         (name = "persons", description = "Người — the population records"),
         (name = "reference", description = "Danh mục — reference data"),
+        (name = "audit", description = "Nhật ký truy cập — the audit trail"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -79,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/persons/{ref}", get(persons::get).put(persons::update))
         .route("/api/v1/persons/{ref}/activate", axum::routing::post(persons::activate))
         .route("/api/v1/persons/{ref}/history", get(persons::history))
+        .route("/api/v1/persons/{ref}/access-log", get(audit::access_log))
+        .route("/api/v1/audit", get(audit::query))
         .route("/api/v1/reference/provinces", get(reference::provinces))
         .route("/api/v1/reference/communes", get(reference::communes))
         .route("/api/v1/reference/communes/{scheme}/{code}", get(reference::commune))
@@ -112,7 +119,25 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         .map(str::to_string)
         .unwrap_or_else(next_request_id);
+    let audited = audit::action_of(&method, &route).map(|action| {
+        let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        (action, req.headers().clone(), client)
+    });
     let mut res = next.run(req).await;
+    if let (Some((action, headers, client)), Some(writer)) = (audited, &st.audit) {
+        let target = res.extensions().get::<audit::AuditTarget>().map(|t| t.0.clone());
+        let e = audit::entry(action, &headers, target, &request_id, client, res.status().as_u16());
+        if let Err(err) = writer.record(e).await {
+            tracing::error!(error = %err, route, request_id, "audit trail unavailable: response withheld");
+            res = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit-unavailable",
+                "The audit trail cannot be written",
+                "the request was not answered because it could not be recorded; try again later",
+            )
+            .into_response();
+        }
+    }
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
@@ -227,5 +252,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::audit::AuditTarget;
 use crate::extract::{Actor, ApiJson, QueryPairs};
 use crate::problem::{ApiError, ApiResult, Problem};
 
@@ -84,7 +85,7 @@ fn bad_ref(value: &str, reason: String) -> ApiError {
 }
 
 /// A path reference: a 12-digit personal ID or a record key (UUID).
-fn parse_ref(s: &str) -> ApiResult<PersonRef> {
+pub(crate) fn parse_ref(s: &str) -> ApiResult<PersonRef> {
     if s.len() == 36 && s.contains('-') {
         return Uuid::parse_str(s).map(PersonRef::Key).map_err(|e| bad_ref(s, format!("not a record key: {e}")));
     }
@@ -96,6 +97,7 @@ fn with_etag(status: StatusCode, rec: &PersonRecord) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", rec.version)) {
         res.headers_mut().insert(header::ETAG, v);
     }
+    res.extensions_mut().insert(AuditTarget(rec.key.to_string()));
     res
 }
 
@@ -136,6 +138,7 @@ pub async fn get(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", rec.version)) {
         res.headers_mut().insert(header::ETAG, v);
     }
+    res.extensions_mut().insert(AuditTarget(rec.key.to_string()));
     Ok(res)
 }
 
@@ -230,9 +233,11 @@ pub async fn update(
         (status = 200, description = "versions, oldest first", body = Vec<PersonVersion>),
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn history(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult<Json<Vec<PersonVersion>>> {
+pub async fn history(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult<Response> {
     let key = key_of(&st, &r).await?;
-    Ok(Json(st.registry.history(key).await?))
+    let mut res = Json(st.registry.history(key).await?).into_response();
+    res.extensions_mut().insert(AuditTarget(key.to_string()));
+    Ok(res)
 }
 
 const SEARCH_PARAMS: &[&str] = &["name", "birth_year", "commune", "province", "status", "page", "per_page"];

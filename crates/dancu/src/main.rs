@@ -53,6 +53,8 @@ enum Command {
         provinces: Vec<String>,
         #[arg(long, env = "DANCU_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        audit: ServeAuditArgs,
     },
     /// Run the HTTP server (applies pending migrations first)
     Serve {
@@ -60,6 +62,8 @@ enum Command {
         db: DbArgs,
         #[arg(long, env = "DANCU_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        audit: ServeAuditArgs,
     },
     /// Apply pending database migrations
     Migrate {
@@ -125,6 +129,18 @@ enum AuditCommand {
         #[command(flatten)]
         key: AuditKeyArgs,
     },
+}
+
+#[derive(Args, Clone)]
+struct ServeAuditArgs {
+    #[command(flatten)]
+    key: AuditKeyArgs,
+    /// Sign a checkpoint of the audit trail after this many entries (and every minute)
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: i64,
+    /// Turn the audit trail off (for measuring its cost only: nothing is recorded)
+    #[arg(long, env = "DANCU_NO_AUDIT")]
+    no_audit: bool,
 }
 
 #[derive(Args, Clone)]
@@ -295,12 +311,46 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(store: Arc<dyn Store>, listen: SocketAddr, banner: impl FnOnce(SocketAddr)) -> Result<()> {
+async fn serve(
+    store: Arc<dyn Store>,
+    db: &DbArgs,
+    listen: SocketAddr,
+    audit: &ServeAuditArgs,
+    banner: impl FnOnce(SocketAddr),
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let auditor = if audit.no_audit {
+        tracing::warn!("the audit trail is OFF: reads and changes of personal data are not recorded");
+        None
+    } else {
+        let key_path = audit.key.path(db);
+        let signer = Arc::new(
+            dancu_keys::SoftwareKey::load_or_create(&key_path)
+                .with_context(|| format!("audit checkpoint key {}", key_path.display()))?,
+        );
+        tracing::info!(key_id = dancu_keys::Signer::key_id(signer.as_ref()), "audit trail on");
+        Some(dancu_store::audit::Auditor::new(store.clone(), signer))
+    };
+    let writer = auditor.clone().map(|a| dancu_store::audit::AuditWriter::spawn(a, audit.checkpoint_every.max(1)));
+    if let Some(a) = auditor.clone() {
+        // A checkpoint every minute keeps the unsigned tail short when traffic is light.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = a.checkpoint().await {
+                    tracing::error!(error = %e, "audit checkpoint failed");
+                }
+            }
+        });
+    }
     tracing::info!(%addr, backend = store.backend(), "serving");
     banner(addr);
-    dancu_server::serve(listener, AppState::new(Registry::new(store)), shutdown_signal()).await?;
+    dancu_server::serve(listener, AppState::new(Registry::new(store), writer), shutdown_signal()).await?;
+    if let Some(a) = auditor {
+        a.checkpoint().await.context("signing the final audit checkpoint")?;
+    }
     Ok(())
 }
 
@@ -334,7 +384,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Demo { db, people, seed: s, provinces, listen } => {
+        Command::Demo { db, people, seed: s, provinces, listen, audit } => {
             let store = open_store(&db).await?;
             let existing = store.count_persons().await?;
             if existing == 0 {
@@ -344,7 +394,7 @@ async fn main() -> Result<()> {
                 eprintln!("dancu demo: reusing {existing} people in {}", redact(&db.url()));
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
-            serve(store, listen, |addr| {
+            serve(store, &db, listen, &audit, |addr| {
                 say(String::new());
                 say(format!("  dancu đang chạy / dancu is running: http://{addr}/"));
                 say(format!("  API docs (Swagger UI):              http://{addr}/api/docs"));
@@ -358,9 +408,9 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Serve { db, listen } => {
+        Command::Serve { db, listen, audit } => {
             let store = open_store(&db).await?;
-            serve(store, listen, |addr| say(format!("dancu listening on http://{addr}/"))).await
+            serve(store, &db, listen, &audit, |addr| say(format!("dancu listening on http://{addr}/"))).await
         }
         Command::Migrate { db } => {
             let store = dancu_store::open(&db.url()).await.with_context(|| format!("opening {}", redact(&db.url())))?;

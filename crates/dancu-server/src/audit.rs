@@ -1,0 +1,190 @@
+//! Auditing of every request that touches a person's data, in one place: the middleware asks
+//! [`action_of`] whether a route is audited, handlers name the person concerned by putting an
+//! [`AuditTarget`] on their response, and the entry is stored (durably) before the response
+//! leaves. When the trail cannot be written, the response is withheld (503): no unaudited read.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use dancu_core::FieldError;
+use dancu_core::audit::{AuditEntry, StoredEntry, to_hex};
+use dancu_store::{AuditQuery, PersonRef};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::extract::QueryPairs;
+use crate::problem::{ApiError, ApiResult, Problem};
+
+/// The person a response concerned (record key), for the audit entry.
+#[derive(Clone)]
+pub struct AuditTarget(pub String);
+
+/// Header in which callers state the purpose or legal basis of an access.
+pub const PURPOSE_HEADER: &str = "x-dancu-purpose";
+
+/// The audited action of a route, or `None` for routes that touch no personal data.
+pub fn action_of(method: &Method, route: &str) -> Option<&'static str> {
+    Some(match (method.as_str(), route) {
+        ("POST", "/api/v1/persons") => "person.create",
+        ("GET", "/api/v1/persons") => "person.search",
+        ("GET", "/api/v1/persons/{ref}") | ("GET", "/api/v1/persons/by-legacy-id/{number}") => "person.read",
+        ("PUT", "/api/v1/persons/{ref}") => "person.update",
+        ("POST", "/api/v1/persons/{ref}/activate") => "person.activate",
+        ("GET", "/api/v1/persons/{ref}/history") => "person.history",
+        ("GET", "/api/v1/persons/{ref}/access-log") => "person.access_log",
+        ("GET", "/api/v1/audit") => "audit.query",
+        _ => return None,
+    })
+}
+
+/// The audit entry of a finished request. Until officer accounts exist, the officer is the
+/// `X-Dancu-Actor` header as given (`anonymous` without one) and role and unit are `unverified`.
+pub fn entry(
+    action: &str,
+    headers: &axum::http::HeaderMap,
+    target: Option<String>,
+    request_id: &str,
+    client: Option<String>,
+    status: u16,
+) -> AuditEntry {
+    let header = |name: &str, max: usize| {
+        headers
+            .get(name)
+            // UTF-8 allowed: purposes are written in Vietnamese.
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .map(|v| v.trim().chars().filter(|c| !c.is_control()).take(max).collect::<String>())
+            .filter(|v| !v.is_empty())
+    };
+    AuditEntry {
+        at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339 formatting of a UTC time"),
+        officer: header(crate::extract::ACTOR_HEADER, 100).unwrap_or_else(|| "anonymous".into()),
+        role: "unverified".into(),
+        unit: "unverified".into(),
+        action: action.into(),
+        target,
+        purpose: header(PURPOSE_HEADER, 500),
+        request_id: Some(request_id.into()),
+        client,
+        outcome: status.to_string(),
+    }
+}
+
+/// One audit entry as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// SHA-256 of this entry chained to the one before (hex).
+    pub hash: String,
+}
+
+impl From<StoredEntry> for AuditRecord {
+    fn from(e: StoredEntry) -> Self {
+        AuditRecord { seq: e.seq, hash: to_hex(&e.hash), entry: e.entry }
+    }
+}
+
+fn page(q: &QueryPairs) -> ApiResult<(u32, u32)> {
+    let per_page = q.int("per_page", 1..=500)?.unwrap_or(50) as u32;
+    let page = q.int("page", 1..=10_000)?.unwrap_or(1) as u32;
+    Ok(((page - 1) * per_page, per_page))
+}
+
+/// Who accessed or changed this person's data, newest first ("who looked at my data").
+#[utoipa::path(get, path = "/api/v1/persons/{ref}/access-log", tag = "audit",
+    params(("ref" = String, Path, description = "personal ID or record key"),
+           ("page" = Option<u32>, Query, description = "page number from 1"),
+           ("per_page" = Option<u32>, Query, description = "1-500, default 50")),
+    responses(
+        (status = 200, description = "audit entries about this person, newest first", body = Vec<AuditRecord>),
+        (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn access_log(
+    State(st): State<AppState>,
+    Path(r): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    q.check(&["page", "per_page"])?;
+    let (offset, limit) = page(&q)?;
+    let key = match crate::persons::parse_ref(&r)? {
+        PersonRef::Key(k) => k,
+        other => st.registry.get(&other).await?.key,
+    };
+    st.registry.get(&PersonRef::Key(key)).await?;
+    let entries = st
+        .registry
+        .store()
+        .audit_query(&AuditQuery { target: Some(key.to_string()), offset, limit, ..Default::default() })
+        .await?;
+    let mut res = Json(entries.into_iter().map(AuditRecord::from).collect::<Vec<_>>()).into_response();
+    res.extensions_mut().insert(AuditTarget(key.to_string()));
+    Ok(res)
+}
+
+/// The audit trail, filtered by officer, person and time; newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    params(("officer" = Option<String>, Query, description = "acting officer"),
+           ("person" = Option<String>, Query, description = "record key of the person concerned"),
+           ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
+           ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
+           ("page" = Option<u32>, Query, description = "page number from 1"),
+           ("per_page" = Option<u32>, Query, description = "1-500, default 50")),
+    responses(
+        (status = 200, description = "matching entries, newest first", body = Vec<AuditRecord>),
+        (status = 400, description = "invalid parameter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn query(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Json<Vec<AuditRecord>>> {
+    q.check(&["officer", "person", "from", "to", "page", "per_page"])?;
+    let (offset, limit) = page(&q)?;
+    let time = |name: &str| -> ApiResult<Option<String>> {
+        match q.get(name) {
+            None => Ok(None),
+            Some(v) => time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map(|t| {
+                    Some(
+                        t.to_offset(time::UtcOffset::UTC)
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .expect("RFC 3339"),
+                    )
+                })
+                .map_err(|_| {
+                    ApiError::field(
+                        StatusCode::BAD_REQUEST,
+                        "validation",
+                        "Invalid query parameter",
+                        FieldError::new(name, "invalid_time", "an RFC 3339 time, e.g. 2026-11-29T08:00:00Z")
+                            .with_value(v),
+                    )
+                }),
+        }
+    };
+    let person = match q.get("person") {
+        None => None,
+        Some(p) => Some(
+            uuid::Uuid::parse_str(p)
+                .map_err(|_| {
+                    ApiError::field(
+                        StatusCode::BAD_REQUEST,
+                        "validation",
+                        "Invalid query parameter",
+                        FieldError::new("person", "invalid_reference", "the record key (UUID) of a person")
+                            .with_value(p),
+                    )
+                })?
+                .to_string(),
+        ),
+    };
+    let q = AuditQuery {
+        officer: q.get("officer").map(str::to_string),
+        target: person,
+        from: time("from")?,
+        to: time("to")?,
+        offset,
+        limit,
+    };
+    Ok(Json(st.registry.store().audit_query(&q).await?.into_iter().map(AuditRecord::from).collect()))
+}

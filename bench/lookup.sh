@@ -17,6 +17,8 @@ THREADS="${THREADS:-1}"
 SEED="${SEED:-2021}"
 RUNS="${RUNS:-3}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
+# Audit trail on, off, or both ("off on": the cost of auditing, same data, same run)
+AUDIT_MODES="${AUDIT_MODES:-on}"
 PORT="${PORT:-18080}"
 OUT=bench/out
 mkdir -p "$OUT"
@@ -29,10 +31,18 @@ BIN=target/release/dancu
 results=()
 
 bench_backend() {
-  local name="$1" url="$2"
+  local backend="$1" url="$2"
+  for mode in $AUDIT_MODES; do
+    bench_one "$backend" "$url" "$mode"
+  done
+}
+
+bench_one() {
+  local name="$1-audit-$3" url="$2" flags=()
+  [ "$3" = off ] && flags=(--no-audit)
   echo "== $name: $url" >&2
   DANCU_LOG=warn "$BIN" sample-ids --db "$url" --count 100000 >"$OUT/ids-$name.txt"
-  DANCU_LOG=warn "$BIN" serve --db "$url" --listen "127.0.0.1:$PORT" >/dev/null &
+  DANCU_LOG=warn "$BIN" serve --db "$url" --data "$OUT/keys-$1" --listen "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
   local pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   # warm-up, then RUNS measured runs; the table reports the run with the median requests/s

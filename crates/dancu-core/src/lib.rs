@@ -8,6 +8,7 @@
 //! and no random source. Callers pass "today" and random numbers in.
 
 pub mod audit;
+pub mod auth;
 pub mod date;
 pub mod error;
 pub mod id;

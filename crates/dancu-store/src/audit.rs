@@ -100,8 +100,10 @@ impl AuditWriter {
                     }
                 }
                 let entries: Vec<AuditEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+                let started = std::time::Instant::now();
                 let result = auditor.append(&entries).await;
                 let n = entries.len() as i64;
+                tracing::trace!(entries = n, micros = started.elapsed().as_micros() as u64, "audit batch appended");
                 match result {
                     Ok(last) => {
                         for (i, (_, reply)) in batch.into_iter().enumerate() {

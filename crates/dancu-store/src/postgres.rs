@@ -206,6 +206,21 @@ impl PgStore {
     }
 }
 
+/// The `persons` row a reference names (the oldest, for a legacy number held twice).
+async fn row_by_ref(client: &deadpool_postgres::Client, columns: &str, by: &PersonRef) -> Result<Option<Row>> {
+    let (column, order) = match by {
+        PersonRef::Key(_) => ("key", ""),
+        PersonRef::PersonalId(_) => ("personal_id", ""),
+        PersonRef::LegacyId(_) => ("legacy_id", " ORDER BY created_at LIMIT 1"),
+    };
+    let stmt = client.prepare_cached(&format!("SELECT {columns} FROM persons WHERE {column} = $1{order}")).await?;
+    Ok(match by {
+        PersonRef::Key(k) => client.query_opt(&stmt, &[k]).await?,
+        PersonRef::PersonalId(id) => client.query_opt(&stmt, &[&id.as_str()]).await?,
+        PersonRef::LegacyId(l) => client.query_opt(&stmt, &[&l.as_str()]).await?,
+    })
+}
+
 async fn insert_new(
     tx: &deadpool_postgres::Transaction<'_>,
     key: Uuid,
@@ -333,52 +348,12 @@ impl Store for PgStore {
 
     async fn get_person(&self, by: &PersonRef) -> Result<Option<PersonRecord>> {
         let client = self.pool.get().await?;
-        let row = match by {
-            PersonRef::Key(k) => {
-                let stmt =
-                    client.prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM persons WHERE key = $1")).await?;
-                client.query_opt(&stmt, &[k]).await?
-            }
-            PersonRef::PersonalId(id) => {
-                let stmt = client
-                    .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM persons WHERE personal_id = $1"))
-                    .await?;
-                client.query_opt(&stmt, &[&id.as_str()]).await?
-            }
-            PersonRef::LegacyId(l) => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {RECORD_COLUMNS} FROM persons WHERE legacy_id = $1 ORDER BY created_at LIMIT 1"
-                    ))
-                    .await?;
-                client.query_opt(&stmt, &[&l.as_str()]).await?
-            }
-        };
-        row.as_ref().map(to_record).transpose()
+        row_by_ref(&client, RECORD_COLUMNS, by).await?.as_ref().map(to_record).transpose()
     }
 
     async fn get_person_raw(&self, by: &PersonRef) -> Result<Option<RawPersonRecord>> {
         let client = self.pool.get().await?;
-        const COLUMNS: &str = "key, version, created_at, updated_at, data::text";
-        let row = match by {
-            PersonRef::Key(k) => {
-                let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM persons WHERE key = $1")).await?;
-                client.query_opt(&stmt, &[k]).await?
-            }
-            PersonRef::PersonalId(id) => {
-                let stmt =
-                    client.prepare_cached(&format!("SELECT {COLUMNS} FROM persons WHERE personal_id = $1")).await?;
-                client.query_opt(&stmt, &[&id.as_str()]).await?
-            }
-            PersonRef::LegacyId(l) => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM persons WHERE legacy_id = $1 ORDER BY created_at LIMIT 1"
-                    ))
-                    .await?;
-                client.query_opt(&stmt, &[&l.as_str()]).await?
-            }
-        };
+        let row = row_by_ref(&client, "key, version, created_at, updated_at, data::text", by).await?;
         let Some(row) = row else { return Ok(None) };
         let data: String = row.get(4);
         Ok(Some(RawPersonRecord {

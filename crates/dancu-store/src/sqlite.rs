@@ -193,11 +193,29 @@ fn parse_person(s: &str) -> Result<Person> {
 
 const RECORD_COLUMNS: &str = "key, version, created_at, updated_at, data";
 
-fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, String, String, String)> {
+/// key, version, created_at, updated_at, data — as stored.
+type RecordRow = (String, i64, String, String, String);
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
-fn to_record((key, version, created, updated, data): (String, i64, String, String, String)) -> Result<PersonRecord> {
+/// The `persons` row a reference names (the oldest, for a legacy number held twice). Indexed
+/// point lookups: callers run them inline.
+fn row_by_ref(conn: &Connection, by: &PersonRef) -> Result<Option<RecordRow>> {
+    const BY_KEY: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE key = ?1";
+    const BY_ID: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE personal_id = ?1";
+    const BY_LEGACY: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE legacy_id = ?1
+                             ORDER BY created_at LIMIT 1";
+    let (sql, value) = match by {
+        PersonRef::Key(k) => (BY_KEY, k.to_string()),
+        PersonRef::PersonalId(id) => (BY_ID, id.to_string()),
+        PersonRef::LegacyId(l) => (BY_LEGACY, l.to_string()),
+    };
+    Ok(conn.prepare_cached(sql)?.query_row([value], record_from_row).optional()?)
+}
+
+fn to_record((key, version, created, updated, data): RecordRow) -> Result<PersonRecord> {
     Ok(PersonRecord {
         key: parse_key(&key)?,
         version,
@@ -395,43 +413,24 @@ impl Store for SqliteStore {
     }
 
     async fn get_person(&self, by: &PersonRef) -> Result<Option<PersonRecord>> {
-        let (column, value) = match by {
-            PersonRef::Key(k) => ("key", k.to_string()),
-            PersonRef::PersonalId(id) => ("personal_id", id.to_string()),
-            PersonRef::LegacyId(l) => ("legacy_id", l.to_string()),
-        };
-        self.read(move |conn| {
-            let sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE {column} = ?1 ORDER BY created_at LIMIT 1");
-            let row = conn.prepare_cached(&sql)?.query_row([value], record_from_row).optional()?;
-            row.map(to_record).transpose()
-        })
-        .await
+        self.read_now(|conn| row_by_ref(conn, by)?.map(to_record).transpose())
     }
 
     async fn get_person_raw(&self, by: &PersonRef) -> Result<Option<RawPersonRecord>> {
-        // Constant SQL (no formatting per call), timestamps passed through as stored.
-        const BY_KEY: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE key = ?1";
-        const BY_ID: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE personal_id = ?1";
-        const BY_LEGACY: &str = "SELECT key, version, created_at, updated_at, data FROM persons WHERE legacy_id = ?1
-                                 ORDER BY created_at LIMIT 1";
-        let (sql, value) = match by {
-            PersonRef::Key(k) => (BY_KEY, k.to_string()),
-            PersonRef::PersonalId(id) => (BY_ID, id.to_string()),
-            PersonRef::LegacyId(l) => (BY_LEGACY, l.to_string()),
-        };
-        self.read_now(move |conn| {
-            let row = conn.prepare_cached(sql)?.query_row([value], record_from_row).optional()?;
-            row.map(|(key, version, created_at, updated_at, data)| {
-                Ok(RawPersonRecord {
-                    key: parse_key(&key)?,
-                    version,
-                    created_at,
-                    updated_at,
-                    person: serde_json::value::RawValue::from_string(data)
-                        .map_err(|_| StoreError::Corrupt("a stored person record is not JSON".into()))?,
+        // Timestamps passed through as stored, the record as stored JSON.
+        self.read_now(|conn| {
+            row_by_ref(conn, by)?
+                .map(|(key, version, created_at, updated_at, data)| {
+                    Ok(RawPersonRecord {
+                        key: parse_key(&key)?,
+                        version,
+                        created_at,
+                        updated_at,
+                        person: serde_json::value::RawValue::from_string(data)
+                            .map_err(|_| StoreError::Corrupt("a stored person record is not JSON".into()))?,
+                    })
                 })
-            })
-            .transpose()
+                .transpose()
         })
     }
 

@@ -19,6 +19,30 @@ use crate::problem::{ApiError, ApiResult, Problem};
 #[derive(Clone)]
 pub struct AuditTarget(pub String);
 
+/// Marks a response whose audit entry was stored with the change itself (same transaction);
+/// the middleware then records nothing more.
+#[derive(Clone)]
+pub struct AuditRecorded;
+
+/// What the middleware knows of a request that handlers need for audit entries.
+#[derive(Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub client: Option<String>,
+}
+
+/// The audit entry of a change about to be made, to store with it (None when auditing is off).
+pub fn for_change(
+    st: &AppState,
+    action: &str,
+    headers: &axum::http::HeaderMap,
+    ctx: &RequestContext,
+    target: Option<String>,
+    status: StatusCode,
+) -> Option<AuditEntry> {
+    st.audit.as_ref().map(|_| entry(action, headers, target, &ctx.request_id, ctx.client.clone(), status.as_u16()))
+}
+
 /// Header in which callers state the purpose or legal basis of an access.
 pub const PURPOSE_HEADER: &str = "x-dancu-purpose";
 

@@ -107,7 +107,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Request id, security headers, metrics and a log line without personal data.
-async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let route =
@@ -119,12 +119,12 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         .map(str::to_string)
         .unwrap_or_else(next_request_id);
-    let audited = audit::action_of(&method, &route).map(|action| {
-        let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        (action, req.headers().clone(), client)
-    });
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let audited = audit::action_of(&method, &route).map(|action| (action, req.headers().clone(), client.clone()));
+    req.extensions_mut().insert(audit::RequestContext { request_id: request_id.clone(), client });
     let mut res = next.run(req).await;
-    if let (Some((action, headers, client)), Some(writer)) = (audited, &st.audit) {
+    let already = res.extensions().get::<audit::AuditRecorded>().is_some();
+    if let (Some((action, headers, client)), Some(writer), false) = (audited, &st.audit, already) {
         let target = res.extensions().get::<audit::AuditTarget>().map(|t| t.0.clone());
         let e = audit::entry(action, &headers, target, &request_id, client, res.status().as_u16());
         if let Err(err) = writer.record(e).await {

@@ -1,7 +1,7 @@
 //! Person endpoints: thin handlers (parse → call the registry → render).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dancu_core::reference::Scheme;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::audit::AuditTarget;
+use crate::audit::{self, AuditRecorded, AuditTarget, RequestContext};
 use crate::extract::{Actor, ApiJson, QueryPairs};
 use crate::problem::{ApiError, ApiResult, Problem};
 
@@ -112,12 +112,16 @@ fn with_etag(status: StatusCode, rec: &PersonRecord) -> Response {
     ))]
 pub async fn create(
     State(st): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
     Actor(actor): Actor,
     ApiJson(body): ApiJson<CreatePerson>,
 ) -> ApiResult<Response> {
-    let meta = ChangeMeta { actor, reason: body.reason, legal_basis: body.legal_basis };
+    let mut meta = ChangeMeta::new(actor, body.reason, body.legal_basis);
+    meta.audit = audit::for_change(&st, "person.create", &headers, &ctx, None, StatusCode::CREATED);
     let rec = st.registry.create(body.person, &meta).await.map_err(in_body)?;
     let mut res = with_etag(StatusCode::CREATED, &rec);
+    res.extensions_mut().insert(AuditRecorded);
     if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/persons/{}", rec.key)) {
         res.headers_mut().insert(header::LOCATION, v);
     }
@@ -182,14 +186,19 @@ async fn key_of(st: &AppState, r: &str) -> ApiResult<Uuid> {
     ))]
 pub async fn activate(
     State(st): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
     Path(r): Path<String>,
     Actor(actor): Actor,
     ApiJson(body): ApiJson<ActivatePerson>,
 ) -> ApiResult<Response> {
     let key = key_of(&st, &r).await?;
-    let meta = ChangeMeta { actor, reason: body.reason, legal_basis: body.legal_basis };
+    let mut meta = ChangeMeta::new(actor, body.reason, body.legal_basis);
+    meta.audit = audit::for_change(&st, "person.activate", &headers, &ctx, Some(key.to_string()), StatusCode::OK);
     let rec = st.registry.activate(key, body.version, &meta).await?;
-    Ok(with_etag(StatusCode::OK, &rec))
+    let mut res = with_etag(StatusCode::OK, &rec);
+    res.extensions_mut().insert(AuditRecorded);
+    Ok(res)
 }
 
 /// Replace a person's recorded items (a new version); the version read must be current.
@@ -204,12 +213,15 @@ pub async fn activate(
     ))]
 pub async fn update(
     State(st): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
     Path(r): Path<String>,
     Actor(actor): Actor,
     ApiJson(body): ApiJson<UpdatePerson>,
 ) -> ApiResult<Response> {
     let key = key_of(&st, &r).await?;
-    let meta = ChangeMeta { actor, reason: body.reason, legal_basis: body.legal_basis };
+    let mut meta = ChangeMeta::new(actor, body.reason, body.legal_basis);
+    meta.audit = audit::for_change(&st, "person.update", &headers, &ctx, Some(key.to_string()), StatusCode::OK);
     let status = match (body.status, body.status_date) {
         (Some(s), d) => Some((s, d)),
         (None, Some(_)) => {
@@ -223,7 +235,9 @@ pub async fn update(
         (None, None) => None,
     };
     let rec = st.registry.update(key, body.version, body.person, status, &meta).await.map_err(in_body)?;
-    Ok(with_etag(StatusCode::OK, &rec))
+    let mut res = with_etag(StatusCode::OK, &rec);
+    res.extensions_mut().insert(AuditRecorded);
+    Ok(res)
 }
 
 /// Every version of a person's record, oldest first, with who, when, why and legal basis.

@@ -17,7 +17,7 @@ macro_rules! conformance_tests {
             stale_versions_conflict, history_keeps_every_version, issued_ids_are_never_reused,
             concurrent_activations_never_collide, one_person_is_activated_once, search_filters_and_pages,
             lookup_by_legacy_id, failed_batches_leave_nothing, invalid_changes_leave_nothing,
-            bulk_load_assigns_distinct_ids);
+            bulk_load_assigns_distinct_ids, changes_and_their_audit_entries_land_together);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -32,9 +32,7 @@ macro_rules! conformance_tests {
 }
 
 fn meta(reason: &str) -> ChangeMeta {
-    ChangeMeta {
-        actor: "officer-test".into(), reason: reason.into(), legal_basis: Some("Luật Căn cước 2023".into())
-    }
+    ChangeMeta::new("officer-test", reason, Some("Luật Căn cước 2023".into()))
 }
 
 /// A valid record; `i` varies the given name and birth year.
@@ -287,7 +285,7 @@ pub async fn invalid_changes_leave_nothing(store: Arc<dyn Store>) {
     bad.ethnicity = "99".into();
     assert!(matches!(reg.update(rec.key, 1, bad.clone(), None, &meta("x")).await, Err(RegistryError::Invalid(_))));
     assert!(matches!(reg.create(bad, &meta("x")).await, Err(RegistryError::Invalid(_))));
-    let no_reason = ChangeMeta { actor: "o".into(), reason: " ".into(), legal_basis: None };
+    let no_reason = ChangeMeta::new("o", " ", None);
     assert!(matches!(reg.update(rec.key, 1, sample(11), None, &no_reason).await, Err(RegistryError::Invalid(_))));
     // an activated person's sex cannot be changed by an ordinary update
     let act = reg.activate(rec.key, None, &meta("cấp số")).await.unwrap();
@@ -317,6 +315,33 @@ pub async fn bulk_load_assigns_distinct_ids(store: Arc<dyn Store>) {
         id.check_matches(rec.person.record.sex, rec.person.record.birth_date.year()).unwrap();
         assert_eq!(rec.person.status, PersonStatus::Active);
     }
+}
+
+pub async fn changes_and_their_audit_entries_land_together(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let audited = |action: &str, target: Option<String>| {
+        let mut m = meta("thu thập");
+        m.audit = Some(dancu_core::audit::AuditEntry { action: action.into(), target, ..audit_entry(1) });
+        m
+    };
+    let rec = reg.create(sample(1), &audited("person.create", None)).await.unwrap();
+    let log = store.audit_read(0, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].entry.target.as_deref(), Some(rec.key.to_string().as_str()), "a create names the new record");
+    let key = Some(rec.key.to_string());
+    let rec = reg.activate(rec.key, None, &audited("person.activate", key.clone())).await.unwrap();
+    assert_eq!(store.audit_read(0, 10).await.unwrap().len(), 2);
+    // a refused change writes neither the change nor its entry
+    let stale = reg.update(rec.key, 1, sample(1), None, &audited("person.update", key.clone())).await;
+    assert!(matches!(stale, Err(RegistryError::Conflict { .. })));
+    let err = store.update_person(rec.key, 1, &rec.person, ChangeKind::Update, &audited("person.update", key)).await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })));
+    let log = store.audit_read(0, 10).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.entry.action.as_str()).collect::<Vec<_>>(),
+        vec!["person.create", "person.activate"]
+    );
+    assert_eq!(reg.history(rec.key).await.unwrap().len(), 2);
 }
 
 /// The SQL dialect of a raw connection handed to the tamper tests.

@@ -31,6 +31,17 @@ pub struct ChangeMeta {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legal_basis: Option<String>,
+    /// The audit entry of the request making the change: stored in the same transaction as the
+    /// change, so that no change is ever stored without its entry. (For a new person whose
+    /// entry names no target yet, the store names the new record.) Not part of the history.
+    #[serde(skip)]
+    pub audit: Option<AuditEntry>,
+}
+
+impl ChangeMeta {
+    pub fn new(actor: impl Into<String>, reason: impl Into<String>, legal_basis: Option<String>) -> Self {
+        ChangeMeta { actor: actor.into(), reason: reason.into(), legal_basis, audit: None }
+    }
 }
 
 /// What kind of change made a version.

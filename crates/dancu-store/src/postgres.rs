@@ -206,6 +206,50 @@ impl PgStore {
     }
 }
 
+/// Appends entries to the chain inside the caller's transaction; returns the last seq.
+async fn append_audit(tx: &deadpool_postgres::Transaction<'_>, entries: &[AuditEntry]) -> Result<i64> {
+    // One appender at a time across every server sharing the database: the chain is a sequence.
+    tx.execute("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
+    let head = tx.query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[]).await?;
+    let (last, prev) = match head {
+        Some(r) => (r.get::<_, i64>(0), to_hash(r.get::<_, &[u8]>(1))?),
+        None => (0, audit::GENESIS),
+    };
+    let chained = audit::chain(prev, last + 1, entries);
+    let n = chained.len();
+    let mut seq = Vec::with_capacity(n);
+    let (mut at, mut officer, mut role, mut unit, mut action, mut outcome): (Vec<&str>, _, _, _, _, _) =
+        (Vec::with_capacity(n), vec![], vec![], vec![], vec![], vec![]);
+    let (mut target, mut purpose, mut request, mut client): (Vec<Option<&str>>, _, _, _) =
+        (vec![], vec![], vec![], vec![]);
+    let (mut prev, mut hash): (Vec<&[u8]>, Vec<&[u8]>) = (vec![], vec![]);
+    for c in &chained {
+        let e = &c.entry;
+        seq.push(c.seq);
+        at.push(e.at.as_str());
+        officer.push(e.officer.as_str());
+        role.push(e.role.as_str());
+        unit.push(e.unit.as_str());
+        action.push(e.action.as_str());
+        target.push(e.target.as_deref());
+        purpose.push(e.purpose.as_deref());
+        request.push(e.request_id.as_deref());
+        client.push(e.client.as_deref());
+        outcome.push(e.outcome.as_str());
+        prev.push(&c.prev_hash[..]);
+        hash.push(&c.hash[..]);
+    }
+    tx.execute(
+        "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client, outcome,
+                                prev_hash, hash)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                              $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::bytea[])",
+        &[&seq, &at, &officer, &role, &unit, &action, &target, &purpose, &request, &client, &outcome, &prev, &hash],
+    )
+    .await?;
+    Ok(last + chained.len() as i64)
+}
+
 /// The `persons` row a reference names (the oldest, for a legacy number held twice).
 async fn row_by_ref(client: &deadpool_postgres::Client, columns: &str, by: &PersonRef) -> Result<Option<Row>> {
     let (column, order) = match by {
@@ -337,6 +381,10 @@ impl Store for PgStore {
         let key = Uuid::new_v4();
         let at = now();
         insert_new(&tx, key, person, meta, at).await?;
+        if let Some(mut entry) = meta.audit.clone() {
+            entry.target.get_or_insert_with(|| key.to_string());
+            append_audit(&tx, &[entry]).await?;
+        }
         if let Some(id) = person.personal_id
             && !reserve_id(&tx, id, key, at).await?
         {
@@ -420,6 +468,9 @@ impl Store for PgStore {
             _ => e.into(),
         })?;
         insert_version(&tx, key, new_version, kind, meta, at, person).await?;
+        if let Some(entry) = &meta.audit {
+            append_audit(&tx, std::slice::from_ref(entry)).await?;
+        }
         tx.commit().await?;
         Ok(PersonRecord { key, version: new_version, created_at, updated_at: at, person: person.clone() })
     }
@@ -442,7 +493,7 @@ impl Store for PgStore {
                 change: ChangeKind::from_code(&change)
                     .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
                 recorded_at: row.get(5),
-                meta: ChangeMeta { actor: row.get(2), reason: row.get(3), legal_basis: row.get(4) },
+                meta: ChangeMeta::new(row.get::<_, String>(2), row.get::<_, String>(3), row.get(4)),
                 person,
             });
         }
@@ -563,46 +614,9 @@ impl Store for PgStore {
     async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // One appender at a time across every server sharing the database: the chain is a sequence.
-        tx.execute("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
-        let head = tx.query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[]).await?;
-        let (last, prev) = match head {
-            Some(r) => (r.get::<_, i64>(0), to_hash(r.get::<_, &[u8]>(1))?),
-            None => (0, audit::GENESIS),
-        };
-        let chained = audit::chain(prev, last + 1, entries);
-        let mut cols: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-        let mut opt: (Vec<Option<&str>>, Vec<Option<&str>>, Vec<Option<&str>>, Vec<Option<&str>>) = Default::default();
-        let mut tail: (Vec<&str>, Vec<&[u8]>, Vec<&[u8]>) = Default::default();
-        for c in &chained {
-            let e = &c.entry;
-            cols.0.push(c.seq);
-            cols.1.push(&e.at);
-            cols.2.push(&e.officer);
-            cols.3.push(&e.role);
-            cols.4.push(&e.unit);
-            cols.5.push(&e.action);
-            opt.0.push(e.target.as_deref());
-            opt.1.push(e.purpose.as_deref());
-            opt.2.push(e.request_id.as_deref());
-            opt.3.push(e.client.as_deref());
-            tail.0.push(&e.outcome);
-            tail.1.push(&c.prev_hash[..]);
-            tail.2.push(&c.hash[..]);
-        }
-        tx.execute(
-            "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client, outcome,
-                                    prev_hash, hash)
-             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                                  $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::bytea[])",
-            &[
-                &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &opt.0, &opt.1, &opt.2, &opt.3, &tail.0, &tail.1,
-                &tail.2,
-            ],
-        )
-        .await?;
+        let last = append_audit(&tx, entries).await?;
         tx.commit().await?;
-        Ok(last + chained.len() as i64)
+        Ok(last)
     }
 
     async fn audit_read(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEntry>> {

@@ -94,6 +94,7 @@ fn check_meta(meta: &ChangeMeta) -> std::result::Result<ChangeMeta, ValidationEr
         actor: clean(&meta.actor),
         reason: clean(&meta.reason),
         legal_basis: meta.legal_basis.as_deref().map(clean).filter(|s| !s.is_empty()),
+        audit: meta.audit.clone(),
     };
     if m.actor.is_empty() || m.actor.chars().count() > 100 {
         e.push(FieldError::new("actor", "required", "who makes the change must be named (at most 100 characters)"));

@@ -163,6 +163,44 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEntry>> {
     Ok((|| Ok(StoredEntry { seq, entry, prev_hash: to_hash(&prev)?, hash: to_hash(&hash)? }))())
 }
 
+/// Appends entries to the chain inside the caller's (write) transaction; returns the last seq.
+fn append_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Result<i64> {
+    let head: Option<(i64, Vec<u8>)> = tx
+        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (last, prev) = match head {
+        Some((seq, h)) => (seq, to_hash(&h)?),
+        None => (0, audit::GENESIS),
+    };
+    let chained = audit::chain(prev, last + 1, entries);
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client,
+                                    outcome, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for c in &chained {
+            let e = &c.entry;
+            stmt.execute(params![
+                c.seq,
+                e.at,
+                e.officer,
+                e.role,
+                e.unit,
+                e.action,
+                e.target,
+                e.purpose,
+                e.request_id,
+                e.client,
+                e.outcome,
+                &c.prev_hash[..],
+                &c.hash[..]
+            ])?;
+        }
+    }
+    Ok(last + chained.len() as i64)
+}
+
 /// A read-only connection; reads map the file into memory (no read() call per page).
 fn open_reader(path: &Path) -> Result<Connection> {
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -397,6 +435,10 @@ impl Store for SqliteStore {
             let at = now();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_new(&tx, &key.to_string(), &person, &meta, ChangeKind::Create, &ts(at))?;
+            if let Some(mut entry) = meta.audit.clone() {
+                entry.target.get_or_insert_with(|| key.to_string());
+                append_audit(&tx, &[entry])?;
+            }
             if let Some(id) = person.personal_id {
                 let n = tx.execute(
                     "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -491,6 +533,9 @@ impl Store for SqliteStore {
                 _ => e.into(),
             })?;
             insert_version(&tx, &k, new_version, kind, &meta, &ts(at), &data)?;
+            if let Some(entry) = &meta.audit {
+                append_audit(&tx, std::slice::from_ref(entry))?;
+            }
             tx.commit()?;
             Ok(PersonRecord { key, version: new_version, created_at: parse_ts(&created)?, updated_at: at, person })
         })
@@ -522,7 +567,7 @@ impl Store for SqliteStore {
                     change: ChangeKind::from_code(&change)
                         .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
                     recorded_at: parse_ts(&at)?,
-                    meta: ChangeMeta { actor, reason, legal_basis },
+                    meta: ChangeMeta::new(actor, reason, legal_basis),
                     person: parse_person(&data)?,
                 });
             }
@@ -614,43 +659,9 @@ impl Store for SqliteStore {
         let entries = entries.to_vec();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let head: Option<(i64, Vec<u8>)> = tx
-                .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            let (last, prev) = match head {
-                Some((seq, h)) => (seq, to_hash(&h)?),
-                None => (0, audit::GENESIS),
-            };
-            let chained = audit::chain(prev, last + 1, &entries);
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client,
-                                            outcome, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )?;
-                for c in &chained {
-                    let e = &c.entry;
-                    stmt.execute(params![
-                        c.seq,
-                        e.at,
-                        e.officer,
-                        e.role,
-                        e.unit,
-                        e.action,
-                        e.target,
-                        e.purpose,
-                        e.request_id,
-                        e.client,
-                        e.outcome,
-                        &c.prev_hash[..],
-                        &c.hash[..]
-                    ])?;
-                }
-            }
+            let last = append_audit(&tx, &entries)?;
             tx.commit()?;
-            Ok(last + chained.len() as i64)
+            Ok(last)
         })
         .await
     }

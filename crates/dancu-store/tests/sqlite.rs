@@ -23,7 +23,7 @@ async fn data_survives_reopening_the_file() {
     let store = SqliteStore::open(&path).unwrap();
     store.migrate().await.unwrap();
     let reg = dancu_store::registry::Registry::new(Arc::new(store));
-    let meta = dancu_store::ChangeMeta { actor: "o".into(), reason: "r".into(), legal_basis: None };
+    let meta = dancu_store::ChangeMeta::new("o", "r", None);
     let rec = reg.create(dancu_store::conformance::sample(1), &meta).await.unwrap();
     let rec = reg.activate(rec.key, None, &meta).await.unwrap();
     drop(reg);

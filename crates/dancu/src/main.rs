@@ -247,11 +247,7 @@ fn synth_config(seed: u64, provinces: Vec<String>) -> Config {
 async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<String>) -> Result<()> {
     let registry = Registry::new(store);
     let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
-    let meta = ChangeMeta {
-        actor: "dancu-seed".into(),
-        reason: "Dữ liệu dân cư tổng hợp (synthetic population)".into(),
-        legal_basis: None,
-    };
+    let meta = ChangeMeta::new("dancu-seed", "Dữ liệu dân cư tổng hợp (synthetic population)", None);
     let pb = progress(people, "seeding");
     let started = Instant::now();
     let mut active = Vec::with_capacity(5000);

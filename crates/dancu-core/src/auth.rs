@@ -307,3 +307,111 @@ mod tests {
         assert!(!Role::Collector.requires_mfa());
     }
 }
+
+// ---- officers ------------------------------------------------------------------------------
+
+/// The police unit an officer belongs to: its level and its code (`C06` for the ministry, a
+/// province or commune code of the 2025 list, or a legacy district/commune code, `legacy:`-prefixed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Unit {
+    pub level: UnitLevel,
+    pub code: String,
+}
+
+impl Unit {
+    /// Parses `ministry`, `province:01`, `commune:00004`, `district:001` (legacy) or
+    /// `commune:legacy:00001`; checks the code against the reference lists.
+    pub fn parse(s: &str) -> Result<Unit, String> {
+        use crate::reference::{self, Scheme};
+        let (level, code) = s.split_once(':').unwrap_or((s, ""));
+        let unit = match level {
+            "ministry" => Unit { level: UnitLevel::Ministry, code: "C06".into() },
+            "province" if reference::province(Scheme::Y2025, code).is_some() => {
+                Unit { level: UnitLevel::Province, code: code.into() }
+            }
+            "district" if reference::districts().iter().any(|d| d.code == code) => {
+                Unit { level: UnitLevel::District, code: format!("legacy:{code}") }
+            }
+            "commune" => match code.strip_prefix("legacy:") {
+                Some(c) if reference::commune(Scheme::Legacy, c).is_some() => {
+                    Unit { level: UnitLevel::Commune, code: code.into() }
+                }
+                None if reference::commune(Scheme::Y2025, code).is_some() => {
+                    Unit { level: UnitLevel::Commune, code: code.into() }
+                }
+                _ => return Err(format!("{code:?} is not a commune code (2025 list, or legacy:CODE)")),
+            },
+            "province" | "district" => return Err(format!("{code:?} is not a {level} code")),
+            _ => return Err(format!("{s:?}: the unit is ministry, province:CODE, district:CODE or commune:CODE")),
+        };
+        Ok(unit)
+    }
+
+    pub fn code_str(&self) -> String {
+        let level = match self.level {
+            UnitLevel::Ministry => return "ministry".into(),
+            UnitLevel::Province => "province",
+            UnitLevel::District => "district",
+            UnitLevel::Commune => "commune",
+        };
+        let code = if self.level == UnitLevel::District { self.code.trim_start_matches("legacy:") } else { &self.code };
+        format!("{level}:{code}")
+    }
+}
+
+/// An officer account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Officer {
+    /// Login name: 3-64 of a-z, 0-9, `.`, `_`, `-`.
+    pub username: String,
+    pub display_name: String,
+    pub unit: Unit,
+    pub roles: Vec<Role>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// TOTP secret (base32), once enrolled.
+    pub totp_secret: Option<String>,
+    pub totp_last_step: Option<i64>,
+    pub failed_logins: u32,
+    /// RFC 3339 UTC.
+    pub locked_until: Option<String>,
+    pub active: bool,
+}
+
+pub fn username_problem(u: &str) -> Option<&'static str> {
+    if !(3..=64).contains(&u.len()) {
+        Some("3 to 64 characters")
+    } else if !u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')) {
+        Some("only a-z, 0-9, '.', '_' and '-'")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod officer_tests {
+    use super::*;
+
+    #[test]
+    fn units_parse_against_the_reference_lists() {
+        assert_eq!(Unit::parse("ministry").unwrap().code, "C06");
+        assert_eq!(Unit::parse("province:01").unwrap(), Unit { level: UnitLevel::Province, code: "01".into() });
+        assert!(Unit::parse("province:02").is_err(), "Hà Giang is not a 2025 province");
+        assert_eq!(Unit::parse("commune:00004").unwrap().level, UnitLevel::Commune);
+        assert_eq!(Unit::parse("commune:legacy:00001").unwrap().code, "legacy:00001");
+        assert_eq!(Unit::parse("district:001").unwrap().code, "legacy:001");
+        assert!(Unit::parse("commune:99999").is_err());
+        assert!(Unit::parse("village:1").is_err());
+        for s in ["ministry", "province:01", "district:001", "commune:00004", "commune:legacy:00001"] {
+            assert_eq!(Unit::parse(s).unwrap().code_str(), s);
+        }
+    }
+
+    #[test]
+    fn usernames() {
+        assert_eq!(username_problem("ca.hoankiem-01"), None);
+        assert!(username_problem("ab").is_some());
+        assert!(username_problem("Admin").is_some());
+        assert!(username_problem("an toàn").is_some());
+    }
+}

@@ -17,7 +17,8 @@ macro_rules! conformance_tests {
             stale_versions_conflict, history_keeps_every_version, issued_ids_are_never_reused,
             concurrent_activations_never_collide, one_person_is_activated_once, search_filters_and_pages,
             lookup_by_legacy_id, failed_batches_leave_nothing, invalid_changes_leave_nothing,
-            bulk_load_assigns_distinct_ids, changes_and_their_audit_entries_land_together);
+            bulk_load_assigns_distinct_ids, changes_and_their_audit_entries_land_together,
+            officers_are_stored_once);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -342,6 +343,30 @@ pub async fn changes_and_their_audit_entries_land_together(store: Arc<dyn Store>
         vec!["person.create", "person.activate"]
     );
     assert_eq!(reg.history(rec.key).await.unwrap().len(), 2);
+}
+
+pub async fn officers_are_stored_once(store: Arc<dyn Store>) {
+    use dancu_core::auth::{Officer, Role, Unit};
+    let officer = Officer {
+        username: "ca.hoankiem.01".into(),
+        display_name: "Trần Văn Bình".into(),
+        unit: Unit::parse("commune:00070").unwrap(),
+        roles: vec![Role::Collector, Role::Verifier],
+        password_hash: dancu_core::auth::hash_password("mật khẩu thật dài", &[3u8; 16]),
+        totp_secret: None,
+        totp_last_step: None,
+        failed_logins: 0,
+        locked_until: None,
+        active: true,
+    };
+    store.officer_insert(&officer).await.unwrap();
+    let back = store.officer_get("ca.hoankiem.01").await.unwrap().unwrap();
+    assert_eq!(back, officer);
+    assert!(dancu_core::auth::verify_password("mật khẩu thật dài", &back.password_hash));
+    let again = Officer { display_name: "someone else".into(), ..officer };
+    assert!(matches!(store.officer_insert(&again).await, Err(StoreError::Duplicate(_))));
+    assert_eq!(store.officer_get("ca.hoankiem.01").await.unwrap().unwrap().display_name, "Trần Văn Bình");
+    assert!(store.officer_get("nobody").await.unwrap().is_none());
 }
 
 /// The SQL dialect of a raw connection handed to the tamper tests.

@@ -17,6 +17,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use dancu_core::audit::{AuditEntry, Checkpoint, StoredEntry};
+use dancu_core::auth::Officer;
 use dancu_core::person::SearchFacts;
 use dancu_core::{LegacyIdNumber, Person, PersonStatus, PersonalId};
 use serde::Serialize;
@@ -168,6 +169,8 @@ pub enum StoreError {
     IdTaken(PersonalId),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     BadUrl(String),
+    #[error("{0} already exists")]
+    Duplicate(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -233,6 +236,11 @@ pub trait Store: Send + Sync {
     /// Every checkpoint, in order.
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>>;
 
+    /// Stores a new officer account; [`StoreError::Duplicate`] when the username is taken.
+    async fn officer_insert(&self, officer: &Officer) -> Result<()>;
+
+    async fn officer_get(&self, username: &str) -> Result<Option<Officer>>;
+
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
 
@@ -282,6 +290,22 @@ pub(crate) fn batch_id(i: usize, p: &Person) -> Result<Option<PersonalId>> {
         (_, None) => Err(StoreError::Backend(format!("batch person {i} is {} without a personal ID", p.status.code()))),
         (_, Some(id)) => Ok(Some(id)),
     }
+}
+
+/// Officer roles as stored: comma-separated codes.
+pub(crate) fn roles_to_text(roles: &[dancu_core::auth::Role]) -> String {
+    roles.iter().map(|r| r.code()).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn roles_from_text(s: &str) -> Result<Vec<dancu_core::auth::Role>> {
+    s.split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| dancu_core::auth::Role::from_code(r).ok_or_else(|| StoreError::Corrupt(format!("role {r:?}"))))
+        .collect()
+}
+
+pub(crate) fn unit_from_text(s: &str) -> Result<dancu_core::auth::Unit> {
+    dancu_core::auth::Unit::parse(s).map_err(StoreError::Corrupt)
 }
 
 pub(crate) fn now() -> OffsetDateTime {

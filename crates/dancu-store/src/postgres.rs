@@ -15,6 +15,7 @@ use crate::{
     StoreError, now,
 };
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
+use dancu_core::auth::Officer;
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
@@ -99,6 +100,25 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_append_only();
 CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
     FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+"#,
+    ),
+    (
+        3,
+        "officers",
+        r#"
+CREATE TABLE officers (
+    username       text PRIMARY KEY,
+    display_name   text NOT NULL,
+    unit           text NOT NULL,
+    roles          text NOT NULL,
+    password_hash  text NOT NULL,
+    totp_secret    text,
+    totp_last_step bigint,
+    failed_logins  integer NOT NULL DEFAULT 0,
+    locked_until   text,
+    active         boolean NOT NULL,
+    created_at     timestamptz NOT NULL
+);
 "#,
     ),
 ];
@@ -674,6 +694,58 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn officer_insert(&self, o: &Officer) -> Result<()> {
+        let client = self.pool.get().await?;
+        let failed = o.failed_logins as i32;
+        let n = client
+            .execute(
+                "INSERT INTO officers (username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
+                                       failed_logins, locked_until, active, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (username) DO NOTHING",
+                &[
+                    &o.username,
+                    &o.display_name,
+                    &o.unit.code_str(),
+                    &crate::roles_to_text(&o.roles),
+                    &o.password_hash,
+                    &o.totp_secret,
+                    &o.totp_last_step,
+                    &failed,
+                    &o.locked_until,
+                    &o.active,
+                    &now(),
+                ],
+            )
+            .await?;
+        if n == 0 { Err(StoreError::Duplicate(format!("officer {:?}", o.username))) } else { Ok(()) }
+    }
+
+    async fn officer_get(&self, username: &str) -> Result<Option<Officer>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
+                        failed_logins, locked_until, active FROM officers WHERE username = $1",
+                &[&username],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(Officer {
+                username: r.get(0),
+                display_name: r.get(1),
+                unit: crate::unit_from_text(r.get(2))?,
+                roles: crate::roles_from_text(r.get(3))?,
+                password_hash: r.get(4),
+                totp_secret: r.get(5),
+                totp_last_step: r.get(6),
+                failed_logins: r.get::<_, i32>(7) as u32,
+                locked_until: r.get(8),
+                active: r.get(9),
+            })
+        })
+        .transpose()
     }
 
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {

@@ -15,6 +15,7 @@ use crate::{
     StoreError, now,
 };
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
+use dancu_core::auth::Officer;
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
@@ -101,6 +102,25 @@ CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
     BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
 CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
     BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+"#,
+    ),
+    (
+        3,
+        "officers",
+        r#"
+CREATE TABLE officers (
+    username       TEXT PRIMARY KEY,
+    display_name   TEXT NOT NULL,
+    unit           TEXT NOT NULL,
+    roles          TEXT NOT NULL,
+    password_hash  TEXT NOT NULL,
+    totp_secret    TEXT,
+    totp_last_step INTEGER,
+    failed_logins  INTEGER NOT NULL DEFAULT 0,
+    locked_until   TEXT,
+    active         INTEGER NOT NULL,
+    created_at     TEXT NOT NULL
+) STRICT;
 "#,
     ),
 ];
@@ -724,6 +744,87 @@ impl Store for SqliteStore {
                 out.push(Checkpoint { seq, hash: to_hash(&hash)?, signed_at, key_id, signature });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn officer_insert(&self, o: &Officer) -> Result<()> {
+        let o = o.clone();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "INSERT INTO officers (username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
+                                       failed_logins, locked_until, active, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (username) DO NOTHING",
+                params![
+                    o.username,
+                    o.display_name,
+                    o.unit.code_str(),
+                    crate::roles_to_text(&o.roles),
+                    o.password_hash,
+                    o.totp_secret,
+                    o.totp_last_step,
+                    o.failed_logins,
+                    o.locked_until,
+                    o.active,
+                    ts(now())
+                ],
+            )?;
+            if n == 0 { Err(StoreError::Duplicate(format!("officer {:?}", o.username))) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn officer_get(&self, username: &str) -> Result<Option<Officer>> {
+        let username = username.to_string();
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
+                            failed_logins, locked_until, active FROM officers WHERE username = ?1",
+                )?
+                .query_row([&username], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, u32>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, bool>(9)?,
+                    ))
+                })
+                .optional()?;
+            row.map(
+                |(
+                    username,
+                    display_name,
+                    unit,
+                    roles,
+                    password_hash,
+                    totp_secret,
+                    totp_last_step,
+                    failed,
+                    locked,
+                    active,
+                )| {
+                    Ok(Officer {
+                        username,
+                        display_name,
+                        unit: crate::unit_from_text(&unit)?,
+                        roles: crate::roles_from_text(&roles)?,
+                        password_hash,
+                        totp_secret,
+                        totp_last_step,
+                        failed_logins: failed,
+                        locked_until: locked,
+                        active,
+                    })
+                },
+            )
+            .transpose()
         })
         .await
     }

@@ -99,12 +99,44 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Officer accounts: `officer add` bootstraps the first administrator
+    Officer {
+        #[command(subcommand)]
+        command: OfficerCommand,
+    },
     /// Print a random sample of issued personal IDs, one a line (for benchmarks)
     SampleIds {
         #[command(flatten)]
         db: DbArgs,
         #[arg(long, default_value_t = 10_000)]
         count: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum OfficerCommand {
+    /// Create an officer account. The password is read from standard input with
+    /// --password-stdin; otherwise a strong one is generated and printed once. Roles that
+    /// require a second factor (approver, auditor, system_administrator) get a TOTP secret,
+    /// printed as an otpauth:// URI to enrol in an authenticator app.
+    Add {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Login name: 3-64 of a-z, 0-9, '.', '_', '-'
+        #[arg(long)]
+        username: String,
+        /// Full name, as shown to other officers
+        #[arg(long)]
+        name: String,
+        /// ministry, province:CODE, district:CODE (legacy) or commune:CODE (2025; legacy:CODE for legacy)
+        #[arg(long)]
+        unit: String,
+        /// Comma-separated: collector, verifier, approver, card_operator, production_operator,
+        /// partner_administrator, auditor, system_administrator
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -154,6 +186,69 @@ impl AuditKeyArgs {
     fn path(&self, db: &DbArgs) -> PathBuf {
         self.path.clone().unwrap_or_else(|| db.data.join("keys").join("audit-checkpoint.pem"))
     }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
+    Ok(b)
+}
+
+async fn officer_command(command: OfficerCommand) -> Result<()> {
+    use dancu_core::auth::{self, Officer, Role, Unit};
+    let OfficerCommand::Add { db, username, name, unit, roles, password_stdin } = command;
+    if let Some(p) = auth::username_problem(&username) {
+        bail!("--username {username:?}: {p}");
+    }
+    let name = dancu_core::text::clean(&name);
+    if name.is_empty() || name.chars().count() > 100 {
+        bail!("--name: 1 to 100 characters");
+    }
+    let unit = Unit::parse(&unit).map_err(|e| anyhow::anyhow!("--unit {e}"))?;
+    let roles = roles
+        .iter()
+        .map(|r| {
+            Role::from_code(r.trim()).ok_or_else(|| {
+                let all: Vec<&str> = Role::ALL.iter().map(|r| r.code()).collect();
+                anyhow::anyhow!("--roles: unknown role {r:?} (one of {})", all.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (password, generated) = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+        let p = line.trim_end_matches(['\n', '\r']).to_string();
+        if let Some(problem) = auth::password_problem(&p) {
+            bail!("the password must have {problem}");
+        }
+        (p, false)
+    } else {
+        (auth::base32_encode(&random_bytes::<15>()?), true)
+    };
+    let totp = roles.iter().any(|r| r.requires_mfa()).then(random_bytes::<20>).transpose()?;
+    let officer = Officer {
+        username: username.clone(),
+        display_name: name,
+        unit,
+        roles,
+        password_hash: auth::hash_password(&password, &random_bytes::<16>()?),
+        totp_secret: totp.map(|s| auth::base32_encode(&s)),
+        totp_last_step: None,
+        failed_logins: 0,
+        locked_until: None,
+        active: true,
+    };
+    let store = open_store(&db).await?;
+    store.officer_insert(&officer).await?;
+    say(format!("Đã tạo tài khoản / officer created: {username} ({})", officer.unit.code_str()));
+    if generated {
+        say(format!("Mật khẩu / password (shown once): {password}"));
+    }
+    if let Some(secret) = totp {
+        say("Xác thực hai lớp / second factor required: enrol this in an authenticator app:".to_string());
+        say(format!("  {}", auth::otpauth_uri(&secret, &username)));
+    }
+    Ok(())
 }
 
 async fn audit_command(command: AuditCommand) -> Result<()> {
@@ -426,6 +521,7 @@ async fn main() -> Result<()> {
             seed(store, people, s, provinces).await
         }
         Command::Audit { command } => audit_command(command).await,
+        Command::Officer { command } => officer_command(command).await,
         Command::SampleIds { db, count } => {
             let store = open_store(&db).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

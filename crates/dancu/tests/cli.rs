@@ -118,3 +118,62 @@ fn demo_seeds_once_serves_and_logs_no_personal_data() {
     child.wait().unwrap();
     assert!(logs.contains("reusing 300 people"), "{logs}");
 }
+
+#[test]
+fn officer_add_bootstraps_an_administrator() {
+    let data = temp_dir("officer");
+    let add = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(BIN)
+            .args(["officer", "add", "--data"])
+            .arg(&data)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let admin =
+        ["--username", "admin", "--name", "Quản trị hệ thống", "--unit", "ministry", "--roles", "system_administrator"];
+    let (ok, out, err) = add(&admin, "");
+    assert!(ok, "{err}");
+    assert!(out.contains("password (shown once): "), "{out}");
+    assert!(out.contains("otpauth://totp/dancu:admin?secret="), "{out}");
+    // the username is taken now
+    let (ok, _, err) = add(&admin, "");
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+    // a collector with a chosen password: no second factor required
+    let collector = [
+        "--username",
+        "ca.hoankiem.01",
+        "--name",
+        "Trần Văn Bình",
+        "--unit",
+        "commune:00070",
+        "--roles",
+        "collector",
+        "--password-stdin",
+    ];
+    let (ok, out, err) = add(&collector, "một mật khẩu đủ dài\n");
+    assert!(ok, "{err}");
+    assert!(!out.contains("otpauth") && !out.contains("shown once"), "{out}");
+    // bad input is named
+    let (ok, _, err) =
+        add(&["--username", "x.y", "--name", "A", "--unit", "commune:99999", "--roles", "collector"], "");
+    assert!(!ok && err.contains("--unit"), "{err}");
+    let (ok, _, err) = add(&["--username", "x.y", "--name", "A", "--unit", "ministry", "--roles", "king"], "");
+    assert!(!ok && err.contains("unknown role \"king\""), "{err}");
+    let (ok, _, err) = add(
+        &["--username", "x.z", "--name", "A", "--unit", "ministry", "--roles", "collector", "--password-stdin"],
+        "short\n",
+    );
+    assert!(!ok && err.contains("at least 12 characters"), "{err}");
+}

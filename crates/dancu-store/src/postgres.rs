@@ -398,7 +398,7 @@ impl Store for PgStore {
     async fn insert_person(&self, person: &Person, meta: &ChangeMeta) -> Result<PersonRecord> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let key = Uuid::new_v4();
+        let key = crate::new_key();
         let at = now();
         insert_new(&tx, key, person, meta, at).await?;
         if let Some(mut entry) = meta.audit.clone() {
@@ -596,7 +596,7 @@ impl Store for PgStore {
                 continue;
             }
             let c = Columns::of(p);
-            keys.push(Uuid::new_v4());
+            keys.push(crate::new_key());
             pids.push(ids[i].clone());
             legacy.push(c.legacy_id);
             status.push(c.status);

@@ -451,7 +451,7 @@ impl Store for SqliteStore {
         let person = person.clone();
         let meta = meta.clone();
         self.write(move |conn| {
-            let key = Uuid::new_v4();
+            let key = crate::new_key();
             let at = now();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_new(&tx, &key.to_string(), &person, &meta, ChangeKind::Create, &ts(at))?;
@@ -662,7 +662,7 @@ impl Store for SqliteStore {
                         continue;
                     }
                 }
-                let key = Uuid::new_v4().to_string();
+                let key = crate::new_key().to_string();
                 insert_new(&tx, &key, p, &meta, ChangeKind::Create, &at)?;
                 if let Some(id) = id {
                     tx.prepare_cached("INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3)")?

@@ -153,7 +153,7 @@ static UNITS: LazyLock<Units> = LazyLock::new(|| {
     let mut communes_2025 = Vec::new();
     for r in rows(include_str!("../../../data/admin-units-2025.csv")) {
         let pc = field(&r, 0);
-        if provinces_2025.last().map(|p| p.code != pc).unwrap_or(true) && !provinces_2025.iter().any(|p| p.code == pc) {
+        if !provinces_2025.iter().any(|p| p.code == pc) {
             provinces_2025.push(Province { code: pc.clone(), name: field(&r, 1), scheme: Scheme::Y2025 });
         }
         communes_2025.push(Commune {

@@ -80,9 +80,7 @@ pub fn entry(
             .filter(|v| !v.is_empty())
     };
     AuditEntry {
-        at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("RFC 3339 formatting of a UTC time"),
+        at: now_rfc3339(),
         officer: header(crate::extract::ACTOR_HEADER, 100).unwrap_or_else(|| "anonymous".into()),
         role: "unverified".into(),
         unit: "unverified".into(),
@@ -93,6 +91,13 @@ pub fn entry(
         client,
         outcome: status.to_string(),
     }
+}
+
+/// The current time as audit entries record it (RFC 3339, UTC).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339 formatting of a UTC time")
 }
 
 /// One audit entry as the API shows it.

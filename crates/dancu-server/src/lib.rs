@@ -120,13 +120,18 @@ async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Re
         .map(str::to_string)
         .unwrap_or_else(next_request_id);
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-    let audited = audit::action_of(&method, &route).map(|action| (action, req.headers().clone(), client.clone()));
+    // The entry is built from the request's headers now (no copy of them kept) and completed below.
+    let pending = match (audit::action_of(&method, &route), &st.audit) {
+        (Some(action), Some(_)) => Some(audit::entry(action, req.headers(), None, &request_id, client.clone(), 0)),
+        _ => None,
+    };
     req.extensions_mut().insert(audit::RequestContext { request_id: request_id.clone(), client });
     let mut res = next.run(req).await;
     let already = res.extensions().get::<audit::AuditRecorded>().is_some();
-    if let (Some((action, headers, client)), Some(writer), false) = (audited, &st.audit, already) {
-        let target = res.extensions().get::<audit::AuditTarget>().map(|t| t.0.clone());
-        let e = audit::entry(action, &headers, target, &request_id, client, res.status().as_u16());
+    if let (Some(mut e), Some(writer), false) = (pending, &st.audit, already) {
+        e.target = res.extensions().get::<audit::AuditTarget>().map(|t| t.0.clone());
+        e.outcome = res.status().as_u16().to_string();
+        e.at = audit::now_rfc3339();
         if let Err(err) = writer.record(e).await {
             tracing::error!(error = %err, route, request_id, "audit trail unavailable: response withheld");
             res = ApiError::new(

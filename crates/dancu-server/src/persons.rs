@@ -93,11 +93,16 @@ pub(crate) fn parse_ref(s: &str) -> ApiResult<PersonRef> {
 }
 
 fn with_etag(status: StatusCode, rec: &PersonRecord) -> Response {
-    let mut res = (status, Json(rec)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", rec.version)) {
+    versioned(status, rec, rec.version, rec.key)
+}
+
+/// A person's record (parsed or as stored) with its version as ETag, naming the person for the audit.
+fn versioned(status: StatusCode, body: &impl serde::Serialize, version: i64, key: Uuid) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         res.headers_mut().insert(header::ETAG, v);
     }
-    res.extensions_mut().insert(AuditTarget(rec.key.to_string()));
+    res.extensions_mut().insert(AuditTarget(key.to_string()));
     res
 }
 
@@ -138,12 +143,7 @@ pub async fn create(
     ))]
 pub async fn get(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult<Response> {
     let rec = st.registry.get_raw(&parse_ref(&r)?).await?;
-    let mut res = Json(&rec).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", rec.version)) {
-        res.headers_mut().insert(header::ETAG, v);
-    }
-    res.extensions_mut().insert(AuditTarget(rec.key.to_string()));
-    Ok(res)
+    Ok(versioned(StatusCode::OK, &rec, rec.version, rec.key))
 }
 
 /// Read a person by legacy ID-card (CMND) number.

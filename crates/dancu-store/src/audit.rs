@@ -31,19 +31,7 @@ impl Auditor {
     /// Signs the current head of the chain, unless the last checkpoint already covers it.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
         let last = self.store.audit_checkpoints().await?.last().map(|c| c.seq).unwrap_or(0);
-        // the head: the last entry after the last checkpoint
-        let mut head = None;
-        let mut after = last;
-        loop {
-            let page = self.store.audit_read(after, 10_000).await?;
-            match page.last() {
-                Some(e) => {
-                    after = e.seq;
-                    head = Some((e.seq, e.hash));
-                }
-                None => break,
-            }
-        }
+        let head = self.store.audit_head().await?.filter(|(seq, _)| *seq > last);
         let Some((seq, hash)) = head else { return Ok(None) };
         let signed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339 formatting of a UTC time");
         let signature = self

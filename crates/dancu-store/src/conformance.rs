@@ -151,7 +151,7 @@ pub async fn issued_ids_are_never_reused(store: Arc<dyn Store>) {
     // A number once issued stays reserved even after the holder's number is re-established.
     let mut re = a.person.clone();
     re.personal_id = Some(PersonalId::from_parts("079", Sex::Male, 1956, (id.serial() + 1) % 1_000_000).unwrap());
-    let _ = store.update_person(a.key, a.version, &re, ChangeKind::Update, &meta("re-establish")).await;
+    store.update_person(a.key, a.version, &re, ChangeKind::Update, &meta("re-establish")).await.unwrap();
     let err = store.update_person(b.key, 1, &taken, ChangeKind::Activate, &meta("b")).await.unwrap_err();
     assert!(matches!(err, StoreError::IdTaken(_)), "{err:?}");
 }

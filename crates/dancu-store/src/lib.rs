@@ -231,6 +231,9 @@ pub trait Store: Send + Sync {
     /// Entries matching a query, newest first.
     async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>>;
 
+    /// The last entry's sequence number and hash (`None` for an empty trail).
+    async fn audit_head(&self) -> Result<Option<(i64, dancu_core::audit::Hash)>>;
+
     async fn audit_add_checkpoint(&self, c: &Checkpoint) -> Result<()>;
 
     /// Every checkpoint, in order.

@@ -213,17 +213,6 @@ impl PgStore {
         store.ping().await?;
         Ok(store)
     }
-
-    /// Drops a schema and everything in it (test clean-up).
-    pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
-        let (client, conn) = config.connect(NoTls).await?;
-        let task = tokio::spawn(conn);
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
-        drop(client);
-        let _ = task.await;
-        Ok(())
-    }
 }
 
 /// Appends entries to the chain inside the caller's transaction; returns the last seq.
@@ -664,6 +653,12 @@ impl Store for PgStore {
         sql += &format!(" ORDER BY seq DESC LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
         let stmt = client.prepare_cached(&sql).await?;
         client.query(&stmt, &args).await?.iter().map(audit_row).collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, audit::Hash)>> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[]).await?;
+        row.map(|r| Ok((r.get::<_, i64>(0), to_hash(r.get::<_, &[u8]>(1))?))).transpose()
     }
 
     async fn audit_add_checkpoint(&self, c: &Checkpoint) -> Result<()> {

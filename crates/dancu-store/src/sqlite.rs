@@ -221,6 +221,21 @@ fn append_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Resul
     Ok(last + chained.len() as i64)
 }
 
+/// Runs `f` on a pooled read-only connection (opening one when the pool is empty).
+fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let conn = inner.readers.lock().expect("reader pool lock").pop();
+    let conn = match conn {
+        Some(c) => c,
+        None => open_reader(&inner.path)?,
+    };
+    let out = f(&conn);
+    let mut pool = inner.readers.lock().expect("reader pool lock");
+    if pool.len() < 16 {
+        pool.push(conn);
+    }
+    out
+}
+
 /// A read-only connection; reads map the file into memory (no read() call per page).
 fn open_reader(path: &Path) -> Result<Connection> {
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -302,51 +317,15 @@ impl SqliteStore {
         Ok(SqliteStore { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer) }) })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     /// Runs a read on the calling thread. Only for indexed point lookups (tens of
     /// microseconds): the hand-off to a blocking thread would cost more than the query.
     fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.inner.readers.lock().expect("reader pool lock").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => open_reader(&self.inner.path)?,
-        };
-        let out = f(&conn);
-        let mut pool = self.inner.readers.lock().expect("reader pool lock");
-        if pool.len() < 16 {
-            pool.push(conn);
-        }
-        out
+        with_reader(&self.inner, f)
     }
 
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().expect("reader pool lock").pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &inner.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-                    )?;
-                    c.busy_timeout(std::time::Duration::from_secs(10))?;
-                    c.pragma_update(None, "cache_size", -32000)?;
-                    c
-                }
-            };
-            let out = f(&conn);
-            let mut pool = inner.readers.lock().expect("reader pool lock");
-            if pool.len() < 16 {
-                pool.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(backend)?
+        tokio::task::spawn_blocking(move || with_reader(&inner, f)).await.map_err(backend)?
     }
 
     async fn write<T: Send + 'static>(
@@ -714,6 +693,18 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(args), audit_row)?;
             rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, audit::Hash)>> {
+        self.read(|conn| {
+            let head: Option<(i64, Vec<u8>)> = conn
+                .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            head.map(|(seq, h)| Ok((seq, to_hash(&h)?))).transpose()
         })
         .await
     }

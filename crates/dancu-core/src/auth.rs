@@ -225,6 +225,76 @@ pub fn token_hash(token: &str) -> String {
     sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How a session reached the server: a browser cookie or an API client's bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    Cookie,
+    Bearer,
+}
+
+impl SessionKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            SessionKind::Cookie => "cookie",
+            SessionKind::Bearer => "bearer",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        [SessionKind::Cookie, SessionKind::Bearer].into_iter().find(|k| k.code() == s)
+    }
+}
+
+/// How far a session has come through login. Only `Complete` sessions may act; the others may
+/// only finish logging in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStage {
+    /// Password accepted; the second factor is still to be given.
+    MfaRequired,
+    /// Password accepted; the officer's role needs a second factor and none is enrolled yet.
+    MfaEnrolmentRequired,
+    Complete,
+}
+
+impl SessionStage {
+    pub fn code(self) -> &'static str {
+        match self {
+            SessionStage::MfaRequired => "mfa_required",
+            SessionStage::MfaEnrolmentRequired => "mfa_enrolment_required",
+            SessionStage::Complete => "complete",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        [SessionStage::MfaRequired, SessionStage::MfaEnrolmentRequired, SessionStage::Complete]
+            .into_iter()
+            .find(|k| k.code() == s)
+    }
+}
+
+/// Why a session no longer admits requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    Revoked,
+    /// Unused for longer than the idle timeout.
+    Idle,
+    /// Older than the absolute lifetime.
+    Expired,
+}
+
+/// Whether a session (times in Unix seconds) still admits a request at `now`.
+pub fn session_end(revoked: bool, last_seen: i64, expires_at: i64, now: i64, idle_seconds: i64) -> Option<SessionEnd> {
+    if revoked {
+        Some(SessionEnd::Revoked)
+    } else if now >= expires_at {
+        Some(SessionEnd::Expired)
+    } else if now - last_seen >= idle_seconds {
+        Some(SessionEnd::Idle)
+    } else {
+        None
+    }
+}
+
 /// Lockout after repeated failures: none for the first 5, then 1, 2, 4 … minutes, at most 1 hour.
 pub fn lockout_seconds(consecutive_failures: u32) -> i64 {
     if consecutive_failures < 5 { 0 } else { (60i64 << (consecutive_failures - 5).min(6)).min(3600) }
@@ -294,6 +364,17 @@ mod tests {
         assert_eq!(lockout_seconds(5), 60);
         assert_eq!(lockout_seconds(6), 120);
         assert_eq!(lockout_seconds(50), 3600);
+    }
+
+    #[test]
+    fn session_timeouts() {
+        assert_eq!(session_end(false, 100, 1000, 200, 600), None);
+        assert_eq!(session_end(true, 100, 1000, 200, 600), Some(SessionEnd::Revoked));
+        assert_eq!(session_end(false, 100, 1000, 700, 600), Some(SessionEnd::Idle));
+        assert_eq!(session_end(false, 990, 1000, 1000, 600), Some(SessionEnd::Expired));
+        for k in [SessionKind::Cookie, SessionKind::Bearer] {
+            assert_eq!(SessionKind::from_code(k.code()), Some(k));
+        }
     }
 
     #[test]
@@ -367,15 +448,32 @@ pub struct Officer {
     pub display_name: String,
     pub unit: Unit,
     pub roles: Vec<Role>,
+    /// Rights beyond the roles (e.g. reading sensitive fields).
+    pub permissions: Vec<crate::access::Permission>,
     /// Argon2id PHC string.
     pub password_hash: String,
     /// TOTP secret (base32), once enrolled.
     pub totp_secret: Option<String>,
     pub totp_last_step: Option<i64>,
+    /// A TOTP secret (base32) being enrolled: replaces `totp_secret` once a code from it is confirmed.
+    pub totp_pending: Option<String>,
     pub failed_logins: u32,
     /// RFC 3339 UTC.
     pub locked_until: Option<String>,
     pub active: bool,
+}
+
+impl Officer {
+    pub fn has_role(&self, r: Role) -> bool {
+        self.roles.contains(&r)
+    }
+    pub fn has_permission(&self, p: crate::access::Permission) -> bool {
+        self.permissions.contains(&p)
+    }
+    /// Whether logging in needs a second factor: a role that requires it, or one enrolled.
+    pub fn needs_mfa(&self) -> bool {
+        self.totp_secret.is_some() || self.roles.iter().any(|r| r.requires_mfa())
+    }
 }
 
 pub fn username_problem(u: &str) -> Option<&'static str> {

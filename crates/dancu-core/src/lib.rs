@@ -7,6 +7,7 @@
 //! Architecture invariant: this crate does no I/O, spawns nothing, reads no clock
 //! and no random source. Callers pass "today" and random numbers in.
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod date;

@@ -5,13 +5,14 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use dancu_core::FieldError;
 use dancu_core::audit::{AuditEntry, StoredEntry, to_hex};
-use dancu_store::{AuditQuery, PersonRef};
+use dancu_store::AuditQuery;
 use serde::Serialize;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::extract::QueryPairs;
 use crate::problem::{ApiError, ApiResult, Problem};
 
@@ -34,35 +35,42 @@ pub struct RequestContext {
 /// The audit entry of a change about to be made, to store with it (None when auditing is off).
 pub fn for_change(
     st: &AppState,
+    caller: &Caller,
     action: &str,
     headers: &axum::http::HeaderMap,
     ctx: &RequestContext,
     target: Option<String>,
     status: StatusCode,
 ) -> Option<AuditEntry> {
-    st.audit.as_ref().map(|_| entry(action, headers, target, &ctx.request_id, ctx.client.clone(), status.as_u16()))
+    st.audit.as_ref().map(|_| {
+        let mut e = entry(action, headers, target, &ctx.request_id, ctx.client.clone(), status.as_u16());
+        caller.audit_actor().fill(&mut e);
+        e
+    })
 }
 
 /// Header in which callers state the purpose or legal basis of an access.
 pub const PURPOSE_HEADER: &str = "x-dancu-purpose";
 
-/// The audited action of a route, or `None` for routes that touch no personal data.
-pub fn action_of(method: &Method, route: &str) -> Option<&'static str> {
-    Some(match (method.as_str(), route) {
-        ("POST", "/api/v1/persons") => "person.create",
-        ("GET", "/api/v1/persons") => "person.search",
-        ("GET", "/api/v1/persons/{ref}") | ("GET", "/api/v1/persons/by-legacy-id/{number}") => "person.read",
-        ("PUT", "/api/v1/persons/{ref}") => "person.update",
-        ("POST", "/api/v1/persons/{ref}/activate") => "person.activate",
-        ("GET", "/api/v1/persons/{ref}/history") => "person.history",
-        ("GET", "/api/v1/persons/{ref}/access-log") => "person.access_log",
-        ("GET", "/api/v1/audit") => "audit.query",
-        _ => return None,
-    })
+/// Who acted, as the audit entry names them: set on the response by the authorization layer
+/// (and by login for the account tried). Requests without it are recorded as `anonymous`.
+#[derive(Clone, Debug)]
+pub struct AuditActor {
+    pub officer: String,
+    /// The roles the officer acted in (comma-separated).
+    pub role: String,
+    pub unit: String,
 }
 
-/// The audit entry of a finished request. Until officer accounts exist, the officer is the
-/// `X-Dancu-Actor` header as given (`anonymous` without one) and role and unit are `unverified`.
+impl AuditActor {
+    pub fn fill(&self, e: &mut AuditEntry) {
+        e.officer.clone_from(&self.officer);
+        e.role.clone_from(&self.role);
+        e.unit.clone_from(&self.unit);
+    }
+}
+
+/// The audit entry of a request, before the officer is known (`anonymous` until then).
 pub fn entry(
     action: &str,
     headers: &axum::http::HeaderMap,
@@ -71,26 +79,27 @@ pub fn entry(
     client: Option<String>,
     status: u16,
 ) -> AuditEntry {
-    let header = |name: &str, max: usize| {
-        headers
-            .get(name)
-            // UTF-8 allowed: purposes are written in Vietnamese.
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .map(|v| v.trim().chars().filter(|c| !c.is_control()).take(max).collect::<String>())
-            .filter(|v| !v.is_empty())
-    };
     AuditEntry {
         at: now_rfc3339(),
-        officer: header(crate::extract::ACTOR_HEADER, 100).unwrap_or_else(|| "anonymous".into()),
-        role: "unverified".into(),
-        unit: "unverified".into(),
+        officer: "anonymous".into(),
+        role: String::new(),
+        unit: String::new(),
         action: action.into(),
         target,
-        purpose: header(PURPOSE_HEADER, 500),
+        purpose: purpose(headers),
         request_id: Some(request_id.into()),
         client,
         outcome: status.to_string(),
     }
+}
+
+/// The purpose a caller stated for an access, if any.
+pub fn purpose(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(PURPOSE_HEADER)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .map(|v| v.trim().chars().filter(|c| !c.is_control()).take(500).collect::<String>())
+        .filter(|v| !v.is_empty())
 }
 
 /// The current time as audit entries record it (RFC 3339, UTC).
@@ -133,17 +142,16 @@ fn page(q: &QueryPairs) -> ApiResult<(u32, u32)> {
     ))]
 pub async fn access_log(
     State(st): State<AppState>,
+    caller: Caller,
     Path(r): Path<String>,
     q: QueryPairs,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     q.check(&["page", "per_page"])?;
     let (offset, limit) = page(&q)?;
-    let key = match crate::persons::parse_ref(&r)? {
-        PersonRef::Key(k) => k,
-        other => st.registry.get(&other).await?.key,
-    };
-    st.registry.get(&PersonRef::Key(key)).await?;
+    let rec = st.registry.get(&crate::persons::parse_ref(&r)?).await?;
+    caller.see(&rec.person.areas())?;
+    let key = rec.key;
     let entries = st
         .registry
         .store()

@@ -123,30 +123,3 @@ impl QueryPairs {
         }
     }
 }
-
-/// Who is acting. Until officer authentication exists, API clients name the acting officer in
-/// the `X-Dancu-Actor` header; every change records it.
-pub struct Actor(pub String);
-
-pub const ACTOR_HEADER: &str = "x-dancu-actor";
-
-impl<S: Send + Sync> FromRequestParts<S> for Actor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let v = parts.headers.get(ACTOR_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
-        if v.is_empty() || v.len() > 100 {
-            return Err(ApiError::field(
-                StatusCode::BAD_REQUEST,
-                "validation",
-                "The acting officer is not named",
-                FieldError::new(
-                    "X-Dancu-Actor",
-                    "required",
-                    "the header naming the acting officer is required (1-100 characters)",
-                ),
-            ));
-        }
-        Ok(Actor(v.to_string()))
-    }
-}

@@ -7,11 +7,15 @@
 //! route pattern only.
 
 pub mod audit;
+pub mod auth;
 pub mod extract;
 pub mod metrics;
+pub mod officers;
 pub mod persons;
+pub mod policy;
 pub mod problem;
 pub mod reference;
+pub mod requests;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -21,7 +25,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use dancu_store::registry::Registry;
 use utoipa::OpenApi;
@@ -36,11 +39,29 @@ pub struct AppState {
     pub started: Instant,
     /// Where audit entries go; `None` only when an operator turned auditing off (benchmarks).
     pub audit: Option<dancu_store::audit::AuditWriter>,
+    pub auth: Arc<auth::AuthState>,
+    /// The route table (`policy::routes`): every route and its policy.
+    pub routes: Arc<Vec<policy::RouteSpec>>,
 }
 
 impl AppState {
     pub fn new(registry: Registry, audit: Option<dancu_store::audit::AuditWriter>) -> Self {
-        AppState { registry, metrics: Arc::default(), started: Instant::now(), audit }
+        Self::with_auth(registry, audit, auth::AuthConfig::default())
+    }
+
+    pub fn with_auth(
+        registry: Registry,
+        audit: Option<dancu_store::audit::AuditWriter>,
+        config: auth::AuthConfig,
+    ) -> Self {
+        AppState {
+            registry,
+            metrics: Arc::default(),
+            started: Instant::now(),
+            audit,
+            auth: Arc::new(auth::AuthState::new(config)),
+            routes: Arc::new(policy::routes()),
+        }
     }
 }
 
@@ -55,18 +76,40 @@ impl AppState {
     paths(
         persons::create, persons::search, persons::get, persons::get_by_legacy, persons::update,
         persons::activate, persons::history, audit::access_log, audit::query,
+        requests::list, requests::get, requests::decide,
+        auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
+        officers::list, officers::create, officers::get, officers::update,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,
     ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     tags(
         (name = "persons", description = "Người — the population records"),
         (name = "reference", description = "Danh mục — reference data"),
         (name = "audit", description = "Nhật ký truy cập — the audit trail"),
+        (name = "maker-checker", description = "Phê duyệt thay đổi — changes awaiting a second officer"),
+        (name = "auth", description = "Đăng nhập — login, second factor, sessions"),
+        (name = "officers", description = "Tài khoản cán bộ — officer accounts"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer token scheme of the API (login: `POST /api/v1/auth/login`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 static OPENAPI_JSON: LazyLock<String> =
     LazyLock::new(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"));
@@ -78,27 +121,8 @@ pub fn openapi_json() -> &'static str {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/api/v1/persons", get(persons::search).post(persons::create))
-        .route("/api/v1/persons/by-legacy-id/{number}", get(persons::get_by_legacy))
-        .route("/api/v1/persons/{ref}", get(persons::get).put(persons::update))
-        .route("/api/v1/persons/{ref}/activate", axum::routing::post(persons::activate))
-        .route("/api/v1/persons/{ref}/history", get(persons::history))
-        .route("/api/v1/persons/{ref}/access-log", get(audit::access_log))
-        .route("/api/v1/audit", get(audit::query))
-        .route("/api/v1/reference/provinces", get(reference::provinces))
-        .route("/api/v1/reference/communes", get(reference::communes))
-        .route("/api/v1/reference/communes/{scheme}/{code}", get(reference::commune))
-        .route("/api/v1/reference/ethnicities", get(reference::ethnicities))
-        .route("/api/v1/reference/religions", get(reference::religions))
-        .route("/api/v1/reference/countries", get(reference::countries))
-        .route("/api/v1/reference/id-provinces", get(reference::id_provinces))
-        .route("/api/openapi.json", get(openapi))
-        .route("/api/docs", get(docs_page))
-        .route("/api/docs/{asset}", get(docs_asset))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .route("/", get(root));
+    let api = policy::add_routes(Router::new(), &state.routes)
+        .route_layer(middleware::from_fn_with_state(state.clone(), policy::authorize));
     api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(1024 * 1024))
@@ -121,7 +145,8 @@ async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Re
         .unwrap_or_else(next_request_id);
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     // The entry is built from the request's headers now (no copy of them kept) and completed below.
-    let pending = match (audit::action_of(&method, &route), &st.audit) {
+    let action = policy::find(&st.routes, &method, &route).and_then(|r| r.action);
+    let pending = match (action, &st.audit) {
         (Some(action), Some(_)) => Some(audit::entry(action, req.headers(), None, &request_id, client.clone(), 0)),
         _ => None,
     };
@@ -130,6 +155,9 @@ async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Re
     let already = res.extensions().get::<audit::AuditRecorded>().is_some();
     if let (Some(mut e), Some(writer), false) = (pending, &st.audit, already) {
         e.target = res.extensions().get::<audit::AuditTarget>().map(|t| t.0.clone());
+        if let Some(actor) = res.extensions().get::<audit::AuditActor>() {
+            actor.fill(&mut e);
+        }
         e.outcome = res.status().as_u16().to_string();
         e.at = audit::now_rfc3339();
         if let Err(err) = writer.record(e).await {

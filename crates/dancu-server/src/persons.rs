@@ -6,13 +6,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dancu_core::reference::Scheme;
 use dancu_core::{FieldError, LegacyIdNumber, PartialDate, PersonInput, PersonStatus, PersonalId};
-use dancu_store::{ChangeMeta, PersonRecord, PersonRef, PersonVersion, SearchPage, SearchQuery};
+use dancu_store::registry::ChangeOutcome;
+use dancu_store::{
+    ChangeMeta, ChangeRequest, PersonRecord, PersonRef, PersonVersion, ProposedChange, SearchPage, SearchQuery,
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::audit::{self, AuditRecorded, AuditTarget, RequestContext};
-use crate::extract::{Actor, ApiJson, QueryPairs};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, QueryPairs};
 use crate::problem::{ApiError, ApiResult, Problem};
 
 /// Body of a new person.
@@ -51,6 +55,9 @@ pub struct UpdatePerson {
     /// Date of death or of being missing.
     #[serde(default)]
     pub status_date: Option<PartialDate>,
+    /// Ask for a new personal ID (the corrected record contradicts the current number).
+    #[serde(default)]
+    pub reestablish_id: bool,
     pub reason: String,
     #[serde(default)]
     pub legal_basis: Option<String>,
@@ -64,7 +71,7 @@ fn in_body(e: dancu_store::registry::RegistryError) -> ApiError {
             for f in v.0.iter_mut() {
                 if !matches!(
                     f.field.as_str(),
-                    "actor" | "reason" | "legal_basis" | "status" | "status_date" | "version"
+                    "actor" | "reason" | "legal_basis" | "status" | "status_date" | "version" | "reestablish_id"
                 ) {
                     f.field = format!("person.{}", f.field);
                 }
@@ -93,7 +100,78 @@ pub(crate) fn parse_ref(s: &str) -> ApiResult<PersonRef> {
 }
 
 fn with_etag(status: StatusCode, rec: &PersonRecord) -> Response {
-    versioned(status, rec, rec.version, rec.key)
+    let mut v = serde_json::to_value(rec).unwrap_or_default();
+    redact(&mut v["person"]);
+    versioned(status, &v, rec.version, rec.key)
+}
+
+/// Removes the sensitive fields from a serialized person (they are read only on request, see
+/// [`get`]).
+pub fn redact(person: &mut serde_json::Value) {
+    if let Some(o) = person.as_object_mut() {
+        for f in dancu_core::access::SENSITIVE_FIELDS {
+            o.remove(f);
+        }
+    }
+}
+
+/// [`redact`] on a person as stored, without building a document tree.
+fn redact_raw(raw: &serde_json::value::RawValue) -> ApiResult<Box<serde_json::value::RawValue>> {
+    let fields: std::collections::BTreeMap<String, &serde_json::value::RawValue> =
+        serde_json::from_str(raw.get()).map_err(|_| ApiError::internal())?;
+    let kept: std::collections::BTreeMap<&str, &serde_json::value::RawValue> = fields
+        .iter()
+        .filter(|(k, _)| !dancu_core::access::SENSITIVE_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    serde_json::value::to_raw_value(&kept).map_err(|_| ApiError::internal())
+}
+
+/// The residences of a stored person: all that is read of the record to place it in areas.
+#[derive(Deserialize)]
+struct Residences {
+    permanent_residence: Option<dancu_core::person::Address>,
+    temporary_residence: Option<dancu_core::person::Address>,
+    current_residence: Option<dancu_core::person::Address>,
+}
+
+fn raw_areas(raw: &serde_json::value::RawValue) -> ApiResult<Vec<String>> {
+    let r: Residences = serde_json::from_str(raw.get()).map_err(|_| ApiError::internal())?;
+    Ok(dancu_core::access::residence_areas(
+        [&r.permanent_residence, &r.temporary_residence, &r.current_residence].into_iter().flatten(),
+    ))
+}
+
+/// A new or changed record must lie in the officer's area (a commune officer records people of
+/// their commune); the field named is the first residence given.
+fn check_placed(caller: &Caller, input: &PersonInput) -> ApiResult<()> {
+    if caller.governs(&dancu_core::access::residence_areas(input.residences())) {
+        return Ok(());
+    }
+    let field = ["permanent_residence", "temporary_residence", "current_residence"]
+        .into_iter()
+        .zip([&input.permanent_residence, &input.temporary_residence, &input.current_residence])
+        .find(|(_, a)| a.is_some())
+        .map(|(f, _)| f)
+        .unwrap_or("permanent_residence");
+    Err(ApiError::field(
+        StatusCode::FORBIDDEN,
+        "outside-area",
+        "Ngoài địa bàn quản lý / Outside your area",
+        FieldError::new(
+            format!("person.{field}"),
+            "outside_area",
+            format!(
+                "no residence of this person lies in the area of your unit ({}); the police of the person's \
+                 residence record it",
+                caller.officer.unit.code_str()
+            ),
+        ),
+    ))
+}
+
+fn meta_of(caller: &Caller, reason: String, legal_basis: Option<String>) -> ChangeMeta {
+    ChangeMeta::new(caller.username(), reason, legal_basis)
 }
 
 /// A person's record (parsed or as stored) with its version as ETag, naming the person for the audit.
@@ -109,21 +187,22 @@ fn versioned(status: StatusCode, body: &impl serde::Serialize, version: i64, key
 /// Record a newly collected person (pending, no personal ID yet).
 #[utoipa::path(post, path = "/api/v1/persons", tag = "persons",
     request_body = CreatePerson,
-    params(("X-Dancu-Actor" = String, Header, description = "acting officer")),
     responses(
         (status = 201, description = "created", body = PersonRecord),
         (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the person lies outside your area", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(st): State<AppState>,
+    caller: Caller,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
-    Actor(actor): Actor,
     ApiJson(body): ApiJson<CreatePerson>,
 ) -> ApiResult<Response> {
-    let mut meta = ChangeMeta::new(actor, body.reason, body.legal_basis);
-    meta.audit = audit::for_change(&st, "person.create", &headers, &ctx, None, StatusCode::CREATED);
+    check_placed(&caller, &body.person)?;
+    let mut meta = meta_of(&caller, body.reason, body.legal_basis);
+    meta.audit = audit::for_change(&st, &caller, "person.create", &headers, &ctx, None, StatusCode::CREATED);
     let rec = st.registry.create(body.person, &meta).await.map_err(in_body)?;
     let mut res = with_etag(StatusCode::CREATED, &rec);
     res.extensions_mut().insert(AuditRecorded);
@@ -133,16 +212,73 @@ pub async fn create(
     Ok(res)
 }
 
-/// Read a person by personal ID or record key.
+/// Read a person by personal ID or record key. Religion, blood type and identifying features
+/// are left out unless asked for with `include=sensitive`, which needs the `sensitive_data`
+/// permission and a stated purpose (`X-Dancu-Purpose`).
 #[utoipa::path(get, path = "/api/v1/persons/{ref}", tag = "persons",
-    params(("ref" = String, Path, description = "12-digit personal ID, or the record key")),
+    params(("ref" = String, Path, description = "12-digit personal ID, or the record key"),
+           ("include" = Option<String>, Query, description = "'sensitive' to include religion, blood type, identifying features"),
+           ("X-Dancu-Purpose" = Option<String>, Header, description = "purpose or legal basis of the access (required for sensitive fields)")),
     responses(
         (status = 200, description = "the current record", body = PersonRecord),
-        (status = 400, description = "malformed reference", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "malformed reference, or a sensitive read without a purpose", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "sensitive fields without the permission", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such person (in your area)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult<Response> {
-    let rec = st.registry.get_raw(&parse_ref(&r)?).await?;
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(r): Path<String>,
+    q: QueryPairs,
+) -> ApiResult<Response> {
+    q.check(&["include"])?;
+    let sensitive = match q.get("include") {
+        None => false,
+        Some("sensitive") => true,
+        Some(other) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "validation",
+                "Invalid query parameter",
+                FieldError::new("include", "unknown_value", "the only value is 'sensitive'").with_value(other),
+            ));
+        }
+    };
+    let mut rec = st.registry.get_raw(&parse_ref(&r)?).await?;
+    if caller.area().is_some() {
+        caller.see(&raw_areas(&rec.person)?)?;
+    }
+    if sensitive {
+        if !caller.officer.has_permission(dancu_core::access::Permission::SensitiveData) {
+            let mut res = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not permitted",
+                "reading religion, blood type and identifying features needs the sensitive_data permission",
+            )
+            .into_response();
+            res.extensions_mut().insert(AuditTarget(rec.key.to_string()));
+            return Ok(res);
+        }
+        if audit::purpose(&headers).is_none() {
+            let mut res = ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "purpose-required",
+                "Cần nêu mục đích / A purpose is required",
+                FieldError::new(
+                    "X-Dancu-Purpose",
+                    "required",
+                    "state the purpose or legal basis of reading sensitive fields (e.g. the case number)",
+                ),
+            )
+            .into_response();
+            res.extensions_mut().insert(AuditTarget(rec.key.to_string()));
+            return Ok(res);
+        }
+    } else {
+        rec.person = redact_raw(&rec.person)?;
+    }
     Ok(versioned(StatusCode::OK, &rec, rec.version, rec.key))
 }
 
@@ -154,7 +290,7 @@ pub async fn get(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult
         (status = 400, description = "malformed number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_by_legacy(State(st): State<AppState>, Path(n): Path<String>) -> ApiResult<Response> {
+pub async fn get_by_legacy(State(st): State<AppState>, caller: Caller, Path(n): Path<String>) -> ApiResult<Response> {
     let l = LegacyIdNumber::parse(&n).map_err(|e| {
         ApiError::field(
             StatusCode::BAD_REQUEST,
@@ -164,20 +300,21 @@ pub async fn get_by_legacy(State(st): State<AppState>, Path(n): Path<String>) ->
         )
     })?;
     let rec = st.registry.get(&PersonRef::LegacyId(l)).await?;
+    caller.see(&rec.person.areas())?;
     Ok(with_etag(StatusCode::OK, &rec))
 }
 
-async fn key_of(st: &AppState, r: &str) -> ApiResult<Uuid> {
-    match parse_ref(r)? {
-        PersonRef::Key(k) => Ok(k),
-        other => Ok(st.registry.get(&other).await?.key),
-    }
+/// The record a path names, if it lies in the caller's area (else: not found).
+async fn visible(st: &AppState, caller: &Caller, r: &str) -> ApiResult<PersonRecord> {
+    let rec = st.registry.get(&parse_ref(r)?).await?;
+    caller.see(&rec.person.areas())?;
+    Ok(rec)
 }
 
 /// Assign the personal ID to a pending person.
 #[utoipa::path(post, path = "/api/v1/persons/{ref}/activate", tag = "persons",
     request_body = ActivatePerson,
-    params(("ref" = String, Path, description = "record key"), ("X-Dancu-Actor" = String, Header, description = "acting officer")),
+    params(("ref" = String, Path, description = "record key")),
     responses(
         (status = 200, description = "activated, with its personal ID", body = PersonRecord),
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
@@ -186,15 +323,16 @@ async fn key_of(st: &AppState, r: &str) -> ApiResult<Uuid> {
     ))]
 pub async fn activate(
     State(st): State<AppState>,
+    caller: Caller,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
     Path(r): Path<String>,
-    Actor(actor): Actor,
     ApiJson(body): ApiJson<ActivatePerson>,
 ) -> ApiResult<Response> {
-    let key = key_of(&st, &r).await?;
-    let mut meta = ChangeMeta::new(actor, body.reason, body.legal_basis);
-    meta.audit = audit::for_change(&st, "person.activate", &headers, &ctx, Some(key.to_string()), StatusCode::OK);
+    let key = visible(&st, &caller, &r).await?.key;
+    let mut meta = meta_of(&caller, body.reason, body.legal_basis);
+    meta.audit =
+        audit::for_change(&st, &caller, "person.activate", &headers, &ctx, Some(key.to_string()), StatusCode::OK);
     let rec = st.registry.activate(key, body.version, &meta).await?;
     let mut res = with_etag(StatusCode::OK, &rec);
     res.extensions_mut().insert(AuditRecorded);
@@ -202,41 +340,71 @@ pub async fn activate(
 }
 
 /// Replace a person's recorded items (a new version); the version read must be current.
+/// A change of name, birth date, sex, nationality, a death or a new personal ID of an active
+/// person is not made at once: it becomes a change request (202) that a second officer
+/// (an approver of the same or a higher unit) approves or rejects.
 #[utoipa::path(put, path = "/api/v1/persons/{ref}", tag = "persons",
     request_body = UpdatePerson,
-    params(("ref" = String, Path, description = "personal ID or record key"), ("X-Dancu-Actor" = String, Header, description = "acting officer")),
+    params(("ref" = String, Path, description = "personal ID or record key")),
     responses(
         (status = 200, description = "the new version", body = PersonRecord),
+        (status = 202, description = "held for approval", body = ChangeRequest),
+        (status = 403, description = "the change would place the person outside your area", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "stale version", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn update(
     State(st): State<AppState>,
+    caller: Caller,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
     Path(r): Path<String>,
-    Actor(actor): Actor,
     ApiJson(body): ApiJson<UpdatePerson>,
 ) -> ApiResult<Response> {
-    let key = key_of(&st, &r).await?;
-    let mut meta = ChangeMeta::new(actor, body.reason, body.legal_basis);
-    meta.audit = audit::for_change(&st, "person.update", &headers, &ctx, Some(key.to_string()), StatusCode::OK);
-    let status = match (body.status, body.status_date) {
-        (Some(s), d) => Some((s, d)),
-        (None, Some(_)) => {
-            return Err(ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation",
-                "The request has invalid fields",
-                FieldError::new("status_date", "not_allowed", "a status date goes with a status"),
-            ));
-        }
-        (None, None) => None,
+    let key = visible(&st, &caller, &r).await?.key;
+    check_placed(&caller, &body.person)?;
+    let mut meta = meta_of(&caller, body.reason, body.legal_basis);
+    if body.status.is_none() && body.status_date.is_some() {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "The request has invalid fields",
+            FieldError::new("status_date", "not_allowed", "a status date goes with a status"),
+        ));
+    }
+    let proposed = ProposedChange {
+        person: body.person,
+        status: body.status,
+        status_date: body.status_date,
+        reestablish_id: body.reestablish_id,
     };
-    let rec = st.registry.update(key, body.version, body.person, status, &meta).await.map_err(in_body)?;
-    let mut res = with_etag(StatusCode::OK, &rec);
+    // The entry goes with whichever is stored: the new version (200) or the request (202).
+    let guarded = {
+        let current = st.registry.get(&PersonRef::Key(key)).await?;
+        !dancu_core::access::guarded_changes(
+            &current.person,
+            &proposed.person,
+            proposed.status,
+            proposed.reestablish_id,
+        )
+        .is_empty()
+    };
+    let status = if guarded { StatusCode::ACCEPTED } else { StatusCode::OK };
+    meta.audit = audit::for_change(&st, &caller, "person.update", &headers, &ctx, Some(key.to_string()), status);
+    let unit = caller.officer.unit.code_str();
+    let mut res = match st.registry.change(key, body.version, proposed, &meta, &unit).await.map_err(in_body)? {
+        ChangeOutcome::Applied(rec) => with_etag(StatusCode::OK, &rec),
+        ChangeOutcome::Pending(req) => {
+            let mut res = crate::requests::render(StatusCode::ACCEPTED, &req);
+            if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/change-requests/{}", req.id)) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            res
+        }
+    };
     res.extensions_mut().insert(AuditRecorded);
+    res.extensions_mut().insert(AuditTarget(key.to_string()));
     Ok(res)
 }
 
@@ -247,9 +415,13 @@ pub async fn update(
         (status = 200, description = "versions, oldest first", body = Vec<PersonVersion>),
         (status = 404, description = "no such person", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn history(State(st): State<AppState>, Path(r): Path<String>) -> ApiResult<Response> {
-    let key = key_of(&st, &r).await?;
-    let mut res = Json(st.registry.history(key).await?).into_response();
+pub async fn history(State(st): State<AppState>, caller: Caller, Path(r): Path<String>) -> ApiResult<Response> {
+    let key = visible(&st, &caller, &r).await?.key;
+    let mut versions = serde_json::to_value(st.registry.history(key).await?).map_err(|_| ApiError::internal())?;
+    for v in versions.as_array_mut().into_iter().flatten() {
+        redact(&mut v["person"]);
+    }
+    let mut res = Json(versions).into_response();
     res.extensions_mut().insert(AuditTarget(key.to_string()));
     Ok(res)
 }
@@ -271,7 +443,7 @@ const SEARCH_PARAMS: &[&str] = &["name", "birth_year", "commune", "province", "s
         (status = 200, description = "one page of matches, ordered by name", body = SearchPage),
         (status = 400, description = "invalid parameter", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn search(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Response> {
+pub async fn search(State(st): State<AppState>, caller: Caller, q: QueryPairs) -> ApiResult<Response> {
     q.check(SEARCH_PARAMS)?;
     let invalid = |field: &str, code: &'static str, reason: &str, value: &str| {
         ApiError::field(
@@ -338,11 +510,16 @@ pub async fn search(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Resp
         commune_key,
         province_2025,
         status,
+        area: caller.area(),
         offset: (page - 1) * per_page,
         limit: per_page,
     };
     let result = st.registry.search(&query).await?;
+    let mut page = serde_json::to_value(result).map_err(|_| ApiError::internal())?;
+    for item in page["items"].as_array_mut().into_iter().flatten() {
+        redact(&mut item["person"]);
+    }
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok((headers, Json(result)).into_response())
+    Ok((headers, Json(page)).into_response())
 }

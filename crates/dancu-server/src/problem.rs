@@ -108,6 +108,12 @@ impl From<StoreError> for ApiError {
                 "The record was changed meanwhile",
                 e.to_string(),
             ),
+            StoreError::State(_) => {
+                ApiError::new(StatusCode::CONFLICT, "state", "Not possible in the current state", e.to_string())
+            }
+            StoreError::Duplicate(_) => {
+                ApiError::new(StatusCode::CONFLICT, "duplicate", "Already exists", e.to_string())
+            }
             other => {
                 // Store errors carry no personal data (SQL state and message only).
                 tracing::error!(error = %other, "storage failure");

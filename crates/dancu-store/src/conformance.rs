@@ -18,7 +18,8 @@ macro_rules! conformance_tests {
             concurrent_activations_never_collide, one_person_is_activated_once, search_filters_and_pages,
             lookup_by_legacy_id, failed_batches_leave_nothing, invalid_changes_leave_nothing,
             bulk_load_assigns_distinct_ids, changes_and_their_audit_entries_land_together,
-            officers_are_stored_once);
+            officers_are_stored_once, officers_update_and_list, sessions_expire_revoke_and_touch,
+            search_is_scoped_to_an_area, change_requests_apply_only_when_approved);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -352,9 +353,11 @@ pub async fn officers_are_stored_once(store: Arc<dyn Store>) {
         display_name: "Trần Văn Bình".into(),
         unit: Unit::parse("commune:00070").unwrap(),
         roles: vec![Role::Collector, Role::Verifier],
+        permissions: vec![],
         password_hash: dancu_core::auth::hash_password("mật khẩu thật dài", &[3u8; 16]),
         totp_secret: None,
         totp_last_step: None,
+        totp_pending: None,
         failed_logins: 0,
         locked_until: None,
         active: true,
@@ -367,6 +370,172 @@ pub async fn officers_are_stored_once(store: Arc<dyn Store>) {
     assert!(matches!(store.officer_insert(&again).await, Err(StoreError::Duplicate(_))));
     assert_eq!(store.officer_get("ca.hoankiem.01").await.unwrap().unwrap().display_name, "Trần Văn Bình");
     assert!(store.officer_get("nobody").await.unwrap().is_none());
+}
+
+fn officer(username: &str, unit: &str, roles: Vec<dancu_core::auth::Role>) -> dancu_core::auth::Officer {
+    dancu_core::auth::Officer {
+        username: username.into(),
+        display_name: format!("Cán bộ {username}"),
+        unit: dancu_core::auth::Unit::parse(unit).unwrap(),
+        roles,
+        permissions: vec![],
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        totp_secret: None,
+        totp_last_step: None,
+        totp_pending: None,
+        failed_logins: 0,
+        locked_until: None,
+        active: true,
+    }
+}
+
+pub async fn officers_update_and_list(store: Arc<dyn Store>) {
+    use dancu_core::access::Permission;
+    use dancu_core::auth::Role;
+    let mut a = officer("b.officer", "province:01", vec![Role::Approver]);
+    store.officer_insert(&a).await.unwrap();
+    store.officer_insert(&officer("a.officer", "ministry", vec![Role::Auditor])).await.unwrap();
+    a.permissions = vec![Permission::SensitiveData];
+    a.totp_pending = Some("JBSWY3DPEHPK3PXP".into());
+    a.totp_last_step = Some(12345);
+    a.failed_logins = 3;
+    a.locked_until = Some("2026-01-01T00:00:00Z".into());
+    a.roles.push(Role::Verifier);
+    store.officer_update(&a).await.unwrap();
+    assert_eq!(store.officer_get("b.officer").await.unwrap().unwrap(), a, "every field is kept");
+    let list = store.officer_list().await.unwrap();
+    assert_eq!(list.iter().map(|o| o.username.as_str()).collect::<Vec<_>>(), ["a.officer", "b.officer"]);
+    let ghost = officer("ghost", "ministry", vec![]);
+    assert!(matches!(store.officer_update(&ghost).await, Err(StoreError::NotFound)));
+}
+
+pub async fn sessions_expire_revoke_and_touch(store: Arc<dyn Store>) {
+    use crate::Session;
+    use dancu_core::auth::{Role, SessionKind, SessionStage};
+    store.officer_insert(&officer("s.officer", "ministry", vec![Role::Collector])).await.unwrap();
+    let t0 = crate::now();
+    let mk = |hash: &str| Session {
+        token_hash: hash.into(),
+        username: "s.officer".into(),
+        kind: SessionKind::Bearer,
+        stage: SessionStage::MfaRequired,
+        created_at: t0,
+        last_seen_at: t0,
+        expires_at: t0 + time::Duration::hours(8),
+        revoked: false,
+    };
+    store.session_insert(&mk("h1")).await.unwrap();
+    store.session_insert(&mk("h2")).await.unwrap();
+    assert_eq!(store.session_get("h1").await.unwrap().unwrap(), mk("h1"));
+    assert!(store.session_get("nope").await.unwrap().is_none());
+    let later = t0 + time::Duration::minutes(5);
+    store.session_touch("h1", later).await.unwrap();
+    store.session_touch("h1", t0).await.unwrap(); // never moves back
+    assert_eq!(store.session_get("h1").await.unwrap().unwrap().last_seen_at, later);
+    assert!(store.session_revoke("h1").await.unwrap());
+    assert!(!store.session_revoke("h1").await.unwrap(), "revoking twice reports nothing new");
+    assert!(store.session_get("h1").await.unwrap().unwrap().revoked);
+    assert_eq!(store.session_revoke_all("s.officer").await.unwrap(), 1);
+    assert!(store.session_get("h2").await.unwrap().unwrap().revoked);
+}
+
+pub async fn search_is_scoped_to_an_area(store: Arc<dyn Store>) {
+    use dancu_core::access::residence_areas;
+    let reg = Registry::new(store.clone());
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        keys.push(reg.create(sample(i), &meta("thu thập")).await.unwrap().key);
+    }
+    // sample(i): multiples of 3 live in commune 26506, the others in 00004
+    let hcm = residence_areas(sample(0).permanent_residence.as_ref());
+    let hanoi = residence_areas(sample(1).permanent_residence.as_ref());
+    let page = |area: Option<String>| SearchQuery { area, limit: 50, ..Default::default() };
+    let all = reg.search(&page(None)).await.unwrap().items;
+    assert_eq!(all.len(), 6);
+    let in_commune = reg.search(&page(Some("c:2025:00004".into()))).await.unwrap().items;
+    assert_eq!(in_commune.len(), 4);
+    assert!(in_commune.iter().all(|r| r.person.areas() == hanoi));
+    let province = hcm.iter().find(|a| a.starts_with("p:")).unwrap().clone();
+    let in_province = reg.search(&page(Some(province.clone()))).await.unwrap().items;
+    assert_eq!(in_province.len(), 2);
+    // a temporary residence elsewhere brings a person into that area too; moving out takes them out
+    let rec = reg.get(&PersonRef::Key(keys[1])).await.unwrap();
+    let mut input = rec.person.record.clone();
+    input.temporary_residence = sample(0).permanent_residence;
+    let rec = reg.update(rec.key, rec.version, input, None, &meta("đăng ký tạm trú")).await.unwrap();
+    assert_eq!(reg.search(&page(Some(province.clone()))).await.unwrap().items.len(), 3);
+    let mut input = rec.person.record.clone();
+    input.temporary_residence = None;
+    reg.update(rec.key, rec.version, input, None, &meta("xóa tạm trú")).await.unwrap();
+    assert_eq!(reg.search(&page(Some(province))).await.unwrap().items.len(), 2);
+    assert!(reg.search(&page(Some("c:2025:99999".into()))).await.unwrap().items.is_empty());
+}
+
+pub async fn change_requests_apply_only_when_approved(store: Arc<dyn Store>) {
+    use crate::{ApprovedChange, ChangeRequest, Decision, ProposedChange, RequestQuery, RequestState};
+    use dancu_core::access::Guarded;
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    let rec = reg.activate(rec.key, None, &meta("cấp số")).await.unwrap();
+    let mut renamed = rec.person.record.clone();
+    renamed.name.given = "Minh".into();
+    let at = crate::now();
+    let request = |id| ChangeRequest {
+        id,
+        person_key: rec.key,
+        base_version: rec.version,
+        guarded: vec![Guarded::Name],
+        proposed: ProposedChange { person: renamed.clone(), status: None, status_date: None, reestablish_id: false },
+        requested_by: "maker".into(),
+        requested_unit: "commune:00004".into(),
+        requested_at: at,
+        reason: "cải chính hộ tịch".into(),
+        legal_basis: Some("Trích lục cải chính hộ tịch".into()),
+        state: RequestState::Pending,
+        decided_by: None,
+        decided_at: None,
+        decision_note: None,
+        result_version: None,
+    };
+    let (a, b) = (crate::new_key(), crate::new_key());
+    store.change_request_insert(&request(a), None).await.unwrap();
+    store.change_request_insert(&request(b), None).await.unwrap();
+    assert_eq!(store.change_request_get(a).await.unwrap().unwrap(), request(a));
+    let pending = RequestQuery { state: Some(RequestState::Pending), limit: 10, ..Default::default() };
+    assert_eq!(store.change_requests(&pending).await.unwrap().len(), 2);
+    let elsewhere = RequestQuery { area: Some("c:2025:26506".into()), limit: 10, ..Default::default() };
+    assert!(store.change_requests(&elsewhere).await.unwrap().is_empty(), "scoped by the person's area");
+    // rejection changes nothing of the person
+    let no = Decision {
+        state: RequestState::Rejected,
+        by: "checker".into(),
+        note: Some("thiếu giấy tờ".into()),
+        audit: None,
+    };
+    let decided = store.change_request_decide(b, &no, None).await.unwrap();
+    assert_eq!((decided.state, decided.decided_by.as_deref()), (RequestState::Rejected, Some("checker")));
+    assert_eq!(reg.get(&PersonRef::Key(rec.key)).await.unwrap().version, rec.version);
+    // approval applies the change, in the same transaction, recording both officers
+    let mut person = rec.person.clone();
+    person.record = renamed.clone();
+    let mut m = meta("cải chính hộ tịch");
+    m.actor = "maker".into();
+    m.approved_by = Some("checker".into());
+    let change = ApprovedChange { person, kind: ChangeKind::Update, meta: m };
+    let yes = Decision { state: RequestState::Approved, by: "checker".into(), note: None, audit: None };
+    let decided = store.change_request_decide(a, &yes, Some(&change)).await.unwrap();
+    assert_eq!(decided.result_version, Some(rec.version + 1));
+    let now = reg.get(&PersonRef::Key(rec.key)).await.unwrap();
+    assert_eq!(now.person.record.name.given, "Minh");
+    let last = reg.history(rec.key).await.unwrap().pop().unwrap();
+    assert_eq!((last.meta.actor.as_str(), last.meta.approved_by.as_deref()), ("maker", Some("checker")));
+    // a decided request cannot be decided again
+    assert!(matches!(store.change_request_decide(a, &yes, Some(&change)).await, Err(StoreError::State(_))));
+    // a request against a version that has moved on conflicts, and stays pending
+    let c = crate::new_key();
+    store.change_request_insert(&request(c), None).await.unwrap();
+    assert!(matches!(store.change_request_decide(c, &yes, Some(&change)).await, Err(StoreError::Conflict { .. })));
+    assert_eq!(store.change_request_get(c).await.unwrap().unwrap().state, RequestState::Pending);
 }
 
 /// The SQL dialect of a raw connection handed to the tamper tests.

@@ -16,10 +16,11 @@ pub mod registry;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use dancu_core::access::Guarded;
 use dancu_core::audit::{AuditEntry, Checkpoint, StoredEntry};
-use dancu_core::auth::Officer;
+use dancu_core::auth::{Officer, SessionKind, SessionStage};
 use dancu_core::person::SearchFacts;
-use dancu_core::{LegacyIdNumber, Person, PersonStatus, PersonalId};
+use dancu_core::{LegacyIdNumber, PartialDate, Person, PersonInput, PersonStatus, PersonalId};
 use serde::Serialize;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -32,6 +33,9 @@ pub struct ChangeMeta {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legal_basis: Option<String>,
+    /// The second officer who approved the change (maker-checker), when one had to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// The audit entry of the request making the change: stored in the same transaction as the
     /// change, so that no change is ever stored without its entry. (For a new person whose
     /// entry names no target yet, the store names the new record.) Not part of the history.
@@ -41,7 +45,7 @@ pub struct ChangeMeta {
 
 impl ChangeMeta {
     pub fn new(actor: impl Into<String>, reason: impl Into<String>, legal_basis: Option<String>) -> Self {
-        ChangeMeta { actor: actor.into(), reason: reason.into(), legal_basis, audit: None }
+        ChangeMeta { actor: actor.into(), reason: reason.into(), legal_basis, approved_by: None, audit: None }
     }
 }
 
@@ -52,6 +56,8 @@ pub enum ChangeKind {
     Create,
     Update,
     Activate,
+    /// A new personal ID replacing the current one (approved by a second officer).
+    Reestablish,
 }
 
 impl ChangeKind {
@@ -60,6 +66,7 @@ impl ChangeKind {
             ChangeKind::Create => "create",
             ChangeKind::Update => "update",
             ChangeKind::Activate => "activate",
+            ChangeKind::Reestablish => "reestablish",
         }
     }
     pub fn from_code(s: &str) -> Option<Self> {
@@ -67,6 +74,7 @@ impl ChangeKind {
             "create" => Some(ChangeKind::Create),
             "update" => Some(ChangeKind::Update),
             "activate" => Some(ChangeKind::Activate),
+            "reestablish" => Some(ChangeKind::Reestablish),
             _ => None,
         }
     }
@@ -134,6 +142,8 @@ pub struct SearchQuery {
     /// 2025 province code of the home commune.
     pub province_2025: Option<String>,
     pub status: Option<PersonStatus>,
+    /// Only people lying in this area (see `dancu_core::access`): the searching officer's unit.
+    pub area: Option<String>,
     pub offset: u32,
     pub limit: u32,
 }
@@ -158,6 +168,124 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// A login session or API token as stored (the token itself is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token_hash: String,
+    pub username: String,
+    pub kind: SessionKind,
+    pub stage: SessionStage,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    /// The absolute end of the session.
+    pub expires_at: OffsetDateTime,
+    pub revoked: bool,
+}
+
+/// A change held for a second officer's approval (maker-checker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ChangeRequest {
+    #[schema(value_type = String, format = "uuid")]
+    pub id: Uuid,
+    /// Record key of the person concerned.
+    #[schema(value_type = String, format = "uuid")]
+    pub person_key: Uuid,
+    /// The version of the record the change was made against.
+    pub base_version: i64,
+    /// What in the change needs approval.
+    pub guarded: Vec<Guarded>,
+    pub proposed: ProposedChange,
+    pub requested_by: String,
+    /// The requesting officer's unit (`commune:00004`…).
+    pub requested_unit: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub requested_at: OffsetDateTime,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    pub state: RequestState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub decided_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_note: Option<String>,
+    /// The person's version the approved change made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_version: Option<i64>,
+}
+
+/// The change itself: the record as it should become, and a status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ProposedChange {
+    pub person: PersonInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PersonStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_date: Option<PartialDate>,
+    /// Draw a new personal ID on approval (the corrected record contradicts the current one).
+    #[serde(default)]
+    pub reestablish_id: bool,
+}
+
+/// Where a change request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Pending,
+    Approved,
+    Rejected,
+    /// Withdrawn by the officer who made it.
+    Withdrawn,
+}
+
+impl RequestState {
+    pub fn code(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Rejected => "rejected",
+            RequestState::Withdrawn => "withdrawn",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        [RequestState::Pending, RequestState::Approved, RequestState::Rejected, RequestState::Withdrawn]
+            .into_iter()
+            .find(|k| k.code() == s)
+    }
+}
+
+/// The decision on a pending change request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub state: RequestState,
+    pub by: String,
+    pub note: Option<String>,
+    /// Stored in the same transaction as the decision (and the change it applies).
+    pub audit: Option<AuditEntry>,
+}
+
+/// The person change an approval applies, in the decision's transaction.
+#[derive(Debug, Clone)]
+pub struct ApprovedChange {
+    pub person: Person,
+    pub kind: ChangeKind,
+    pub meta: ChangeMeta,
+}
+
+/// A query over change requests; every given filter must hold. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestQuery {
+    pub state: Option<RequestState>,
+    pub person_key: Option<Uuid>,
+    /// Only requests about people lying in this area.
+    pub area: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
 /// Storage failures the callers can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -171,6 +299,8 @@ pub enum StoreError {
     BadUrl(String),
     #[error("{0} already exists")]
     Duplicate(String),
+    #[error("{0}")]
+    State(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -244,6 +374,42 @@ pub trait Store: Send + Sync {
 
     async fn officer_get(&self, username: &str) -> Result<Option<Officer>>;
 
+    /// Replaces a stored officer's account (matched by username); [`StoreError::NotFound`] if none.
+    async fn officer_update(&self, officer: &Officer) -> Result<()>;
+
+    /// Every officer account, ordered by username.
+    async fn officer_list(&self) -> Result<Vec<Officer>>;
+
+    async fn session_insert(&self, s: &Session) -> Result<()>;
+
+    async fn session_get(&self, token_hash: &str) -> Result<Option<Session>>;
+
+    /// Records use of a session (for the idle timeout).
+    async fn session_touch(&self, token_hash: &str, at: OffsetDateTime) -> Result<()>;
+
+    /// Revokes one session; true if it existed and was not revoked already.
+    async fn session_revoke(&self, token_hash: &str) -> Result<bool>;
+
+    /// Revokes every session of an officer (password reset, deactivation); returns how many.
+    async fn session_revoke_all(&self, username: &str) -> Result<u64>;
+
+    /// Stores a new change request, with the audit entry of the request making it.
+    async fn change_request_insert(&self, r: &ChangeRequest, audit: Option<&AuditEntry>) -> Result<()>;
+
+    async fn change_request_get(&self, id: Uuid) -> Result<Option<ChangeRequest>>;
+
+    async fn change_requests(&self, q: &RequestQuery) -> Result<Vec<ChangeRequest>>;
+
+    /// Decides a pending request and, for an approval, applies its change to the person at the
+    /// request's base version — all in one transaction. [`StoreError::State`] when the request
+    /// is no longer pending; [`StoreError::Conflict`] when the person changed since.
+    async fn change_request_decide(
+        &self,
+        id: Uuid,
+        decision: &Decision,
+        apply: Option<&ApprovedChange>,
+    ) -> Result<ChangeRequest>;
+
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
 
@@ -270,6 +436,8 @@ pub(crate) struct Columns {
     pub legacy_id: Option<String>,
     pub status: &'static str,
     pub facts: SearchFacts,
+    /// The areas the person lies in (`person_areas` rows).
+    pub areas: Vec<String>,
 }
 
 impl Columns {
@@ -279,6 +447,7 @@ impl Columns {
             legacy_id: p.record.legacy_id.as_ref().map(|l| l.to_string()),
             status: p.status.code(),
             facts: p.search_facts(),
+            areas: p.areas(),
         }
     }
 }
@@ -304,6 +473,40 @@ pub(crate) fn roles_from_text(s: &str) -> Result<Vec<dancu_core::auth::Role>> {
     s.split(',')
         .filter(|r| !r.is_empty())
         .map(|r| dancu_core::auth::Role::from_code(r).ok_or_else(|| StoreError::Corrupt(format!("role {r:?}"))))
+        .collect()
+}
+
+pub(crate) fn permissions_to_text(p: &[dancu_core::access::Permission]) -> String {
+    p.iter().map(|r| r.code()).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn permissions_from_text(s: &str) -> Result<Vec<dancu_core::access::Permission>> {
+    s.split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            dancu_core::access::Permission::from_code(r).ok_or_else(|| StoreError::Corrupt(format!("permission {r:?}")))
+        })
+        .collect()
+}
+
+pub(crate) fn guarded_to_text(g: &[Guarded]) -> String {
+    g.iter().map(|r| r.code()).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn guarded_from_text(s: &str) -> Result<Vec<Guarded>> {
+    const ALL: [Guarded; 6] = [
+        Guarded::Name,
+        Guarded::BirthDate,
+        Guarded::Sex,
+        Guarded::Nationality,
+        Guarded::Death,
+        Guarded::IdReestablishment,
+    ];
+    s.split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            ALL.into_iter().find(|g| g.code() == r).ok_or_else(|| StoreError::Corrupt(format!("guarded change {r:?}")))
+        })
         .collect()
 }
 

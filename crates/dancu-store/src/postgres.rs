@@ -9,13 +9,15 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use crate::{AuditQuery, RawPersonRecord};
+use crate::{
+    ApprovedChange, AuditQuery, ChangeRequest, Decision, RawPersonRecord, RequestQuery, RequestState, Session,
+};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
 };
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
-use dancu_core::auth::Officer;
+use dancu_core::auth::{Officer, SessionKind, SessionStage};
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
@@ -121,7 +123,145 @@ CREATE TABLE officers (
 );
 "#,
     ),
+    (
+        4,
+        "access",
+        r#"
+ALTER TABLE officers ADD COLUMN permissions text NOT NULL DEFAULT '';
+ALTER TABLE officers ADD COLUMN totp_pending text;
+ALTER TABLE person_versions ADD COLUMN approved_by text;
+
+CREATE TABLE sessions (
+    token_hash   text PRIMARY KEY,
+    username     text NOT NULL REFERENCES officers (username),
+    kind         text NOT NULL,
+    stage        text NOT NULL,
+    created_at   timestamptz NOT NULL,
+    last_seen_at timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL,
+    revoked      boolean NOT NULL DEFAULT false
+);
+CREATE INDEX sessions_username ON sessions (username);
+
+-- The areas (dancu_core::access) each person lies in: what scopes officers' searches.
+CREATE TABLE person_areas (
+    area       text COLLATE "C" NOT NULL,
+    person_key uuid NOT NULL REFERENCES persons (key),
+    PRIMARY KEY (area, person_key)
+);
+CREATE INDEX person_areas_person ON person_areas (person_key);
+
+CREATE TABLE change_requests (
+    id             uuid PRIMARY KEY,
+    person_key     uuid NOT NULL REFERENCES persons (key),
+    base_version   bigint NOT NULL,
+    guarded        text NOT NULL,
+    proposed       jsonb NOT NULL,
+    requested_by   text NOT NULL,
+    requested_unit text NOT NULL,
+    requested_at   timestamptz NOT NULL,
+    reason         text NOT NULL,
+    legal_basis    text,
+    state          text NOT NULL,
+    decided_by     text,
+    decided_at     timestamptz,
+    decision_note  text,
+    result_version bigint
+);
+CREATE INDEX change_requests_state ON change_requests (state, requested_at);
+CREATE INDEX change_requests_person ON change_requests (person_key);
+"#,
+    ),
 ];
+
+/// Fills `person_areas` for people stored before migration 4 (inside its transaction).
+async fn backfill_areas(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+    let rows = tx.query("SELECT key, data FROM persons", &[]).await?;
+    for chunk in rows.chunks(10_000) {
+        let (mut keys, mut areas) = (Vec::<Uuid>::new(), Vec::<String>::new());
+        for r in chunk {
+            let Json(p): Json<Person> =
+                r.try_get(1).map_err(|_| StoreError::Corrupt("a stored person record does not parse".into()))?;
+            for a in p.areas() {
+                keys.push(r.get(0));
+                areas.push(a);
+            }
+        }
+        tx.execute(
+            "INSERT INTO person_areas (area, person_key) SELECT a, k FROM UNNEST($1::text[], $2::uuid[]) AS t(a, k)
+             ON CONFLICT DO NOTHING",
+            &[&areas, &keys],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Replaces a person's `person_areas` rows.
+async fn write_areas(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: Uuid,
+    areas: &[String],
+    replace: bool,
+) -> Result<()> {
+    if replace {
+        let stmt = tx.prepare_cached("DELETE FROM person_areas WHERE person_key = $1").await?;
+        tx.execute(&stmt, &[&key]).await?;
+    }
+    let stmt = tx
+        .prepare_cached("INSERT INTO person_areas (area, person_key) SELECT a, $2 FROM UNNEST($1::text[]) AS t(a)")
+        .await?;
+    tx.execute(&stmt, &[&areas, &key]).await?;
+    Ok(())
+}
+
+const OFFICER_SELECT: &str = "SELECT username, display_name, unit, roles, permissions, password_hash, totp_secret,
+                                      totp_last_step, totp_pending, failed_logins, locked_until, active FROM officers";
+
+fn officer_row(r: &Row) -> Result<Officer> {
+    Ok(Officer {
+        username: r.get(0),
+        display_name: r.get(1),
+        unit: crate::unit_from_text(r.get(2))?,
+        roles: crate::roles_from_text(r.get(3))?,
+        permissions: crate::permissions_from_text(r.get(4))?,
+        password_hash: r.get(5),
+        totp_secret: r.get(6),
+        totp_last_step: r.get(7),
+        totp_pending: r.get(8),
+        failed_logins: r.get::<_, i32>(9) as u32,
+        locked_until: r.get(10),
+        active: r.get(11),
+    })
+}
+
+const REQUEST_SELECT: &str = "SELECT id, person_key, base_version, guarded, proposed, requested_by, requested_unit,
+                                     requested_at, reason, legal_basis, state, decided_by, decided_at, decision_note,
+                                     result_version FROM change_requests";
+
+fn request_row(r: &Row) -> Result<ChangeRequest> {
+    let state: String = r.get(10);
+    let Json(proposed): Json<crate::ProposedChange> =
+        r.try_get(4).map_err(|_| StoreError::Corrupt("a stored change request does not parse".into()))?;
+    Ok(ChangeRequest {
+        id: r.get(0),
+        person_key: r.get(1),
+        base_version: r.get(2),
+        guarded: crate::guarded_from_text(r.get(3))?,
+        proposed,
+        requested_by: r.get(5),
+        requested_unit: r.get(6),
+        requested_at: r.get(7),
+        reason: r.get(8),
+        legal_basis: r.get(9),
+        state: RequestState::from_code(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?,
+        decided_by: r.get(11),
+        decided_at: r.get(12),
+        decision_note: r.get(13),
+        result_version: r.get(14),
+    })
+}
 
 /// The PostgreSQL store.
 #[derive(Clone)]
@@ -309,6 +449,7 @@ async fn insert_new(
         Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
         _ => e.into(),
     })?;
+    write_areas(tx, key, &c.areas, false).await?;
     insert_version(tx, key, 1, ChangeKind::Create, meta, at, person).await
 }
 
@@ -323,13 +464,23 @@ async fn insert_version(
 ) -> Result<()> {
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, recorded_at, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, approved_by, recorded_at, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .await?;
     tx.execute(
         &stmt,
-        &[&key, &version, &kind.code(), &meta.actor, &meta.reason, &meta.legal_basis, &at, &Json(person)],
+        &[
+            &key,
+            &version,
+            &kind.code(),
+            &meta.actor,
+            &meta.reason,
+            &meta.legal_basis,
+            &meta.approved_by,
+            &at,
+            &Json(person),
+        ],
     )
     .await?;
     Ok(())
@@ -348,6 +499,66 @@ async fn reserve_id(
         )
         .await?;
     Ok(tx.execute(&stmt, &[&id.as_str(), &key, &at]).await? == 1)
+}
+
+/// Replaces a person's state at `expected_version` inside the caller's transaction.
+async fn update_in_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: Uuid,
+    expected_version: i64,
+    person: &Person,
+    kind: ChangeKind,
+    meta: &ChangeMeta,
+) -> Result<PersonRecord> {
+    let stmt =
+        tx.prepare_cached("SELECT version, personal_id, created_at FROM persons WHERE key = $1 FOR UPDATE").await?;
+    let Some(row) = tx.query_opt(&stmt, &[&key]).await? else {
+        return Err(StoreError::NotFound);
+    };
+    let version: i64 = row.get(0);
+    let current_id: Option<String> = row.get(1);
+    let created_at: OffsetDateTime = row.get(2);
+    if version != expected_version {
+        return Err(StoreError::Conflict { expected: expected_version, actual: version });
+    }
+    let at = now();
+    if let Some(id) = person.personal_id.filter(|id| current_id.as_deref() != Some(id.as_str()))
+        && !reserve_id(tx, id, key, at).await?
+    {
+        return Err(StoreError::IdTaken(id));
+    }
+    let c = Columns::of(person);
+    let new_version = version + 1;
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE persons SET personal_id = $2, legacy_id = $3, status = $4, name_key = $5, birth_year = $6,
+                        commune_key = $7, province_2025 = $8, version = $9, data = $10, updated_at = $11
+                 WHERE key = $1",
+        )
+        .await?;
+    let args: [&(dyn ToSql + Sync); 11] = [
+        &key,
+        &c.personal_id,
+        &c.legacy_id,
+        &c.status,
+        &c.facts.name_key,
+        &c.facts.birth_year,
+        &c.facts.commune_key,
+        &c.facts.province_2025,
+        &new_version,
+        &Json(person),
+        &at,
+    ];
+    tx.execute(&stmt, &args).await.map_err(|e| match person.personal_id {
+        Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+        _ => e.into(),
+    })?;
+    insert_version(tx, key, new_version, kind, meta, at, person).await?;
+    if let Some(entry) = &meta.audit {
+        append_audit(tx, std::slice::from_ref(entry)).await?;
+    }
+    write_areas(tx, key, &c.areas, true).await?;
+    Ok(PersonRecord { key, version: new_version, created_at, updated_at: at, person: person.clone() })
 }
 
 #[async_trait]
@@ -372,6 +583,9 @@ impl Store for PgStore {
             let done = tx.query_opt("SELECT version FROM schema_migrations WHERE version = $1", &[version]).await?;
             if done.is_none() {
                 tx.batch_execute(sql).await?;
+                if *version == 4 {
+                    backfill_areas(&tx).await?;
+                }
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
                     &[version, name, &now()],
@@ -433,62 +647,16 @@ impl Store for PgStore {
     ) -> Result<PersonRecord> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let stmt =
-            tx.prepare_cached("SELECT version, personal_id, created_at FROM persons WHERE key = $1 FOR UPDATE").await?;
-        let Some(row) = tx.query_opt(&stmt, &[&key]).await? else {
-            return Err(StoreError::NotFound);
-        };
-        let version: i64 = row.get(0);
-        let current_id: Option<String> = row.get(1);
-        let created_at: OffsetDateTime = row.get(2);
-        if version != expected_version {
-            return Err(StoreError::Conflict { expected: expected_version, actual: version });
-        }
-        let at = now();
-        if let Some(id) = person.personal_id.filter(|id| current_id.as_deref() != Some(id.as_str()))
-            && !reserve_id(&tx, id, key, at).await?
-        {
-            return Err(StoreError::IdTaken(id));
-        }
-        let c = Columns::of(person);
-        let new_version = version + 1;
-        let stmt = tx
-            .prepare_cached(
-                "UPDATE persons SET personal_id = $2, legacy_id = $3, status = $4, name_key = $5, birth_year = $6,
-                        commune_key = $7, province_2025 = $8, version = $9, data = $10, updated_at = $11
-                 WHERE key = $1",
-            )
-            .await?;
-        let args: [&(dyn ToSql + Sync); 11] = [
-            &key,
-            &c.personal_id,
-            &c.legacy_id,
-            &c.status,
-            &c.facts.name_key,
-            &c.facts.birth_year,
-            &c.facts.commune_key,
-            &c.facts.province_2025,
-            &new_version,
-            &Json(person),
-            &at,
-        ];
-        tx.execute(&stmt, &args).await.map_err(|e| match person.personal_id {
-            Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
-            _ => e.into(),
-        })?;
-        insert_version(&tx, key, new_version, kind, meta, at, person).await?;
-        if let Some(entry) = &meta.audit {
-            append_audit(&tx, std::slice::from_ref(entry)).await?;
-        }
+        let rec = update_in_tx(&tx, key, expected_version, person, kind, meta).await?;
         tx.commit().await?;
-        Ok(PersonRecord { key, version: new_version, created_at, updated_at: at, person: person.clone() })
+        Ok(rec)
     }
 
     async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT version, change, actor, reason, legal_basis, recorded_at, data
+                "SELECT version, change, actor, reason, legal_basis, recorded_at, data, approved_by
                  FROM person_versions WHERE key = $1 ORDER BY version",
             )
             .await?;
@@ -502,7 +670,10 @@ impl Store for PgStore {
                 change: ChangeKind::from_code(&change)
                     .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
                 recorded_at: row.get(5),
-                meta: ChangeMeta::new(row.get::<_, String>(2), row.get::<_, String>(3), row.get(4)),
+                meta: ChangeMeta {
+                    approved_by: row.get(7),
+                    ..ChangeMeta::new(row.get::<_, String>(2), row.get::<_, String>(3), row.get(4))
+                },
                 person,
             });
         }
@@ -538,6 +709,10 @@ impl Store for PgStore {
         if let Some(s) = &status {
             args.push(s);
             sql += &format!(" AND status = ${}", args.len());
+        }
+        if let Some(a) = &q.area {
+            args.push(a);
+            sql += &format!(" AND key IN (SELECT person_key FROM person_areas WHERE area = ${})", args.len());
         }
         args.push(&limit);
         args.push(&offset);
@@ -576,6 +751,7 @@ impl Store for PgStore {
         let mut seen = std::collections::HashSet::with_capacity(people.len());
         let (mut keys, mut pids, mut legacy, mut status, mut names, mut years, mut communes, mut provinces, mut data) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut area_keys, mut areas) = (Vec::<Uuid>::new(), Vec::<String>::new());
         for (i, p) in people.iter().enumerate() {
             // Issued before, or twice in this batch: the caller redraws it.
             if let Some(id) = &ids[i]
@@ -585,7 +761,12 @@ impl Store for PgStore {
                 continue;
             }
             let c = Columns::of(p);
-            keys.push(crate::new_key());
+            let key = crate::new_key();
+            for a in c.areas {
+                area_keys.push(key);
+                areas.push(a);
+            }
+            keys.push(key);
             pids.push(ids[i].clone());
             legacy.push(c.legacy_id);
             status.push(c.status);
@@ -614,6 +795,11 @@ impl Store for PgStore {
             "INSERT INTO issued_ids (personal_id, key, issued_at)
              SELECT pid, k, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(pid, k) WHERE pid IS NOT NULL",
             &[&pids, &keys, &at],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO person_areas (area, person_key) SELECT a, k FROM UNNEST($1::text[], $2::uuid[]) AS t(a, k)",
+            &[&areas, &area_keys],
         )
         .await?;
         tx.commit().await?;
@@ -696,17 +882,19 @@ impl Store for PgStore {
         let failed = o.failed_logins as i32;
         let n = client
             .execute(
-                "INSERT INTO officers (username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
-                                       failed_logins, locked_until, active, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (username) DO NOTHING",
+                "INSERT INTO officers (username, display_name, unit, roles, permissions, password_hash, totp_secret,
+                                       totp_last_step, totp_pending, failed_logins, locked_until, active, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (username) DO NOTHING",
                 &[
                     &o.username,
                     &o.display_name,
                     &o.unit.code_str(),
                     &crate::roles_to_text(&o.roles),
+                    &crate::permissions_to_text(&o.permissions),
                     &o.password_hash,
                     &o.totp_secret,
                     &o.totp_last_step,
+                    &o.totp_pending,
                     &failed,
                     &o.locked_until,
                     &o.active,
@@ -719,28 +907,209 @@ impl Store for PgStore {
 
     async fn officer_get(&self, username: &str) -> Result<Option<Officer>> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
-                        failed_logins, locked_until, active FROM officers WHERE username = $1",
-                &[&username],
+        let row = client.query_opt(&format!("{OFFICER_SELECT} WHERE username = $1"), &[&username]).await?;
+        row.as_ref().map(officer_row).transpose()
+    }
+
+    async fn officer_update(&self, o: &Officer) -> Result<()> {
+        let client = self.pool.get().await?;
+        let failed = o.failed_logins as i32;
+        let n = client
+            .execute(
+                "UPDATE officers SET display_name = $2, unit = $3, roles = $4, permissions = $5, password_hash = $6,
+                        totp_secret = $7, totp_last_step = $8, totp_pending = $9, failed_logins = $10,
+                        locked_until = $11, active = $12
+                 WHERE username = $1",
+                &[
+                    &o.username,
+                    &o.display_name,
+                    &o.unit.code_str(),
+                    &crate::roles_to_text(&o.roles),
+                    &crate::permissions_to_text(&o.permissions),
+                    &o.password_hash,
+                    &o.totp_secret,
+                    &o.totp_last_step,
+                    &o.totp_pending,
+                    &failed,
+                    &o.locked_until,
+                    &o.active,
+                ],
             )
             .await?;
-        row.map(|r| {
-            Ok(Officer {
-                username: r.get(0),
-                display_name: r.get(1),
-                unit: crate::unit_from_text(r.get(2))?,
-                roles: crate::roles_from_text(r.get(3))?,
-                password_hash: r.get(4),
-                totp_secret: r.get(5),
-                totp_last_step: r.get(6),
-                failed_logins: r.get::<_, i32>(7) as u32,
-                locked_until: r.get(8),
-                active: r.get(9),
-            })
-        })
-        .transpose()
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn officer_list(&self) -> Result<Vec<Officer>> {
+        let client = self.pool.get().await?;
+        client.query(&format!("{OFFICER_SELECT} ORDER BY username"), &[]).await?.iter().map(officer_row).collect()
+    }
+
+    async fn session_insert(&self, x: &Session) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO sessions (token_hash, username, kind, stage, created_at, last_seen_at, expires_at, revoked)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &x.token_hash,
+                    &x.username,
+                    &x.kind.code(),
+                    &x.stage.code(),
+                    &x.created_at,
+                    &x.last_seen_at,
+                    &x.expires_at,
+                    &x.revoked,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn session_get(&self, token_hash: &str) -> Result<Option<Session>> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT token_hash, username, kind, stage, created_at, last_seen_at, expires_at, revoked
+                 FROM sessions WHERE token_hash = $1",
+            )
+            .await?;
+        let Some(r) = client.query_opt(&stmt, &[&token_hash]).await? else { return Ok(None) };
+        let kind: String = r.get(2);
+        let stage: String = r.get(3);
+        Ok(Some(Session {
+            token_hash: r.get(0),
+            username: r.get(1),
+            kind: SessionKind::from_code(&kind).ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
+            stage: SessionStage::from_code(&stage)
+                .ok_or_else(|| StoreError::Corrupt(format!("session stage {stage:?}")))?,
+            created_at: r.get(4),
+            last_seen_at: r.get(5),
+            expires_at: r.get(6),
+            revoked: r.get(7),
+        }))
+    }
+
+    async fn session_touch(&self, token_hash: &str, at: OffsetDateTime) -> Result<()> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached("UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1 AND last_seen_at < $2")
+            .await?;
+        client.execute(&stmt, &[&token_hash, &at]).await?;
+        Ok(())
+    }
+
+    async fn session_revoke(&self, token_hash: &str) -> Result<bool> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute("UPDATE sessions SET revoked = true WHERE token_hash = $1 AND NOT revoked", &[&token_hash])
+            .await?
+            > 0)
+    }
+
+    async fn session_revoke_all(&self, username: &str) -> Result<u64> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute("UPDATE sessions SET revoked = true WHERE username = $1 AND NOT revoked", &[&username])
+            .await?)
+    }
+
+    async fn change_request_insert(&self, r: &ChangeRequest, audit: Option<&AuditEntry>) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
+                 requested_unit, requested_at, reason, legal_basis, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &r.id,
+                &r.person_key,
+                &r.base_version,
+                &crate::guarded_to_text(&r.guarded),
+                &Json(&r.proposed),
+                &r.requested_by,
+                &r.requested_unit,
+                &r.requested_at,
+                &r.reason,
+                &r.legal_basis,
+                &r.state.code(),
+            ],
+        )
+        .await?;
+        if let Some(e) = audit {
+            append_audit(&tx, std::slice::from_ref(e)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn change_request_get(&self, id: Uuid) -> Result<Option<ChangeRequest>> {
+        let client = self.pool.get().await?;
+        client
+            .query_opt(&format!("{REQUEST_SELECT} WHERE id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(request_row)
+            .transpose()
+    }
+
+    async fn change_requests(&self, q: &RequestQuery) -> Result<Vec<ChangeRequest>> {
+        let client = self.pool.get().await?;
+        let mut sql = format!("{REQUEST_SELECT} WHERE true");
+        let state = q.state.map(|s| s.code());
+        let limit = i64::from(q.limit);
+        let offset = i64::from(q.offset);
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let Some(s) = &state {
+            args.push(s);
+            sql += &format!(" AND state = ${}", args.len());
+        }
+        if let Some(k) = &q.person_key {
+            args.push(k);
+            sql += &format!(" AND person_key = ${}", args.len());
+        }
+        if let Some(a) = &q.area {
+            args.push(a);
+            sql += &format!(" AND person_key IN (SELECT person_key FROM person_areas WHERE area = ${})", args.len());
+        }
+        args.push(&limit);
+        args.push(&offset);
+        sql += &format!(" ORDER BY requested_at DESC, id LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
+        client.query(&sql, &args).await?.iter().map(request_row).collect()
+    }
+
+    async fn change_request_decide(
+        &self,
+        id: Uuid,
+        decision: &Decision,
+        apply: Option<&ApprovedChange>,
+    ) -> Result<ChangeRequest> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx.query_opt(&format!("{REQUEST_SELECT} WHERE id = $1 FOR UPDATE"), &[&id]).await?;
+        let mut req = row.as_ref().map(request_row).transpose()?.ok_or(StoreError::NotFound)?;
+        if req.state != RequestState::Pending {
+            return Err(StoreError::State(format!("the request is already {}", req.state.code())));
+        }
+        if let Some(a) = apply {
+            let rec = update_in_tx(&tx, req.person_key, req.base_version, &a.person, a.kind, &a.meta).await?;
+            req.result_version = Some(rec.version);
+        }
+        let at = now();
+        req.state = decision.state;
+        req.decided_by = Some(decision.by.clone());
+        req.decided_at = Some(at);
+        req.decision_note = decision.note.clone();
+        tx.execute(
+            "UPDATE change_requests SET state = $2, decided_by = $3, decided_at = $4, decision_note = $5,
+                    result_version = $6 WHERE id = $1",
+            &[&id, &req.state.code(), &req.decided_by, &at, &req.decision_note, &req.result_version],
+        )
+        .await?;
+        if let Some(e) = &decision.audit {
+            append_audit(&tx, std::slice::from_ref(e)).await?;
+        }
+        tx.commit().await?;
+        Ok(req)
     }
 
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {

@@ -8,8 +8,18 @@ use time::{Date, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::{
-    ChangeKind, ChangeMeta, PersonRecord, PersonRef, PersonVersion, SearchPage, SearchQuery, Store, StoreError,
+    ApprovedChange, ChangeKind, ChangeMeta, ChangeRequest, Decision, PersonRecord, PersonRef, PersonVersion,
+    ProposedChange, RequestState, SearchPage, SearchQuery, Store, StoreError,
 };
+
+/// What became of a change an officer asked for.
+#[derive(Debug)]
+pub enum ChangeOutcome {
+    /// Made at once: the new version.
+    Applied(PersonRecord),
+    /// Held for a second officer's approval.
+    Pending(ChangeRequest),
+}
 use dancu_core::error::{FieldError, ValidationErrors};
 use dancu_core::id::random_serial;
 use dancu_core::{PartialDate, Person, PersonInput, PersonStatus, PersonalId};
@@ -94,6 +104,7 @@ fn check_meta(meta: &ChangeMeta) -> std::result::Result<ChangeMeta, ValidationEr
         actor: clean(&meta.actor),
         reason: clean(&meta.reason),
         legal_basis: meta.legal_basis.as_deref().map(clean).filter(|s| !s.is_empty()),
+        approved_by: meta.approved_by.clone(),
         audit: meta.audit.clone(),
     };
     if m.actor.is_empty() || m.actor.chars().count() > 100 {
@@ -206,6 +217,139 @@ impl Registry {
             .into());
         }
         Ok(self.store.update_person(key, expected_version, &person, ChangeKind::Update, &meta).await?)
+    }
+
+    /// A change as an officer asks for it: applied at once, unless it touches what needs a
+    /// second officer (name, birth date, sex, nationality, death, a new personal ID — see
+    /// `dancu_core::access::guarded_changes`); then it is validated and held for approval.
+    /// `requested_unit` is the requesting officer's unit.
+    pub async fn change(
+        &self,
+        key: Uuid,
+        expected_version: i64,
+        proposed: ProposedChange,
+        meta: &ChangeMeta,
+        requested_unit: &str,
+    ) -> Result<ChangeOutcome> {
+        let current = self.get(&PersonRef::Key(key)).await?;
+        let guarded = dancu_core::access::guarded_changes(
+            &current.person,
+            &proposed.person,
+            proposed.status,
+            proposed.reestablish_id,
+        );
+        if proposed.reestablish_id && current.person.personal_id.is_none() {
+            return Err(ValidationErrors::single(FieldError::new(
+                "reestablish_id",
+                "no_personal_id",
+                "the person has no personal ID yet: activation assigns the first one",
+            ))
+            .into());
+        }
+        if guarded.is_empty() {
+            let status = proposed.status.map(|s| (s, proposed.status_date));
+            return Ok(ChangeOutcome::Applied(
+                self.update(key, expected_version, proposed.person, status, meta).await?,
+            ));
+        }
+        // Validate now, so that the approver decides on a change that can be applied.
+        let checked = check_meta(meta);
+        let input = proposed.person.validate(today());
+        let (meta, input) = merge(checked, input)?;
+        if current.version != expected_version {
+            return Err(RegistryError::Conflict { expected: expected_version, actual: current.version });
+        }
+        let proposed = ProposedChange { person: input, ..proposed };
+        self.apply_proposal(&current.person, &proposed, false)?;
+        if let Some((to, date)) = proposed.status.map(|s| (s, proposed.status_date)) {
+            current.person.check_status_change(to, date, today())?;
+        }
+        let request = ChangeRequest {
+            id: crate::new_key(),
+            person_key: key,
+            base_version: current.version,
+            guarded,
+            proposed,
+            requested_by: meta.actor.clone(),
+            requested_unit: requested_unit.to_string(),
+            requested_at: crate::now(),
+            reason: meta.reason.clone(),
+            legal_basis: meta.legal_basis.clone(),
+            state: RequestState::Pending,
+            decided_by: None,
+            decided_at: None,
+            decision_note: None,
+            result_version: None,
+        };
+        self.store.change_request_insert(&request, meta.audit.as_ref()).await?;
+        Ok(ChangeOutcome::Pending(request))
+    }
+
+    /// The person a proposal makes of `current` (a new personal ID drawn when asked and
+    /// `draw` is set). Refuses a record that contradicts its personal ID without re-establishment.
+    fn apply_proposal(&self, current: &Person, p: &ProposedChange, draw: bool) -> Result<Person> {
+        let mut person = current.clone();
+        person.record = p.person.clone();
+        if let Some(to) = p.status {
+            person.status = to;
+            person.status_date = p.status_date;
+        }
+        if p.reestablish_id {
+            if draw {
+                person.personal_id = Some(draw_personal_id(&person)?);
+            } else {
+                // The new number must be possible: the record needs a lawful prefix and year.
+                draw_personal_id(&person)?;
+            }
+            return Ok(person);
+        }
+        if let Some(id) = person.personal_id
+            && let Err(e) = id.check_matches(person.record.sex, person.record.birth_date.year())
+        {
+            let field = if id.sex() != person.record.sex { "sex" } else { "birth_date" };
+            return Err(ValidationErrors::single(FieldError::new(
+                field,
+                "contradicts_personal_id",
+                format!("{e}; ask for the personal ID to be re-established (reestablish_id: true)"),
+            ))
+            .into());
+        }
+        Ok(person)
+    }
+
+    /// Decides a pending change request. Approval applies the change (drawing the new personal
+    /// ID for a re-establishment) in the same transaction as the decision; the version records
+    /// both the requesting and the approving officer. Who may decide is the caller's check
+    /// (`dancu_core::access::may_decide`).
+    pub async fn decide(&self, id: Uuid, decision: Decision) -> Result<ChangeRequest> {
+        let request = self.store.change_request_get(id).await?.ok_or(RegistryError::NotFound)?;
+        if request.state != RequestState::Pending {
+            return Err(StoreError::State(format!("the request is already {}", request.state.code())).into());
+        }
+        if decision.state != RequestState::Approved {
+            return Ok(self.store.change_request_decide(id, &decision, None).await?);
+        }
+        let current = self.get(&PersonRef::Key(request.person_key)).await?;
+        if current.version != request.base_version {
+            return Err(RegistryError::Conflict { expected: request.base_version, actual: current.version });
+        }
+        let kind = if request.proposed.reestablish_id { ChangeKind::Reestablish } else { ChangeKind::Update };
+        let meta = ChangeMeta {
+            actor: request.requested_by.clone(),
+            reason: request.reason.clone(),
+            legal_basis: request.legal_basis.clone(),
+            approved_by: Some(decision.by.clone()),
+            audit: None,
+        };
+        for _ in 0..MAX_ID_ATTEMPTS {
+            let person = self.apply_proposal(&current.person, &request.proposed, true)?;
+            let change = ApprovedChange { person, kind, meta: meta.clone() };
+            match self.store.change_request_decide(id, &decision, Some(&change)).await {
+                Err(StoreError::IdTaken(_)) => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(RegistryError::IdSpaceExhausted(MAX_ID_ATTEMPTS))
     }
 
     pub async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {

@@ -9,13 +9,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::{AuditQuery, RawPersonRecord};
+use crate::{
+    ApprovedChange, AuditQuery, ChangeRequest, Decision, RawPersonRecord, RequestQuery, RequestState, Session,
+};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
 };
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
-use dancu_core::auth::Officer;
+use dancu_core::auth::{Officer, SessionKind, SessionStage};
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
@@ -123,7 +125,83 @@ CREATE TABLE officers (
 ) STRICT;
 "#,
     ),
+    (
+        4,
+        "access",
+        r#"
+ALTER TABLE officers ADD COLUMN permissions TEXT NOT NULL DEFAULT '';
+ALTER TABLE officers ADD COLUMN totp_pending TEXT;
+ALTER TABLE person_versions ADD COLUMN approved_by TEXT;
+
+CREATE TABLE sessions (
+    token_hash   TEXT PRIMARY KEY,
+    username     TEXT NOT NULL REFERENCES officers (username),
+    kind         TEXT NOT NULL,
+    stage        TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    revoked      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX sessions_username ON sessions (username);
+
+-- The areas (dancu_core::access) each person lies in: what scopes officers' searches.
+CREATE TABLE person_areas (
+    area       TEXT NOT NULL,
+    person_key TEXT NOT NULL REFERENCES persons (key),
+    PRIMARY KEY (area, person_key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX person_areas_person ON person_areas (person_key);
+
+CREATE TABLE change_requests (
+    id             TEXT PRIMARY KEY,
+    person_key     TEXT NOT NULL REFERENCES persons (key),
+    base_version   INTEGER NOT NULL,
+    guarded        TEXT NOT NULL,
+    proposed       TEXT NOT NULL,
+    requested_by   TEXT NOT NULL,
+    requested_unit TEXT NOT NULL,
+    requested_at   TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    legal_basis    TEXT,
+    state          TEXT NOT NULL,
+    decided_by     TEXT,
+    decided_at     TEXT,
+    decision_note  TEXT,
+    result_version INTEGER
+) STRICT;
+CREATE INDEX change_requests_state ON change_requests (state, requested_at);
+CREATE INDEX change_requests_person ON change_requests (person_key);
+"#,
+    ),
 ];
+
+/// Fills `person_areas` for people stored before migration 4 (inside its transaction).
+fn backfill_areas(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let mut read = tx.prepare("SELECT key, data FROM persons")?;
+    let mut insert = tx.prepare("INSERT OR IGNORE INTO person_areas (area, person_key) VALUES (?1, ?2)")?;
+    let mut rows = read.query([])?;
+    while let Some(r) = rows.next()? {
+        let key: String = r.get(0)?;
+        let data: String = r.get(1)?;
+        for area in parse_person(&data)?.areas() {
+            insert.execute(params![area, key])?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a person's `person_areas` rows.
+fn write_areas(tx: &rusqlite::Transaction<'_>, key: &str, areas: &[String], replace: bool) -> Result<()> {
+    if replace {
+        tx.prepare_cached("DELETE FROM person_areas WHERE person_key = ?1")?.execute([key])?;
+    }
+    let mut stmt = tx.prepare_cached("INSERT INTO person_areas (area, person_key) VALUES (?1, ?2)")?;
+    for a in areas {
+        stmt.execute(params![a, key])?;
+    }
+    Ok(())
+}
 
 struct Inner {
     path: PathBuf,
@@ -219,6 +297,136 @@ fn append_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Resul
         }
     }
     Ok(last + chained.len() as i64)
+}
+
+/// Replaces a person's state at `expected_version` inside the caller's write transaction.
+fn update_in_tx(
+    tx: &rusqlite::Transaction<'_>,
+    key: Uuid,
+    expected_version: i64,
+    person: &Person,
+    kind: ChangeKind,
+    meta: &ChangeMeta,
+) -> Result<PersonRecord> {
+    let k = key.to_string();
+    let current: Option<(i64, Option<String>, String)> = tx
+        .prepare_cached("SELECT version, personal_id, created_at FROM persons WHERE key = ?1")?
+        .query_row([&k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((version, current_id, created)) = current else { return Err(StoreError::NotFound) };
+    if version != expected_version {
+        return Err(StoreError::Conflict { expected: expected_version, actual: version });
+    }
+    let at = now();
+    if let Some(id) = person.personal_id.filter(|id| current_id.as_deref() != Some(id.as_str())) {
+        let n = tx.execute(
+            "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            params![id.as_str(), k, ts(at)],
+        )?;
+        if n == 0 {
+            return Err(StoreError::IdTaken(id));
+        }
+    }
+    let c = Columns::of(person);
+    let data = serde_json::to_string(&person).map_err(backend)?;
+    let new_version = version + 1;
+    tx.prepare_cached(
+        "UPDATE persons SET personal_id = ?2, legacy_id = ?3, status = ?4, name_key = ?5, birth_year = ?6,
+                        commune_key = ?7, province_2025 = ?8, version = ?9, data = ?10, updated_at = ?11
+                 WHERE key = ?1",
+    )?
+    .execute(params![
+        k,
+        c.personal_id,
+        c.legacy_id,
+        c.status,
+        c.facts.name_key,
+        c.facts.birth_year,
+        c.facts.commune_key,
+        c.facts.province_2025,
+        new_version,
+        data,
+        ts(at)
+    ])
+    .map_err(|e| match person.personal_id {
+        Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+        _ => e.into(),
+    })?;
+    insert_version(tx, &k, new_version, kind, meta, &ts(at), &data)?;
+    if let Some(entry) = &meta.audit {
+        append_audit(tx, std::slice::from_ref(entry))?;
+    }
+    write_areas(tx, &k, &c.areas, true)?;
+    Ok(PersonRecord {
+        key,
+        version: new_version,
+        created_at: parse_ts(&created)?,
+        updated_at: at,
+        person: person.clone(),
+    })
+}
+
+const OFFICER_SELECT: &str = "SELECT username, display_name, unit, roles, permissions, password_hash, totp_secret,
+                                      totp_last_step, totp_pending, failed_logins, locked_until, active FROM officers";
+
+fn officer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Officer>> {
+    let unit: String = r.get(2)?;
+    let roles: String = r.get(3)?;
+    let permissions: String = r.get(4)?;
+    let (username, display_name, password_hash) = (r.get(0)?, r.get(1)?, r.get(5)?);
+    let (totp_secret, totp_last_step, totp_pending) = (r.get(6)?, r.get(7)?, r.get(8)?);
+    let (failed_logins, locked_until, active) = (r.get(9)?, r.get(10)?, r.get(11)?);
+    Ok((|| {
+        Ok(Officer {
+            username,
+            display_name,
+            unit: crate::unit_from_text(&unit)?,
+            roles: crate::roles_from_text(&roles)?,
+            permissions: crate::permissions_from_text(&permissions)?,
+            password_hash,
+            totp_secret,
+            totp_last_step,
+            totp_pending,
+            failed_logins,
+            locked_until,
+            active,
+        })
+    })())
+}
+
+const REQUEST_SELECT: &str = "SELECT id, person_key, base_version, guarded, proposed, requested_by, requested_unit,
+                                     requested_at, reason, legal_basis, state, decided_by, decided_at, decision_note,
+                                     result_version FROM change_requests";
+
+fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ChangeRequest>> {
+    let (id, person_key, base_version): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+    let (guarded, proposed, requested_by): (String, String, String) = (r.get(3)?, r.get(4)?, r.get(5)?);
+    let (requested_unit, requested_at, reason): (String, String, String) = (r.get(6)?, r.get(7)?, r.get(8)?);
+    let (legal_basis, state, decided_by): (Option<String>, String, Option<String>) =
+        (r.get(9)?, r.get(10)?, r.get(11)?);
+    let (decided_at, decision_note, result_version): (Option<String>, Option<String>, Option<i64>) =
+        (r.get(12)?, r.get(13)?, r.get(14)?);
+    Ok((|| {
+        Ok(ChangeRequest {
+            id: parse_key(&id)?,
+            person_key: parse_key(&person_key)?,
+            base_version,
+            guarded: crate::guarded_from_text(&guarded)?,
+            proposed: serde_json::from_str(&proposed)
+                .map_err(|_| StoreError::Corrupt("a stored change request does not parse".into()))?,
+            requested_by,
+            requested_unit,
+            requested_at: parse_ts(&requested_at)?,
+            reason,
+            legal_basis,
+            state: RequestState::from_code(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?,
+            decided_by,
+            decided_at: decided_at.as_deref().map(parse_ts).transpose()?,
+            decision_note,
+            result_version,
+        })
+    })())
 }
 
 /// Runs `f` on a pooled read-only connection (opening one when the pool is empty).
@@ -352,10 +560,20 @@ fn insert_version(
     data: &str,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, recorded_at, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, approved_by, recorded_at, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![key, version, kind.code(), meta.actor, meta.reason, meta.legal_basis, at, data])?;
+    .execute(params![
+        key,
+        version,
+        kind.code(),
+        meta.actor,
+        meta.reason,
+        meta.legal_basis,
+        meta.approved_by,
+        at,
+        data
+    ])?;
     Ok(())
 }
 
@@ -390,6 +608,7 @@ fn insert_new(
         Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
         _ => e.into(),
     })?;
+    write_areas(tx, key, &c.areas, false)?;
     insert_version(tx, key, 1, kind, meta, at, &data)
 }
 
@@ -413,6 +632,9 @@ impl Store for SqliteStore {
                     .optional()?;
                 if done.is_none() {
                     tx.execute_batch(sql)?;
+                    if *version == 4 {
+                        backfill_areas(&tx)?;
+                    }
                     tx.execute(
                         "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                         params![version, name, ts(now())],
@@ -486,57 +708,10 @@ impl Store for SqliteStore {
         let person = person.clone();
         let meta = meta.clone();
         self.write(move |conn| {
-            let k = key.to_string();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<(i64, Option<String>, String)> = tx
-                .prepare_cached("SELECT version, personal_id, created_at FROM persons WHERE key = ?1")?
-                .query_row([&k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()?;
-            let Some((version, current_id, created)) = current else { return Err(StoreError::NotFound) };
-            if version != expected_version {
-                return Err(StoreError::Conflict { expected: expected_version, actual: version });
-            }
-            let at = now();
-            if let Some(id) = person.personal_id.filter(|id| current_id.as_deref() != Some(id.as_str())) {
-                let n = tx.execute(
-                    "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    params![id.as_str(), k, ts(at)],
-                )?;
-                if n == 0 {
-                    return Err(StoreError::IdTaken(id));
-                }
-            }
-            let c = Columns::of(&person);
-            let data = serde_json::to_string(&person).map_err(backend)?;
-            let new_version = version + 1;
-            tx.prepare_cached(
-                "UPDATE persons SET personal_id = ?2, legacy_id = ?3, status = ?4, name_key = ?5, birth_year = ?6,
-                        commune_key = ?7, province_2025 = ?8, version = ?9, data = ?10, updated_at = ?11
-                 WHERE key = ?1",
-            )?
-            .execute(params![
-                k,
-                c.personal_id,
-                c.legacy_id,
-                c.status,
-                c.facts.name_key,
-                c.facts.birth_year,
-                c.facts.commune_key,
-                c.facts.province_2025,
-                new_version,
-                data,
-                ts(at)
-            ])
-            .map_err(|e| match person.personal_id {
-                Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
-                _ => e.into(),
-            })?;
-            insert_version(&tx, &k, new_version, kind, &meta, &ts(at), &data)?;
-            if let Some(entry) = &meta.audit {
-                append_audit(&tx, std::slice::from_ref(entry))?;
-            }
+            let rec = update_in_tx(&tx, key, expected_version, &person, kind, &meta)?;
             tx.commit()?;
-            Ok(PersonRecord { key, version: new_version, created_at: parse_ts(&created)?, updated_at: at, person })
+            Ok(rec)
         })
         .await
     }
@@ -544,7 +719,7 @@ impl Store for SqliteStore {
     async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT version, change, actor, reason, legal_basis, recorded_at, data
+                "SELECT version, change, actor, reason, legal_basis, recorded_at, data, approved_by
                  FROM person_versions WHERE key = ?1 ORDER BY version",
             )?;
             let rows = stmt.query_map([key.to_string()], |r| {
@@ -556,17 +731,18 @@ impl Store for SqliteStore {
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, String>(5)?,
                     r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (version, change, actor, reason, legal_basis, at, data) = row?;
+                let (version, change, actor, reason, legal_basis, at, data, approved_by) = row?;
                 out.push(PersonVersion {
                     version,
                     change: ChangeKind::from_code(&change)
                         .ok_or_else(|| StoreError::Corrupt(format!("change kind {change:?}")))?,
                     recorded_at: parse_ts(&at)?,
-                    meta: ChangeMeta::new(actor, reason, legal_basis),
+                    meta: ChangeMeta { approved_by, ..ChangeMeta::new(actor, reason, legal_basis) },
                     person: parse_person(&data)?,
                 });
             }
@@ -600,6 +776,10 @@ impl Store for SqliteStore {
             if let Some(s) = q.status {
                 args.push(s.code().to_string().into());
                 sql += &format!(" AND status = ?{}", args.len());
+            }
+            if let Some(a) = &q.area {
+                args.push(a.clone().into());
+                sql += &format!(" AND key IN (SELECT person_key FROM person_areas WHERE area = ?{})", args.len());
             }
             args.push(i64::from(q.limit + 1).into());
             args.push(i64::from(q.offset).into());
@@ -743,17 +923,19 @@ impl Store for SqliteStore {
         let o = o.clone();
         self.write(move |conn| {
             let n = conn.execute(
-                "INSERT INTO officers (username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
-                                       failed_logins, locked_until, active, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (username) DO NOTHING",
+                "INSERT INTO officers (username, display_name, unit, roles, permissions, password_hash, totp_secret,
+                                       totp_last_step, totp_pending, failed_logins, locked_until, active, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (username) DO NOTHING",
                 params![
                     o.username,
                     o.display_name,
                     o.unit.code_str(),
                     crate::roles_to_text(&o.roles),
+                    crate::permissions_to_text(&o.permissions),
                     o.password_hash,
                     o.totp_secret,
                     o.totp_last_step,
+                    o.totp_pending,
                     o.failed_logins,
                     o.locked_until,
                     o.active,
@@ -768,54 +950,251 @@ impl Store for SqliteStore {
     async fn officer_get(&self, username: &str) -> Result<Option<Officer>> {
         let username = username.to_string();
         self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{OFFICER_SELECT} WHERE username = ?1"))?;
+            stmt.query_row([&username], officer_row).optional()?.transpose()
+        })
+        .await
+    }
+
+    async fn officer_update(&self, o: &Officer) -> Result<()> {
+        let o = o.clone();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE officers SET display_name = ?2, unit = ?3, roles = ?4, permissions = ?5, password_hash = ?6,
+                        totp_secret = ?7, totp_last_step = ?8, totp_pending = ?9, failed_logins = ?10,
+                        locked_until = ?11, active = ?12
+                 WHERE username = ?1",
+                params![
+                    o.username,
+                    o.display_name,
+                    o.unit.code_str(),
+                    crate::roles_to_text(&o.roles),
+                    crate::permissions_to_text(&o.permissions),
+                    o.password_hash,
+                    o.totp_secret,
+                    o.totp_last_step,
+                    o.totp_pending,
+                    o.failed_logins,
+                    o.locked_until,
+                    o.active
+                ],
+            )?;
+            if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn officer_list(&self) -> Result<Vec<Officer>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("{OFFICER_SELECT} ORDER BY username"))?;
+            let rows = stmt.query_map([], officer_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn session_insert(&self, x: &Session) -> Result<()> {
+        let x = x.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO sessions (token_hash, username, kind, stage, created_at, last_seen_at, expires_at, revoked)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    x.token_hash,
+                    x.username,
+                    x.kind.code(),
+                    x.stage.code(),
+                    ts(x.created_at),
+                    ts(x.last_seen_at),
+                    ts(x.expires_at),
+                    x.revoked
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_get(&self, token_hash: &str) -> Result<Option<Session>> {
+        let token_hash = token_hash.to_string();
+        self.read_now(move |conn| {
             let row = conn
                 .prepare_cached(
-                    "SELECT username, display_name, unit, roles, password_hash, totp_secret, totp_last_step,
-                            failed_logins, locked_until, active FROM officers WHERE username = ?1",
+                    "SELECT token_hash, username, kind, stage, created_at, last_seen_at, expires_at, revoked
+                     FROM sessions WHERE token_hash = ?1",
                 )?
-                .query_row([&username], |r| {
+                .query_row([&token_hash], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, String>(3)?,
                         r.get::<_, String>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, u32>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                        r.get::<_, bool>(9)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, bool>(7)?,
                     ))
                 })
                 .optional()?;
-            row.map(
-                |(
+            row.map(|(token_hash, username, kind, stage, created, seen, expires, revoked)| {
+                Ok(Session {
+                    token_hash,
                     username,
-                    display_name,
-                    unit,
-                    roles,
-                    password_hash,
-                    totp_secret,
-                    totp_last_step,
-                    failed,
-                    locked,
-                    active,
-                )| {
-                    Ok(Officer {
-                        username,
-                        display_name,
-                        unit: crate::unit_from_text(&unit)?,
-                        roles: crate::roles_from_text(&roles)?,
-                        password_hash,
-                        totp_secret,
-                        totp_last_step,
-                        failed_logins: failed,
-                        locked_until: locked,
-                        active,
-                    })
-                },
-            )
+                    kind: SessionKind::from_code(&kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
+                    stage: SessionStage::from_code(&stage)
+                        .ok_or_else(|| StoreError::Corrupt(format!("session stage {stage:?}")))?,
+                    created_at: parse_ts(&created)?,
+                    last_seen_at: parse_ts(&seen)?,
+                    expires_at: parse_ts(&expires)?,
+                    revoked,
+                })
+            })
             .transpose()
+        })
+    }
+
+    async fn session_touch(&self, token_hash: &str, at: OffsetDateTime) -> Result<()> {
+        let token_hash = token_hash.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1 AND last_seen_at < ?2")?
+                .execute(params![token_hash, ts(at)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_revoke(&self, token_hash: &str) -> Result<bool> {
+        let token_hash = token_hash.to_string();
+        self.write(move |conn| {
+            Ok(conn.execute("UPDATE sessions SET revoked = 1 WHERE token_hash = ?1 AND revoked = 0", [&token_hash])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn session_revoke_all(&self, username: &str) -> Result<u64> {
+        let username = username.to_string();
+        self.write(move |conn| {
+            Ok(conn.execute("UPDATE sessions SET revoked = 1 WHERE username = ?1 AND revoked = 0", [&username])? as u64)
+        })
+        .await
+    }
+
+    async fn change_request_insert(&self, r: &ChangeRequest, audit: Option<&AuditEntry>) -> Result<()> {
+        let r = r.clone();
+        let audit = audit.cloned();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let proposed = serde_json::to_string(&r.proposed).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
+                     requested_unit, requested_at, reason, legal_basis, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    r.id.to_string(),
+                    r.person_key.to_string(),
+                    r.base_version,
+                    crate::guarded_to_text(&r.guarded),
+                    proposed,
+                    r.requested_by,
+                    r.requested_unit,
+                    ts(r.requested_at),
+                    r.reason,
+                    r.legal_basis,
+                    r.state.code()
+                ],
+            )?;
+            if let Some(e) = audit {
+                append_audit(&tx, &[e])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn change_request_get(&self, id: Uuid) -> Result<Option<ChangeRequest>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{REQUEST_SELECT} WHERE id = ?1"))?;
+            stmt.query_row([id.to_string()], request_row).optional()?.transpose()
+        })
+        .await
+    }
+
+    async fn change_requests(&self, q: &RequestQuery) -> Result<Vec<ChangeRequest>> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut sql = format!("{REQUEST_SELECT} WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(s) = q.state {
+                args.push(s.code().to_string().into());
+                sql += &format!(" AND state = ?{}", args.len());
+            }
+            if let Some(k) = q.person_key {
+                args.push(k.to_string().into());
+                sql += &format!(" AND person_key = ?{}", args.len());
+            }
+            if let Some(a) = &q.area {
+                args.push(a.clone().into());
+                sql +=
+                    &format!(" AND person_key IN (SELECT person_key FROM person_areas WHERE area = ?{})", args.len());
+            }
+            args.push(i64::from(q.limit).into());
+            args.push(i64::from(q.offset).into());
+            sql += &format!(" ORDER BY requested_at DESC, id LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), request_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn change_request_decide(
+        &self,
+        id: Uuid,
+        decision: &Decision,
+        apply: Option<&ApprovedChange>,
+    ) -> Result<ChangeRequest> {
+        let decision = decision.clone();
+        let apply = apply.cloned();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut req = tx
+                .prepare_cached(&format!("{REQUEST_SELECT} WHERE id = ?1"))?
+                .query_row([id.to_string()], request_row)
+                .optional()?
+                .transpose()?
+                .ok_or(StoreError::NotFound)?;
+            if req.state != RequestState::Pending {
+                return Err(StoreError::State(format!("the request is already {}", req.state.code())));
+            }
+            if let Some(a) = &apply {
+                let rec = update_in_tx(&tx, req.person_key, req.base_version, &a.person, a.kind, &a.meta)?;
+                req.result_version = Some(rec.version);
+            }
+            let at = now();
+            req.state = decision.state;
+            req.decided_by = Some(decision.by.clone());
+            req.decided_at = Some(at);
+            req.decision_note = decision.note.clone();
+            tx.execute(
+                "UPDATE change_requests SET state = ?2, decided_by = ?3, decided_at = ?4, decision_note = ?5,
+                        result_version = ?6 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    req.state.code(),
+                    req.decided_by,
+                    ts(at),
+                    req.decision_note,
+                    req.result_version
+                ],
+            )?;
+            if let Some(e) = &decision.audit {
+                append_audit(&tx, std::slice::from_ref(e))?;
+            }
+            tx.commit()?;
+            Ok(req)
         })
         .await
     }

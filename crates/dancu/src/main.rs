@@ -55,6 +55,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         audit: ServeAuditArgs,
+        #[command(flatten)]
+        session: SessionArgs,
     },
     /// Run the HTTP server (applies pending migrations first)
     Serve {
@@ -64,6 +66,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         audit: ServeAuditArgs,
+        #[command(flatten)]
+        session: SessionArgs,
     },
     /// Apply pending database migrations
     Migrate {
@@ -135,6 +139,10 @@ enum OfficerCommand {
         /// partner_administrator, auditor, system_administrator
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<String>,
+        /// Comma-separated rights beyond the roles: sensitive_data (read religion, blood type,
+        /// identifying features)
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
         #[arg(long)]
         password_stdin: bool,
     },
@@ -176,6 +184,28 @@ struct ServeAuditArgs {
 }
 
 #[derive(Args, Clone)]
+struct SessionArgs {
+    /// A login session unused this many minutes ends
+    #[arg(long, env = "DANCU_SESSION_IDLE_MINUTES", default_value_t = 30)]
+    session_idle_minutes: u64,
+    /// A login session ends this many hours after login
+    #[arg(long, env = "DANCU_SESSION_HOURS", default_value_t = 8)]
+    session_hours: u64,
+}
+
+impl SessionArgs {
+    fn config(&self) -> Result<dancu_server::auth::AuthConfig> {
+        if self.session_idle_minutes == 0 || self.session_hours == 0 {
+            bail!("--session-idle-minutes and --session-hours must be at least 1");
+        }
+        Ok(dancu_server::auth::AuthConfig {
+            idle: std::time::Duration::from_secs(self.session_idle_minutes * 60),
+            absolute: std::time::Duration::from_secs(self.session_hours * 3600),
+        })
+    }
+}
+
+#[derive(Args, Clone)]
 struct AuditKeyArgs {
     /// The audit checkpoint signing key (PKCS#8 PEM, created on first use); default DATA/keys/audit-checkpoint.pem
     #[arg(long = "audit-key", env = "DANCU_AUDIT_KEY")]
@@ -188,6 +218,119 @@ impl AuditKeyArgs {
     }
 }
 
+/// A demo account as printed at start.
+struct DemoLogin {
+    username: String,
+    password: String,
+    about: String,
+    totp_uri: Option<String>,
+}
+
+/// The demo's officer accounts, made on the first run and remembered in the data folder
+/// (readable by its owner only): a ministry officer, a commune officer (sees only the people of
+/// one commune) and a ministry approver/auditor (second factor required).
+async fn demo_logins(
+    store: &Arc<dyn Store>,
+    db: &DbArgs,
+    sample: Option<&dancu_core::PersonalId>,
+) -> Result<Vec<DemoLogin>> {
+    use dancu_core::auth::{self, Officer, Role, Unit};
+    let file = db.data.join("demo-logins.txt");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let f: Vec<&str> = line.splitn(4, '\t').collect();
+            if f.len() == 4 && store.officer_get(f[0]).await?.is_some() {
+                out.push(DemoLogin {
+                    username: f[0].into(),
+                    password: f[1].into(),
+                    about: f[3].into(),
+                    totp_uri: Some(f[2]).filter(|u| !u.is_empty()).map(str::to_string),
+                });
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+    }
+    // The commune officer's commune: the sample person's home commune.
+    let commune = match sample {
+        Some(id) => store
+            .get_person(&dancu_store::PersonRef::PersonalId(*id))
+            .await?
+            .and_then(|r| r.person.home().filter(|a| a.scheme == dancu_core::reference::Scheme::Y2025).cloned())
+            .map(|a| a.commune_code),
+        None => None,
+    }
+    .unwrap_or_else(|| "00004".into());
+    let specs = [
+        (
+            "demo",
+            "ministry".to_string(),
+            vec![Role::Collector, Role::Verifier, Role::CardOperator],
+            "Bộ Công an: thu thập, kiểm tra, cấp thẻ",
+        ),
+        (
+            "demo.xa",
+            format!("commune:{commune}"),
+            vec![Role::Collector, Role::Verifier],
+            "Công an xã: chỉ thấy dân cư của xã",
+        ),
+        (
+            "demo.lanhdao",
+            "ministry".to_string(),
+            vec![Role::Approver, Role::Auditor],
+            "phê duyệt, kiểm toán; cần mã OTP",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (username, unit, roles, about) in specs {
+        let password = auth::base32_encode(&random_bytes::<10>()?).to_lowercase();
+        let totp = roles.iter().any(|r| r.requires_mfa()).then(random_bytes::<20>).transpose()?;
+        let officer = Officer {
+            username: username.into(),
+            display_name: format!("Cán bộ demo {username}"),
+            unit: Unit::parse(&unit).map_err(anyhow::Error::msg)?,
+            roles,
+            permissions: vec![],
+            password_hash: auth::hash_password(&password, &random_bytes::<16>()?),
+            totp_secret: totp.map(|s| auth::base32_encode(&s)),
+            totp_last_step: None,
+            totp_pending: None,
+            failed_logins: 0,
+            locked_until: None,
+            active: true,
+        };
+        match store.officer_insert(&officer).await {
+            Ok(()) | Err(dancu_store::StoreError::Duplicate(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        out.push(DemoLogin {
+            username: username.into(),
+            password,
+            about: format!("{about} — {unit}"),
+            totp_uri: totp.map(|s| auth::otpauth_uri(&s, username)),
+        });
+    }
+    let text: String = out
+        .iter()
+        .map(|l| format!("{}\t{}\t{}\t{}\n", l.username, l.password, l.totp_uri.clone().unwrap_or_default(), l.about))
+        .collect();
+    write_private(&file, &text)?;
+    Ok(out)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
@@ -195,8 +338,9 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 }
 
 async fn officer_command(command: OfficerCommand) -> Result<()> {
+    use dancu_core::access::Permission;
     use dancu_core::auth::{self, Officer, Role, Unit};
-    let OfficerCommand::Add { db, username, name, unit, roles, password_stdin } = command;
+    let OfficerCommand::Add { db, username, name, unit, roles, permissions, password_stdin } = command;
     if let Some(p) = auth::username_problem(&username) {
         bail!("--username {username:?}: {p}");
     }
@@ -211,6 +355,15 @@ async fn officer_command(command: OfficerCommand) -> Result<()> {
             Role::from_code(r.trim()).ok_or_else(|| {
                 let all: Vec<&str> = Role::ALL.iter().map(|r| r.code()).collect();
                 anyhow::anyhow!("--roles: unknown role {r:?} (one of {})", all.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let permissions = permissions
+        .iter()
+        .map(|p| {
+            Permission::from_code(p.trim()).ok_or_else(|| {
+                let all: Vec<&str> = Permission::ALL.iter().map(|p| p.code()).collect();
+                anyhow::anyhow!("--permissions: unknown permission {p:?} (one of {})", all.join(", "))
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -231,9 +384,11 @@ async fn officer_command(command: OfficerCommand) -> Result<()> {
         display_name: name,
         unit,
         roles,
+        permissions,
         password_hash: auth::hash_password(&password, &random_bytes::<16>()?),
         totp_secret: totp.map(|s| auth::base32_encode(&s)),
         totp_last_step: None,
+        totp_pending: None,
         failed_logins: 0,
         locked_until: None,
         active: true,
@@ -407,8 +562,10 @@ async fn serve(
     db: &DbArgs,
     listen: SocketAddr,
     audit: &ServeAuditArgs,
+    session: &SessionArgs,
     banner: impl FnOnce(SocketAddr),
 ) -> Result<()> {
+    let auth = session.config()?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let auditor = if audit.no_audit {
@@ -438,7 +595,8 @@ async fn serve(
     }
     tracing::info!(%addr, backend = store.backend(), "serving");
     banner(addr);
-    dancu_server::serve(listener, AppState::new(Registry::new(store), writer), shutdown_signal()).await?;
+    let state = AppState::with_auth(Registry::new(store), writer, auth);
+    dancu_server::serve(listener, state, shutdown_signal()).await?;
     if let Some(a) = auditor {
         a.checkpoint().await.context("signing the final audit checkpoint")?;
     }
@@ -475,7 +633,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Demo { db, people, seed: s, provinces, listen, audit } => {
+        Command::Demo { db, people, seed: s, provinces, listen, audit, session } => {
             let store = open_store(&db).await?;
             let existing = store.count_persons().await?;
             if existing == 0 {
@@ -485,23 +643,40 @@ async fn main() -> Result<()> {
                 eprintln!("dancu demo: reusing {existing} people in {}", redact(&db.url()));
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
-            serve(store, &db, listen, &audit, |addr| {
+            let logins = demo_logins(&store, &db, sample.as_ref()).await?;
+            serve(store, &db, listen, &audit, &session, |addr| {
                 say(String::new());
                 say(format!("  dancu đang chạy / dancu is running: http://{addr}/"));
                 say(format!("  API docs (Swagger UI):              http://{addr}/api/docs"));
-                if let Some(id) = sample {
-                    say(format!("  Tra cứu / look up a person:         curl http://{addr}/api/v1/persons/{id}"));
+                say(String::new());
+                say("  Đăng nhập demo / demo logins (also in the data folder, demo-logins.txt):".to_string());
+                for l in &logins {
+                    say(format!("    {:<14} {}  ({})", l.username, l.password, l.about));
+                    if let Some(uri) = &l.totp_uri {
+                        say(format!("    {:<14} second factor: {uri}", ""));
+                    }
                 }
-                say(format!("  Tìm kiếm / search:                  curl 'http://{addr}/api/v1/persons?name=nguyen%20van&province=01'"));
-                say("  Thay đổi / changes:                 send the header 'X-Dancu-Actor: demo-officer'".to_string());
+                say(String::new());
+                say("  Thử / try:".to_string());
+                say(format!(
+                    "    TOKEN=$(curl -s http://{addr}/api/v1/auth/login -H 'Content-Type: application/json' \\\n\
+                     -d '{{\"username\":\"demo\",\"password\":\"{}\"}}' | sed 's/.*\"token\":\"\\([0-9a-f]*\\)\".*/\\1/')",
+                    logins[0].password
+                ));
+                if let Some(id) = sample {
+                    say(format!("    curl -H \"Authorization: Bearer $TOKEN\" http://{addr}/api/v1/persons/{id}"));
+                }
+                say(format!(
+                    "    curl -H \"Authorization: Bearer $TOKEN\" 'http://{addr}/api/v1/persons?name=nguyen%20van&province=01'"
+                ));
                 say("  Dừng / stop: Ctrl+C".to_string());
                 say(String::new());
             })
             .await
         }
-        Command::Serve { db, listen, audit } => {
+        Command::Serve { db, listen, audit, session } => {
             let store = open_store(&db).await?;
-            serve(store, &db, listen, &audit, |addr| say(format!("dancu listening on http://{addr}/"))).await
+            serve(store, &db, listen, &audit, &session, |addr| say(format!("dancu listening on http://{addr}/"))).await
         }
         Command::Migrate { db } => {
             let store = dancu_store::open(&db.url()).await.with_context(|| format!("opening {}", redact(&db.url())))?;

@@ -16,14 +16,38 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-fn get(addr: &str, path: &str) -> (u16, String) {
+/// One request; `auth` is a bearer token, `body` JSON.
+fn request(addr: &str, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = auth {
+        head += &format!("Authorization: Bearer {t}\r\n");
+    }
+    if let Some(b) = body {
+        head += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len());
+    }
+    write!(s, "{head}\r\n{}", body.unwrap_or("")).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.split(' ').nth(1).unwrap().parse().unwrap();
     let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
     (status, body)
+}
+
+fn get(addr: &str, path: &str, token: &str) -> (u16, String) {
+    request(addr, "GET", path, Some(token), None)
+}
+
+/// Logs in with the demo login the banner printed; returns the bearer token.
+fn demo_token(addr: &str, banner: &str) -> String {
+    let line = banner.lines().find(|l| l.trim_start().starts_with("demo ")).expect("the banner prints a demo login");
+    let password = line.split_whitespace().nth(1).unwrap();
+    let body = format!("{{\"username\":\"demo\",\"password\":\"{password}\"}}");
+    let (status, out) = request(addr, "POST", "/api/v1/auth/login", None, Some(&body));
+    assert_eq!(status, 200, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stage"], "complete");
+    v["token"].as_str().unwrap().to_string()
 }
 
 fn free_port() -> u16 {
@@ -92,12 +116,15 @@ fn demo_seeds_once_serves_and_logs_no_personal_data() {
     let (mut child, addr, banner) = demo(&data, 300, "debug");
     assert!(banner.contains(&format!("http://{addr}/")), "{banner}");
     let id = banner.split("/api/v1/persons/").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    let (status, body) = get(&addr, &format!("/api/v1/persons/{id}"));
+    let (status, _) = request(&addr, "GET", &format!("/api/v1/persons/{id}"), None, None);
+    assert_eq!(status, 401, "personal data needs a login");
+    let token = demo_token(&addr, &banner);
+    let (status, body) = get(&addr, &format!("/api/v1/persons/{id}"), &token);
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let surname = v["person"]["name"]["surname"].as_str().unwrap().to_string();
     let given = v["person"]["name"]["given"].as_str().unwrap().to_string();
-    let (status, _) = get(&addr, &format!("/api/v1/persons?name={}", dancu_core::text::fold(&surname)));
+    let (status, _) = get(&addr, &format!("/api/v1/persons?name={}", dancu_core::text::fold(&surname)), &token);
     assert_eq!(status, 200);
     child.kill().unwrap();
     let mut logs = String::new();
@@ -108,9 +135,14 @@ fn demo_seeds_once_serves_and_logs_no_personal_data() {
     assert!(!logs.contains(&given) || given.len() < 3, "a name reached the log");
     assert!(logs.contains("seeded 300 people"));
 
-    // A second run reuses the data.
-    let (mut child, addr, _) = demo(&data, 300, "info");
-    let (status, _) = get(&addr, &format!("/api/v1/persons/{id}"));
+    // A second run reuses the data and the demo logins (the banner shows the same password).
+    let (mut child, addr, banner2) = demo(&data, 300, "info");
+    let token = demo_token(&addr, &banner2);
+    assert_eq!(
+        banner.lines().find(|l| l.trim_start().starts_with("demo ")),
+        banner2.lines().find(|l| l.trim_start().starts_with("demo "))
+    );
+    let (status, _) = get(&addr, &format!("/api/v1/persons/{id}"), &token);
     assert_eq!(status, 200);
     child.kill().unwrap();
     let mut logs = String::new();

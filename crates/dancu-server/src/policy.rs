@@ -1,0 +1,250 @@
+//! Authorization in one place: the route table. Every route of the API is declared here with
+//! who may call it and on which area, and the router is built from this table only — a route
+//! without a policy cannot exist. The [`authorize`] middleware enforces the table before any
+//! handler runs; handlers of person routes then check that the person lies in the caller's area
+//! ([`crate::auth::Caller::see`]), answering exactly as for a missing record when not.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post, put};
+use dancu_core::auth::{Role, SessionStage, UnitLevel};
+
+use crate::AppState;
+use crate::problem::ApiError;
+use crate::{audit, auth, officers, persons, reference, requests};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// Anyone: no personal data (reference lists, documentation, health).
+    Public,
+    /// An officer part-way through logging in (password given, second factor pending) or done.
+    Login,
+    /// An officer fully logged in holding one of these roles.
+    Officer(&'static [Role]),
+}
+
+/// On which people (or area) a route acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// No person and no area.
+    None,
+    /// One person (or people): the handler checks each lies in the caller's unit's area.
+    Person,
+    /// The whole country: only officers of a ministry-level unit.
+    National,
+    /// Officer accounts: the handler checks the account's unit lies within the caller's.
+    Officers,
+}
+
+/// One route of the API and its policy.
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    /// The audited action (`None`: the route touches no personal data and is not audited).
+    pub action: Option<&'static str>,
+    pub who: Who,
+    pub area: Area,
+    handler: fn() -> MethodRouter<AppState>,
+}
+
+const READERS: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator];
+const EDITORS: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver];
+const ISSUERS: &[Role] = &[Role::Verifier, Role::Approver];
+const HISTORY: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator, Role::Auditor];
+const ACCESS_LOG: &[Role] = &[Role::Approver, Role::Auditor];
+const AUDITORS: &[Role] = &[Role::Auditor];
+const ADMINS: &[Role] = &[Role::SystemAdministrator];
+
+fn spec(
+    method: Method,
+    path: &'static str,
+    action: Option<&'static str>,
+    who: Who,
+    area: Area,
+    handler: fn() -> MethodRouter<AppState>,
+) -> RouteSpec {
+    RouteSpec { method, path, action, who, area, handler }
+}
+
+/// The route table.
+pub fn routes() -> Vec<RouteSpec> {
+    use Area as A;
+    use Who::{Login, Officer, Public};
+    vec![
+        // persons
+        spec(Method::POST, "/api/v1/persons", Some("person.create"), Officer(EDITORS), A::Person, || {
+            post(persons::create)
+        }),
+        spec(Method::GET, "/api/v1/persons", Some("person.search"), Officer(READERS), A::Person, || {
+            get(persons::search)
+        }),
+        spec(
+            Method::GET,
+            "/api/v1/persons/by-legacy-id/{number}",
+            Some("person.read"),
+            Officer(READERS),
+            A::Person,
+            || get(persons::get_by_legacy),
+        ),
+        spec(Method::GET, "/api/v1/persons/{ref}", Some("person.read"), Officer(READERS), A::Person, || {
+            get(persons::get)
+        }),
+        spec(Method::PUT, "/api/v1/persons/{ref}", Some("person.update"), Officer(EDITORS), A::Person, || {
+            put(persons::update)
+        }),
+        spec(
+            Method::POST,
+            "/api/v1/persons/{ref}/activate",
+            Some("person.activate"),
+            Officer(ISSUERS),
+            A::Person,
+            || post(persons::activate),
+        ),
+        spec(Method::GET, "/api/v1/persons/{ref}/history", Some("person.history"), Officer(HISTORY), A::Person, || {
+            get(persons::history)
+        }),
+        spec(
+            Method::GET,
+            "/api/v1/persons/{ref}/access-log",
+            Some("person.access_log"),
+            Officer(ACCESS_LOG),
+            A::Person,
+            || get(audit::access_log),
+        ),
+        // maker-checker
+        spec(Method::GET, "/api/v1/change-requests", Some("change_request.list"), Officer(EDITORS), A::Person, || {
+            get(requests::list)
+        }),
+        spec(
+            Method::GET,
+            "/api/v1/change-requests/{id}",
+            Some("change_request.read"),
+            Officer(EDITORS),
+            A::Person,
+            || get(requests::get),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/change-requests/{id}/decision",
+            Some("change_request.decide"),
+            Officer(EDITORS),
+            A::Person,
+            || post(requests::decide),
+        ),
+        // audit trail
+        spec(Method::GET, "/api/v1/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(audit::query)),
+        // login and the officer's own session
+        spec(Method::POST, "/api/v1/auth/login", Some("auth.login"), Public, A::None, || post(auth::login)),
+        spec(Method::POST, "/api/v1/auth/mfa", Some("auth.mfa"), Login, A::None, || post(auth::mfa)),
+        spec(Method::POST, "/api/v1/auth/totp", Some("auth.totp_enrol"), Login, A::None, || post(auth::totp_enrol)),
+        spec(Method::POST, "/api/v1/auth/totp/confirm", Some("auth.totp_confirm"), Login, A::None, || {
+            post(auth::totp_confirm)
+        }),
+        spec(Method::POST, "/api/v1/auth/logout", Some("auth.logout"), Login, A::None, || post(auth::logout)),
+        spec(Method::GET, "/api/v1/auth/session", None, Login, A::None, || get(auth::session)),
+        // officer accounts
+        spec(Method::GET, "/api/v1/officers", Some("officer.list"), Officer(ADMINS), A::Officers, || {
+            get(officers::list)
+        }),
+        spec(Method::POST, "/api/v1/officers", Some("officer.create"), Officer(ADMINS), A::Officers, || {
+            post(officers::create)
+        }),
+        spec(Method::GET, "/api/v1/officers/{username}", Some("officer.read"), Officer(ADMINS), A::Officers, || {
+            get(officers::get)
+        }),
+        spec(Method::PUT, "/api/v1/officers/{username}", Some("officer.update"), Officer(ADMINS), A::Officers, || {
+            put(officers::update)
+        }),
+        // reference data (public lists)
+        spec(Method::GET, "/api/v1/reference/provinces", None, Public, A::None, || get(reference::provinces)),
+        spec(Method::GET, "/api/v1/reference/communes", None, Public, A::None, || get(reference::communes)),
+        spec(Method::GET, "/api/v1/reference/communes/{scheme}/{code}", None, Public, A::None, || {
+            get(reference::commune)
+        }),
+        spec(Method::GET, "/api/v1/reference/ethnicities", None, Public, A::None, || get(reference::ethnicities)),
+        spec(Method::GET, "/api/v1/reference/religions", None, Public, A::None, || get(reference::religions)),
+        spec(Method::GET, "/api/v1/reference/countries", None, Public, A::None, || get(reference::countries)),
+        spec(Method::GET, "/api/v1/reference/id-provinces", None, Public, A::None, || get(reference::id_provinces)),
+        // documentation and operations
+        spec(Method::GET, "/api/openapi.json", None, Public, A::None, || get(crate::openapi)),
+        spec(Method::GET, "/api/docs", None, Public, A::None, || get(crate::docs_page)),
+        spec(Method::GET, "/api/docs/{asset}", None, Public, A::None, || get(crate::docs_asset)),
+        spec(Method::GET, "/healthz", None, Public, A::None, || get(crate::healthz)),
+        spec(Method::GET, "/metrics", None, Public, A::None, || get(crate::metrics_text)),
+        spec(Method::GET, "/", None, Public, A::None, || get(crate::root)),
+    ]
+}
+
+/// The policy of a request's route (HEAD is answered by the GET route).
+pub fn find<'a>(table: &'a [RouteSpec], method: &Method, path: &str) -> Option<&'a RouteSpec> {
+    let method = if method == Method::HEAD { &Method::GET } else { method };
+    table.iter().find(|r| r.path == path && r.method == *method)
+}
+
+/// Adds every route of the table to a router.
+pub fn add_routes(mut router: axum::Router<AppState>, table: &[RouteSpec]) -> axum::Router<AppState> {
+    for r in table {
+        router = router.route(r.path, (r.handler)());
+    }
+    router
+}
+
+/// Enforces the route table: authenticates, checks the session has finished logging in, the
+/// roles and the national scope; hands the [`auth::Caller`] to the handler and names the
+/// officer for the audit entry.
+pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let Some(spec) = path.and_then(|p| find(&st.routes, req.method(), &p)) else {
+        return next.run(req).await; // no such method here: the router answers 405
+    };
+    if spec.who == Who::Public {
+        return next.run(req).await;
+    }
+    let mut caller = match auth::authenticate(&st, req.headers()).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Who::Officer(roles) = spec.who {
+        if caller.stage != SessionStage::Complete {
+            let mut res = auth::login_unfinished(caller.stage).into_response();
+            res.extensions_mut().insert(caller.audit_actor());
+            return res;
+        }
+        let acting: Vec<Role> = caller.officer.roles.iter().copied().filter(|r| roles.contains(r)).collect();
+        if acting.is_empty() {
+            let needed: Vec<&str> = roles.iter().map(|r| r.code()).collect();
+            let mut res = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not permitted",
+                format!("this action needs one of the roles: {}", needed.join(", ")),
+            )
+            .into_response();
+            res.extensions_mut().insert(caller.audit_actor());
+            return res;
+        }
+        caller.acting = acting;
+    }
+    if spec.area == Area::National && caller.officer.unit.level != UnitLevel::Ministry {
+        let mut res = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not permitted",
+            "the whole audit trail is read at ministry level; provincial and commune auditors read a person's \
+             access log",
+        )
+        .into_response();
+        res.extensions_mut().insert(caller.audit_actor());
+        return res;
+    }
+    let actor = caller.audit_actor();
+    req.extensions_mut().insert(caller);
+    let mut res = next.run(req).await;
+    if res.extensions().get::<audit::AuditActor>().is_none() {
+        res.extensions_mut().insert(actor);
+    }
+    res
+}

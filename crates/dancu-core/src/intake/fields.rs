@@ -1,0 +1,1 @@
+//! Per-field normalizers for import rows.

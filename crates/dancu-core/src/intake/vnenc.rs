@@ -17,7 +17,8 @@
 //!   (`Ksor`, `H'Hen`) are not syllables, so in mojibake they are decoded only alongside real
 //!   syllables, and in keystroke form they are left alone.
 //! - Keystroke words that look like English (`Lee`, `Max`: one doubling or one `s r x` tone key)
-//!   are converted only when another word of the same text is unmistakably typed keystrokes.
+//!   or like codes (`A1`, `An1`: a tone digit on one or two letters) are converted only when another
+//!   word of the same text is unmistakably typed keystrokes.
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
@@ -910,7 +911,7 @@ fn vni_typing_word(word: &str) -> Option<Converted> {
         }
     }
     let text = finish(&letters, tone)?;
-    Some(Converted { text, strong: modifier || letters.len() >= 2 })
+    Some(Converted { text, strong: modifier || letters.len() >= 3 })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1167,6 +1168,7 @@ mod tests {
             ("Truwowngf", "Trường", Encoding::Telex),
             ("Nguye6n4 Va8n", "Nguyễn Văn", Encoding::VniTyping),
             ("d9", "đ", Encoding::VniTyping),
+            ("Hoa2 An1", "Hòa Án", Encoding::VniTyping),
             // one weak word (a doubling or one s/r/x tone key) converts only beside a strong one
             ("Lys Khuee Nguyeenx", "Lý Khuê Nguyễn", Encoding::Telex),
         ];
@@ -1196,6 +1198,7 @@ mod tests {
             "Lys Khuee",
             "Chris Jones",
             "Lô A1",
+            "An1",
             "Phòng 12B",
             "",
             "   ",

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod date;
 pub mod error;
 pub mod id;
+pub mod intake;
 pub mod person;
 pub mod reference;
 pub mod text;

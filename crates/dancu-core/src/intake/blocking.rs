@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::linkage::{LinkFeatures, Origin};
+use super::linkage::{Field, LinkFeatures, Origin};
 
 /// Blocking settings.
 #[derive(Debug, Clone)]
@@ -63,7 +63,9 @@ fn sex(r: &LinkFeatures) -> &'static str {
 /// 4. phone number;
 /// 5. 2025 commune + full date (unordered) + sex;
 /// 6. phonetic family + given name + 2025 commune (date typos);
-/// 7. 2025 commune + birth year + sex + first letter of the given name's key (name typos, year-only dates).
+/// 7. 2025 commune + birth year + sex + first letter of the given name's key (name typos, year-only dates);
+/// 8. 2025 commune + day and month (unordered) + sex (name and year both wrong);
+/// 9. phonetic middle + given name + 2025 commune (family name and date both wrong).
 ///
 /// A legacy commune stands for every 2025 commune it went into.
 pub fn default_rules() -> Vec<BlockingRule> {
@@ -114,8 +116,33 @@ pub fn default_rules() -> Vec<BlockingRule> {
                 }
             },
         },
+        BlockingRule {
+            name: "commune+day+month+sex",
+            keys: |r, out| {
+                if let Some(d) = r.birth_date.and_then(|d| d.full()) {
+                    let (x, y) = (d.day(), d.month() as u8);
+                    out.extend(r.communes_2025.iter().map(|c| format!("{c}|{}-{}|{}", x.min(y), x.max(y), sex(r))));
+                }
+            },
+        },
+        BlockingRule {
+            name: "middle+given+commune",
+            keys: |r, out| {
+                if !r.middle_k.is_empty() && !r.given_k.is_empty() {
+                    out.extend(r.communes_2025.iter().map(|c| format!("{}|{}|{c}", r.middle_k, r.given_k)));
+                }
+            },
+        },
     ]
 }
+
+/// The rules whose candidates train the model ([`super::em::Model::estimate_in_sessions`]),
+/// each with the fields its key makes agree. Between them every field is estimated at least once.
+pub const TRAINING: [(&str, &[Field]); 3] = [
+    ("name+year", &[Field::Name, Field::BirthDate]),
+    ("commune+date+sex", &[Field::Commune, Field::BirthDate, Field::Sex]),
+    ("name+commune", &[Field::Name, Field::Commune]),
+];
 
 /// What one rule contributed.
 #[derive(Debug, Clone, PartialEq, Eq)]

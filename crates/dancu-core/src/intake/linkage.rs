@@ -97,6 +97,7 @@ pub struct LinkFeatures {
     pub(crate) given_f: String,
     pub(crate) full_f: String,
     pub(crate) family_k: String,
+    pub(crate) middle_k: String,
     pub(crate) given_k: String,
     pub(crate) full_k: String,
     /// Phonetic syllable keys of the whole name, sorted (order-free comparison).
@@ -166,6 +167,7 @@ impl LinkFeatures {
         LinkFeatures {
             origin: r.origin,
             family_k: phonetic::name_key(&family_f),
+            middle_k: phonetic::name_key(&middle_f),
             given_k: phonetic::name_key(&given_f),
             family_f,
             given_f,
@@ -284,7 +286,7 @@ impl Field {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -343,7 +345,8 @@ pub enum NumberLevel {
     Different,
 }
 
-/// Parents' names comparison levels.
+/// Parents' names comparison levels. Siblings share their parents (and usually their commune),
+/// so agreement counts as no evidence: only disagreement weighs (see [`super::em::Model::level_weight`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParentsLevel {
     /// Every parent named on both sides agrees.
@@ -543,13 +546,53 @@ pub struct LinkOutcome {
     pub clusters: Vec<Vec<usize>>,
 }
 
+/// `count` pseudo-random pairs of distinct records among `n` (a fixed sequence: runs are reproducible).
+fn background_pairs(n: usize, count: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut state: u64 = 0x5EED_0FD4_C000;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+    };
+    let count = if n < 2 { 0 } else { count };
+    (0..count).map(move |_| {
+        loop {
+            let (a, b) = (next(), next());
+            if a != b {
+                break (a, b);
+            }
+        }
+    })
+}
+
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     let features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
     let candidates = blocking::candidates(&features, &blocking::default_rules(), &config.blocking);
     let comparisons: Vec<Comparison> =
         candidates.pairs.iter().map(|&(a, b)| compare(&features[a as usize], &features[b as usize])).collect();
-    let model = Model::estimate(&comparisons, &config.em);
+    let background: Vec<Comparison> = background_pairs(records.len(), config.em.background_pairs)
+        .map(|(a, b)| compare(&features[a], &features[b]))
+        .collect();
+    let model = if background.is_empty() {
+        Model::estimate(&comparisons, &background, &config.em)
+    } else {
+        let rules = blocking::default_rules();
+        let sessions: Vec<(Vec<Comparison>, Vec<Field>)> = blocking::TRAINING
+            .iter()
+            .filter_map(|(name, ignored)| {
+                let rule = rules.iter().find(|r| r.name == *name)?;
+                let pairs = blocking::candidates(&features, std::slice::from_ref(rule), &config.blocking).pairs;
+                let compared =
+                    pairs.iter().map(|&(a, b)| compare(&features[a as usize], &features[b as usize])).collect();
+                Some((compared, ignored.to_vec()))
+            })
+            .collect();
+        Model::estimate_in_sessions(&sessions, &comparisons, &background, &config.em)
+    };
     let mut pairs: Vec<ScoredPair> = candidates
         .pairs
         .iter()
@@ -563,7 +606,7 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
                 comparison: *c,
                 weight,
                 probability,
-                band: config.thresholds.band(probability),
+                band: config.thresholds.band(weight),
                 refused: None,
             }
         })
@@ -576,10 +619,7 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
         records.len(),
         &links,
         config.max_cluster.unwrap_or(LinkConfig::DEFAULT_MAX_CLUSTER),
-        |a, b| {
-            let w = model.match_weight(&compare(&features[a], &features[b]));
-            config.thresholds.band(Model::probability_of(w)) == Band::Distinct
-        },
+        |a, b| config.thresholds.band(model.match_weight(&compare(&features[a], &features[b]))) == Band::Distinct,
     );
     for (link, reason) in clustering.refused {
         let p = &mut pairs[link_index[link]];

@@ -5,6 +5,8 @@
 //!
 //! It is the data source of the demo and of every benchmark. Pure: no I/O (the caller writes).
 
+pub mod duplicates;
+
 use dancu_core::date::PartialDate;
 use dancu_core::id::{LegacyIdNumber, Sex};
 use dancu_core::person::{

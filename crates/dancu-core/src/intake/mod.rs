@@ -1,5 +1,11 @@
-//! The import pipeline's per-row helpers: repair of legacy Vietnamese text encodings and
-//! per-field normalizers that turn raw import cells into domain values.
+//! Intake of records from outside sources (imports): repair of legacy Vietnamese text
+//! encodings and per-field normalizers that turn raw import cells into domain values; name keys
+//! and record linkage (duplicates within an import batch and against the registry).
 
+pub mod blocking;
+pub mod cluster;
+pub mod em;
 pub mod fields;
+pub mod linkage;
+pub mod phonetic;
 pub mod vnenc;

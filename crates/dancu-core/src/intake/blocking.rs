@@ -1,0 +1,227 @@
+//! Blocking: which pairs of records are compared at all.
+//!
+//! Several rules each group records by a key; records sharing a key become candidate pairs, and
+//! the union of all rules' pairs (each pair once) is compared. Rules rest on different fields, so
+//! one wrong field (a typo in the name, a year-only date, a new commune code) does not lose a true
+//! pair. A block larger than [`BlockingConfig::max_block`] (a very common name in a big commune)
+//! is not compared all-to-all: its records are sorted by folded name and each is paired with the
+//! next [`BlockingConfig::window`] ones (sorted neighbourhood), and the block is counted.
+
+use std::collections::HashMap;
+
+use super::linkage::{Field, LinkFeatures, Origin};
+
+/// Blocking settings.
+#[derive(Debug, Clone)]
+pub struct BlockingConfig {
+    /// Largest block compared all-to-all (default 200 records).
+    pub max_block: usize,
+    /// In a larger block, how many following records (sorted by name) each record is paired with (default 20).
+    pub window: usize,
+    /// Whether to pair two registry records (default false: the registry is already deduplicated).
+    pub registry_pairs: bool,
+}
+
+impl Default for BlockingConfig {
+    fn default() -> Self {
+        BlockingConfig { max_block: 200, window: 20, registry_pairs: false }
+    }
+}
+
+/// A blocking rule: a name and the keys it gives a record (none, one or several).
+#[derive(Clone, Copy)]
+pub struct BlockingRule {
+    pub name: &'static str,
+    pub keys: fn(&LinkFeatures, &mut Vec<String>),
+}
+
+impl std::fmt::Debug for BlockingRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// The full date with day and month in ascending order (so a swapped day/month gives the same key).
+fn date_key(r: &LinkFeatures) -> Option<String> {
+    let d = r.birth_date?.full()?;
+    let (x, y) = (d.day(), d.month() as u8);
+    Some(format!("{}-{}-{}", d.year(), x.min(y), x.max(y)))
+}
+
+fn year(r: &LinkFeatures) -> Option<i32> {
+    r.birth_date.map(|d| d.year())
+}
+
+fn sex(r: &LinkFeatures) -> &'static str {
+    r.sex.map_or("?", |s| s.code())
+}
+
+/// The default rules:
+/// 1. phonetic family + given name + birth year;
+/// 2. phonetic given name + full date (day and month unordered);
+/// 3. legacy ID number;
+/// 4. phone number;
+/// 5. 2025 commune + full date (unordered) + sex;
+/// 6. phonetic family + given name + 2025 commune (date typos);
+/// 7. 2025 commune + birth year + sex + first letter of the given name's key (name typos, year-only dates);
+/// 8. 2025 commune + day and month (unordered) + sex (name and year both wrong);
+/// 9. phonetic middle + given name + 2025 commune (family name and date both wrong).
+///
+/// A legacy commune stands for every 2025 commune it went into.
+pub fn default_rules() -> Vec<BlockingRule> {
+    vec![
+        BlockingRule {
+            name: "name+year",
+            keys: |r, out| {
+                if let Some(y) = year(r)
+                    && !r.given_k.is_empty()
+                {
+                    out.push(format!("{}|{}|{y}", r.family_k, r.given_k));
+                }
+            },
+        },
+        BlockingRule {
+            name: "given+date",
+            keys: |r, out| {
+                if let Some(d) = date_key(r)
+                    && !r.given_k.is_empty()
+                {
+                    out.push(format!("{}|{d}", r.given_k));
+                }
+            },
+        },
+        BlockingRule { name: "legacy_id", keys: |r, out| out.extend(r.legacy_id.clone()) },
+        BlockingRule { name: "phone", keys: |r, out| out.extend(r.phone.clone()) },
+        BlockingRule {
+            name: "commune+date+sex",
+            keys: |r, out| {
+                if let Some(d) = date_key(r) {
+                    out.extend(r.communes_2025.iter().map(|c| format!("{c}|{d}|{}", sex(r))));
+                }
+            },
+        },
+        BlockingRule {
+            name: "name+commune",
+            keys: |r, out| {
+                if !r.given_k.is_empty() {
+                    out.extend(r.communes_2025.iter().map(|c| format!("{}|{}|{c}", r.family_k, r.given_k)));
+                }
+            },
+        },
+        BlockingRule {
+            name: "commune+year+sex+initial",
+            keys: |r, out| {
+                if let (Some(y), Some(initial)) = (year(r), r.given_k.chars().next()) {
+                    out.extend(r.communes_2025.iter().map(|c| format!("{c}|{y}|{}|{initial}", sex(r))));
+                }
+            },
+        },
+        BlockingRule {
+            name: "commune+day+month+sex",
+            keys: |r, out| {
+                if let Some(d) = r.birth_date.and_then(|d| d.full()) {
+                    let (x, y) = (d.day(), d.month() as u8);
+                    out.extend(r.communes_2025.iter().map(|c| format!("{c}|{}-{}|{}", x.min(y), x.max(y), sex(r))));
+                }
+            },
+        },
+        BlockingRule {
+            name: "middle+given+commune",
+            keys: |r, out| {
+                if !r.middle_k.is_empty() && !r.given_k.is_empty() {
+                    out.extend(r.communes_2025.iter().map(|c| format!("{}|{}|{c}", r.middle_k, r.given_k)));
+                }
+            },
+        },
+    ]
+}
+
+/// The rules whose candidates train the model ([`super::em::Model::estimate_in_sessions`]),
+/// each with the fields its key makes agree. Between them every field is estimated at least once.
+pub const TRAINING: [(&str, &[Field]); 3] = [
+    ("name+year", &[Field::Name, Field::BirthDate]),
+    ("commune+date+sex", &[Field::Commune, Field::BirthDate, Field::Sex]),
+    ("name+commune", &[Field::Name, Field::Commune]),
+];
+
+/// What one rule contributed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStats {
+    pub rule: &'static str,
+    /// Blocks of two or more records.
+    pub blocks: usize,
+    /// Blocks above the size limit, compared by sorted neighbourhood only.
+    pub oversized_blocks: usize,
+    /// Pairs the rule proposed (before removing those another rule proposed already).
+    pub pairs: usize,
+    /// Pairs no earlier rule had proposed.
+    pub new_pairs: usize,
+}
+
+/// The result of blocking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockingStats {
+    pub rules: Vec<RuleStats>,
+    /// Distinct candidate pairs.
+    pub pairs: usize,
+}
+
+/// Candidate pairs (`a < b`, sorted, each once) and how they were found.
+#[derive(Debug, Clone)]
+pub struct Candidates {
+    pub pairs: Vec<(u32, u32)>,
+    pub stats: BlockingStats,
+}
+
+/// Applies the rules to the records and returns the distinct candidate pairs.
+pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &BlockingConfig) -> Candidates {
+    assert!(records.len() < u32::MAX as usize, "too many records for one linkage run");
+    let mut all: Vec<u64> = Vec::new();
+    let mut stats = BlockingStats::default();
+    let mut keys = Vec::new();
+    for rule in rules {
+        let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            keys.clear();
+            (rule.keys)(r, &mut keys);
+            keys.sort_unstable();
+            keys.dedup();
+            for k in keys.drain(..) {
+                blocks.entry(k).or_default().push(i as u32);
+            }
+        }
+        let mut found: Vec<u64> = Vec::new();
+        let mut s = RuleStats { rule: rule.name, blocks: 0, oversized_blocks: 0, pairs: 0, new_pairs: 0 };
+        for members in blocks.values_mut().filter(|m| m.len() > 1) {
+            s.blocks += 1;
+            let reach = if members.len() > config.max_block {
+                s.oversized_blocks += 1;
+                members.sort_by(|&a, &b| records[a as usize].full_f.cmp(&records[b as usize].full_f).then(a.cmp(&b)));
+                config.window
+            } else {
+                members.len()
+            };
+            for (i, &a) in members.iter().enumerate() {
+                for &b in members.iter().skip(i + 1).take(reach) {
+                    let (ra, rb) = (&records[a as usize], &records[b as usize]);
+                    if !config.registry_pairs && ra.origin == Origin::Registry && rb.origin == Origin::Registry {
+                        continue;
+                    }
+                    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                    found.push(u64::from(lo) << 32 | u64::from(hi));
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        s.pairs = found.len();
+        let before = all.len();
+        all.extend(found);
+        all.sort_unstable();
+        all.dedup();
+        s.new_pairs = all.len() - before;
+        stats.rules.push(s);
+    }
+    stats.pairs = all.len();
+    Candidates { pairs: all.into_iter().map(|p| ((p >> 32) as u32, p as u32)).collect(), stats }
+}

@@ -1,0 +1,314 @@
+//! The authorization matrix, generated from the route table: every route × every role × four
+//! areas (ministry, the person's province, the person's commune, another province's commune),
+//! plus no login at all — over real HTTP, on SQLite and on PostgreSQL.
+//!
+//! The expected answer of each cell comes from an oracle written here from the policy's rules
+//! (roles, area, what each route does when permitted), not from the server's own table lookups;
+//! a route the matrix does not know fails the test, so a new route cannot skip it.
+
+mod support;
+
+use std::sync::Arc;
+
+use dancu_core::auth::{Role, Unit};
+use dancu_server::policy::{Area, RouteSpec, Who};
+use dancu_store::registry::Registry;
+use dancu_store::{ChangeMeta, PersonRef, ProposedChange, Store};
+use serde_json::{Value, json};
+use support::{Client, add_officer, call, login, start_on};
+
+const COMMUNE: &str = "commune:00004";
+const PROVINCE: &str = "province:01";
+const ELSEWHERE: &str = "commune:26506";
+const UNITS: [&str; 4] = ["ministry", PROVINCE, COMMUNE, ELSEWHERE];
+
+struct Fixture {
+    person_key: String,
+    personal_id: String,
+    legacy_id: String,
+    name: String,
+    request_id: String,
+}
+
+async fn fixture(store: &Arc<dyn Store>) -> Fixture {
+    let reg = Registry::new(store.clone());
+    let mut input = dancu_store::conformance::sample(1); // lives in commune 00004 (Hà Nội)
+    input.legacy_id = Some(dancu_core::LegacyIdNumber::parse("001234567").unwrap());
+    let meta = ChangeMeta::new("maker", "thu thập", None);
+    let rec = reg.create(input, &meta).await.unwrap();
+    let rec = reg.activate(rec.key, None, &meta).await.unwrap();
+    let mut renamed = rec.person.record.clone();
+    renamed.name.given = "Minh".into();
+    let proposed = ProposedChange { person: renamed, status: None, status_date: None, reestablish_id: false };
+    let fix = ChangeMeta::new("maker", "cải chính", None);
+    let request = match reg.change(rec.key, rec.version, proposed, &fix, COMMUNE).await.unwrap() {
+        dancu_store::registry::ChangeOutcome::Pending(r) => r,
+        other => panic!("a name change must wait for approval: {other:?}"),
+    };
+    Fixture {
+        person_key: rec.key.to_string(),
+        personal_id: rec.person.personal_id.unwrap().to_string(),
+        legacy_id: "001234567".into(),
+        name: dancu_core::text::fold(&rec.person.record.name.full()),
+        request_id: request.id.to_string(),
+    }
+}
+
+/// One officer of the matrix (or nobody: no token).
+struct Who2 {
+    role: Option<Role>,
+    unit: &'static str,
+    client: Option<Client>,
+}
+
+/// The answer a cell must get: a status and, for refusals, the problem type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    Ok(u16),
+    Problem(u16, &'static str),
+    OneOf(Vec<Expect>),
+}
+
+fn governs(unit: &str) -> bool {
+    unit != ELSEWHERE
+}
+
+fn contains_commune(unit: &str) -> bool {
+    Unit::parse(unit).is_ok_and(|u| u.contains(&Unit::parse(COMMUNE).unwrap()))
+}
+
+/// Who may call each route, stated here independently of the server's table (a change to the
+/// table that is not also made here fails the matrix).
+fn intended(method: &str, path: &str) -> (Who, Area) {
+    use Role::*;
+    const READERS: &[Role] = &[Collector, Verifier, Approver, CardOperator];
+    const EDITORS: &[Role] = &[Collector, Verifier, Approver];
+    match (method, path) {
+        ("POST", "/api/v1/persons") | ("PUT", "/api/v1/persons/{ref}") => (Who::Officer(EDITORS), Area::Person),
+        ("GET", "/api/v1/persons")
+        | ("GET", "/api/v1/persons/{ref}")
+        | ("GET", "/api/v1/persons/by-legacy-id/{number}") => (Who::Officer(READERS), Area::Person),
+        ("POST", "/api/v1/persons/{ref}/activate") => (Who::Officer(&[Verifier, Approver]), Area::Person),
+        ("GET", "/api/v1/persons/{ref}/history") => {
+            (Who::Officer(&[Collector, Verifier, Approver, CardOperator, Auditor]), Area::Person)
+        }
+        ("GET", "/api/v1/persons/{ref}/access-log") => (Who::Officer(&[Approver, Auditor]), Area::Person),
+        (_, p) if p.starts_with("/api/v1/change-requests") => (Who::Officer(EDITORS), Area::Person),
+        ("GET", "/api/v1/audit") => (Who::Officer(&[Auditor]), Area::National),
+        ("POST", "/api/v1/auth/login") => (Who::Public, Area::None),
+        (_, p) if p.starts_with("/api/v1/auth/") => (Who::Login, Area::None),
+        (_, p) if p.starts_with("/api/v1/officers") => (Who::Officer(&[SystemAdministrator]), Area::Officers),
+        _ => (Who::Public, Area::None),
+    }
+}
+
+/// The request a route gets in the matrix, and what an officer permitted by role and area gets.
+fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<Value>, Expect) {
+    let role = w.role;
+    let person_ok = governs(w.unit);
+    let by_area = |ok: Expect| if person_ok { ok } else { Expect::Problem(404, "not-found") };
+    let officers_ok = contains_commune(w.unit);
+    let (path, body, permitted) = match (route.method.as_str(), route.path) {
+        ("POST", "/api/v1/persons") => {
+            let mut p = serde_json::to_value(dancu_store::conformance::sample(3)).unwrap();
+            p["permanent_residence"] = json!({"scheme": "2025", "commune_code": "00004"});
+            let body = json!({"person": p, "reason": "thu thập"});
+            let e = if person_ok { Expect::Ok(201) } else { Expect::Problem(403, "outside-area") };
+            ("/api/v1/persons".to_string(), Some(body), e)
+        }
+        ("GET", "/api/v1/persons") => {
+            (format!("/api/v1/persons?name={}", f.name.replace(' ', "%20")), None, Expect::Ok(200))
+        }
+        ("GET", "/api/v1/persons/by-legacy-id/{number}") => {
+            (format!("/api/v1/persons/by-legacy-id/{}", f.legacy_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/persons/{ref}") => {
+            (format!("/api/v1/persons/{}", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("PUT", "/api/v1/persons/{ref}") => {
+            let p = serde_json::to_value(dancu_store::conformance::sample(1)).unwrap();
+            let body = json!({"version": 999, "person": p, "reason": "cập nhật"});
+            (
+                format!("/api/v1/persons/{}", f.personal_id),
+                Some(body),
+                by_area(Expect::Problem(409, "version-conflict")),
+            )
+        }
+        ("POST", "/api/v1/persons/{ref}/activate") => (
+            format!("/api/v1/persons/{}/activate", f.person_key),
+            Some(json!({"reason": "cấp số"})),
+            by_area(Expect::Problem(409, "already-active")),
+        ),
+        ("GET", "/api/v1/persons/{ref}/history") => {
+            (format!("/api/v1/persons/{}/history", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/persons/{ref}/access-log") => {
+            (format!("/api/v1/persons/{}/access-log", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/change-requests") => ("/api/v1/change-requests".to_string(), None, Expect::Ok(200)),
+        ("GET", "/api/v1/change-requests/{id}") => {
+            (format!("/api/v1/change-requests/{}", f.request_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/api/v1/change-requests/{id}/decision") => {
+            // A rejection without a reason: approvers get to the reason check, other editors
+            // are refused by the maker-checker rule. Nothing is decided either way.
+            let e = if role == Some(Role::Approver) {
+                Expect::Problem(422, "validation")
+            } else {
+                Expect::Problem(403, "forbidden")
+            };
+            (
+                format!("/api/v1/change-requests/{}/decision", f.request_id),
+                Some(json!({"decision": "reject"})),
+                by_area(e),
+            )
+        }
+        ("GET", "/api/v1/audit") => ("/api/v1/audit".to_string(), None, Expect::Ok(200)),
+        ("POST", "/api/v1/auth/login") => (
+            "/api/v1/auth/login".to_string(),
+            Some(json!({"username": format!("nobody-{tag}"), "password": "not the password"})),
+            Expect::Problem(401, "invalid-credentials"),
+        ),
+        ("POST", "/api/v1/auth/mfa") => {
+            ("/api/v1/auth/mfa".to_string(), Some(json!({"code": "000000"})), Expect::Problem(409, "no-mfa-pending"))
+        }
+        ("POST", "/api/v1/auth/totp") => ("/api/v1/auth/totp".to_string(), None, Expect::Ok(200)),
+        ("POST", "/api/v1/auth/totp/confirm") => (
+            "/api/v1/auth/totp/confirm".to_string(),
+            Some(json!({"code": "000000"})),
+            Expect::OneOf(vec![Expect::Problem(401, "invalid-code"), Expect::Problem(409, "no-enrolment")]),
+        ),
+        ("POST", "/api/v1/auth/logout") => ("/api/v1/auth/logout".to_string(), None, Expect::Ok(204)),
+        ("GET", "/api/v1/auth/session") => ("/api/v1/auth/session".to_string(), None, Expect::Ok(200)),
+        ("GET", "/api/v1/officers") => ("/api/v1/officers".to_string(), None, Expect::Ok(200)),
+        ("POST", "/api/v1/officers") => {
+            let body = json!({"username": format!("new-{tag}"), "display_name": "Cán bộ mới", "unit": COMMUNE, "roles": ["collector"]});
+            let e = if officers_ok { Expect::Ok(201) } else { Expect::Problem(403, "outside-area") };
+            ("/api/v1/officers".to_string(), Some(body), e)
+        }
+        ("GET", "/api/v1/officers/{username}") => (
+            "/api/v1/officers/target.officer".to_string(),
+            None,
+            if officers_ok { Expect::Ok(200) } else { Expect::Problem(404, "not-found") },
+        ),
+        ("PUT", "/api/v1/officers/{username}") => (
+            "/api/v1/officers/target.officer".to_string(),
+            Some(json!({"display_name": "Cán bộ đích"})),
+            if officers_ok { Expect::Ok(200) } else { Expect::Problem(404, "not-found") },
+        ),
+        ("GET", "/api/v1/reference/communes/{scheme}/{code}") => {
+            ("/api/v1/reference/communes/2025/00004".to_string(), None, Expect::Ok(200))
+        }
+        ("GET", "/api/docs/{asset}") => ("/api/docs/init.js".to_string(), None, Expect::Ok(200)),
+        ("GET", p) if !p.contains('{') && (p.starts_with("/api/v1/reference/") || !p.starts_with("/api/v1/")) => {
+            (p.to_string(), None, Expect::Ok(200))
+        }
+        (m, p) => panic!("the authorization matrix has no request for {m} {p}: add it (every route must be covered)"),
+    };
+    // What the policy says before the route does anything.
+    let (who, area) = intended(route.method.as_str(), route.path);
+    let expected = match (who, &w.client) {
+        (Who::Public, _) => permitted,
+        (_, None) => Expect::Problem(401, "unauthenticated"),
+        (Who::Login, Some(_)) => permitted,
+        (Who::Officer(roles), Some(_)) => {
+            if !role.is_some_and(|r| roles.contains(&r)) {
+                Expect::Problem(403, "forbidden")
+            } else if area == Area::National && w.unit != "ministry" {
+                Expect::Problem(403, "forbidden")
+            } else {
+                permitted
+            }
+        }
+    };
+    (path, body, expected)
+}
+
+fn matches(e: &Expect, status: u16, kind: Option<&str>) -> bool {
+    match e {
+        Expect::Ok(s) => *s == status,
+        Expect::Problem(s, k) => *s == status && kind == Some(&format!("urn:dancu:problem:{k}")[..]),
+        Expect::OneOf(v) => v.iter().any(|e| matches(e, status, kind)),
+    }
+}
+
+async fn matrix(store: Arc<dyn Store>) {
+    let s = start_on(store.clone(), Default::default()).await;
+    let f = fixture(&store).await;
+    add_officer(&store, "target.officer", COMMUNE, &[Role::Collector], &[], false).await;
+    let mut cast = vec![Who2 { role: None, unit: "-", client: None }];
+    for (i, role) in Role::ALL.into_iter().enumerate() {
+        for (j, unit) in UNITS.into_iter().enumerate() {
+            let c = add_officer(&store, &format!("m{i}-{j}"), unit, &[role], &[], role.requires_mfa()).await;
+            let token = login(s.addr, &c).await;
+            cast.push(Who2 { role: Some(role), unit, client: Some(Client { addr: s.addr, token }) });
+        }
+    }
+    let mut routes = dancu_server::policy::routes();
+    // Logging out ends the session the other cells use: last.
+    routes.sort_by_key(|r| r.path == "/api/v1/auth/logout");
+    let mut cells = 0;
+    let mut failures = Vec::new();
+    for route in &routes {
+        for (n, w) in cast.iter().enumerate() {
+            let tag = format!("{n}-{}", route.path.len());
+            let (path, body, expected) = cell(route, &f, &tag, w);
+            let r = match &w.client {
+                Some(c) => c.req(route.method.as_str(), &path, body.as_ref(), &[]).await,
+                None => {
+                    let b = body.as_ref().map(|b| b.to_string());
+                    let h: &[(&str, &str)] = if b.is_some() { &[support::JSON] } else { &[] };
+                    call(s.addr, route.method.as_str(), &path, h, b.as_deref().map(str::as_bytes)).await
+                }
+            };
+            let kind = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["type"].as_str().map(str::to_string));
+            cells += 1;
+            if !matches(&expected, r.status, kind.as_deref()) {
+                failures.push(format!(
+                    "{} {} as {:?}@{}: expected {expected:?}, got {} {}",
+                    route.method,
+                    route.path,
+                    w.role,
+                    w.unit,
+                    r.status,
+                    r.body.chars().take(200).collect::<String>()
+                ));
+            }
+            // Lists show the person (or the request about them) only inside the area.
+            if r.status == 200 && route.method == "GET" {
+                let listed = match route.path {
+                    "/api/v1/persons" => Some(r.body.contains(&f.person_key)),
+                    "/api/v1/change-requests" => Some(r.body.contains(&f.request_id)),
+                    "/api/v1/officers" => Some(r.body.contains("target.officer")),
+                    _ => None,
+                };
+                let should = if route.path == "/api/v1/officers" { contains_commune(w.unit) } else { governs(w.unit) };
+                if listed.is_some_and(|l| l != should) {
+                    failures.push(format!(
+                        "{} as {:?}@{}: listed={listed:?}, should be {should}",
+                        route.path, w.role, w.unit
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {cells} cells wrong:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(cells, routes.len() * cast.len());
+    // Nothing was approved or rejected along the way.
+    let req = store.change_request_get(f.request_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(req.state, dancu_store::RequestState::Pending);
+    let person = store.get_person(&PersonRef::Key(f.person_key.parse().unwrap())).await.unwrap().unwrap();
+    assert_eq!(person.version, 2, "no cell changed the person");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_on_sqlite() {
+    matrix(support::sqlite_store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_on_postgres() {
+    if let Some(store) = support::pg_store().await {
+        matrix(store).await;
+    }
+}

@@ -282,7 +282,8 @@ pub enum SessionEnd {
     Expired,
 }
 
-/// Whether a session (times in Unix seconds) still admits a request at `now`.
+/// Whether a session still admits a request at `now` (all times and the timeout in one unit,
+/// e.g. Unix milliseconds).
 pub fn session_end(revoked: bool, last_seen: i64, expires_at: i64, now: i64, idle_seconds: i64) -> Option<SessionEnd> {
     if revoked {
         Some(SessionEnd::Revoked)

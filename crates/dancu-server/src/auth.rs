@@ -137,6 +137,10 @@ fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
+fn millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 fn unauthenticated() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -211,10 +215,9 @@ pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Calle
         return Err(unauthenticated());
     }
     let now = OffsetDateTime::now_utc();
-    let idle = auth.config.idle.as_secs() as i64;
-    if let Some(end) =
-        core_auth::session_end(session.revoked, unix(session.last_seen_at), unix(session.expires_at), unix(now), idle)
-    {
+    let idle = auth.config.idle.as_millis() as i64;
+    let (seen, expires) = (millis(session.last_seen_at), millis(session.expires_at));
+    if let Some(end) = core_auth::session_end(session.revoked, seen, expires, millis(now), idle) {
         auth.forget(&hash);
         let why = match end {
             SessionEnd::Revoked => "the session was ended (logged out)",
@@ -229,7 +232,7 @@ pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Calle
         ));
     }
     // Record use at a tenth of the idle timeout's resolution (not one write per request).
-    if unix(now) - unix(session.last_seen_at) >= (idle / 10).max(1) {
+    if millis(now) - seen >= idle / 10 {
         session.last_seen_at = now;
         if let Some(c) = auth.sessions.lock().expect("session cache").get_mut(&hash) {
             c.session.last_seen_at = now;

@@ -1,4 +1,5 @@
--- wrk script: GET /api/v1/persons/{id} with ids drawn at random from IDS_FILE.
+-- wrk script: GET /api/v1/persons/{id} with ids drawn at random from IDS_FILE, as the officer
+-- whose bearer token is in TOKEN.
 local ids = {}
 local path = os.getenv("IDS_FILE") or "bench/out/ids.txt"
 for line in io.lines(path) do
@@ -16,6 +17,8 @@ function init(args)
   math.randomseed(os.time() + (seed or 0) * 7919)
 end
 
+local headers = { ["Authorization"] = "Bearer " .. (os.getenv("TOKEN") or "") }
+
 function request()
-  return wrk.format("GET", "/api/v1/persons/" .. ids[math.random(#ids)])
+  return wrk.format("GET", "/api/v1/persons/" .. ids[math.random(#ids)], headers)
 end

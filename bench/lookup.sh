@@ -27,6 +27,9 @@ command -v wrk >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 cargo build --release -p dancu --quiet
 BIN=target/release/dancu
+# The benchmark officer's password: fixed per output folder (the account persists with the data).
+[ -f "$OUT/bench-password" ] || echo "bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" >"$OUT/bench-password"
+BENCH_PASSWORD="$(cat "$OUT/bench-password")"
 
 results=()
 
@@ -42,9 +45,16 @@ bench_one() {
   [ "$3" = off ] && flags=(--no-audit)
   echo "== $name: $url" >&2
   DANCU_LOG=warn "$BIN" sample-ids --db "$url" --count 100000 >"$OUT/ids-$name.txt"
+  # Lookups are made by a logged-in ministry officer (card operator: no second factor), as in use.
+  echo "$BENCH_PASSWORD" | DANCU_LOG=error "$BIN" officer add --db "$url" --data "$OUT/keys-$1" --username bench \
+    --name "Benchmark" --unit ministry --roles card_operator --password-stdin >/dev/null 2>&1 || true
   DANCU_LOG=warn "$BIN" serve --db "$url" --data "$OUT/keys-$1" --listen "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
   local pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  export TOKEN
+  TOKEN=$(curl -sf "http://127.0.0.1:$PORT/api/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"bench\",\"password\":\"$BENCH_PASSWORD\"}" | sed 's/.*"token":"\([0-9a-f]*\)".*/\1/')
+  [ ${#TOKEN} -eq 64 ] || { echo "login of the benchmark officer failed" >&2; exit 1; }
   # warm-up, then RUNS measured runs; the table reports the run with the median requests/s
   IDS_FILE="$OUT/ids-$name.txt" wrk -t"$THREADS" -c"$CONNS" -d5s -s bench/lookup.lua "http://127.0.0.1:$PORT" >/dev/null
   local runs=()

@@ -8,6 +8,9 @@
 
 use std::path::Path;
 
+mod secret;
+pub use secret::SecretBox;
+
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};

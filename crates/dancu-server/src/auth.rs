@@ -28,6 +28,8 @@ use crate::problem::{ApiError, ApiResult, Problem};
 
 /// How long a cached session is trusted before it is read again from the database.
 pub const CACHE_SECONDS: u64 = 5;
+/// Sessions cached at most (beyond it, stale entries are dropped).
+const MAX_CACHED: usize = 10_000;
 /// The session cookie's name.
 pub const COOKIE: &str = "dancu_session";
 
@@ -203,10 +205,16 @@ pub async fn authenticate(st: &AppState, headers: &HeaderMap) -> ApiResult<Calle
             let store = st.registry.store();
             let session = store.session_get(&hash).await?.ok_or_else(unauthenticated)?;
             let officer = Arc::new(store.officer_get(&session.username).await?.ok_or_else(unauthenticated)?);
-            auth.sessions.lock().expect("session cache").insert(
+            let mut cache = auth.sessions.lock().expect("session cache");
+            if cache.len() >= MAX_CACHED {
+                // Entries older than the cache lifetime would be read again anyway.
+                cache.retain(|_, c| c.loaded.elapsed() < Duration::from_secs(CACHE_SECONDS));
+            }
+            cache.insert(
                 hash.clone(),
                 Cached { session: session.clone(), officer: officer.clone(), loaded: Instant::now() },
             );
+            drop(cache);
             (session, officer)
         }
     };
@@ -526,6 +534,18 @@ fn invalid_code() -> ApiError {
     )
 }
 
+/// The TOTP secret of an officer as stored: sealed under the server's secrets key, bound to the
+/// username. One that does not open means the wrong key file (or an edited row).
+fn open_secret(st: &AppState, officer: &Officer, sealed: Option<&str>) -> ApiResult<Vec<u8>> {
+    sealed
+        .and_then(|s| st.secrets.open(s, &officer.username))
+        .and_then(|b32| core_auth::base32_decode(&b32))
+        .ok_or_else(|| {
+            tracing::error!("a stored TOTP secret does not open: wrong secrets key, or an edited row");
+            ApiError::internal()
+        })
+}
+
 /// Replaces the caller's session by a new, complete one (new token: rotation on login).
 async fn complete(st: &AppState, caller: &Caller, officer: &Officer) -> ApiResult<Response> {
     st.registry.store().session_revoke(&caller.token_hash).await?;
@@ -560,7 +580,7 @@ pub async fn mfa(
     if let Some(until) = parse_time(&officer.locked_until).filter(|u| *u > now) {
         return Ok(locked(until, now));
     }
-    let secret = officer.totp_secret.as_deref().and_then(core_auth::base32_decode).ok_or_else(ApiError::internal)?;
+    let secret = open_secret(&st, &officer, officer.totp_secret.as_deref())?;
     let Some(step) = core_auth::totp_check(&secret, &body.code, now, officer.totp_last_step) else {
         record_failure(&st, &officer, now).await?;
         return Err(invalid_code());
@@ -598,7 +618,8 @@ pub async fn totp_enrol(State(st): State<AppState>, caller: Caller) -> ApiResult
     let mut secret = [0u8; 20];
     getrandom::fill(&mut secret).map_err(|_| ApiError::internal())?;
     let mut o = st.registry.store().officer_get(caller.username()).await?.ok_or_else(unauthenticated)?;
-    o.totp_pending = Some(core_auth::base32_encode(&secret));
+    o.totp_pending =
+        Some(st.secrets.seal(&core_auth::base32_encode(&secret), &o.username).map_err(|_| ApiError::internal())?);
     st.registry.store().officer_update(&o).await?;
     st.auth.forget_officer(&o.username);
     let uri = core_auth::otpauth_uri(&secret, &o.username);
@@ -637,7 +658,7 @@ pub async fn totp_confirm(
         ));
     };
     let now = unix(OffsetDateTime::now_utc());
-    let secret = core_auth::base32_decode(&pending).ok_or_else(ApiError::internal)?;
+    let secret = open_secret(&st, &officer, Some(&pending))?;
     let Some(step) = core_auth::totp_check(&secret, &body.code, now, None) else {
         record_failure(&st, &officer, now).await?;
         return Err(invalid_code());

@@ -40,19 +40,26 @@ pub struct AppState {
     /// Where audit entries go; `None` only when an operator turned auditing off (benchmarks).
     pub audit: Option<dancu_store::audit::AuditWriter>,
     pub auth: Arc<auth::AuthState>,
+    /// Seals and opens secrets at rest (officers' TOTP secrets).
+    pub secrets: Arc<dancu_keys::SecretBox>,
     /// The route table (`policy::routes`): every route and its policy.
     pub routes: Arc<Vec<policy::RouteSpec>>,
 }
 
 impl AppState {
-    pub fn new(registry: Registry, audit: Option<dancu_store::audit::AuditWriter>) -> Self {
-        Self::with_auth(registry, audit, auth::AuthConfig::default())
+    pub fn new(
+        registry: Registry,
+        audit: Option<dancu_store::audit::AuditWriter>,
+        secrets: Arc<dancu_keys::SecretBox>,
+    ) -> Self {
+        Self::with_auth(registry, audit, auth::AuthConfig::default(), secrets)
     }
 
     pub fn with_auth(
         registry: Registry,
         audit: Option<dancu_store::audit::AuditWriter>,
         config: auth::AuthConfig,
+        secrets: Arc<dancu_keys::SecretBox>,
     ) -> Self {
         AppState {
             registry,
@@ -60,6 +67,7 @@ impl AppState {
             started: Instant::now(),
             audit,
             auth: Arc::new(auth::AuthState::new(config)),
+            secrets,
             routes: Arc::new(policy::routes()),
         }
     }

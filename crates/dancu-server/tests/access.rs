@@ -45,11 +45,11 @@ async fn post_json(addr: std::net::SocketAddr, path: &str, body: &Value, extra: 
 #[tokio::test]
 async fn login_mfa_action_and_audit_end_to_end() {
     let s = start().await;
-    let clerk = add_officer(&s.store, "clerk", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
+    let clerk = add_officer(&s, "clerk", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
     let clerk = client(s.addr, &clerk).await;
     let (key, id) = active_person(&clerk, "00004", "Tâm").await;
 
-    let boss = add_officer(&s.store, "lanh.dao", "province:01", &[Role::Approver, Role::Auditor], &[], true).await;
+    let boss = add_officer(&s, "lanh.dao", "province:01", &[Role::Approver, Role::Auditor], &[], true).await;
     // 1. password: the session exists but may do nothing yet
     let r =
         post_json(s.addr, "/api/v1/auth/login", &json!({"username": "lanh.dao", "password": boss.password}), &[]).await;
@@ -76,7 +76,7 @@ async fn login_mfa_action_and_audit_end_to_end() {
     full.get("/api/v1/officers").await.problem(403, "forbidden"); // not an administrator
     let r = clerk.get(&format!("/api/v1/persons/{key}")).await;
     assert_eq!(r.status, 200);
-    let auditor = add_officer(&s.store, "kiem.toan", "ministry", &[Role::Auditor], &[], true).await;
+    let auditor = add_officer(&s, "kiem.toan", "ministry", &[Role::Auditor], &[], true).await;
     let auditor = client(s.addr, &auditor).await;
     let trail = auditor.get("/api/v1/audit?officer=lanh.dao").await.json();
     let actions: Vec<&str> = trail.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
@@ -116,7 +116,7 @@ async fn login_mfa_action_and_audit_end_to_end() {
 async fn enrolment_shows_a_qr_code_and_completes_the_login() {
     let s = start().await;
     // an approver created without a second factor must enrol one before acting
-    let c = add_officer(&s.store, "new.approver", "commune:00004", &[Role::Approver], &[], false).await;
+    let c = add_officer(&s, "new.approver", "commune:00004", &[Role::Approver], &[], false).await;
     let r =
         post_json(s.addr, "/api/v1/auth/login", &json!({"username": c.username, "password": c.password}), &[]).await;
     assert_eq!(r.json()["stage"], "mfa_enrolment_required");
@@ -148,7 +148,7 @@ async fn enrolment_shows_a_qr_code_and_completes_the_login() {
 #[tokio::test]
 async fn cookie_sessions_are_httponly_secure_strict_and_channel_bound() {
     let s = start().await;
-    let c = add_officer(&s.store, "web.user", "ministry", &[Role::Collector], &[], false).await;
+    let c = add_officer(&s, "web.user", "ministry", &[Role::Collector], &[], false).await;
     let r = post_json(
         s.addr,
         "/api/v1/auth/login",
@@ -185,7 +185,7 @@ async fn cookie_sessions_are_httponly_secure_strict_and_channel_bound() {
 #[tokio::test]
 async fn wrong_passwords_lock_out_with_back_off_and_do_not_reveal_accounts() {
     let s = start().await;
-    let c = add_officer(&s.store, "target", "ministry", &[Role::Collector], &[], false).await;
+    let c = add_officer(&s, "target", "ministry", &[Role::Collector], &[], false).await;
     let attempt = |user: &'static str, pw: &'static str| async move {
         post_json(s.addr, "/api/v1/auth/login", &json!({"username": user, "password": pw}), &[]).await
     };
@@ -215,7 +215,7 @@ async fn wrong_passwords_lock_out_with_back_off_and_do_not_reveal_accounts() {
 async fn forged_malformed_and_expired_tokens_are_refused() {
     let config = AuthConfig { idle: Duration::from_secs(2), absolute: Duration::from_secs(5) };
     let s = start_on(support::sqlite_store().await, config).await;
-    let c = add_officer(&s.store, "short", "ministry", &[Role::Collector], &[], false).await;
+    let c = add_officer(&s, "short", "ministry", &[Role::Collector], &[], false).await;
     let forged = Client { addr: s.addr, token: "ab".repeat(32) };
     forged.get("/api/v1/persons").await.problem(401, "unauthenticated");
     let malformed = Client { addr: s.addr, token: "' OR 1=1 --".into() };
@@ -247,11 +247,11 @@ async fn forged_malformed_and_expired_tokens_are_refused() {
 #[tokio::test]
 async fn a_commune_officer_sees_and_changes_only_their_commune() {
     let s = start().await;
-    let hq = add_officer(&s.store, "hq", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
+    let hq = add_officer(&s, "hq", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
     let hq = client(s.addr, &hq).await;
     let (_, inside) = active_person(&hq, "00004", "Trong").await;
     let (outside_key, outside) = active_person(&hq, "26506", "Ngoai").await;
-    let c = add_officer(&s.store, "xa.00004", "commune:00004", &[Role::Collector, Role::Verifier], &[], false).await;
+    let c = add_officer(&s, "xa.00004", "commune:00004", &[Role::Collector, Role::Verifier], &[], false).await;
     let xa = client(s.addr, &c).await;
 
     assert_eq!(xa.get(&format!("/api/v1/persons/{inside}")).await.status, 200);
@@ -299,10 +299,10 @@ async fn a_commune_officer_sees_and_changes_only_their_commune() {
 #[tokio::test]
 async fn probing_numbers_outside_the_area_reveals_nothing() {
     let s = start().await;
-    let hq = add_officer(&s.store, "hq", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
+    let hq = add_officer(&s, "hq", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
     let hq = client(s.addr, &hq).await;
     let (_, elsewhere) = active_person(&hq, "26506", "An").await;
-    let c = add_officer(&s.store, "xa", "commune:00004", &[Role::CardOperator], &[], false).await;
+    let c = add_officer(&s, "xa", "commune:00004", &[Role::CardOperator], &[], false).await;
     let xa = client(s.addr, &c).await;
     // a number that exists elsewhere and one never issued (same prefix, sex and year)
     let mut missing = elsewhere.clone();
@@ -316,7 +316,7 @@ async fn probing_numbers_outside_the_area_reveals_nothing() {
         assert_eq!(a.header(h), b.header(h), "{h}");
     }
     // and every probe is on record
-    let auditor = add_officer(&s.store, "kt", "ministry", &[Role::Auditor], &[], true).await;
+    let auditor = add_officer(&s, "kt", "ministry", &[Role::Auditor], &[], true).await;
     let t = client(s.addr, &auditor).await.get("/api/v1/audit?officer=xa").await.json();
     assert_eq!(t.as_array().unwrap().iter().filter(|e| e["outcome"] == "404").count(), 2);
 }
@@ -324,11 +324,11 @@ async fn probing_numbers_outside_the_area_reveals_nothing() {
 #[tokio::test]
 async fn no_one_raises_their_own_privileges() {
     let s = start().await;
-    let clerk = add_officer(&s.store, "clerk", "commune:00004", &[Role::Collector], &[], false).await;
+    let clerk = add_officer(&s, "clerk", "commune:00004", &[Role::Collector], &[], false).await;
     let clerk = client(s.addr, &clerk).await;
     let r = clerk.send("PUT", "/api/v1/officers/clerk", &json!({"roles": ["system_administrator"]})).await;
     r.problem(403, "forbidden");
-    let admin = add_officer(&s.store, "admin", "province:01", &[Role::SystemAdministrator], &[], true).await;
+    let admin = add_officer(&s, "admin", "province:01", &[Role::SystemAdministrator], &[], true).await;
     let admin = client(s.addr, &admin).await;
     // not even an administrator changes their own account
     admin.send("PUT", "/api/v1/officers/admin", &json!({"unit": "ministry"})).await.problem(403, "own-account");
@@ -344,7 +344,7 @@ async fn no_one_raises_their_own_privileges() {
         .await;
     r.problem(403, "outside-area");
     // a province administrator does not see accounts of another province
-    add_officer(&s.store, "far", "commune:26506", &[Role::Collector], &[], false).await;
+    add_officer(&s, "far", "commune:26506", &[Role::Collector], &[], false).await;
     admin.get("/api/v1/officers/far").await.problem(404, "not-found");
     // changing someone's roles ends their sessions at once
     let r = admin.send("PUT", "/api/v1/officers/clerk", &json!({"roles": ["collector", "verifier"]})).await;
@@ -370,7 +370,7 @@ async fn no_one_raises_their_own_privileges() {
 #[tokio::test]
 async fn sensitive_fields_need_the_permission_and_a_purpose() {
     let s = start().await;
-    let hq = add_officer(&s.store, "hq", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
+    let hq = add_officer(&s, "hq", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
     let hq = client(s.addr, &hq).await;
     let (_, id) = active_person(&hq, "00004", "Nhay").await;
     let plain = hq.get(&format!("/api/v1/persons/{id}")).await.json();
@@ -382,7 +382,7 @@ async fn sensitive_fields_need_the_permission_and_a_purpose() {
     let history = hq.get(&format!("/api/v1/persons/{id}/history")).await.json();
     assert!(history[0]["person"]["blood_type"].is_null());
 
-    let c = add_officer(&s.store, "an.ninh", "ministry", &[Role::Verifier], &[Permission::SensitiveData], false).await;
+    let c = add_officer(&s, "an.ninh", "ministry", &[Role::Verifier], &[Permission::SensitiveData], false).await;
     let sec = client(s.addr, &c).await;
     let r = sec.get(&format!("/api/v1/persons/{id}?include=sensitive")).await;
     assert_eq!(r.problem(400, "purpose-required")["errors"][0]["field"], "X-Dancu-Purpose");
@@ -397,7 +397,7 @@ async fn sensitive_fields_need_the_permission_and_a_purpose() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["person"]["religion"], "01");
     assert_eq!(r.json()["person"]["blood_type"]["group"], "O");
-    let auditor = add_officer(&s.store, "kt", "ministry", &[Role::Auditor], &[], true).await;
+    let auditor = add_officer(&s, "kt", "ministry", &[Role::Auditor], &[], true).await;
     let trail = client(s.addr, &auditor).await.get("/api/v1/audit?officer=an.ninh").await.json();
     let reads: Vec<(&str, &str)> = trail
         .as_array()
@@ -412,7 +412,7 @@ async fn sensitive_fields_need_the_permission_and_a_purpose() {
 #[tokio::test]
 async fn guarded_changes_wait_for_a_second_officer() {
     let s = start().await;
-    let clerk = add_officer(&s.store, "clerk", "commune:00004", &[Role::Collector, Role::Verifier], &[], false).await;
+    let clerk = add_officer(&s, "clerk", "commune:00004", &[Role::Collector, Role::Verifier], &[], false).await;
     let clerk = client(s.addr, &clerk).await;
     let (key, id) = active_person(&clerk, "00004", "Cu").await;
     let read = clerk.get(&format!("/api/v1/persons/{id}")).await.json();
@@ -446,13 +446,13 @@ async fn guarded_changes_wait_for_a_second_officer() {
     };
     decide(clerk.clone(), json!({"decision": "approve"})).await.problem(403, "forbidden");
     // an approver of another province does not even see it
-    let far = add_officer(&s.store, "far.boss", "province:79", &[Role::Approver], &[], true).await;
+    let far = add_officer(&s, "far.boss", "province:79", &[Role::Approver], &[], true).await;
     decide(client(s.addr, &far).await, json!({"decision": "approve"})).await.problem(404, "not-found");
     // an approver of another commune of the same province: outside the area too
-    let side = add_officer(&s.store, "side.boss", "commune:00008", &[Role::Approver], &[], true).await;
+    let side = add_officer(&s, "side.boss", "commune:00008", &[Role::Approver], &[], true).await;
     decide(client(s.addr, &side).await, json!({"decision": "approve"})).await.problem(404, "not-found");
     // the province's approver approves: the change lands, naming both officers
-    let boss = add_officer(&s.store, "boss", "province:01", &[Role::Approver], &[], true).await;
+    let boss = add_officer(&s, "boss", "province:01", &[Role::Approver], &[], true).await;
     let boss = client(s.addr, &boss).await;
     decide(boss.clone(), json!({"decision": "reject"})).await.problem(422, "validation");
     let r = decide(boss.clone(), json!({"decision": "approve", "note": "đúng trích lục"})).await;
@@ -520,4 +520,27 @@ async fn guarded_changes_wait_for_a_second_officer() {
     clerk.get(&format!("/api/v1/persons/{id}")).await.problem(404, "not-found");
     let h = clerk.get(&format!("/api/v1/persons/{key}/history")).await.json();
     assert_eq!(h.as_array().unwrap().last().unwrap()["change"], "reestablish");
+}
+
+#[tokio::test]
+async fn second_factor_secrets_are_sealed_at_rest() {
+    let s = start().await;
+    let a = add_officer(&s, "officer.a", "ministry", &[Role::Auditor], &[], true).await;
+    let b = add_officer(&s, "officer.b", "ministry", &[Role::Auditor], &[], true).await;
+    let stored = s.store.officer_get("officer.a").await.unwrap().unwrap().totp_secret.unwrap();
+    let plain = auth::base32_encode(a.secret.as_ref().unwrap());
+    assert!(stored.starts_with("v1:") && !stored.contains(&plain), "{stored}");
+    // it works for its own account…
+    login(s.addr, &a).await;
+    // …and a sealed secret copied onto another account's row does not open there
+    let mut ob = s.store.officer_get("officer.b").await.unwrap().unwrap();
+    ob.totp_secret = Some(stored);
+    s.store.officer_update(&ob).await.unwrap();
+    let r =
+        post_json(s.addr, "/api/v1/auth/login", &json!({"username": "officer.b", "password": b.password}), &[]).await;
+    let half = Client { addr: s.addr, token: r.json()["token"].as_str().unwrap().to_string() };
+    let code = a.next_code();
+    let r = half.send("POST", "/api/v1/auth/mfa", &json!({"code": code})).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(half.get("/api/v1/change-requests").await.status, 401, "still not logged in");
 }

@@ -9,7 +9,7 @@ use support::{Client, JSON, Server, add_officer, call, client, start};
 
 /// A ministry officer who collects and verifies (no second factor needed).
 async fn officer(s: &Server) -> Client {
-    let c = add_officer(&s.store, "officer-001", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
+    let c = add_officer(&s, "officer-001", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
     client(s.addr, &c).await
 }
 
@@ -274,7 +274,7 @@ async fn every_access_to_personal_data_is_audited() {
     let o = officer(&s).await;
     let r = o.send("POST", "/api/v1/persons", &create_body(person())).await;
     let key = r.json()["key"].as_str().unwrap().to_string();
-    let reader = add_officer(&s.store, "officer-007", "commune:00004", &[Role::CardOperator], &[], false).await;
+    let reader = add_officer(&s, "officer-007", "commune:00004", &[Role::CardOperator], &[], false).await;
     let reader = client(s.addr, &reader).await;
     let purpose = ("X-Dancu-Purpose", "Xác minh hồ sơ cư trú");
     let r = reader.req("GET", &format!("/api/v1/persons/{key}"), None, &[purpose]).await;
@@ -287,7 +287,7 @@ async fn every_access_to_personal_data_is_audited() {
     // reference data is not personal data: not audited
     o.get("/api/v1/reference/religions").await;
 
-    let auditor = add_officer(&s.store, "auditor-1", "ministry", &[Role::Auditor], &[], true).await;
+    let auditor = add_officer(&s, "auditor-1", "ministry", &[Role::Auditor], &[], true).await;
     let a = client(s.addr, &auditor).await;
     let r = a.get(&format!("/api/v1/persons/{key}/access-log")).await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -235,11 +235,11 @@ fn matches(e: &Expect, status: u16, kind: Option<&str>) -> bool {
 async fn matrix(store: Arc<dyn Store>) {
     let s = start_on(store.clone(), Default::default()).await;
     let f = fixture(&store).await;
-    add_officer(&store, "target.officer", COMMUNE, &[Role::Collector], &[], false).await;
+    add_officer(&s, "target.officer", COMMUNE, &[Role::Collector], &[], false).await;
     let mut cast = vec![Who2 { role: None, unit: "-", client: None }];
     for (i, role) in Role::ALL.into_iter().enumerate() {
         for (j, unit) in UNITS.into_iter().enumerate() {
-            let c = add_officer(&store, &format!("m{i}-{j}"), unit, &[role], &[], role.requires_mfa()).await;
+            let c = add_officer(&s, &format!("m{i}-{j}"), unit, &[role], &[], role.requires_mfa()).await;
             let token = login(s.addr, &c).await;
             cast.push(Who2 { role: Some(role), unit, client: Some(Client { addr: s.addr, token }) });
         }

@@ -29,9 +29,20 @@ struct DbArgs {
     /// Data folder (the SQLite file lives here)
     #[arg(long, env = "DANCU_DATA", default_value = "dancu-data")]
     data: PathBuf,
+    /// Key sealing secrets at rest (officers' TOTP secrets), created on first use; every server
+    /// sharing a database needs the same file. Default DATA/keys/secrets.key
+    #[arg(long, env = "DANCU_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
 }
 
 impl DbArgs {
+    fn secrets(&self) -> Result<Arc<dancu_keys::SecretBox>> {
+        let path = self.secrets_key.clone().unwrap_or_else(|| self.data.join("keys").join("secrets.key"));
+        Ok(Arc::new(
+            dancu_keys::SecretBox::load_or_create(&path).with_context(|| format!("secrets key {}", path.display()))?,
+        ))
+    }
+
     fn url(&self) -> String {
         self.db.clone().unwrap_or_else(|| format!("sqlite://{}", self.data.join("dancu.sqlite").display()))
     }
@@ -283,6 +294,7 @@ async fn demo_logins(
             "phê duyệt, kiểm toán; cần mã OTP",
         ),
     ];
+    let secrets = db.secrets()?;
     let mut out = Vec::new();
     for (username, unit, roles, about) in specs {
         let password = auth::base32_encode(&random_bytes::<10>()?).to_lowercase();
@@ -294,7 +306,7 @@ async fn demo_logins(
             roles,
             permissions: vec![],
             password_hash: auth::hash_password(&password, &random_bytes::<16>()?),
-            totp_secret: totp.map(|s| auth::base32_encode(&s)),
+            totp_secret: totp.map(|s| secrets.seal(&auth::base32_encode(&s), username)).transpose()?,
             totp_last_step: None,
             totp_pending: None,
             failed_logins: 0,
@@ -379,6 +391,7 @@ async fn officer_command(command: OfficerCommand) -> Result<()> {
         (auth::base32_encode(&random_bytes::<15>()?), true)
     };
     let totp = roles.iter().any(|r| r.requires_mfa()).then(random_bytes::<20>).transpose()?;
+    let secrets = db.secrets()?;
     let officer = Officer {
         username: username.clone(),
         display_name: name,
@@ -386,7 +399,7 @@ async fn officer_command(command: OfficerCommand) -> Result<()> {
         roles,
         permissions,
         password_hash: auth::hash_password(&password, &random_bytes::<16>()?),
-        totp_secret: totp.map(|s| auth::base32_encode(&s)),
+        totp_secret: totp.map(|s| secrets.seal(&auth::base32_encode(&s), &username)).transpose()?,
         totp_last_step: None,
         totp_pending: None,
         failed_logins: 0,
@@ -595,7 +608,7 @@ async fn serve(
     }
     tracing::info!(%addr, backend = store.backend(), "serving");
     banner(addr);
-    let state = AppState::with_auth(Registry::new(store), writer, auth);
+    let state = AppState::with_auth(Registry::new(store), writer, auth, db.secrets()?);
     dancu_server::serve(listener, state, shutdown_signal()).await?;
     if let Some(a) = auditor {
         a.checkpoint().await.context("signing the final audit checkpoint")?;

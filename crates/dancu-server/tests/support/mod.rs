@@ -21,6 +21,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub key: Arc<dancu_keys::SoftwareKey>,
+    pub secrets: Arc<dancu_keys::SecretBox>,
 }
 
 pub async fn sqlite_store() -> Arc<dyn Store> {
@@ -59,9 +60,10 @@ pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
     let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
     let auditor = dancu_store::audit::Auditor::new(store.clone(), key.clone());
     let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5);
-    let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config);
+    let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
+    let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone());
     tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
-    Server { addr, store, key }
+    Server { addr, store, key, secrets }
 }
 
 /// An officer's login: password, and the authenticator secret for those enrolled.
@@ -75,7 +77,7 @@ pub struct Creds {
 
 /// Stores an officer account (as `dancu officer add` does). `mfa`: enrolled with a TOTP secret.
 pub async fn add_officer(
-    store: &Arc<dyn Store>,
+    s: &Server,
     username: &str,
     unit: &str,
     roles: &[Role],
@@ -92,14 +94,14 @@ pub async fn add_officer(
         permissions: permissions.to_vec(),
         // Cheap salt: tests only; the hash itself is the real Argon2id.
         password_hash: auth::hash_password(&password, &[7u8; 16]),
-        totp_secret: secret.as_deref().map(auth::base32_encode),
+        totp_secret: secret.as_deref().map(|b| s.secrets.seal(&auth::base32_encode(b), username).unwrap()),
         totp_last_step: None,
         totp_pending: None,
         failed_logins: 0,
         locked_until: None,
         active: true,
     };
-    store.officer_insert(&officer).await.unwrap();
+    s.store.officer_insert(&officer).await.unwrap();
     Creds { username: username.into(), password, secret, step: Mutex::new(i64::MIN) }
 }
 

@@ -9,7 +9,7 @@ use support::{Client, JSON, Server, add_officer, call, client, start};
 
 /// A ministry officer who collects and verifies (no second factor needed).
 async fn officer(s: &Server) -> Client {
-    let c = add_officer(&s, "officer-001", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
+    let c = add_officer(s, "officer-001", "ministry", &[Role::Collector, Role::Verifier], &[], false).await;
     client(s.addr, &c).await
 }
 

@@ -322,12 +322,15 @@ fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Re
     out
 }
 
-/// A read-only connection; reads map the file into memory (no read() call per page).
+/// A read-only connection. With `DANCU_SQLITE_MMAP=1` reads map the file into memory (no read()
+/// call per page); not by default: SQLite unmaps the whole file at the first read after any
+/// write, so under the steady stream of writes of the audit trail mapping costs more than it saves.
 fn open_reader(path: &Path) -> Result<Connection> {
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
     c.pragma_update(None, "cache_size", -32000)?;
-    c.pragma_update(None, "mmap_size", 1i64 << 40)?;
+    let mmap = std::env::var("DANCU_SQLITE_MMAP").is_ok_and(|v| v == "1");
+    c.pragma_update(None, "mmap_size", if mmap { 1i64 << 40 } else { 0 })?;
     Ok(c)
 }
 

@@ -286,6 +286,11 @@ pub struct RequestQuery {
     pub limit: u32,
 }
 
+/// Entries per segment of the by-person index (`seq >> AUDIT_SEGMENT_BITS`). The segment leads
+/// that index's key, so new entries land in the newest segment's small subtree instead of on a
+/// random page of the whole index; a query by person seeks once per segment.
+pub(crate) const AUDIT_SEGMENT_BITS: u32 = 16;
+
 /// Storage failures the callers can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -358,8 +363,17 @@ pub trait Store: Send + Sync {
     /// Up to `limit` audit entries after `after_seq`, in order.
     async fn audit_read(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEntry>>;
 
-    /// Entries matching a query, newest first.
+    /// Entries matching a query, newest first. Exact whatever the index lag: entries past
+    /// [`Store::audit_indexed_seq`] are read from the chain itself.
     async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>>;
+
+    /// Adds up to `max` entries past the high-water mark to the query indexes (by person,
+    /// officer and time) and moves the mark, in one transaction; returns how many. The indexes
+    /// are derived from the chain and kept off the append path (see [`audit::AuditIndexer`]).
+    async fn audit_index(&self, max: u32) -> Result<u64>;
+
+    /// The high-water mark of the query indexes: every entry up to it is indexed.
+    async fn audit_indexed_seq(&self) -> Result<i64>;
 
     /// The last entry's sequence number and hash (`None` for an empty trail).
     async fn audit_head(&self) -> Result<Option<(i64, dancu_core::audit::Hash)>>;

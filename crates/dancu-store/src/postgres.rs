@@ -172,6 +172,47 @@ CREATE INDEX change_requests_state ON change_requests (state, requested_at);
 CREATE INDEX change_requests_person ON change_requests (person_key);
 "#,
     ),
+    (
+        5,
+        "audit query indexes off the append path",
+        r#"
+-- The chain keeps only its primary key: appending an entry (on the request path, durable
+-- before the response) writes at the end of one tree. The query indexes become tables of
+-- their own, filled in sorted batches by a background indexer up to a high-water mark.
+-- Queries read the indexes up to the mark and the chain itself after it, so they never
+-- miss a committed entry. Derived data: rebuildable from audit_log at any time.
+DROP INDEX audit_log_officer;
+DROP INDEX audit_log_target;
+DROP INDEX audit_log_at;
+CREATE TABLE audit_index_state (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    indexed_seq bigint NOT NULL
+);
+-- By person; the segment (seq >> 16) leads the key so that new entries touch only the newest
+-- segment's pages.
+CREATE TABLE audit_by_target (
+    segment bigint NOT NULL,
+    target  text NOT NULL,
+    seq     bigint NOT NULL,
+    PRIMARY KEY (segment, target, seq)
+);
+CREATE TABLE audit_by_officer (
+    officer text NOT NULL,
+    seq     bigint NOT NULL,
+    PRIMARY KEY (officer, seq)
+);
+CREATE TABLE audit_by_time (
+    at  text NOT NULL,
+    seq bigint NOT NULL,
+    PRIMARY KEY (at, seq)
+);
+INSERT INTO audit_by_target (segment, target, seq)
+    SELECT seq >> 16, target, seq FROM audit_log WHERE target IS NOT NULL ORDER BY 1, 2, 3;
+INSERT INTO audit_by_officer (officer, seq) SELECT officer, seq FROM audit_log ORDER BY 1, 2;
+INSERT INTO audit_by_time (at, seq) SELECT at, seq FROM audit_log ORDER BY 1, 2;
+INSERT INTO audit_index_state (id, indexed_seq) VALUES (1, COALESCE((SELECT max(seq) FROM audit_log), 0));
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -356,47 +397,51 @@ impl PgStore {
 }
 
 /// Appends entries to the chain inside the caller's transaction; returns the last seq.
+/// Only the chain's own table is written here; the query indexes follow in the background.
 async fn append_audit(tx: &deadpool_postgres::Transaction<'_>, entries: &[AuditEntry]) -> Result<i64> {
-    // One appender at a time across every server sharing the database: the chain is a sequence.
+    // One appender at a time across every server sharing the database: the chain is a sequence
+    // (and commits in sequence order, which the indexer's high-water mark relies on).
     tx.execute("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
     let head = tx.query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[]).await?;
-    let (last, prev) = match head {
+    let (last, mut prev) = match head {
         Some(r) => (r.get::<_, i64>(0), to_hash(r.get::<_, &[u8]>(1))?),
         None => (0, audit::GENESIS),
     };
-    let chained = audit::chain(prev, last + 1, entries);
-    let n = chained.len();
-    let mut seq = Vec::with_capacity(n);
-    let (mut at, mut officer, mut role, mut unit, mut action, mut outcome): (Vec<&str>, _, _, _, _, _) =
-        (Vec::with_capacity(n), vec![], vec![], vec![], vec![], vec![]);
-    let (mut target, mut purpose, mut request, mut client): (Vec<Option<&str>>, _, _, _) =
-        (vec![], vec![], vec![], vec![]);
-    let (mut prev, mut hash): (Vec<&[u8]>, Vec<&[u8]>) = (vec![], vec![]);
-    for c in &chained {
-        let e = &c.entry;
-        seq.push(c.seq);
-        at.push(e.at.as_str());
-        officer.push(e.officer.as_str());
-        role.push(e.role.as_str());
-        unit.push(e.unit.as_str());
-        action.push(e.action.as_str());
-        target.push(e.target.as_deref());
-        purpose.push(e.purpose.as_deref());
-        request.push(e.request_id.as_deref());
-        client.push(e.client.as_deref());
-        outcome.push(e.outcome.as_str());
-        prev.push(&c.prev_hash[..]);
-        hash.push(&c.hash[..]);
+    let n = entries.len();
+    let mut hashes: Vec<audit::Hash> = Vec::with_capacity(n + 1);
+    hashes.push(prev);
+    for e in entries {
+        prev = audit::entry_hash(&prev, e);
+        hashes.push(prev);
     }
+    let seq: Vec<i64> = (1..=n as i64).map(|i| last + i).collect();
+    let text = |f: fn(&AuditEntry) -> &str| entries.iter().map(f).collect::<Vec<&str>>();
+    let opt = |f: fn(&AuditEntry) -> Option<&str>| entries.iter().map(f).collect::<Vec<Option<&str>>>();
+    let prev: Vec<&[u8]> = hashes[..n].iter().map(|h| &h[..]).collect();
+    let hash: Vec<&[u8]> = hashes[1..].iter().map(|h| &h[..]).collect();
     tx.execute(
         "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client, outcome,
                                 prev_hash, hash)
          SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                               $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::bytea[])",
-        &[&seq, &at, &officer, &role, &unit, &action, &target, &purpose, &request, &client, &outcome, &prev, &hash],
+        &[
+            &seq,
+            &text(|e| &e.at),
+            &text(|e| &e.officer),
+            &text(|e| &e.role),
+            &text(|e| &e.unit),
+            &text(|e| &e.action),
+            &opt(|e| e.target.as_deref()),
+            &opt(|e| e.purpose.as_deref()),
+            &opt(|e| e.request_id.as_deref()),
+            &opt(|e| e.client.as_deref()),
+            &text(|e| &e.outcome),
+            &prev,
+            &hash,
+        ],
     )
     .await?;
-    Ok(last + chained.len() as i64)
+    Ok(last + n as i64)
 }
 
 /// The `persons` row a reference names (the oldest, for a legacy number held twice).
@@ -822,23 +867,117 @@ impl Store for PgStore {
 
     async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
         let client = self.pool.get().await?;
-        let mut sql = format!("{AUDIT_SELECT} WHERE true");
+        // One statement, one snapshot: the indexes up to the mark, the chain after it.
         let limit = i64::from(q.limit);
         let offset = i64::from(q.offset);
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        for (col, op, v) in
-            [("officer", "=", &q.officer), ("target", "=", &q.target), ("at", ">=", &q.from), ("at", "<", &q.to)]
-        {
+        let mut numbers = [None; 4];
+        for (i, v) in [&q.officer, &q.target, &q.from, &q.to].into_iter().enumerate() {
             if let Some(v) = v {
                 args.push(v);
-                sql += &format!(" AND {col} {op} ${}", args.len());
+                numbers[i] = Some(args.len());
             }
         }
+        let [officer, target, from, to] = numbers;
+        let mut filters = String::new();
+        for (col, op, n) in [("officer", "=", officer), ("target", "=", target), ("at", ">=", from), ("at", "<", to)] {
+            if let Some(n) = n {
+                filters += &format!(" AND {col} {op} ${n}");
+            }
+        }
+        let indexed = match (target, officer, from, to) {
+            (Some(t), ..) => Some(format!(
+                "SELECT a.seq FROM generate_series(0, (SELECT mark FROM h) >> {bits}) AS s(n)
+                 JOIN audit_by_target a ON a.segment = s.n AND a.target = ${t}
+                 WHERE a.seq <= (SELECT mark FROM h)",
+                bits = crate::AUDIT_SEGMENT_BITS
+            )),
+            (None, Some(o), ..) => {
+                Some(format!("SELECT seq FROM audit_by_officer WHERE officer = ${o} AND seq <= (SELECT mark FROM h)"))
+            }
+            (None, None, None, None) => None,
+            (None, None, from, to) => {
+                let mut sql = String::from("SELECT seq FROM audit_by_time WHERE seq <= (SELECT mark FROM h)");
+                if let Some(n) = from {
+                    sql += &format!(" AND at >= ${n}");
+                }
+                if let Some(n) = to {
+                    sql += &format!(" AND at < ${n}");
+                }
+                Some(sql)
+            }
+        };
         args.push(&limit);
         args.push(&offset);
-        sql += &format!(" ORDER BY seq DESC LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
+        let page = format!("ORDER BY seq DESC LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
+        let sql = match indexed {
+            None => format!("{AUDIT_SELECT} {page}"),
+            Some(indexed) => format!(
+                "WITH h AS (SELECT COALESCE((SELECT indexed_seq FROM audit_index_state WHERE id = 1), 0) AS mark)
+                 ({AUDIT_SELECT} WHERE seq > (SELECT mark FROM h){filters})
+                 UNION ALL
+                 ({AUDIT_SELECT} WHERE seq IN ({indexed}){filters})
+                 {page}"
+            ),
+        };
         let stmt = client.prepare_cached(&sql).await?;
         client.query(&stmt, &args).await?.iter().map(audit_row).collect()
+    }
+
+    async fn audit_index(&self, max: u32) -> Result<u64> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Derived data, rebuilt from the chain after a crash: no wait for the disk.
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        // One indexer at a time (appenders are not held up).
+        let mark: i64 =
+            tx.query_one("SELECT indexed_seq FROM audit_index_state WHERE id = 1 FOR UPDATE", &[]).await?.get(0);
+        let rows = tx
+            .query(
+                "SELECT seq, officer, target, at FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&mark, &i64::from(max)],
+            )
+            .await?;
+        let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else { return Ok(0) };
+        let rows: Vec<(i64, &str, Option<&str>, &str)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+        let mut by_target: Vec<(i64, &str, i64)> = rows
+            .iter()
+            .filter_map(|&(seq, _, target, _)| target.map(|t| (seq >> crate::AUDIT_SEGMENT_BITS, t, seq)))
+            .collect();
+        by_target.sort_unstable();
+        let mut by_officer: Vec<(&str, i64)> = rows.iter().map(|&(seq, officer, _, _)| (officer, seq)).collect();
+        by_officer.sort_unstable();
+        let mut by_time: Vec<(&str, i64)> = rows.iter().map(|&(seq, _, _, at)| (at, seq)).collect();
+        by_time.sort_unstable();
+        let segments: Vec<i64> = by_target.iter().map(|t| t.0).collect();
+        let targets: Vec<&str> = by_target.iter().map(|t| t.1).collect();
+        let target_seqs: Vec<i64> = by_target.iter().map(|t| t.2).collect();
+        tx.execute(
+            "INSERT INTO audit_by_target (segment, target, seq)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
+            &[&segments, &targets, &target_seqs],
+        )
+        .await?;
+        for (table, key, pairs) in [("audit_by_officer", "officer", &by_officer), ("audit_by_time", "at", &by_time)] {
+            let keys: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+            let seqs: Vec<i64> = pairs.iter().map(|p| p.1).collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table} ({key}, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING"
+                ),
+                &[&keys, &seqs],
+            )
+            .await?;
+        }
+        tx.execute("UPDATE audit_index_state SET indexed_seq = $1 WHERE id = 1", &[&last]).await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn audit_indexed_seq(&self) -> Result<i64> {
+        let client = self.pool.get().await?;
+        Ok(client.query_one("SELECT indexed_seq FROM audit_index_state WHERE id = 1", &[]).await?.get(0))
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, audit::Hash)>> {

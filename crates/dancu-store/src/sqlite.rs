@@ -174,6 +174,47 @@ CREATE INDEX change_requests_state ON change_requests (state, requested_at);
 CREATE INDEX change_requests_person ON change_requests (person_key);
 "#,
     ),
+    (
+        5,
+        "audit query indexes off the append path",
+        r#"
+-- The chain keeps only its primary key: appending an entry (on the request path, durable
+-- before the response) writes at the end of one tree. The query indexes become tables of
+-- their own, filled in sorted batches by a background indexer up to a high-water mark.
+-- Queries read the indexes up to the mark and the chain itself after it, so they never
+-- miss a committed entry. Derived data: rebuildable from audit_log at any time.
+DROP INDEX audit_log_officer;
+DROP INDEX audit_log_target;
+DROP INDEX audit_log_at;
+CREATE TABLE audit_index_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_seq INTEGER NOT NULL
+) STRICT;
+-- By person; the segment (seq >> 16) leads the key so that new entries touch only the newest
+-- segment's pages.
+CREATE TABLE audit_by_target (
+    segment INTEGER NOT NULL,
+    target  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (segment, target, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE audit_by_officer (
+    officer TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (officer, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE audit_by_time (
+    at  TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (at, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO audit_by_target (segment, target, seq)
+    SELECT seq >> 16, target, seq FROM audit_log WHERE target IS NOT NULL ORDER BY 1, 2, 3;
+INSERT INTO audit_by_officer (officer, seq) SELECT officer, seq FROM audit_log ORDER BY 1, 2;
+INSERT INTO audit_by_time (at, seq) SELECT at, seq FROM audit_log ORDER BY 1, 2;
+INSERT INTO audit_index_state (id, indexed_seq) VALUES (1, COALESCE((SELECT max(seq) FROM audit_log), 0));
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -262,41 +303,86 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEntry>> {
 }
 
 /// Appends entries to the chain inside the caller's (write) transaction; returns the last seq.
+/// Only the chain's own table is written here; the query indexes follow in the background.
 fn append_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Result<i64> {
     let head: Option<(i64, Vec<u8>)> = tx
-        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let (last, prev) = match head {
+    let (mut seq, mut prev) = match head {
         Some((seq, h)) => (seq, to_hash(&h)?),
         None => (0, audit::GENESIS),
     };
-    let chained = audit::chain(prev, last + 1, entries);
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client,
+                                outcome, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for e in entries {
+        seq += 1;
+        let hash = audit::entry_hash(&prev, e);
+        stmt.execute(params![
+            seq,
+            e.at,
+            e.officer,
+            e.role,
+            e.unit,
+            e.action,
+            e.target,
+            e.purpose,
+            e.request_id,
+            e.client,
+            e.outcome,
+            &prev[..],
+            &hash[..]
+        ])?;
+        prev = hash;
+    }
+    Ok(seq)
+}
+
+/// Indexes up to `max` entries past the high-water mark in one transaction, each index's rows
+/// inserted in key order (every page touched once per batch).
+fn index_audit(conn: &mut Connection, max: u32) -> Result<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mark: i64 = tx.query_row("SELECT indexed_seq FROM audit_index_state WHERE id = 1", [], |r| r.get(0))?;
+    let rows = {
+        let mut stmt =
+            tx.prepare_cached("SELECT seq, officer, target, at FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![mark, max], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
+    let mut by_target: Vec<(i64, &str, i64)> = rows
+        .iter()
+        .filter_map(|(seq, _, target, _)| target.as_deref().map(|t| (seq >> crate::AUDIT_SEGMENT_BITS, t, *seq)))
+        .collect();
+    by_target.sort_unstable();
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client,
-                                    outcome, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
-        for c in &chained {
-            let e = &c.entry;
-            stmt.execute(params![
-                c.seq,
-                e.at,
-                e.officer,
-                e.role,
-                e.unit,
-                e.action,
-                e.target,
-                e.purpose,
-                e.request_id,
-                e.client,
-                e.outcome,
-                &c.prev_hash[..],
-                &c.hash[..]
-            ])?;
+        let mut stmt =
+            tx.prepare_cached("INSERT OR IGNORE INTO audit_by_target (segment, target, seq) VALUES (?1, ?2, ?3)")?;
+        for (segment, target, seq) in by_target {
+            stmt.execute(params![segment, target, seq])?;
+        }
+        let mut by_officer: Vec<(&str, i64)> =
+            rows.iter().map(|(seq, officer, _, _)| (officer.as_str(), *seq)).collect();
+        by_officer.sort_unstable();
+        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO audit_by_officer (officer, seq) VALUES (?1, ?2)")?;
+        for (officer, seq) in by_officer {
+            stmt.execute(params![officer, seq])?;
+        }
+        let mut by_time: Vec<(&str, i64)> = rows.iter().map(|(seq, _, _, at)| (at.as_str(), *seq)).collect();
+        by_time.sort_unstable();
+        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO audit_by_time (at, seq) VALUES (?1, ?2)")?;
+        for (at, seq) in by_time {
+            stmt.execute(params![at, seq])?;
         }
     }
-    Ok(last + chained.len() as i64)
+    tx.execute("UPDATE audit_index_state SET indexed_seq = ?1 WHERE id = 1", [last])?;
+    tx.commit()?;
+    Ok(rows.len() as u64)
 }
 
 /// Replaces a person's state at `expected_version` inside the caller's write transaction.
@@ -444,12 +530,15 @@ fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Re
     out
 }
 
-/// A read-only connection; reads map the file into memory (no read() call per page).
+/// A read-only connection. With `DANCU_SQLITE_MMAP=1` reads map the file into memory (no read()
+/// call per page); not by default: SQLite unmaps the whole file at the first read after any
+/// write, so under the steady stream of writes of the audit trail mapping costs more than it saves.
 fn open_reader(path: &Path) -> Result<Connection> {
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
     c.pragma_update(None, "cache_size", -32000)?;
-    c.pragma_update(None, "mmap_size", 1i64 << 40)?;
+    let mmap = std::env::var("DANCU_SQLITE_MMAP").is_ok_and(|v| v == "1");
+    c.pragma_update(None, "mmap_size", if mmap { 1i64 << 40 } else { 0 })?;
     Ok(c)
 }
 
@@ -857,23 +946,82 @@ impl Store for SqliteStore {
     async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
         let q = q.clone();
         self.read(move |conn| {
-            let mut sql = format!("{AUDIT_SELECT} WHERE 1=1");
+            // One statement, one snapshot: the indexes up to the mark, the chain after it.
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            for (col, op, v) in
-                [("officer", "=", &q.officer), ("target", "=", &q.target), ("at", ">=", &q.from), ("at", "<", &q.to)]
+            let mut filters = String::new();
+            let arg = |v: &str, args: &mut Vec<rusqlite::types::Value>| {
+                args.push(v.to_string().into());
+                args.len()
+            };
+            let officer = q.officer.as_deref().map(|v| arg(v, &mut args));
+            let target = q.target.as_deref().map(|v| arg(v, &mut args));
+            let from = q.from.as_deref().map(|v| arg(v, &mut args));
+            let to = q.to.as_deref().map(|v| arg(v, &mut args));
+            for (col, op, n) in
+                [("officer", "=", officer), ("target", "=", target), ("at", ">=", from), ("at", "<", to)]
             {
-                if let Some(v) = v {
-                    args.push(v.clone().into());
-                    sql += &format!(" AND {col} {op} ?{}", args.len());
+                if let Some(n) = n {
+                    filters += &format!(" AND {col} {op} ?{n}");
                 }
             }
+            let indexed = match (target, officer, from, to) {
+                (Some(t), ..) => Some(format!(
+                    "SELECT a.seq FROM s JOIN audit_by_target a ON a.segment = s.n AND a.target = ?{t}
+                     WHERE a.seq <= (SELECT mark FROM h)"
+                )),
+                (None, Some(o), ..) => Some(format!(
+                    "SELECT seq FROM audit_by_officer WHERE officer = ?{o} AND seq <= (SELECT mark FROM h)"
+                )),
+                (None, None, None, None) => None,
+                (None, None, from, to) => {
+                    let mut sql = String::from("SELECT seq FROM audit_by_time WHERE seq <= (SELECT mark FROM h)");
+                    if let Some(n) = from {
+                        sql += &format!(" AND at >= ?{n}");
+                    }
+                    if let Some(n) = to {
+                        sql += &format!(" AND at < ?{n}");
+                    }
+                    Some(sql)
+                }
+            };
             args.push(i64::from(q.limit).into());
             args.push(i64::from(q.offset).into());
-            sql += &format!(" ORDER BY seq DESC LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
+            let page = format!("ORDER BY seq DESC LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
+            let sql = match indexed {
+                None => format!("{AUDIT_SELECT} {page}"),
+                Some(indexed) => format!(
+                    "WITH RECURSIVE
+                         h(mark) AS (SELECT COALESCE((SELECT indexed_seq FROM audit_index_state WHERE id = 1), 0)),
+                         s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s, h WHERE n < h.mark >> {bits})
+                     {AUDIT_SELECT} WHERE seq > (SELECT mark FROM h){filters}
+                     UNION ALL
+                     {AUDIT_SELECT} WHERE seq IN ({indexed}){filters}
+                     {page}",
+                    bits = crate::AUDIT_SEGMENT_BITS
+                ),
+            };
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(args), audit_row)?;
             rows.map(|r| r?).collect()
         })
+        .await
+    }
+
+    async fn audit_index(&self, max: u32) -> Result<u64> {
+        self.write(move |conn| {
+            // Derived data: rebuilt from the chain after a power loss, so no wait for the disk.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let out = index_audit(conn, max);
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            out
+        })
+        .await
+    }
+
+    async fn audit_indexed_seq(&self) -> Result<i64> {
+        self.read(
+            |conn| Ok(conn.query_row("SELECT indexed_seq FROM audit_index_state WHERE id = 1", [], |r| r.get(0))?),
+        )
         .await
     }
 

@@ -27,7 +27,7 @@ async fn fresh_in_schema() -> Option<(Arc<dyn Store>, String)> {
     };
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let store = PgStore::connect(&url, Some(&schema)).await.expect("connect to PostgreSQL");
-    assert_eq!(store.migrate().await.unwrap(), 4);
+    assert_eq!(store.migrate().await.unwrap(), 5);
     Some((Arc::new(store), schema))
 }
 
@@ -54,3 +54,19 @@ async fn fresh_raw() -> Option<(Arc<dyn Store>, dancu_store::conformance::RawSql
 }
 
 dancu_store::audit_tamper_tests!(fresh_raw);
+
+async fn reopenable() -> Option<(Arc<dyn Store>, dancu_store::conformance::Reopen)> {
+    let (store, schema) = fresh_in_schema().await?;
+    let url = std::env::var("DANCU_TEST_POSTGRES_URL").unwrap();
+    let reopen: dancu_store::conformance::Reopen = Arc::new(move || {
+        let (url, schema) = (url.clone(), schema.clone());
+        Box::pin(async move {
+            let store = PgStore::connect(&url, Some(&schema)).await.expect("connect to PostgreSQL");
+            assert_eq!(store.migrate().await.unwrap(), 0);
+            Arc::new(store) as Arc<dyn Store>
+        })
+    });
+    Some((store, reopen))
+}
+
+dancu_store::audit_index_tests!(reopenable);

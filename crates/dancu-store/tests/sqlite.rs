@@ -11,7 +11,7 @@ fn temp_path() -> std::path::PathBuf {
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let store = SqliteStore::open(temp_path()).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 4);
+    assert_eq!(store.migrate().await.unwrap(), 5);
     Some(Arc::new(store))
 }
 
@@ -51,3 +51,20 @@ async fn fresh_raw() -> Option<(Arc<dyn Store>, dancu_store::conformance::RawSql
 }
 
 dancu_store::audit_tamper_tests!(fresh_raw);
+
+async fn reopenable() -> Option<(Arc<dyn Store>, dancu_store::conformance::Reopen)> {
+    let path = temp_path();
+    let store = SqliteStore::open(&path).unwrap();
+    store.migrate().await.unwrap();
+    let reopen: dancu_store::conformance::Reopen = Arc::new(move || {
+        let path = path.clone();
+        Box::pin(async move {
+            let store = SqliteStore::open(&path).unwrap();
+            assert_eq!(store.migrate().await.unwrap(), 0);
+            Arc::new(store) as Arc<dyn Store>
+        })
+    });
+    Some((Arc::new(store), reopen))
+}
+
+dancu_store::audit_index_tests!(reopenable);

@@ -594,6 +594,9 @@ async fn serve(
         Some(dancu_store::audit::Auditor::new(store.clone(), signer))
     };
     let writer = auditor.clone().map(|a| dancu_store::audit::AuditWriter::spawn(a, audit.checkpoint_every.max(1)));
+    // The audit query indexes: caught up from their stored high-water mark now, then kept close
+    // behind the chain (queries read the chain past the mark, so they are exact meanwhile).
+    let indexer = dancu_store::audit::AuditIndexer::spawn(store.clone(), std::time::Duration::from_millis(200));
     if let Some(a) = auditor.clone() {
         // A checkpoint every minute keeps the unsigned tail short when traffic is light.
         tokio::spawn(async move {
@@ -610,6 +613,7 @@ async fn serve(
     banner(addr);
     let state = AppState::with_auth(Registry::new(store), writer, auth, db.secrets()?);
     dancu_server::serve(listener, state, shutdown_signal()).await?;
+    indexer.abort();
     if let Some(a) = auditor {
         a.checkpoint().await.context("signing the final audit checkpoint")?;
     }

@@ -93,16 +93,21 @@ fn generate_import_and_killed_imports_finish_like_a_clean_run() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("people.summary.json")).unwrap()).unwrap();
     assert_eq!(summary["rows_read"], rows, "{summary}");
-    assert_eq!(summary["rows_rejected"], 0, "{summary}");
+    // A duplicate's typo may put a birth year in the future: that row is rejected, and reported.
+    let rejected = summary["rows_rejected"].as_i64().unwrap();
+    assert!(rejected < 10, "{summary}");
+    let report = std::fs::read_to_string(dir.join("people.report.csv")).unwrap();
+    assert_eq!(report.lines().filter(|l| l.contains(",rejected,")).count() as i64, rejected);
+    let stored = rows - rejected;
     let linked = summary["linked_within_batch"].as_i64().unwrap();
     assert!(linked > 100, "duplicates are linked: {summary}");
     let want = state(&clean);
-    assert_eq!(want.persons, rows);
-    assert_eq!(want.lines, rows);
-    assert_eq!(want.distinct_keys, rows);
+    assert_eq!(want.persons, stored);
+    assert_eq!(want.lines, stored);
+    assert_eq!(want.distinct_keys, stored);
     assert_eq!(want.merged, linked);
     assert_eq!(want.ids, want.distinct_ids);
-    assert_eq!(want.ids, rows - linked, "every person kept gets one ID");
+    assert_eq!(want.ids, stored - linked, "every person kept gets one ID");
     assert_eq!(want.issued, want.ids);
     assert!(String::from_utf8_lossy(&out.stdout).contains("IDs assigned"));
     // A re-run of the finished batch changes nothing.

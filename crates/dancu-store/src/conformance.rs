@@ -641,7 +641,7 @@ pub async fn imports_resume_by_line_and_reserve_ids(store: Arc<dyn Store>) {
     assert_eq!(found.len(), 1);
     let q = SearchQuery { name_prefix: Some(facts.name_key.clone()), limit: 10, ..Default::default() };
     assert_eq!(store.search(&q).await.unwrap().items.len(), 1);
-    let area = SearchQuery { area: Some("c:2025:00004".into()), ..q };
+    let area = SearchQuery { area: Some("c:2025:26506".into()), ..q };
     assert!(store.search(&area).await.unwrap().items.iter().all(|r| r.key != dup.key));
     assert!(store.get_person(&PersonRef::Key(dup.key)).await.unwrap().is_some());
     store.import_finish("batch-1", "{\"rows\":3}", &audit_entry(3)).await.unwrap();
@@ -678,9 +678,9 @@ pub async fn review_pairs_merge_or_keep_both(store: Arc<dyn Store>) {
     store.review_pairs_insert(&[pair(0, 1)]).await.unwrap(); // same two records: kept once
     let q = crate::ReviewQuery { state: Some(crate::ReviewState::Pending), limit: 10, ..Default::default() };
     assert_eq!(store.review_pairs(&q).await.unwrap().len(), 2);
-    let elsewhere = crate::ReviewQuery { area: Some("c:2025:26506".into()), ..q.clone() };
+    let elsewhere = crate::ReviewQuery { area: Some("c:2025:00004".into()), ..q.clone() };
     assert!(store.review_pairs(&elsewhere).await.unwrap().is_empty());
-    let here = crate::ReviewQuery { area: Some("c:2025:00004".into()), ..q.clone() };
+    let here = crate::ReviewQuery { area: Some("c:2025:26506".into()), ..q.clone() };
     assert_eq!(store.review_pairs(&here).await.unwrap().len(), 2);
     assert_eq!(store.review_pair_get(p1.id).await.unwrap().unwrap().explanation, p1.explanation);
     // same: the record holding an ID survives, the other is merged into it with its history kept

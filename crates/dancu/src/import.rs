@@ -93,8 +93,11 @@ pub struct Summary {
 /// One data row: its file line and cells.
 type Row = (u64, Vec<String>);
 
+/// A stream of rows; an unreadable record is its line and why.
+type Rows = Box<dyn Iterator<Item = Result<Row, (u64, String)>>>;
+
 /// Streams the rows of a file (the header first).
-fn rows(path: &Path, format: Format) -> Result<Box<dyn Iterator<Item = Result<Row, (u64, String)>>>> {
+fn rows(path: &Path, format: Format) -> Result<Rows> {
     match format {
         Format::Csv => {
             let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -332,7 +335,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     let pb = bar(None, "reading / đọc");
     for r in source {
         summary.rows_read += 1;
-        if summary.rows_read % 4096 == 0 {
+        if summary.rows_read.is_multiple_of(4096) {
             pb.set_position(summary.rows_read);
         }
         let (line, cells) = match r {

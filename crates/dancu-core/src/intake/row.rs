@@ -79,7 +79,7 @@ impl ColumnMap {
         }
         let map = ColumnMap { index };
         let has = |f: &str| map.index.contains_key(f);
-        if !has("full_name") && !(has("surname") && has("given_name")) {
+        if !(has("full_name") || has("surname") && has("given_name")) {
             return Err("no name columns: map full_name, or surname and given_name (middle_name optional)".into());
         }
         for f in ["sex", "birth_date", "birth_registration_province"] {
@@ -186,6 +186,9 @@ fn scheme_of(raw: &str) -> Result<Option<Scheme>, FieldProblem> {
     }
 }
 
+/// A resolved residence commune and the note its conversion leaves.
+type CommuneResult = Result<(Address, Option<CellNote>), FieldProblem>;
+
 /// Turns rows into person records. Keeps lookup caches (one per thread).
 pub struct RowNormalizer {
     map: ColumnMap,
@@ -194,7 +197,7 @@ pub struct RowNormalizer {
     dates: DateOptions,
     /// Legacy provinces that formed the unit's province.
     legacy_provinces: Vec<&'static str>,
-    communes: HashMap<(String, String), Result<(Address, Option<CellNote>), FieldProblem>>,
+    communes: HashMap<(String, String), CommuneResult>,
     lookups: HashMap<(&'static str, String), Result<&'static str, FieldProblem>>,
 }
 
@@ -225,7 +228,7 @@ impl RowNormalizer {
     /// The residence commune: a code (2025 unless the scheme says legacy) or a name of the unit's
     /// province (2025 names first, then legacy names). Legacy communes go to their 2025 commune
     /// when merged whole; a part merge keeps the legacy code and is flagged.
-    fn commune(&mut self, scheme: &str, raw: &str) -> Result<(Address, Option<CellNote>), FieldProblem> {
+    fn commune(&mut self, scheme: &str, raw: &str) -> CommuneResult {
         let k = (scheme.to_string(), raw.to_string());
         if let Some(r) = self.communes.get(&k) {
             return r.clone();
@@ -235,7 +238,7 @@ impl RowNormalizer {
         r
     }
 
-    fn resolve_commune(&self, scheme: &str, raw: &str) -> Result<(Address, Option<CellNote>), FieldProblem> {
+    fn resolve_commune(&self, scheme: &str, raw: &str) -> CommuneResult {
         let scheme = scheme_of(scheme)?;
         let legacy_code = if let Some(code) = code_of(raw, 5) {
             match scheme.unwrap_or(Scheme::Y2025) {
@@ -328,12 +331,7 @@ impl RowNormalizer {
     }
 
     /// A 2025 commune, if it lies in the import's unit.
-    fn inside(
-        &self,
-        code: String,
-        province: &str,
-        note: Option<CellNote>,
-    ) -> Result<(Address, Option<CellNote>), FieldProblem> {
+    fn inside(&self, code: String, province: &str, note: Option<CellNote>) -> CommuneResult {
         if province != self.unit.province || self.unit.commune.as_ref().is_some_and(|c| *c != code) {
             return Err(outside());
         }

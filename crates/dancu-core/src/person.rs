@@ -305,6 +305,10 @@ pub struct Person {
     /// Date of death or of being declared missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_date: Option<PartialDate>,
+    /// Record key of the person this record was found to describe as well (a duplicate merged
+    /// into its survivor): the record is kept with its history, but no longer found by search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
     #[serde(flatten)]
     pub record: PersonInput,
 }
@@ -322,7 +326,7 @@ pub struct SearchFacts {
 
 impl Person {
     pub fn new_pending(record: PersonInput) -> Self {
-        Person { personal_id: None, status: PersonStatus::Pending, status_date: None, record }
+        Person { personal_id: None, status: PersonStatus::Pending, status_date: None, merged_into: None, record }
     }
 
     pub fn home(&self) -> Option<&Address> {

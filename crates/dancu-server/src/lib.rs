@@ -16,6 +16,7 @@ pub mod policy;
 pub mod problem;
 pub mod reference;
 pub mod requests;
+pub mod reviews;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -85,6 +86,7 @@ impl AppState {
         persons::create, persons::search, persons::get, persons::get_by_legacy, persons::update,
         persons::activate, persons::history, audit::access_log, audit::query,
         requests::list, requests::get, requests::decide,
+        reviews::list, reviews::get, reviews::decide,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
@@ -98,6 +100,7 @@ impl AppState {
         (name = "reference", description = "Danh mục — reference data"),
         (name = "audit", description = "Nhật ký truy cập — the audit trail"),
         (name = "maker-checker", description = "Phê duyệt thay đổi — changes awaiting a second officer"),
+        (name = "review", description = "Xem xét trùng lặp — possible duplicates awaiting a clerk's decision"),
         (name = "auth", description = "Đăng nhập — login, second factor, sessions"),
         (name = "officers", description = "Tài khoản cán bộ — officer accounts"),
         (name = "operations", description = "Health and metrics"),

@@ -13,7 +13,7 @@ use dancu_core::auth::{Role, SessionStage, UnitLevel};
 
 use crate::AppState;
 use crate::problem::ApiError;
-use crate::{audit, auth, officers, persons, reference, requests};
+use crate::{audit, auth, officers, persons, reference, requests, reviews};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +133,21 @@ pub fn routes() -> Vec<RouteSpec> {
             Officer(EDITORS),
             A::Person,
             || post(requests::decide),
+        ),
+        // clerical review of possible duplicates (record linkage)
+        spec(Method::GET, "/api/v1/review-pairs", Some("review_pair.list"), Officer(ISSUERS), A::Person, || {
+            get(reviews::list)
+        }),
+        spec(Method::GET, "/api/v1/review-pairs/{id}", Some("review_pair.read"), Officer(ISSUERS), A::Person, || {
+            get(reviews::get)
+        }),
+        spec(
+            Method::POST,
+            "/api/v1/review-pairs/{id}/decision",
+            Some("review_pair.decide"),
+            Officer(ISSUERS),
+            A::Person,
+            || post(reviews::decide),
         ),
         // audit trail
         spec(Method::GET, "/api/v1/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(audit::query)),

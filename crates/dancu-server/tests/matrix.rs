@@ -28,6 +28,7 @@ struct Fixture {
     legacy_id: String,
     name: String,
     request_id: String,
+    review_id: String,
 }
 
 async fn fixture(store: &Arc<dyn Store>) -> Fixture {
@@ -45,7 +46,50 @@ async fn fixture(store: &Arc<dyn Store>) -> Fixture {
         dancu_store::registry::ChangeOutcome::Pending(r) => r,
         other => panic!("a name change must wait for approval: {other:?}"),
     };
+    // a possible duplicate of the person, for clerical review
+    let mut twin = dancu_store::conformance::sample(1);
+    twin.name.middle = String::new();
+    let twin = reg.create(twin, &meta).await.unwrap();
+    let batch = dancu_store::ImportBatch {
+        id: "matrix".into(),
+        unit: COMMUNE.into(),
+        officer: "maker".into(),
+        file_sha256: "00".repeat(32),
+        started_at: time::OffsetDateTime::now_utc(),
+        finished_at: None,
+        summary: None,
+    };
+    let entry = dancu_core::audit::AuditEntry {
+        at: "2026-11-29T00:00:00Z".into(),
+        officer: "maker".into(),
+        role: "collector".into(),
+        unit: COMMUNE.into(),
+        action: "import.start".into(),
+        target: None,
+        purpose: None,
+        request_id: None,
+        client: None,
+        outcome: "started".into(),
+    };
+    store.import_begin(&batch, &entry).await.unwrap();
+    let review = dancu_store::ReviewPair {
+        id: uuid::Uuid::now_v7(),
+        batch_id: "matrix".into(),
+        a: rec.key,
+        b: twin.key,
+        weight: 12.0,
+        probability: 0.7,
+        explanation: json!({"fields": []}),
+        state: dancu_store::ReviewState::Pending,
+        created_at: time::OffsetDateTime::now_utc(),
+        decided_by: None,
+        decided_at: None,
+        note: None,
+        survivor: None,
+    };
+    store.review_pairs_insert(std::slice::from_ref(&review)).await.unwrap();
     Fixture {
+        review_id: review.id.to_string(),
         person_key: rec.key.to_string(),
         personal_id: rec.person.personal_id.unwrap().to_string(),
         legacy_id: "001234567".into(),
@@ -94,6 +138,7 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         }
         ("GET", "/api/v1/persons/{ref}/access-log") => (Who::Officer(&[Approver, Auditor]), Area::Person),
         (_, p) if p.starts_with("/api/v1/change-requests") => (Who::Officer(EDITORS), Area::Person),
+        (_, p) if p.starts_with("/api/v1/review-pairs") => (Who::Officer(&[Verifier, Approver]), Area::Person),
         ("GET", "/api/v1/audit") => (Who::Officer(&[Auditor]), Area::National),
         ("POST", "/api/v1/auth/login") => (Who::Public, Area::None),
         (_, p) if p.starts_with("/api/v1/auth/") => (Who::Login, Area::None),
@@ -161,6 +206,19 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
                 format!("/api/v1/change-requests/{}/decision", f.request_id),
                 Some(json!({"decision": "reject"})),
                 by_area(e),
+            )
+        }
+        ("GET", "/api/v1/review-pairs") => ("/api/v1/review-pairs".to_string(), None, Expect::Ok(200)),
+        ("GET", "/api/v1/review-pairs/{id}") => {
+            (format!("/api/v1/review-pairs/{}", f.review_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/api/v1/review-pairs/{id}/decision") => {
+            // An over-long note: refused after the area check, nothing decided.
+            let body = json!({"decision": "different", "note": "x".repeat(501)});
+            (
+                format!("/api/v1/review-pairs/{}/decision", f.review_id),
+                Some(body),
+                by_area(Expect::Problem(422, "validation")),
             )
         }
         ("GET", "/api/v1/audit") => ("/api/v1/audit".to_string(), None, Expect::Ok(200)),
@@ -278,6 +336,7 @@ async fn matrix(store: Arc<dyn Store>) {
                 let listed = match route.path {
                     "/api/v1/persons" => Some(r.body.contains(&f.person_key)),
                     "/api/v1/change-requests" => Some(r.body.contains(&f.request_id)),
+                    "/api/v1/review-pairs" => Some(r.body.contains(&f.review_id)),
                     "/api/v1/officers" => Some(r.body.contains("target.officer")),
                     _ => None,
                 };
@@ -296,6 +355,8 @@ async fn matrix(store: Arc<dyn Store>) {
     // Nothing was approved or rejected along the way.
     let req = store.change_request_get(f.request_id.parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(req.state, dancu_store::RequestState::Pending);
+    let pair = store.review_pair_get(f.review_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(pair.state, dancu_store::ReviewState::Pending);
     let person = store.get_person(&PersonRef::Key(f.person_key.parse().unwrap())).await.unwrap().unwrap();
     assert_eq!(person.version, 2, "no cell changed the person");
 }

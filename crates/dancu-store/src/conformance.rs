@@ -20,7 +20,8 @@ macro_rules! conformance_tests {
             bulk_load_assigns_distinct_ids, changes_and_their_audit_entries_land_together,
             officers_are_stored_once, officers_update_and_list, sessions_expire_revoke_and_touch,
             search_is_scoped_to_an_area, change_requests_apply_only_when_approved,
-            audit_queries_are_exact_at_any_index_lag);
+            audit_queries_are_exact_at_any_index_lag, imports_resume_by_line_and_reserve_ids,
+            review_pairs_merge_or_keep_both);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -575,6 +576,134 @@ macro_rules! audit_tamper_tests {
             }
         )*
     };
+}
+
+fn batch(id: &str) -> crate::ImportBatch {
+    crate::ImportBatch {
+        id: id.into(),
+        unit: "commune:00004".into(),
+        officer: "collector-1".into(),
+        file_sha256: "ab".repeat(32),
+        started_at: crate::now(),
+        finished_at: None,
+        summary: None,
+    }
+}
+
+fn imported(line: u64, i: u32, id: Option<PersonalId>) -> crate::ImportedRow {
+    let mut person = Person::new_pending(sample(i));
+    if let Some(id) = id {
+        person.personal_id = Some(id);
+        person.status = PersonStatus::Active;
+    }
+    crate::ImportedRow { line, key: crate::new_key(), person }
+}
+
+pub async fn imports_resume_by_line_and_reserve_ids(store: Arc<dyn Store>) {
+    let b = batch("batch-1");
+    let begun = store.import_begin(&b, &audit_entry(1)).await.unwrap();
+    assert_eq!(begun.id, "batch-1");
+    // a re-run gets the stored batch back, and writes no second start entry
+    let again = store.import_begin(&batch("batch-1"), &audit_entry(2)).await.unwrap();
+    assert_eq!(again.started_at, begun.started_at);
+    assert_eq!(store.audit_read(0, 10).await.unwrap().len(), 1);
+    let id = PersonalId::from_parts("001", Sex::Male, 1950, 77).unwrap();
+    let rows = vec![imported(2, 0, Some(id)), imported(3, 1, None)];
+    store.import_chunk("batch-1", &rows, &meta("nhập")).await.unwrap();
+    assert_eq!(store.import_rows("batch-1").await.unwrap(), vec![(2, rows[0].key), (3, rows[1].key)]);
+    assert_eq!(
+        store.ids_issued(&[id, PersonalId::from_parts("001", Sex::Male, 1950, 78).unwrap()]).await.unwrap(),
+        vec![id]
+    );
+    // a chunk reusing an issued number stores nothing at all
+    let clash = vec![imported(4, 2, None), imported(5, 4, Some(id))];
+    assert!(
+        matches!(store.import_chunk("batch-1", &clash, &meta("nhập")).await, Err(StoreError::IdTaken(x)) if x == id)
+    );
+    assert_eq!(store.import_rows("batch-1").await.unwrap().len(), 2);
+    assert_eq!(store.count_persons().await.unwrap(), 2);
+    // candidates by folded name + year and by legacy number
+    let p0 = &rows[0].person;
+    let facts = p0.search_facts();
+    let found = store
+        .link_candidates(&[crate::CandidateKey::NameYear(facts.name_key.clone(), facts.birth_year)])
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|r| r.key).collect::<Vec<_>>(), vec![rows[0].key]);
+    assert!(store.link_candidates(&[crate::CandidateKey::LegacyId("012345678".into())]).await.unwrap().is_empty());
+    // a duplicate stored merged is kept, but neither found as a candidate nor by search
+    let mut dup = imported(6, 0, None);
+    dup.person.merged_into = Some(rows[0].key.to_string());
+    store.import_chunk("batch-1", std::slice::from_ref(&dup), &meta("nhập")).await.unwrap();
+    let found = store
+        .link_candidates(&[crate::CandidateKey::NameYear(facts.name_key.clone(), facts.birth_year)])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let q = SearchQuery { name_prefix: Some(facts.name_key.clone()), limit: 10, ..Default::default() };
+    assert_eq!(store.search(&q).await.unwrap().items.len(), 1);
+    let area = SearchQuery { area: Some("c:2025:26506".into()), ..q };
+    assert!(store.search(&area).await.unwrap().items.iter().all(|r| r.key != dup.key));
+    assert!(store.get_person(&PersonRef::Key(dup.key)).await.unwrap().is_some());
+    store.import_finish("batch-1", "{\"rows\":3}", &audit_entry(3)).await.unwrap();
+    assert!(matches!(store.import_finish("batch-1", "{}", &audit_entry(4)).await, Err(StoreError::State(_))));
+    let done = store.import_begin(&batch("batch-1"), &audit_entry(5)).await.unwrap();
+    assert_eq!(done.summary.as_deref(), Some("{\"rows\":3}"));
+    assert_eq!(store.audit_read(0, 10).await.unwrap().len(), 2);
+}
+
+pub async fn review_pairs_merge_or_keep_both(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    store.import_begin(&batch("b2"), &audit_entry(1)).await.unwrap();
+    let id_a = PersonalId::from_parts("001", Sex::Male, 1950, 5).unwrap();
+    let id_c = PersonalId::from_parts("001", Sex::Male, 1950, 6).unwrap();
+    let rows = vec![imported(2, 0, None), imported(3, 0, Some(id_a)), imported(4, 6, Some(id_c)), imported(5, 6, None)];
+    store.import_chunk("b2", &rows, &meta("nhập")).await.unwrap();
+    let pair = |a: usize, b: usize| crate::ReviewPair {
+        id: crate::new_key(),
+        batch_id: "b2".into(),
+        a: rows[a].key,
+        b: rows[b].key,
+        weight: 3.5,
+        probability: 0.9,
+        explanation: serde_json::json!({"fields": [{"field": "name", "level": "exact", "weight": 4.0}]}),
+        state: crate::ReviewState::Pending,
+        created_at: crate::now(),
+        decided_by: None,
+        decided_at: None,
+        note: None,
+        survivor: None,
+    };
+    let (p1, p2) = (pair(0, 1), pair(2, 3));
+    store.review_pairs_insert(&[p1.clone(), p2.clone()]).await.unwrap();
+    store.review_pairs_insert(&[pair(0, 1)]).await.unwrap(); // same two records: kept once
+    let q = crate::ReviewQuery { state: Some(crate::ReviewState::Pending), limit: 10, ..Default::default() };
+    assert_eq!(store.review_pairs(&q).await.unwrap().len(), 2);
+    let elsewhere = crate::ReviewQuery { area: Some("c:2025:00004".into()), ..q.clone() };
+    assert!(store.review_pairs(&elsewhere).await.unwrap().is_empty());
+    let here = crate::ReviewQuery { area: Some("c:2025:26506".into()), ..q.clone() };
+    assert_eq!(store.review_pairs(&here).await.unwrap().len(), 2);
+    assert_eq!(store.review_pair_get(p1.id).await.unwrap().unwrap().explanation, p1.explanation);
+    // same: the record holding an ID survives, the other is merged into it with its history kept
+    let audit = dancu_core::audit::AuditEntry { action: "review_pair.decide".into(), ..audit_entry(9) };
+    let before = store.audit_read(0, 100).await.unwrap().len();
+    let d = reg.decide_review(p1.id, true, "verifier-1", Some("cùng người".into()), Some(audit)).await.unwrap();
+    assert_eq!((d.state, d.survivor), (crate::ReviewState::Same, Some(rows[1].key)));
+    assert_eq!(store.audit_read(0, 100).await.unwrap().len(), before + 1);
+    let merged = reg.get(&PersonRef::Key(rows[0].key)).await.unwrap();
+    assert_eq!(merged.person.merged_into, Some(rows[1].key.to_string()));
+    let h = reg.history(rows[0].key).await.unwrap();
+    assert_eq!(h.iter().map(|v| v.change).collect::<Vec<_>>(), vec![ChangeKind::Create, ChangeKind::Merge]);
+    assert_eq!(reg.survivor_of(rows[0].key).await.unwrap().key, rows[1].key);
+    assert!(matches!(
+        reg.decide_review(p1.id, false, "v", None, None).await,
+        Err(RegistryError::Store(StoreError::State(_)))
+    ));
+    // different: both kept, nothing changes
+    let d = reg.decide_review(p2.id, false, "verifier-1", None, None).await.unwrap();
+    assert_eq!((d.state, d.survivor), (crate::ReviewState::Different, None));
+    assert!(reg.get(&PersonRef::Key(rows[3].key)).await.unwrap().person.merged_into.is_none());
+    assert_eq!(store.review_pairs(&q).await.unwrap().len(), 0);
 }
 
 fn audit_entry(i: i64) -> dancu_core::audit::AuditEntry {

@@ -58,6 +58,8 @@ pub enum ChangeKind {
     Activate,
     /// A new personal ID replacing the current one (approved by a second officer).
     Reestablish,
+    /// Found to describe the same person as another record, and merged into it.
+    Merge,
 }
 
 impl ChangeKind {
@@ -67,6 +69,7 @@ impl ChangeKind {
             ChangeKind::Update => "update",
             ChangeKind::Activate => "activate",
             ChangeKind::Reestablish => "reestablish",
+            ChangeKind::Merge => "merge",
         }
     }
     pub fn from_code(s: &str) -> Option<Self> {
@@ -75,6 +78,7 @@ impl ChangeKind {
             "update" => Some(ChangeKind::Update),
             "activate" => Some(ChangeKind::Activate),
             "reestablish" => Some(ChangeKind::Reestablish),
+            "merge" => Some(ChangeKind::Merge),
             _ => None,
         }
     }
@@ -291,6 +295,120 @@ pub struct RequestQuery {
 /// random page of the whole index; a query by person seeks once per segment.
 pub(crate) const AUDIT_SEGMENT_BITS: u32 = 16;
 
+/// An import batch (`dancu import`): one file loaded by one officer for one unit. The id makes a
+/// re-run of the same batch safe (by default the SHA-256 of the file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportBatch {
+    pub id: String,
+    /// The unit the rows belong to (`commune:00004`, `province:01`…).
+    pub unit: String,
+    pub officer: String,
+    pub file_sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// The final summary (JSON), once finished.
+    pub summary: Option<String>,
+}
+
+/// One imported row as stored: a person under a key the importer chose (so that the duplicates
+/// of a person can name their survivor in the same chunk), and the file line it came from.
+#[derive(Debug, Clone)]
+pub struct ImportedRow {
+    pub line: u64,
+    pub key: Uuid,
+    pub person: Person,
+}
+
+/// A registry lookup for record-linkage candidates (indexed columns only).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CandidateKey {
+    /// Accent-folded full name and birth year.
+    NameYear(String, i32),
+    LegacyId(String),
+}
+
+/// Where a clerical review pair stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewState {
+    Pending,
+    /// Decided: the two records describe one person (merged).
+    Same,
+    /// Decided: two people (both kept).
+    Different,
+}
+
+impl ReviewState {
+    pub fn code(self) -> &'static str {
+        match self {
+            ReviewState::Pending => "pending",
+            ReviewState::Same => "same",
+            ReviewState::Different => "different",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        [ReviewState::Pending, ReviewState::Same, ReviewState::Different].into_iter().find(|k| k.code() == s)
+    }
+}
+
+/// Two records that record linkage could neither link nor tell apart: a clerk decides.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ReviewPair {
+    #[schema(value_type = String, format = "uuid")]
+    pub id: Uuid,
+    /// The import batch that found the pair.
+    pub batch_id: String,
+    #[schema(value_type = String, format = "uuid")]
+    pub a: Uuid,
+    #[schema(value_type = String, format = "uuid")]
+    pub b: Uuid,
+    /// Match weight in bits.
+    pub weight: f64,
+    pub probability: f64,
+    /// Field-by-field comparison (levels and weights) as linkage scored it.
+    #[schema(value_type = Object)]
+    pub explanation: serde_json::Value,
+    pub state: ReviewState,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub decided_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// For `same`: the record kept (the other is merged into it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub survivor: Option<Uuid>,
+}
+
+/// A query over review pairs; newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewQuery {
+    pub state: Option<ReviewState>,
+    /// Only pairs with a record lying in this area.
+    pub area: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// The decision on a review pair, and for `same` the merge it applies in the same transaction.
+#[derive(Debug, Clone)]
+pub struct ReviewDecision {
+    pub state: ReviewState,
+    pub by: String,
+    pub note: Option<String>,
+    pub audit: Option<AuditEntry>,
+    /// For `same`: the duplicate record (key, version read) becomes `person` (merged into the survivor).
+    pub merge: Option<(Uuid, i64, Person, Uuid)>,
+    pub meta: ChangeMeta,
+}
+
 /// Storage failures the callers can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -424,6 +542,40 @@ pub trait Store: Send + Sync {
         apply: Option<&ApprovedChange>,
     ) -> Result<ChangeRequest>;
 
+    /// Starts an import batch, or returns the one stored under the same id (a re-run).
+    /// A new batch's audit entry is written with it.
+    async fn import_begin(&self, batch: &ImportBatch, audit: &AuditEntry) -> Result<ImportBatch>;
+
+    /// The rows of a batch already stored: (file line, record key), by line.
+    async fn import_rows(&self, batch_id: &str) -> Result<Vec<(u64, Uuid)>>;
+
+    /// Stores a chunk of imported rows in one transaction: each person under its key with its
+    /// first version, its personal ID reserved, and the (batch, line) → key row that makes a
+    /// re-run skip it. A personal ID already issued gives [`StoreError::IdTaken`] and stores
+    /// nothing.
+    async fn import_chunk(&self, batch_id: &str, rows: &[ImportedRow], meta: &ChangeMeta) -> Result<()>;
+
+    /// Which of these personal IDs are already issued.
+    async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>>;
+
+    /// Stored people (not merged into another) matching any of the keys, each once.
+    async fn link_candidates(&self, keys: &[CandidateKey]) -> Result<Vec<PersonRecord>>;
+
+    /// Stores review pairs; a pair of the same two records already stored is left as it is.
+    async fn review_pairs_insert(&self, pairs: &[ReviewPair]) -> Result<()>;
+
+    /// Finishes a batch: its summary and its audit entry, in one transaction.
+    async fn import_finish(&self, batch_id: &str, summary: &str, audit: &AuditEntry) -> Result<()>;
+
+    async fn review_pairs(&self, q: &ReviewQuery) -> Result<Vec<ReviewPair>>;
+
+    async fn review_pair_get(&self, id: Uuid) -> Result<Option<ReviewPair>>;
+
+    /// Decides a pending pair and, for `same`, merges the duplicate record (a new version, at the
+    /// version read) — with the audit entry, in one transaction. [`StoreError::State`] when the
+    /// pair is no longer pending; [`StoreError::Conflict`] when the record changed since.
+    async fn review_pair_decide(&self, id: Uuid, decision: &ReviewDecision) -> Result<ReviewPair>;
+
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
 
@@ -450,8 +602,11 @@ pub(crate) struct Columns {
     pub legacy_id: Option<String>,
     pub status: &'static str,
     pub facts: SearchFacts,
-    /// The areas the person lies in (`person_areas` rows).
+    /// The areas the person lies in (`person_areas` rows): none for a merged record, which
+    /// area-scoped searches no longer find.
     pub areas: Vec<String>,
+    /// The survivor's record key, for a record merged into another.
+    pub merged_into: Option<String>,
 }
 
 impl Columns {
@@ -461,7 +616,8 @@ impl Columns {
             legacy_id: p.record.legacy_id.as_ref().map(|l| l.to_string()),
             status: p.status.code(),
             facts: p.search_facts(),
-            areas: p.areas(),
+            areas: if p.merged_into.is_some() { Vec::new() } else { p.areas() },
+            merged_into: p.merged_into.clone(),
         }
     }
 }

@@ -10,7 +10,8 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use crate::{
-    ApprovedChange, AuditQuery, ChangeRequest, Decision, RawPersonRecord, RequestQuery, RequestState, Session,
+    ApprovedChange, AuditQuery, CandidateKey, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord,
+    RequestQuery, RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
@@ -213,6 +214,52 @@ INSERT INTO audit_by_time (at, seq) SELECT at, seq FROM audit_log ORDER BY 1, 2;
 INSERT INTO audit_index_state (id, indexed_seq) VALUES (1, COALESCE((SELECT max(seq) FROM audit_log), 0));
 "#,
     ),
+    (
+        6,
+        "import",
+        r#"
+-- A record found to describe the same person as another keeps its row and history, and names
+-- the survivor here; searches skip it.
+ALTER TABLE persons ADD COLUMN merged_into text;
+
+CREATE TABLE import_batches (
+    id          text PRIMARY KEY,
+    unit        text NOT NULL,
+    officer     text NOT NULL,
+    file_sha256 text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz,
+    summary     text
+);
+
+-- Which record each line of a batch became: a re-run skips these lines.
+CREATE TABLE import_rows (
+    batch_id   text NOT NULL REFERENCES import_batches (id),
+    line       bigint NOT NULL,
+    person_key uuid NOT NULL REFERENCES persons (key),
+    PRIMARY KEY (batch_id, line)
+);
+
+CREATE TABLE review_pairs (
+    id          uuid PRIMARY KEY,
+    batch_id    text NOT NULL REFERENCES import_batches (id),
+    a_key       uuid NOT NULL REFERENCES persons (key),
+    b_key       uuid NOT NULL REFERENCES persons (key),
+    weight      double precision NOT NULL,
+    probability double precision NOT NULL,
+    explanation jsonb NOT NULL,
+    state       text NOT NULL,
+    created_at  timestamptz NOT NULL,
+    decided_by  text,
+    decided_at  timestamptz,
+    note        text,
+    survivor    uuid,
+    UNIQUE (a_key, b_key)
+);
+CREATE INDEX review_pairs_state ON review_pairs (state, created_at);
+CREATE INDEX review_pairs_b ON review_pairs (b_key);
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -301,6 +348,45 @@ fn request_row(r: &Row) -> Result<ChangeRequest> {
         decided_at: r.get(12),
         decision_note: r.get(13),
         result_version: r.get(14),
+    })
+}
+
+const BATCH_SELECT: &str =
+    "SELECT id, unit, officer, file_sha256, started_at, finished_at, summary FROM import_batches";
+
+fn batch_row(r: &Row) -> ImportBatch {
+    ImportBatch {
+        id: r.get(0),
+        unit: r.get(1),
+        officer: r.get(2),
+        file_sha256: r.get(3),
+        started_at: r.get(4),
+        finished_at: r.get(5),
+        summary: r.get(6),
+    }
+}
+
+const PAIR_SELECT: &str = "SELECT id, batch_id, a_key, b_key, weight, probability, explanation, state, created_at,
+                                  decided_by, decided_at, note, survivor FROM review_pairs";
+
+fn pair_row(r: &Row) -> Result<ReviewPair> {
+    let state: String = r.get(7);
+    let Json(explanation): Json<serde_json::Value> =
+        r.try_get(6).map_err(|_| StoreError::Corrupt("a stored review explanation does not parse".into()))?;
+    Ok(ReviewPair {
+        id: r.get(0),
+        batch_id: r.get(1),
+        a: r.get(2),
+        b: r.get(3),
+        weight: r.get(4),
+        probability: r.get(5),
+        explanation,
+        state: ReviewState::from_code(&state).ok_or_else(|| StoreError::Corrupt(format!("review state {state:?}")))?,
+        created_at: r.get(8),
+        decided_by: r.get(9),
+        decided_at: r.get(10),
+        note: r.get(11),
+        survivor: r.get(12),
     })
 }
 
@@ -470,8 +556,8 @@ async fn insert_new(
     let stmt = tx
         .prepare_cached(
             "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
-                                  version, data, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $10)",
+                                  version, data, created_at, updated_at, merged_into)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $10, $11)",
         )
         .await?;
     tx.execute(
@@ -487,6 +573,7 @@ async fn insert_new(
             &c.facts.province_2025,
             &Json(person),
             &at,
+            &c.merged_into,
         ],
     )
     .await
@@ -577,11 +664,12 @@ async fn update_in_tx(
     let stmt = tx
         .prepare_cached(
             "UPDATE persons SET personal_id = $2, legacy_id = $3, status = $4, name_key = $5, birth_year = $6,
-                        commune_key = $7, province_2025 = $8, version = $9, data = $10, updated_at = $11
+                        commune_key = $7, province_2025 = $8, version = $9, data = $10, updated_at = $11,
+                        merged_into = $12
                  WHERE key = $1",
         )
         .await?;
-    let args: [&(dyn ToSql + Sync); 11] = [
+    let args: [&(dyn ToSql + Sync); 12] = [
         &key,
         &c.personal_id,
         &c.legacy_id,
@@ -593,6 +681,7 @@ async fn update_in_tx(
         &new_version,
         &Json(person),
         &at,
+        &c.merged_into,
     ];
     tx.execute(&stmt, &args).await.map_err(|e| match person.personal_id {
         Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
@@ -727,7 +816,7 @@ impl Store for PgStore {
 
     async fn search(&self, q: &SearchQuery) -> Result<SearchPage> {
         let client = self.pool.get().await?;
-        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE true");
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE merged_into IS NULL");
         let upper = q.name_prefix.as_deref().map(dancu_core::text::prefix_upper_bound);
         let birth_year = q.birth_year;
         let status = q.status.map(|s| s.code());
@@ -1249,6 +1338,253 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(req)
+    }
+
+    async fn import_begin(&self, batch: &ImportBatch, audit: &AuditEntry) -> Result<ImportBatch> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("LOCK TABLE import_batches IN SHARE ROW EXCLUSIVE MODE", &[]).await?;
+        if let Some(row) = tx.query_opt(&format!("{BATCH_SELECT} WHERE id = $1"), &[&batch.id]).await? {
+            return Ok(batch_row(&row));
+        }
+        tx.execute(
+            "INSERT INTO import_batches (id, unit, officer, file_sha256, started_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&batch.id, &batch.unit, &batch.officer, &batch.file_sha256, &batch.started_at],
+        )
+        .await?;
+        append_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await?;
+        Ok(batch.clone())
+    }
+
+    async fn import_rows(&self, batch_id: &str) -> Result<Vec<(u64, Uuid)>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT line, person_key FROM import_rows WHERE batch_id = $1 ORDER BY line", &[&batch_id])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1))).collect())
+    }
+
+    async fn import_chunk(&self, batch_id: &str, rows: &[ImportedRow], meta: &ChangeMeta) -> Result<()> {
+        // Set-based, as `insert_batch`: a handful of statements per chunk.
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let at = now();
+        let (mut keys, mut pids, mut legacy, mut status, mut names, mut years, mut communes, mut provinces, mut data) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut merged, mut lines) = (Vec::<Option<String>>::new(), Vec::<i64>::new());
+        let (mut area_keys, mut areas) = (Vec::<Uuid>::new(), Vec::<String>::new());
+        for r in rows {
+            let c = Columns::of(&r.person);
+            for a in c.areas {
+                area_keys.push(r.key);
+                areas.push(a);
+            }
+            keys.push(r.key);
+            pids.push(c.personal_id);
+            legacy.push(c.legacy_id);
+            status.push(c.status);
+            names.push(c.facts.name_key);
+            years.push(c.facts.birth_year);
+            communes.push(c.facts.commune_key);
+            provinces.push(c.facts.province_2025);
+            data.push(Json(&r.person));
+            merged.push(c.merged_into);
+            lines.push(r.line as i64);
+        }
+        let present: Vec<&str> = pids.iter().flatten().map(String::as_str).collect();
+        let taken =
+            tx.query_opt("SELECT personal_id FROM issued_ids WHERE personal_id = ANY($1) LIMIT 1", &[&present]).await?;
+        if let Some(row) = taken {
+            let id: String = row.get(0);
+            return Err(PersonalId::parse(&id)
+                .map(StoreError::IdTaken)
+                .unwrap_or_else(|_| StoreError::Corrupt("a stored personal ID is malformed".into())));
+        }
+        tx.execute(
+            "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
+                                  version, data, created_at, updated_at, merged_into)
+             SELECT k, pid, l, s, n, y, c, p, 1, d, $10, $10, m
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[],
+                         $9::jsonb[], $11::text[])
+                  AS t(k, pid, l, s, n, y, c, p, d, m)",
+            &[&keys, &pids, &legacy, &status, &names, &years, &communes, &provinces, &data, &at, &merged],
+        )
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Backend("a personal ID of the chunk was issued meanwhile; retry".into())
+            } else {
+                e.into()
+            }
+        })?;
+        tx.execute(
+            "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, recorded_at, data)
+             SELECT k, 1, 'create', $3, $4, $5, $6, d FROM UNNEST($1::uuid[], $2::jsonb[]) AS t(k, d)",
+            &[&keys, &data, &meta.actor, &meta.reason, &meta.legal_basis, &at],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO issued_ids (personal_id, key, issued_at)
+             SELECT pid, k, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(pid, k) WHERE pid IS NOT NULL",
+            &[&pids, &keys, &at],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO person_areas (area, person_key) SELECT a, k FROM UNNEST($1::text[], $2::uuid[]) AS t(a, k)",
+            &[&areas, &area_keys],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO import_rows (batch_id, line, person_key)
+             SELECT $1, l, k FROM UNNEST($2::bigint[], $3::uuid[]) AS t(l, k)",
+            &[&batch_id, &lines, &keys],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>> {
+        let client = self.pool.get().await?;
+        let wanted: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+        let rows = client.query("SELECT personal_id FROM issued_ids WHERE personal_id = ANY($1)", &[&wanted]).await?;
+        let found: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(ids.iter().copied().filter(|i| found.contains(i.as_str())).collect())
+    }
+
+    async fn link_candidates(&self, keys: &[CandidateKey]) -> Result<Vec<PersonRecord>> {
+        let client = self.pool.get().await?;
+        let (mut names, mut years, mut legacy) = (Vec::<&str>::new(), Vec::<i32>::new(), Vec::<&str>::new());
+        for k in keys {
+            match k {
+                CandidateKey::NameYear(n, y) => {
+                    names.push(n);
+                    years.push(*y);
+                }
+                CandidateKey::LegacyId(l) => legacy.push(l),
+            }
+        }
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM persons WHERE merged_into IS NULL AND key IN (
+                         SELECT p.key FROM persons p JOIN UNNEST($1::text[], $2::int[]) AS t(n, y)
+                             ON p.name_key = t.n AND p.birth_year = t.y
+                         UNION
+                         SELECT p.key FROM persons p WHERE p.legacy_id = ANY($3))"
+                ),
+                &[&names, &years, &legacy],
+            )
+            .await?;
+        rows.iter().map(to_record).collect()
+    }
+
+    async fn review_pairs_insert(&self, pairs: &[ReviewPair]) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO review_pairs (id, batch_id, a_key, b_key, weight, probability, explanation, state, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (a_key, b_key) DO NOTHING",
+            )
+            .await?;
+        for p in pairs {
+            tx.execute(
+                &stmt,
+                &[
+                    &p.id,
+                    &p.batch_id,
+                    &p.a,
+                    &p.b,
+                    &p.weight,
+                    &p.probability,
+                    &Json(&p.explanation),
+                    &p.state.code(),
+                    &p.created_at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn import_finish(&self, batch_id: &str, summary: &str, audit: &AuditEntry) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE import_batches SET finished_at = $2, summary = $3 WHERE id = $1 AND finished_at IS NULL",
+                &[&batch_id, &now(), &summary],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::State(format!("import batch {batch_id} is not open")));
+        }
+        append_audit(&tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn review_pairs(&self, q: &ReviewQuery) -> Result<Vec<ReviewPair>> {
+        let client = self.pool.get().await?;
+        let mut sql = format!("{PAIR_SELECT} WHERE true");
+        let state = q.state.map(|s| s.code());
+        let (limit, offset) = (i64::from(q.limit), i64::from(q.offset));
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let Some(s) = &state {
+            args.push(s);
+            sql += &format!(" AND state = ${}", args.len());
+        }
+        if let Some(a) = &q.area {
+            args.push(a);
+            let n = args.len();
+            sql += &format!(
+                " AND (a_key IN (SELECT person_key FROM person_areas WHERE area = ${n})
+                      OR b_key IN (SELECT person_key FROM person_areas WHERE area = ${n}))"
+            );
+        }
+        args.push(&limit);
+        args.push(&offset);
+        sql += &format!(" ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
+        let rows = client.query(&sql, &args).await?;
+        rows.iter().map(pair_row).collect()
+    }
+
+    async fn review_pair_get(&self, id: Uuid) -> Result<Option<ReviewPair>> {
+        let client = self.pool.get().await?;
+        client.query_opt(&format!("{PAIR_SELECT} WHERE id = $1"), &[&id]).await?.as_ref().map(pair_row).transpose()
+    }
+
+    async fn review_pair_decide(&self, id: Uuid, d: &ReviewDecision) -> Result<ReviewPair> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx.query_opt(&format!("{PAIR_SELECT} WHERE id = $1 FOR UPDATE"), &[&id]).await?;
+        let mut pair = row.as_ref().map(pair_row).transpose()?.ok_or(StoreError::NotFound)?;
+        if pair.state != ReviewState::Pending {
+            return Err(StoreError::State(format!("the pair is already decided ({})", pair.state.code())));
+        }
+        if let Some((key, version, person, survivor)) = &d.merge {
+            update_in_tx(&tx, *key, *version, person, ChangeKind::Merge, &d.meta).await?;
+            pair.survivor = Some(*survivor);
+        }
+        let at = now();
+        pair.state = d.state;
+        pair.decided_by = Some(d.by.clone());
+        pair.decided_at = Some(at);
+        pair.note = d.note.clone();
+        tx.execute(
+            "UPDATE review_pairs SET state = $2, decided_by = $3, decided_at = $4, note = $5, survivor = $6
+             WHERE id = $1",
+            &[&id, &pair.state.code(), &pair.decided_by, &at, &pair.note, &pair.survivor],
+        )
+        .await?;
+        if let Some(e) = &d.audit {
+            append_audit(&tx, std::slice::from_ref(e)).await?;
+        }
+        tx.commit().await?;
+        Ok(pair)
     }
 
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {

@@ -352,6 +352,66 @@ impl Registry {
         Err(RegistryError::IdSpaceExhausted(MAX_ID_ATTEMPTS))
     }
 
+    /// Decides a clerical review pair. `same` merges: the record to keep (the survivor) is the
+    /// one holding a personal ID, else the one recorded first; the other gets a new version naming
+    /// the survivor (`merged_into`), keeps its history and any personal ID it held (that number
+    /// stays reserved forever), and is no longer found by search. `different` keeps both.
+    /// Who may decide is the caller's check.
+    pub async fn decide_review(
+        &self,
+        id: Uuid,
+        same: bool,
+        by: &str,
+        note: Option<String>,
+        audit: Option<dancu_core::audit::AuditEntry>,
+    ) -> Result<crate::ReviewPair> {
+        let pair = self.store.review_pair_get(id).await?.ok_or(RegistryError::NotFound)?;
+        if pair.state != crate::ReviewState::Pending {
+            return Err(StoreError::State(format!("the pair is already decided ({})", pair.state.code())).into());
+        }
+        let meta = check_meta(&ChangeMeta::new(
+            by,
+            format!("Hợp nhất bản ghi trùng / duplicate record merged (review pair {id})"),
+            None,
+        ))?;
+        let mut decision = crate::ReviewDecision {
+            state: if same { crate::ReviewState::Same } else { crate::ReviewState::Different },
+            by: by.to_string(),
+            note,
+            audit,
+            merge: None,
+            meta,
+        };
+        if same {
+            let a = self.survivor_of(pair.a).await?;
+            let b = self.survivor_of(pair.b).await?;
+            if a.key != b.key {
+                let a_first = match (a.person.personal_id.is_some(), b.person.personal_id.is_some()) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    _ => (a.created_at, a.key) <= (b.created_at, b.key),
+                };
+                let (keep, dup) = if a_first { (a, b) } else { (b, a) };
+                let mut merged = dup.person.clone();
+                merged.merged_into = Some(keep.key.to_string());
+                decision.merge = Some((dup.key, dup.version, merged, keep.key));
+            }
+        }
+        Ok(self.store.review_pair_decide(id, &decision).await?)
+    }
+
+    /// The record a record was merged into, following the chain (the record itself if none).
+    pub async fn survivor_of(&self, key: Uuid) -> Result<PersonRecord> {
+        let mut rec = self.get(&PersonRef::Key(key)).await?;
+        for _ in 0..16 {
+            let Some(next) = rec.person.merged_into.as_deref().and_then(|k| Uuid::parse_str(k).ok()) else {
+                return Ok(rec);
+            };
+            rec = self.get(&PersonRef::Key(next)).await?;
+        }
+        Err(StoreError::Corrupt("a chain of merged records is longer than 16".into()).into())
+    }
+
     pub async fn history(&self, key: Uuid) -> Result<Vec<PersonVersion>> {
         let h = self.store.history(key).await?;
         if h.is_empty() {

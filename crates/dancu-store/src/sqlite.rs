@@ -10,7 +10,8 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::{
-    ApprovedChange, AuditQuery, ChangeRequest, Decision, RawPersonRecord, RequestQuery, RequestState, Session,
+    ApprovedChange, AuditQuery, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord, RequestQuery,
+    RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
@@ -213,6 +214,52 @@ INSERT INTO audit_by_target (segment, target, seq)
 INSERT INTO audit_by_officer (officer, seq) SELECT officer, seq FROM audit_log ORDER BY 1, 2;
 INSERT INTO audit_by_time (at, seq) SELECT at, seq FROM audit_log ORDER BY 1, 2;
 INSERT INTO audit_index_state (id, indexed_seq) VALUES (1, COALESCE((SELECT max(seq) FROM audit_log), 0));
+"#,
+    ),
+    (
+        6,
+        "import",
+        r#"
+-- A record found to describe the same person as another keeps its row and history, and names
+-- the survivor here; searches skip it.
+ALTER TABLE persons ADD COLUMN merged_into TEXT;
+
+CREATE TABLE import_batches (
+    id          TEXT PRIMARY KEY,
+    unit        TEXT NOT NULL,
+    officer     TEXT NOT NULL,
+    file_sha256 TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    summary     TEXT
+) STRICT;
+
+-- Which record each line of a batch became: a re-run skips these lines.
+CREATE TABLE import_rows (
+    batch_id   TEXT NOT NULL REFERENCES import_batches (id),
+    line       INTEGER NOT NULL,
+    person_key TEXT NOT NULL REFERENCES persons (key),
+    PRIMARY KEY (batch_id, line)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE review_pairs (
+    id          TEXT PRIMARY KEY,
+    batch_id    TEXT NOT NULL REFERENCES import_batches (id),
+    a_key       TEXT NOT NULL REFERENCES persons (key),
+    b_key       TEXT NOT NULL REFERENCES persons (key),
+    weight      REAL NOT NULL,
+    probability REAL NOT NULL,
+    explanation TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    decided_by  TEXT,
+    decided_at  TEXT,
+    note        TEXT,
+    survivor    TEXT,
+    UNIQUE (a_key, b_key)
+) STRICT;
+CREATE INDEX review_pairs_state ON review_pairs (state, created_at);
+CREATE INDEX review_pairs_b ON review_pairs (b_key);
 "#,
     ),
 ];
@@ -418,7 +465,8 @@ fn update_in_tx(
     let new_version = version + 1;
     tx.prepare_cached(
         "UPDATE persons SET personal_id = ?2, legacy_id = ?3, status = ?4, name_key = ?5, birth_year = ?6,
-                        commune_key = ?7, province_2025 = ?8, version = ?9, data = ?10, updated_at = ?11
+                        commune_key = ?7, province_2025 = ?8, version = ?9, data = ?10, updated_at = ?11,
+                        merged_into = ?12
                  WHERE key = ?1",
     )?
     .execute(params![
@@ -432,7 +480,8 @@ fn update_in_tx(
         c.facts.province_2025,
         new_version,
         data,
-        ts(at)
+        ts(at),
+        c.merged_into
     ])
     .map_err(|e| match person.personal_id {
         Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
@@ -511,6 +560,60 @@ fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ChangeRequest>>
             decided_at: decided_at.as_deref().map(parse_ts).transpose()?,
             decision_note,
             result_version,
+        })
+    })())
+}
+
+const BATCH_SELECT: &str =
+    "SELECT id, unit, officer, file_sha256, started_at, finished_at, summary FROM import_batches";
+
+fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ImportBatch>> {
+    let (id, unit, officer, sha): (String, String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let (started, finished, summary): (String, Option<String>, Option<String>) = (r.get(4)?, r.get(5)?, r.get(6)?);
+    Ok((|| {
+        Ok(ImportBatch {
+            id,
+            unit,
+            officer,
+            file_sha256: sha,
+            started_at: parse_ts(&started)?,
+            finished_at: finished.as_deref().map(parse_ts).transpose()?,
+            summary,
+        })
+    })())
+}
+
+const PAIR_SELECT: &str = "SELECT id, batch_id, a_key, b_key, weight, probability, explanation, state, created_at,
+                                  decided_by, decided_at, note, survivor FROM review_pairs";
+
+fn pair_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ReviewPair>> {
+    let (id, batch_id, a, b): (String, String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let (weight, probability, explanation, state): (f64, f64, String, String) =
+        (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
+    let (created, decided_by, decided_at, note, survivor): (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = (r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?);
+    Ok((|| {
+        Ok(ReviewPair {
+            id: parse_key(&id)?,
+            batch_id,
+            a: parse_key(&a)?,
+            b: parse_key(&b)?,
+            weight,
+            probability,
+            explanation: serde_json::from_str(&explanation)
+                .map_err(|_| StoreError::Corrupt("a stored review explanation does not parse".into()))?,
+            state: ReviewState::from_code(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("review state {state:?}")))?,
+            created_at: parse_ts(&created)?,
+            decided_by,
+            decided_at: decided_at.as_deref().map(parse_ts).transpose()?,
+            note,
+            survivor: survivor.as_deref().map(parse_key).transpose()?,
         })
     })())
 }
@@ -678,8 +781,8 @@ fn insert_new(
     let data = serde_json::to_string(person).map_err(backend)?;
     tx.prepare_cached(
         "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
-                              version, data, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?10)",
+                              version, data, created_at, updated_at, merged_into)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?10, ?11)",
     )?
     .execute(params![
         key,
@@ -691,7 +794,8 @@ fn insert_new(
         c.facts.commune_key,
         c.facts.province_2025,
         data,
-        at
+        at,
+        c.merged_into
     ])
     .map_err(|e| match person.personal_id {
         Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
@@ -843,7 +947,7 @@ impl Store for SqliteStore {
     async fn search(&self, q: &SearchQuery) -> Result<SearchPage> {
         let q = q.clone();
         self.read(move |conn| {
-            let mut sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE 1=1");
+            let mut sql = format!("SELECT {RECORD_COLUMNS} FROM persons WHERE merged_into IS NULL");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if let Some(p) = &q.name_prefix {
                 args.push(p.clone().into());
@@ -1343,6 +1447,240 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(req)
+        })
+        .await
+    }
+
+    async fn import_begin(&self, batch: &ImportBatch, audit: &AuditEntry) -> Result<ImportBatch> {
+        let b = batch.clone();
+        let audit = audit.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(existing) =
+                tx.query_row(&format!("{BATCH_SELECT} WHERE id = ?1"), [&b.id], batch_row).optional()?.transpose()?
+            {
+                return Ok(existing);
+            }
+            tx.execute(
+                "INSERT INTO import_batches (id, unit, officer, file_sha256, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![b.id, b.unit, b.officer, b.file_sha256, ts(b.started_at)],
+            )?;
+            append_audit(&tx, &[audit])?;
+            tx.commit()?;
+            Ok(b)
+        })
+        .await
+    }
+
+    async fn import_rows(&self, batch_id: &str) -> Result<Vec<(u64, Uuid)>> {
+        let batch_id = batch_id.to_string();
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT line, person_key FROM import_rows WHERE batch_id = ?1 ORDER BY line")?;
+            let rows = stmt.query_map([&batch_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (line, key) = row?;
+                out.push((line as u64, parse_key(&key)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn import_chunk(&self, batch_id: &str, rows: &[ImportedRow], meta: &ChangeMeta) -> Result<()> {
+        let rows = rows.to_vec();
+        let meta = meta.clone();
+        let batch_id = batch_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = ts(now());
+            for row in &rows {
+                let key = row.key.to_string();
+                insert_new(&tx, &key, &row.person, &meta, ChangeKind::Create, &at)?;
+                if let Some(id) = row.person.personal_id {
+                    let n = tx
+                        .prepare_cached(
+                            "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3)
+                             ON CONFLICT DO NOTHING",
+                        )?
+                        .execute(params![id.as_str(), key, at])?;
+                    if n == 0 {
+                        return Err(StoreError::IdTaken(id));
+                    }
+                }
+                tx.prepare_cached("INSERT INTO import_rows (batch_id, line, person_key) VALUES (?1, ?2, ?3)")?
+                    .execute(params![batch_id, row.line as i64, key])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT 1 FROM issued_ids WHERE personal_id = ?1")?;
+            let mut out = Vec::new();
+            for id in ids {
+                if stmt.query_row([id.as_str()], |_| Ok(())).optional()?.is_some() {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn link_candidates(&self, keys: &[crate::CandidateKey]) -> Result<Vec<PersonRecord>> {
+        let keys = keys.to_vec();
+        self.read(move |conn| {
+            let mut by_name = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM persons WHERE name_key = ?1 AND birth_year = ?2 AND merged_into IS NULL"
+            ))?;
+            let mut by_legacy = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM persons WHERE legacy_id = ?1 AND merged_into IS NULL"
+            ))?;
+            let mut seen = std::collections::HashSet::new();
+            let mut out = Vec::new();
+            for k in &keys {
+                let rows = match k {
+                    crate::CandidateKey::NameYear(n, y) => by_name.query_map(params![n, y], record_from_row)?,
+                    crate::CandidateKey::LegacyId(l) => by_legacy.query_map([l], record_from_row)?,
+                };
+                for row in rows {
+                    let row = row?;
+                    if seen.insert(row.0.clone()) {
+                        out.push(to_record(row)?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn review_pairs_insert(&self, pairs: &[ReviewPair]) -> Result<()> {
+        let pairs = pairs.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for p in &pairs {
+                tx.prepare_cached(
+                    "INSERT INTO review_pairs (id, batch_id, a_key, b_key, weight, probability, explanation, state,
+                                               created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (a_key, b_key) DO NOTHING",
+                )?
+                .execute(params![
+                    p.id.to_string(),
+                    p.batch_id,
+                    p.a.to_string(),
+                    p.b.to_string(),
+                    p.weight,
+                    p.probability,
+                    p.explanation.to_string(),
+                    p.state.code(),
+                    ts(p.created_at)
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn import_finish(&self, batch_id: &str, summary: &str, audit: &AuditEntry) -> Result<()> {
+        let (batch_id, summary, audit) = (batch_id.to_string(), summary.to_string(), audit.clone());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE import_batches SET finished_at = ?2, summary = ?3 WHERE id = ?1 AND finished_at IS NULL",
+                params![batch_id, ts(now()), summary],
+            )?;
+            if n == 0 {
+                return Err(StoreError::State(format!("import batch {batch_id} is not open")));
+            }
+            append_audit(&tx, &[audit])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn review_pairs(&self, q: &ReviewQuery) -> Result<Vec<ReviewPair>> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut sql = format!("{PAIR_SELECT} WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(s) = q.state {
+                args.push(s.code().to_string().into());
+                sql += &format!(" AND state = ?{}", args.len());
+            }
+            if let Some(a) = &q.area {
+                args.push(a.clone().into());
+                let n = args.len();
+                sql += &format!(
+                    " AND (a_key IN (SELECT person_key FROM person_areas WHERE area = ?{n})
+                          OR b_key IN (SELECT person_key FROM person_areas WHERE area = ?{n}))"
+                );
+            }
+            args.push(i64::from(q.limit).into());
+            args.push(i64::from(q.offset).into());
+            sql += &format!(" ORDER BY created_at DESC, id LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), pair_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn review_pair_get(&self, id: Uuid) -> Result<Option<ReviewPair>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("{PAIR_SELECT} WHERE id = ?1"))?;
+            stmt.query_row([id.to_string()], pair_row).optional()?.transpose()
+        })
+        .await
+    }
+
+    async fn review_pair_decide(&self, id: Uuid, d: &ReviewDecision) -> Result<ReviewPair> {
+        let d = d.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut pair = tx
+                .prepare_cached(&format!("{PAIR_SELECT} WHERE id = ?1"))?
+                .query_row([id.to_string()], pair_row)
+                .optional()?
+                .transpose()?
+                .ok_or(StoreError::NotFound)?;
+            if pair.state != ReviewState::Pending {
+                return Err(StoreError::State(format!("the pair is already decided ({})", pair.state.code())));
+            }
+            if let Some((key, version, person, survivor)) = &d.merge {
+                update_in_tx(&tx, *key, *version, person, ChangeKind::Merge, &d.meta)?;
+                pair.survivor = Some(*survivor);
+            }
+            let at = now();
+            pair.state = d.state;
+            pair.decided_by = Some(d.by.clone());
+            pair.decided_at = Some(at);
+            pair.note = d.note.clone();
+            tx.execute(
+                "UPDATE review_pairs SET state = ?2, decided_by = ?3, decided_at = ?4, note = ?5, survivor = ?6
+                 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    pair.state.code(),
+                    pair.decided_by,
+                    ts(at),
+                    pair.note,
+                    pair.survivor.map(|s| s.to_string())
+                ],
+            )?;
+            if let Some(e) = &d.audit {
+                append_audit(&tx, std::slice::from_ref(e))?;
+            }
+            tx.commit()?;
+            Ok(pair)
         })
         .await
     }

@@ -1,4 +1,6 @@
-//! dancu: the one binary. `demo`, `serve`, `migrate`, `generate`, `seed`, `sample-ids`.
+//! dancu: the one binary. `demo`, `serve`, `migrate`, `generate`, `seed`, `import`, `sample-ids`.
+
+mod import;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -97,6 +99,43 @@ enum Command {
         /// 2025 province codes to populate (default: all 34)
         #[arg(long, value_delimiter = ',')]
         provinces: Vec<String>,
+        /// Add this share (0-1) of extra duplicate rows re-recorded with realistic intake errors,
+        /// shuffled in, and write which rows are one person to FILE.truth.csv (line,entity)
+        #[arg(long)]
+        duplicates: Option<f64>,
+    },
+    /// Import people collected by a unit from a CSV or XLSX file: every row normalized and
+    /// validated (rejected rows go to the report with line, field, value and reason), duplicates
+    /// found within the file and against the registry (linked, or queued for clerical review),
+    /// personal IDs assigned. Safe to re-run: a batch (default id: the file's SHA-256) resumes
+    /// where it stopped and is never applied twice.
+    Import {
+        #[command(flatten)]
+        db: DbArgs,
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: import::Format,
+        /// The unit the rows belong to: commune:CODE or province:CODE (2025 codes)
+        #[arg(long)]
+        unit: String,
+        /// The officer importing (an active collector of that unit or one above it)
+        #[arg(long)]
+        officer: String,
+        /// A CSV of `field,column` lines naming the file's column for each field
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Batch id (default: the file's SHA-256)
+        #[arg(long)]
+        batch_id: Option<String>,
+        /// Report CSV (default: FILE.report.csv beside the input)
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Summary JSON (default: FILE.summary.json beside the input)
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// Rows per stored chunk (one transaction each)
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        chunk: u32,
     },
     /// Load a synthetic population into a store as active people with personal IDs
     Seed {
@@ -645,6 +684,75 @@ fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>) -> R
     Ok(())
 }
 
+fn print_summary(s: &import::Summary, path: &Path) {
+    if s.already_finished {
+        say(format!("Lô {} đã nhập xong trước đó / batch already imported; its summary:", s.batch_id));
+    }
+    say(format!("Lô / batch {} — đơn vị / unit {}, cán bộ / officer {}", s.batch_id, s.unit, s.officer));
+    say(format!("  dòng đọc / rows read:                 {}", s.rows_read));
+    say(format!("  dòng bị loại / rows rejected:         {}", s.rows_rejected));
+    for (code, n) in &s.rejected_by_reason {
+        say(format!("      {code}: {n}"));
+    }
+    for (code, n) in &s.notes {
+        say(format!("  ghi chú / note {code}: {n}"));
+    }
+    say(format!("  người mới / new people:               {}", s.new_people));
+    say(format!("  trùng trong tệp / linked in file:     {}", s.linked_within_batch));
+    say(format!("  trùng với CSDL / linked to registry:  {}", s.linked_to_registry));
+    say(format!("  cặp cần xem xét / review pairs:       {}", s.review_pairs));
+    say(format!("  số định danh cấp / IDs assigned:      {} (kept from file: {})", s.ids_assigned, s.ids_kept));
+    if s.pending_without_id > 0 {
+        say(format!("  chờ cấp số / pending without ID:      {}", s.pending_without_id));
+    }
+    if s.already_imported > 0 {
+        say(format!("  đã nhập ở lần trước / stored earlier: {}", s.already_imported));
+    }
+    say(format!("  thời gian / time:                     {:.1} s", s.seconds));
+    say(format!("  báo cáo / report: {}", s.report));
+    say(format!("  tóm tắt / summary: {}", path.display()));
+}
+
+/// Generated people plus labelled duplicates (`dancu_synth::duplicates`), shuffled; the truth
+/// (file line → person number) beside the data as `FILE.truth.csv`.
+fn generate_with_duplicates(people: u64, seed: u64, out: &Path, provinces: Vec<String>, share: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&share) {
+        bail!("--duplicates must be a share between 0 and 1, got {share}");
+    }
+    if out.as_os_str() == "-" {
+        bail!("--duplicates writes a truth file beside the data: give a file for --out");
+    }
+    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let generated: Vec<dancu_synth::SynthPerson> = generator.take(people as usize).collect();
+    let households: Vec<u64> = generated.iter().map(|p| p.household).collect();
+    let labelled =
+        dancu_synth::duplicates::with_duplicates(generated.into_iter().map(|p| p.person).collect(), share, seed);
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = csv::WriterBuilder::new().buffer_capacity(1 << 20).from_writer(file);
+    w.write_record(dancu_synth::CSV_HEADER)?;
+    let truth_path = import::sibling(out, "truth.csv");
+    let mut truth =
+        csv::Writer::from_path(&truth_path).with_context(|| format!("creating {}", truth_path.display()))?;
+    truth.write_record(["line", "entity", "duplicate"])?;
+    for (i, l) in labelled.iter().enumerate() {
+        let row = dancu_synth::SynthPerson { household: households[l.entity], person: l.person.clone() };
+        w.write_record(row.csv_row())?;
+        truth.write_record([(i + 2).to_string(), l.entity.to_string(), l.duplicate.to_string()])?;
+    }
+    w.flush()?;
+    truth.flush()?;
+    eprintln!(
+        "wrote {} rows ({people} people, {} duplicates) to {} and the truth to {} in {:.1} s",
+        labelled.len(),
+        labelled.len() as u64 - people.min(labelled.len() as u64),
+        out.display(),
+        truth_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -704,7 +812,23 @@ async fn main() -> Result<()> {
             println!("{n} migration(s) applied ({})", store.backend());
             Ok(())
         }
-        Command::Generate { people, seed, out, provinces } => generate_csv(people, seed, &out, provinces),
+        Command::Generate { people, seed, out, provinces, duplicates: None } => {
+            generate_csv(people, seed, &out, provinces)
+        }
+        Command::Generate { people, seed, out, provinces, duplicates: Some(share) } => {
+            generate_with_duplicates(people, seed, &out, provinces, share)
+        }
+        Command::Import { db, file, format, unit, officer, mapping, batch_id, report, summary, chunk } => {
+            let store = open_store(&db).await?;
+            let summary_path = summary.unwrap_or_else(|| import::sibling(&file, "summary.json"));
+            let options =
+                import::Options { file, format, unit, officer, mapping, batch_id, report, chunk: chunk as usize };
+            let s = import::run(store, &options).await?;
+            std::fs::write(&summary_path, serde_json::to_string_pretty(&s)? + "\n")
+                .with_context(|| format!("writing {}", summary_path.display()))?;
+            print_summary(&s, &summary_path);
+            Ok(())
+        }
         Command::Seed { db, people, seed: s, provinces } => {
             if people == 0 {
                 bail!("--people must be at least 1");

@@ -8,4 +8,5 @@ pub mod em;
 pub mod fields;
 pub mod linkage;
 pub mod phonetic;
+pub mod row;
 pub mod vnenc;

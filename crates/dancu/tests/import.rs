@@ -1,0 +1,149 @@
+//! `dancu import` end to end with the real binary: generate → import works with no mapping,
+//! duplicates are linked, a re-run changes nothing, and killing the process (SIGKILL) at random
+//! moments never loses, duplicates or double-issues anything: the rerun finishes to exactly the
+//! state of a clean run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dancu");
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dancu-import-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn dancu(args: &[&str]) -> std::process::Output {
+    let out = Command::new(BIN).args(args).env("DANCU_LOG", "warn").output().unwrap();
+    assert!(out.status.success(), "dancu {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn officer(data: &Path) {
+    let d = data.to_str().unwrap();
+    dancu(&[
+        "officer",
+        "add",
+        "--data",
+        d,
+        "--username",
+        "nhap.lieu",
+        "--name",
+        "Cán bộ nhập liệu",
+        "--unit",
+        "province:01",
+        "--roles",
+        "collector",
+    ]);
+}
+
+fn import_args<'a>(data: &'a str, file: &'a str) -> Vec<&'a str> {
+    vec!["import", "--data", data, file, "--unit", "province:01", "--officer", "nhap.lieu", "--chunk", "200"]
+}
+
+/// What the database holds after an import: people, merged duplicates, personal IDs (distinct),
+/// imported lines (distinct), review pairs, IDs issued.
+#[derive(Debug, PartialEq, Eq)]
+struct State {
+    persons: i64,
+    merged: i64,
+    ids: i64,
+    distinct_ids: i64,
+    lines: i64,
+    distinct_keys: i64,
+    review_pairs: i64,
+    issued: i64,
+}
+
+fn state(data: &Path) -> State {
+    let c = rusqlite::Connection::open(data.join("dancu.sqlite")).unwrap();
+    let n = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    State {
+        persons: n("SELECT count(*) FROM persons"),
+        merged: n("SELECT count(*) FROM persons WHERE merged_into IS NOT NULL"),
+        ids: n("SELECT count(personal_id) FROM persons"),
+        distinct_ids: n("SELECT count(DISTINCT personal_id) FROM persons"),
+        lines: n("SELECT count(DISTINCT line) FROM import_rows"),
+        distinct_keys: n("SELECT count(DISTINCT person_key) FROM import_rows"),
+        review_pairs: n("SELECT count(*) FROM review_pairs"),
+        issued: n("SELECT count(*) FROM issued_ids"),
+    }
+}
+
+#[test]
+fn generate_import_and_killed_imports_finish_like_a_clean_run() {
+    let dir = temp_dir("crash");
+    let file = dir.join("people.csv");
+    let f = file.to_str().unwrap();
+    dancu(&["generate", "--people", "2500", "--seed", "7", "--provinces", "01", "--duplicates", "0.1", "--out", f]);
+    let truth = std::fs::read_to_string(dir.join("people.truth.csv")).unwrap();
+    let rows = truth.lines().count() as i64 - 1;
+    assert!(rows > 2600, "{rows} rows");
+
+    // A clean run.
+    let clean = dir.join("clean");
+    officer(&clean);
+    let c = clean.to_str().unwrap();
+    let started = Instant::now();
+    let out = dancu(&import_args(c, f));
+    let took = started.elapsed();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("people.summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["rows_read"], rows, "{summary}");
+    // A duplicate's typo may put a birth year in the future: that row is rejected, and reported.
+    let rejected = summary["rows_rejected"].as_i64().unwrap();
+    assert!(rejected < 10, "{summary}");
+    let report = std::fs::read_to_string(dir.join("people.report.csv")).unwrap();
+    assert_eq!(report.lines().filter(|l| l.contains(",rejected,")).count() as i64, rejected);
+    let stored = rows - rejected;
+    let linked = summary["linked_within_batch"].as_i64().unwrap();
+    assert!(linked > 100, "duplicates are linked: {summary}");
+    let want = state(&clean);
+    assert_eq!(want.persons, stored);
+    assert_eq!(want.lines, stored);
+    assert_eq!(want.distinct_keys, stored);
+    assert_eq!(want.merged, linked);
+    assert_eq!(want.ids, want.distinct_ids);
+    assert_eq!(want.ids, stored - linked, "every person kept gets one ID");
+    assert_eq!(want.issued, want.ids);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("IDs assigned"));
+    // A re-run of the finished batch changes nothing.
+    dancu(&import_args(c, f));
+    assert_eq!(state(&clean), want);
+
+    // Killed at moments spread over a run (and a little random), then run to the end.
+    let killed = dir.join("killed");
+    officer(&killed);
+    let k = killed.to_str().unwrap();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mut kills = 0;
+    for i in 0..7u64 {
+        let jitter = (seed.wrapping_mul(6364136223846793005).wrapping_add(i * 1442695040888963407) >> 40) % 100;
+        let at = took.mul_f64((0.15 + 0.12 * i as f64 + jitter as f64 / 1000.0).min(0.95));
+        let mut child = Command::new(BIN)
+            .args(import_args(k, f))
+            .env("DANCU_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at.max(Duration::from_millis(30)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let s = state(&killed);
+        assert_eq!(s.ids, s.distinct_ids, "no ID twice after kill {i}");
+        assert_eq!(s.lines, s.distinct_keys);
+        assert_eq!(s.lines, s.persons, "every stored person is an imported line, once");
+    }
+    assert!(kills >= 3, "only {kills} runs were killed");
+    dancu(&import_args(k, f));
+    let got = state(&killed);
+    assert_eq!(got, want, "a killed and resumed import ends like a clean one");
+    let _ = std::fs::remove_dir_all(&dir);
+}

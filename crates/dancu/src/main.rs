@@ -1,4 +1,7 @@
-//! dancu: the one binary. `demo`, `serve`, `migrate`, `generate`, `seed`, `sample-ids`.
+//! dancu: the one binary. `demo`, `serve`, `migrate`, `generate`, `seed`, `sample-ids`,
+//! `pki` (the card PKI) and `card` (personalization, passive authentication).
+
+mod cards;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -107,6 +110,16 @@ enum Command {
     Officer {
         #[command(subcommand)]
         command: OfficerCommand,
+    },
+    /// The identity-card PKI: Country Signing CA, Document Signers, CRL
+    Pki {
+        #[command(subcommand)]
+        command: cards::PkiCommand,
+    },
+    /// Identity cards: personalize a chip, verify one (passive authentication), benchmark
+    Card {
+        #[command(subcommand)]
+        command: cards::CardCommand,
     },
     /// Print a random sample of issued personal IDs, one a line (for benchmarks)
     SampleIds {
@@ -697,6 +710,8 @@ async fn main() -> Result<()> {
         }
         Command::Audit { command } => audit_command(command).await,
         Command::Officer { command } => officer_command(command).await,
+        Command::Pki { command } => cards::pki_command(command),
+        Command::Card { command } => cards::card_command(command).await,
         Command::SampleIds { db, count } => {
             let store = open_store(&db).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -1,10 +1,12 @@
 //! Signing keys behind one interface. [`Signer`] is what the rest of dancu uses; the
 //! [`SoftwareKey`] keeps an ECDSA P-256 key in a PKCS#8 PEM file (mode 0600) for development
-//! and single-machine installs. A PKCS#11 implementation (HSM; SoftHSM2 in tests) is the
-//! production path and implements the same trait.
+//! and single-machine installs. [`pkcs11::Pkcs11Key`] (an HSM through PKCS#11; SoftHSM2 in
+//! tests) is the production path and implements the same trait.
 //!
 //! Architecture invariant: private key material never leaves this crate (no getter returns it)
 //! and is never logged.
+
+pub mod pkcs11;
 
 use std::path::Path;
 

@@ -1,5 +1,7 @@
-//! dancu: the one binary. `demo`, `serve`, `migrate`, `generate`, `seed`, `import`, `sample-ids`.
+//! dancu: the one binary. `demo`, `serve`, `migrate`, `generate`, `seed`, `import`, `sample-ids`,
+//! `pki` (the card PKI) and `card` (personalization, passive authentication).
 
+mod cards;
 mod import;
 
 use std::io::Write;
@@ -157,6 +159,16 @@ enum Command {
     Officer {
         #[command(subcommand)]
         command: OfficerCommand,
+    },
+    /// The identity-card PKI: Country Signing CA, Document Signers, CRL
+    Pki {
+        #[command(subcommand)]
+        command: cards::PkiCommand,
+    },
+    /// Identity cards: personalize a chip, verify one (passive authentication), benchmark
+    Card {
+        #[command(subcommand)]
+        command: cards::CardCommand,
     },
     /// Print a random sample of issued personal IDs, one a line (for benchmarks)
     SampleIds {
@@ -838,6 +850,8 @@ async fn main() -> Result<()> {
         }
         Command::Audit { command } => audit_command(command).await,
         Command::Officer { command } => officer_command(command).await,
+        Command::Pki { command } => cards::pki_command(command),
+        Command::Card { command } => cards::card_command(command).await,
         Command::SampleIds { db, count } => {
             let store = open_store(&db).await?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -17,6 +17,7 @@ pub mod id;
 pub mod intake;
 pub mod person;
 pub mod reference;
+pub mod residence;
 pub mod text;
 
 pub use date::PartialDate;

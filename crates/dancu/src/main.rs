@@ -57,6 +57,8 @@ enum Command {
         audit: ServeAuditArgs,
         #[command(flatten)]
         session: SessionArgs,
+        #[command(flatten)]
+        residence: ResidenceArgs,
     },
     /// Run the HTTP server (applies pending migrations first)
     Serve {
@@ -68,6 +70,8 @@ enum Command {
         audit: ServeAuditArgs,
         #[command(flatten)]
         session: SessionArgs,
+        #[command(flatten)]
+        residence: ResidenceArgs,
     },
     /// Apply pending database migrations
     Migrate {
@@ -107,6 +111,11 @@ enum Command {
     Officer {
         #[command(subcommand)]
         command: OfficerCommand,
+    },
+    /// Residence: end expired temporary residences; compute a statutory deadline
+    Residence {
+        #[command(subcommand)]
+        command: ResidenceCommand,
     },
     /// Print a random sample of issued personal IDs, one a line (for benchmarks)
     SampleIds {
@@ -169,6 +178,85 @@ enum AuditCommand {
         #[command(flatten)]
         key: AuditKeyArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum ResidenceCommand {
+    /// End every temporary residence whose registration expired before today (the server also
+    /// does this every hour)
+    Expire {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Treat this day (YYYY-MM-DD) as today
+        #[arg(long)]
+        on: Option<String>,
+    },
+    /// The deadline of an application submitted on a day, N working days later (weekends,
+    /// public holidays, Tết skipped); lists the days off in between
+    Deadline {
+        /// Day of submission, YYYY-MM-DD
+        #[arg(long)]
+        from: String,
+        /// Working days
+        #[arg(long)]
+        days: u32,
+        #[command(flatten)]
+        residence: ResidenceArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ResidenceArgs {
+    /// Holiday schedule changes, one a line: `YYYY-MM-DD,holiday,Name` or `YYYY-MM-DD,working_day`
+    /// (the yearly schedule announced by the government), applied over the statutory holidays
+    #[arg(long, env = "DANCU_HOLIDAYS")]
+    holidays: Option<PathBuf>,
+    /// The key residence confirmations are signed with (PKCS#8 PEM, created on first use);
+    /// default DATA/keys/residence-confirmation.pem
+    #[arg(long, env = "DANCU_CONFIRMATION_KEY")]
+    confirmation_key: Option<PathBuf>,
+}
+
+impl ResidenceArgs {
+    fn calendar(&self) -> Result<dancu_core::calendar::HolidayCalendar> {
+        let mut c = dancu_core::calendar::HolidayCalendar::vietnam(2000..=2100);
+        if let Some(path) = &self.holidays {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            c.configure(&text).map_err(|e| {
+                anyhow::anyhow!("{}: {}: {} ({})", path.display(), e.field, e.reason, e.value.unwrap_or_default())
+            })?;
+        }
+        Ok(c)
+    }
+}
+
+fn parse_day(what: &str, s: &str) -> Result<time::Date> {
+    dancu_core::date::iso_date::parse(s).with_context(|| format!("{what}: not a date YYYY-MM-DD: {s:?}"))
+}
+
+async fn residence_command(command: ResidenceCommand) -> Result<()> {
+    match command {
+        ResidenceCommand::Expire { db, on } => {
+            let store = open_store(&db).await?;
+            let day = on.as_deref().map(|d| parse_day("--on", d)).transpose()?.unwrap_or_else(today);
+            let n = Registry::new(store)
+                .expire_temporary(day, "dancu-residence-expiry")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{n} temporary residence(s) ended (registration expired before {day})");
+            Ok(())
+        }
+        ResidenceCommand::Deadline { from, days, residence } => {
+            let from = parse_day("--from", &from)?;
+            let c = residence.calendar()?;
+            let due = c.deadline(from, days);
+            println!("{}", dancu_core::date::iso_date::format(due));
+            for h in c.holidays_between(from, due) {
+                println!("  {} {}", dancu_core::date::iso_date::format(h.date), h.name);
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -563,9 +651,32 @@ async fn serve(
     listen: SocketAddr,
     audit: &ServeAuditArgs,
     session: &SessionArgs,
+    residence: &ResidenceArgs,
     banner: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let auth = session.config()?;
+    let registry = Registry::new(store.clone()).with_calendar(residence.calendar()?);
+    let confirmation_path =
+        residence.confirmation_key.clone().unwrap_or_else(|| db.data.join("keys").join("residence-confirmation.pem"));
+    let confirmation_key: Arc<dyn dancu_keys::Signer> = Arc::new(
+        dancu_keys::SoftwareKey::load_or_create(&confirmation_path)
+            .with_context(|| format!("residence confirmation key {}", confirmation_path.display()))?,
+    );
+    {
+        // Temporary residences end by themselves when their registration expires.
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                match registry.expire_temporary(today(), "dancu-residence-expiry").await {
+                    Ok(n) if n > 0 => tracing::info!(ended = n, "expired temporary residences ended"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "ending expired temporary residences failed"),
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let auditor = if audit.no_audit {
@@ -595,7 +706,7 @@ async fn serve(
     }
     tracing::info!(%addr, backend = store.backend(), "serving");
     banner(addr);
-    let state = AppState::with_auth(Registry::new(store), writer, auth);
+    let state = AppState::with_auth(registry, writer, auth).with_confirmation_key(confirmation_key);
     dancu_server::serve(listener, state, shutdown_signal()).await?;
     if let Some(a) = auditor {
         a.checkpoint().await.context("signing the final audit checkpoint")?;
@@ -633,7 +744,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Demo { db, people, seed: s, provinces, listen, audit, session } => {
+        Command::Demo { db, people, seed: s, provinces, listen, audit, session, residence } => {
             let store = open_store(&db).await?;
             let existing = store.count_persons().await?;
             if existing == 0 {
@@ -644,7 +755,7 @@ async fn main() -> Result<()> {
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
             let logins = demo_logins(&store, &db, sample.as_ref()).await?;
-            serve(store, &db, listen, &audit, &session, |addr| {
+            serve(store, &db, listen, &audit, &session, &residence, |addr| {
                 say(String::new());
                 say(format!("  dancu đang chạy / dancu is running: http://{addr}/"));
                 say(format!("  API docs (Swagger UI):              http://{addr}/api/docs"));
@@ -674,9 +785,12 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Serve { db, listen, audit, session } => {
+        Command::Serve { db, listen, audit, session, residence } => {
             let store = open_store(&db).await?;
-            serve(store, &db, listen, &audit, &session, |addr| say(format!("dancu listening on http://{addr}/"))).await
+            serve(store, &db, listen, &audit, &session, &residence, |addr| {
+                say(format!("dancu listening on http://{addr}/"))
+            })
+            .await
         }
         Command::Migrate { db } => {
             let store = dancu_store::open(&db.url()).await.with_context(|| format!("opening {}", redact(&db.url())))?;
@@ -696,6 +810,7 @@ async fn main() -> Result<()> {
             seed(store, people, s, provinces).await
         }
         Command::Audit { command } => audit_command(command).await,
+        Command::Residence { command } => residence_command(command).await,
         Command::Officer { command } => officer_command(command).await,
         Command::SampleIds { db, count } => {
             let store = open_store(&db).await?;

@@ -646,6 +646,37 @@ fn check_expiry(e: &mut ValidationErrors, field: &str, until: Date, today: Date)
     }
 }
 
+/// What the 2025 reform does to an address on the legacy commune list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressMigration {
+    /// The whole old commune went into one 2025 commune: the address moves automatically.
+    Automatic(Address),
+    /// Only part of the old commune went into each of these 2025 communes: a person decides.
+    Review(Vec<String>),
+    /// The code is in no row of the conversion table.
+    Unknown,
+}
+
+/// The migration of a legacy address (`None` for an address already on the 2025 list).
+pub fn migrate_address(a: &Address) -> Option<AddressMigration> {
+    if a.scheme != Scheme::Legacy {
+        return None;
+    }
+    let rows = reference::conversions_from(&a.commune_code);
+    let mut targets: Vec<String> = rows.iter().map(|c| c.new_commune_code.clone()).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    Some(match (targets.len(), rows.iter().all(|c| c.kind == reference::MergeKind::Whole)) {
+        (0, _) => AddressMigration::Unknown,
+        (1, true) => AddressMigration::Automatic(Address {
+            scheme: Scheme::Y2025,
+            commune_code: targets.remove(0),
+            detail: a.detail.clone(),
+        }),
+        _ => AddressMigration::Review(targets),
+    })
+}
+
 /// What a residence confirmation (xác nhận thông tin về cư trú) states, as signed. The signed
 /// message is the statement's JSON in field order (`to_message`); the code carries it whole,
 /// so a verifier needs only the public key.
@@ -829,6 +860,40 @@ mod tests {
         let conv = reference::conversions_from("00004")[0].new_commune_code.clone();
         assert!(same_commune(&legacy, &addr(&conv)));
         assert!(!same_commune(&addr("00004"), &addr("26506")));
+    }
+
+    #[test]
+    fn legacy_addresses_migrate_whole_or_go_to_review() {
+        let whole = reference::conversions()
+            .iter()
+            .find(|c| {
+                let rows = reference::conversions_from(&c.old_commune_code);
+                rows.len() == 1 && rows[0].kind == reference::MergeKind::Whole
+            })
+            .unwrap();
+        let a = Address {
+            scheme: Scheme::Legacy,
+            commune_code: whole.old_commune_code.clone(),
+            detail: Some("Thôn 1".into()),
+        };
+        match migrate_address(&a) {
+            Some(AddressMigration::Automatic(n)) => {
+                assert_eq!(
+                    (n.scheme, n.commune_code.as_str(), n.detail.as_deref()),
+                    (Scheme::Y2025, whole.new_commune_code.as_str(), Some("Thôn 1"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let part = reference::conversions().iter().find(|c| c.kind == reference::MergeKind::Part).unwrap();
+        let a = Address { scheme: Scheme::Legacy, commune_code: part.old_commune_code.clone(), detail: None };
+        assert!(matches!(migrate_address(&a), Some(AddressMigration::Review(c)) if c.contains(&part.new_commune_code)));
+        let a = Address { scheme: Scheme::Legacy, commune_code: "99999".into(), detail: None };
+        assert_eq!(migrate_address(&a), Some(AddressMigration::Unknown));
+        assert_eq!(
+            migrate_address(&Address { scheme: Scheme::Y2025, commune_code: "00004".into(), detail: None }),
+            None
+        );
     }
 
     #[test]

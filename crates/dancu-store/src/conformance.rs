@@ -23,7 +23,8 @@ macro_rules! conformance_tests {
             residence_registration_moving_and_history, residence_one_permanent_at_a_time,
             residence_joining_needs_the_heads_consent, residence_head_must_be_a_member,
             residence_separation_rules, residence_temporary_rules_and_expiry, residence_death_ends_residence,
-            residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays);
+            residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays,
+            addresses_migrate_whole_and_review);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -1275,4 +1276,44 @@ pub async fn residence_workflow_overdue_and_stays(store: Arc<dyn Store>) {
     assert_eq!((late.state, late.late, late.kind), (ApplicationState::Approved, true, ProcedureKind::StayNotification));
     let on_time = reg.submit(stay(crate::now() - time::Duration::minutes(1)), "o", |_| true, None).await.unwrap();
     assert!(!on_time.late);
+}
+
+pub async fn addresses_migrate_whole_and_review(store: Arc<dyn Store>) {
+    use dancu_core::reference::{self, MergeKind, Scheme};
+    let reg = Registry::new(store.clone());
+    let whole = reference::conversions()
+        .iter()
+        .find(|c| {
+            let rows = reference::conversions_from(&c.old_commune_code);
+            rows.len() == 1 && rows[0].kind == MergeKind::Whole
+        })
+        .unwrap();
+    let part = reference::conversions().iter().find(|c| c.kind == MergeKind::Part).unwrap();
+    let legacy = |code: &str| dancu_core::person::Address {
+        scheme: Scheme::Legacy,
+        commune_code: code.to_string(),
+        detail: Some("Thôn 3".into()),
+    };
+    let a = person(&reg, 60, Some(legacy(&whole.old_commune_code))).await;
+    let b = person(&reg, 61, Some(legacy(&part.old_commune_code))).await;
+    let c = person(&reg, 62, Some(addr("00004", "Số 62"))).await;
+    let report = reg.migrate_addresses(1, "officer-test", |_| {}).await.unwrap();
+    assert_eq!(report.people_scanned, 2);
+    assert_eq!((report.moved_automatically, report.queued_for_review, report.people_updated), (1, 1, 1));
+    let now = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    let p = now.person.record.permanent_residence.unwrap();
+    assert_eq!(
+        (p.scheme, p.commune_code.as_str(), p.detail.as_deref()),
+        (Scheme::Y2025, whole.new_commune_code.as_str(), Some("Thôn 3"))
+    );
+    // history keeps the old code
+    let h = reg.history(a.key).await.unwrap();
+    assert_eq!(h[h.len() - 2].person.record.permanent_residence.as_ref().unwrap().scheme, Scheme::Legacy);
+    assert!(h.last().unwrap().meta.reason.contains("2025"));
+    // the part merge waits for a person; the 2025 address is untouched
+    assert_eq!(reg.get(&PersonRef::Key(b.key)).await.unwrap().version, b.version);
+    assert_eq!(reg.get(&PersonRef::Key(c.key)).await.unwrap().version, c.version);
+    // a second run moves nothing more and queues nothing twice
+    let again = reg.migrate_addresses(500, "officer-test", |_| {}).await.unwrap();
+    assert_eq!((again.people_scanned, again.moved_automatically, again.people_updated), (1, 0, 0));
 }

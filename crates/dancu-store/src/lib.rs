@@ -439,6 +439,19 @@ pub trait Store: Send + Sync {
     /// Open temporary residences whose registration ended before `today` (up to `limit`).
     async fn temporary_expired(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>>;
 
+    /// People with an address on the legacy commune list, by record key after `after` (key order).
+    async fn persons_with_legacy_address(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<PersonRecord>>;
+
+    /// One batch of the 2025 address migration in one transaction: each person updated at the
+    /// version read (one changed meanwhile is skipped and counted), each review queued once
+    /// (per person and field). Returns (people updated, people skipped).
+    async fn address_migration_apply(
+        &self,
+        changes: &[(Uuid, i64, Person)],
+        reviews: &[AddressReview],
+        meta: &ChangeMeta,
+    ) -> Result<(u64, u64)>;
+
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
 
@@ -775,4 +788,17 @@ pub struct ResidencePlan {
     pub close_memberships: Vec<(Uuid, time::Date)>,
     pub open_memberships: Vec<MembershipOpen>,
     pub audit: Option<AuditEntry>,
+}
+
+/// A legacy address the 2025 migration could not move by itself (a partial merge): a person
+/// decides among the candidate 2025 communes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AddressReview {
+    #[schema(value_type = String, format = "uuid")]
+    pub person_key: Uuid,
+    /// `permanent_residence`, `temporary_residence` or `current_residence`.
+    pub field: String,
+    pub address: dancu_core::person::Address,
+    /// 2025 commune codes the old commune went into, in part.
+    pub candidates: Vec<String>,
 }

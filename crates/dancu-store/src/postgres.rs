@@ -239,6 +239,19 @@ CREATE TABLE residence_application_areas (
     application_id uuid NOT NULL REFERENCES residence_applications (id),
     PRIMARY KEY (area, application_id)
 );
+
+-- Legacy addresses of partially merged communes, waiting for a person's decision (2025 reform).
+CREATE TABLE address_reviews (
+    person_key   uuid NOT NULL REFERENCES persons (key),
+    field        text NOT NULL,
+    scheme       text NOT NULL,
+    commune_code text NOT NULL,
+    detail       text,
+    candidates   text NOT NULL,
+    queued_at    timestamptz NOT NULL,
+    resolved_at  timestamptz,
+    PRIMARY KEY (person_key, field)
+);
 "#,
     ),
 ];
@@ -1211,6 +1224,60 @@ impl Store for PgStore {
 
     async fn temporary_expired(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>> {
         self.temporary_expired_impl(today, limit).await
+    }
+
+    async fn persons_with_legacy_address(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<PersonRecord>> {
+        let client = self.pool.get().await?;
+        let after = after.unwrap_or(Uuid::nil());
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM persons
+                     WHERE key > $1 AND key IN (SELECT person_key FROM person_areas
+                                                WHERE area >= 'c:legacy:' AND area < 'c:legacy;')
+                     ORDER BY key LIMIT $2"
+                ),
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(to_record).collect()
+    }
+
+    async fn address_migration_apply(
+        &self,
+        changes: &[(Uuid, i64, Person)],
+        reviews: &[crate::AddressReview],
+        meta: &ChangeMeta,
+    ) -> Result<(u64, u64)> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (mut done, mut skipped) = (0, 0);
+        for (key, version, person) in changes {
+            match update_in_tx(&tx, *key, *version, person, ChangeKind::Update, meta).await {
+                Ok(_) => done += 1,
+                Err(StoreError::Conflict { .. } | StoreError::NotFound) => skipped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        let at = now();
+        for r in reviews {
+            tx.execute(
+                "INSERT INTO address_reviews (person_key, field, scheme, commune_code, detail, candidates, queued_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &r.person_key,
+                    &r.field,
+                    &r.address.scheme.code(),
+                    &r.address.commune_code,
+                    &r.address.detail,
+                    &r.candidates.join(","),
+                    &at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((done, skipped))
     }
 
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {

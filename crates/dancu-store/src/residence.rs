@@ -909,3 +909,88 @@ fn check_cause_status(l: &Loaded, death_cause: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// What one run of the 2025 address migration did (counts of addresses and people).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AddressMigrationReport {
+    /// People read who had at least one legacy address.
+    pub people_scanned: u64,
+    /// Addresses moved to their 2025 commune (whole merges).
+    pub moved_automatically: u64,
+    /// Addresses queued for a person's decision (partial merges).
+    pub queued_for_review: u64,
+    /// Addresses whose commune is in no row of the conversion table (left as they are).
+    pub unknown_code: u64,
+    /// People whose record changed.
+    pub people_updated: u64,
+    /// People changed by someone else during the run (left for the next run).
+    pub people_skipped: u64,
+}
+
+impl Registry {
+    /// Moves legacy residence addresses to the 2025 communes with the official conversion table:
+    /// whole merges automatically (a new version of the record; its history keeps the old code),
+    /// partial merges to the review queue. Batches of `batch` people, one transaction each;
+    /// `progress` is called after each batch with the report so far.
+    pub async fn migrate_addresses(
+        &self,
+        batch: u32,
+        actor: &str,
+        mut progress: impl FnMut(&AddressMigrationReport),
+    ) -> Result<AddressMigrationReport> {
+        use dancu_core::residence::{AddressMigration, migrate_address};
+        let meta = ChangeMeta::new(
+            actor,
+            "Chuyển địa chỉ sang đơn vị hành chính cấp xã mới (2025 administrative reform)",
+            Some("Nghị quyết 202/2025/QH15; Nghị quyết của UBTVQH về sắp xếp đơn vị hành chính cấp xã năm 2025".into()),
+        );
+        let mut report = AddressMigrationReport::default();
+        let mut after = None;
+        loop {
+            let page = self.store().persons_with_legacy_address(after, batch.max(1)).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key);
+            let mut changes = Vec::new();
+            let mut reviews = Vec::new();
+            for rec in page {
+                report.people_scanned += 1;
+                let mut person = rec.person.clone();
+                let mut changed = false;
+                let r = &mut person.record;
+                for (field, slot) in [
+                    ("permanent_residence", &mut r.permanent_residence),
+                    ("temporary_residence", &mut r.temporary_residence),
+                    ("current_residence", &mut r.current_residence),
+                ] {
+                    let Some(a) = slot.as_ref() else { continue };
+                    match migrate_address(a) {
+                        None => {}
+                        Some(AddressMigration::Automatic(new)) => {
+                            *slot = Some(new);
+                            changed = true;
+                            report.moved_automatically += 1;
+                        }
+                        Some(AddressMigration::Review(candidates)) => {
+                            reviews.push(crate::AddressReview {
+                                person_key: rec.key,
+                                field: field.to_string(),
+                                address: a.clone(),
+                                candidates,
+                            });
+                            report.queued_for_review += 1;
+                        }
+                        Some(AddressMigration::Unknown) => report.unknown_code += 1,
+                    }
+                }
+                if changed {
+                    changes.push((rec.key, rec.version, person));
+                }
+            }
+            let (done, skipped) = self.store().address_migration_apply(&changes, &reviews, &meta).await?;
+            report.people_updated += done;
+            report.people_skipped += skipped;
+            progress(&report);
+        }
+        Ok(report)
+    }
+}

@@ -241,6 +241,19 @@ CREATE TABLE residence_application_areas (
     application_id TEXT NOT NULL REFERENCES residence_applications (id),
     PRIMARY KEY (area, application_id)
 ) STRICT, WITHOUT ROWID;
+
+-- Legacy addresses of partially merged communes, waiting for a person's decision (2025 reform).
+CREATE TABLE address_reviews (
+    person_key   TEXT NOT NULL REFERENCES persons (key),
+    field        TEXT NOT NULL,
+    scheme       TEXT NOT NULL,
+    commune_code TEXT NOT NULL,
+    detail       TEXT,
+    candidates   TEXT NOT NULL,
+    queued_at    TEXT NOT NULL,
+    resolved_at  TEXT,
+    PRIMARY KEY (person_key, field)
+) STRICT;
 "#,
     ),
 ];
@@ -1298,6 +1311,63 @@ impl Store for SqliteStore {
 
     async fn temporary_expired(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>> {
         self.temporary_expired_impl(today, limit).await
+    }
+
+    async fn persons_with_legacy_address(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<PersonRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, version, created_at, updated_at, data FROM persons
+                 WHERE key > ?1 AND key IN (SELECT person_key FROM person_areas
+                                            WHERE area >= 'c:legacy:' AND area < 'c:legacy;')
+                 ORDER BY key LIMIT ?2",
+            )?;
+            let after = after.map(|k| k.to_string()).unwrap_or_default();
+            let rows = stmt.query_map(params![after, limit], record_from_row)?;
+            rows.map(|r| to_record(r?)).collect()
+        })
+        .await
+    }
+
+    async fn address_migration_apply(
+        &self,
+        changes: &[(Uuid, i64, Person)],
+        reviews: &[crate::AddressReview],
+        meta: &ChangeMeta,
+    ) -> Result<(u64, u64)> {
+        let changes = changes.to_vec();
+        let reviews = reviews.to_vec();
+        let meta = meta.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (mut done, mut skipped) = (0, 0);
+            for (key, version, person) in &changes {
+                match update_in_tx(&tx, *key, *version, person, ChangeKind::Update, &meta) {
+                    Ok(_) => done += 1,
+                    Err(StoreError::Conflict { .. } | StoreError::NotFound) => skipped += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            let at = ts(now());
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO address_reviews (person_key, field, scheme, commune_code, detail, candidates, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            )?;
+            for r in &reviews {
+                stmt.execute(params![
+                    r.person_key.to_string(),
+                    r.field,
+                    r.address.scheme.code(),
+                    r.address.commune_code,
+                    r.address.detail,
+                    r.candidates.join(","),
+                    at
+                ])?;
+            }
+            drop(stmt);
+            tx.commit()?;
+            Ok((done, skipped))
+        })
+        .await
     }
 
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {

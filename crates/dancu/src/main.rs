@@ -90,6 +90,9 @@ enum Command {
         /// 2025 province codes to populate (default: all 34)
         #[arg(long, value_delimiter = ',')]
         provinces: Vec<String>,
+        /// Share of households (0-1) still on legacy (pre-2025) commune codes
+        #[arg(long, default_value_t = 0.0)]
+        legacy_share: f64,
     },
     /// Load a synthetic population into a store as active people with personal IDs
     Seed {
@@ -101,6 +104,14 @@ enum Command {
         seed: u64,
         #[arg(long, value_delimiter = ',')]
         provinces: Vec<String>,
+        /// Share of households (0-1) still on legacy (pre-2025) commune codes (for `addresses migrate`)
+        #[arg(long, default_value_t = 0.0)]
+        legacy_share: f64,
+    },
+    /// Addresses: `addresses migrate` moves legacy commune codes to the 2025 ones
+    Addresses {
+        #[command(subcommand)]
+        command: AddressesCommand,
     },
     /// The audit trail: verify its hash chain and signed checkpoints, or sign a checkpoint now
     Audit {
@@ -181,6 +192,20 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum AddressesCommand {
+    /// Move residence addresses from legacy commune codes to the 2025 ones with the official
+    /// conversion table: whole merges automatically (the record's history keeps the old code),
+    /// partial merges to the review queue; reports the counts and the rate
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+        /// People per transaction
+        #[arg(long, default_value_t = 5000)]
+        batch: u32,
+    },
+}
+
+#[derive(Subcommand)]
 enum ResidenceCommand {
     /// End every temporary residence whose registration expired before today (the server also
     /// does this every hour)
@@ -228,6 +253,13 @@ impl ResidenceArgs {
         }
         Ok(c)
     }
+}
+
+fn check_share(share: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&share) {
+        bail!("--legacy-share must lie between 0 and 1 (got {share})");
+    }
+    Ok(())
 }
 
 fn parse_day(what: &str, s: &str) -> Result<time::Date> {
@@ -577,14 +609,14 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn synth_config(seed: u64, provinces: Vec<String>) -> Config {
-    Config { seed, provinces, today: today() }
+fn synth_config(seed: u64, provinces: Vec<String>, legacy_share: f64) -> Config {
+    Config { seed, provinces, today: today(), legacy_share }
 }
 
 /// Seeds `people` synthetic people in batches; about 2% stay pending (collected, no ID yet).
-async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<String>) -> Result<()> {
+async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<String>, legacy_share: f64) -> Result<()> {
     let registry = Registry::new(store);
-    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+    let generator = Generator::new(&synth_config(seed, provinces, legacy_share)).map_err(anyhow::Error::msg)?;
     let meta = ChangeMeta::new("dancu-seed", "Dữ liệu dân cư tổng hợp (synthetic population)", None);
     let pb = progress(people, "seeding");
     let started = Instant::now();
@@ -714,8 +746,8 @@ async fn serve(
     Ok(())
 }
 
-fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>) -> Result<()> {
-    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>, legacy_share: f64) -> Result<()> {
+    let generator = Generator::new(&synth_config(seed, provinces, legacy_share)).map_err(anyhow::Error::msg)?;
     let sink: Box<dyn Write> = if out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -749,7 +781,7 @@ async fn main() -> Result<()> {
             let existing = store.count_persons().await?;
             if existing == 0 {
                 eprintln!("dancu demo: seeding {people} synthetic people into {}", redact(&db.url()));
-                seed(store.clone(), people, s, provinces).await?;
+                seed(store.clone(), people, s, provinces, 0.0).await?;
             } else {
                 eprintln!("dancu demo: reusing {existing} people in {}", redact(&db.url()));
             }
@@ -801,13 +833,44 @@ async fn main() -> Result<()> {
             println!("{n} migration(s) applied ({})", store.backend());
             Ok(())
         }
-        Command::Generate { people, seed, out, provinces } => generate_csv(people, seed, &out, provinces),
-        Command::Seed { db, people, seed: s, provinces } => {
+        Command::Generate { people, seed, out, provinces, legacy_share } => {
+            check_share(legacy_share)?;
+            generate_csv(people, seed, &out, provinces, legacy_share)
+        }
+        Command::Seed { db, people, seed: s, provinces, legacy_share } => {
             if people == 0 {
                 bail!("--people must be at least 1");
             }
+            check_share(legacy_share)?;
             let store = open_store(&db).await?;
-            seed(store, people, s, provinces).await
+            seed(store, people, s, provinces, legacy_share).await
+        }
+        Command::Addresses { command: AddressesCommand::Migrate { db, batch } } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let store = open_store(&db).await?;
+            let started = Instant::now();
+            let pb = ProgressBar::new_spinner();
+            let report = Registry::new(store)
+                .migrate_addresses(batch, "dancu-addresses-migrate", |r| {
+                    pb.set_message(format!("{} people scanned", r.people_scanned));
+                    pb.tick();
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("migrating addresses: {e}"))?;
+            pb.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            println!("people with legacy addresses scanned: {}", report.people_scanned);
+            println!("addresses moved automatically (whole merges): {}", report.moved_automatically);
+            println!("addresses queued for review (partial merges): {}", report.queued_for_review);
+            println!("addresses with a code outside the conversion table: {}", report.unknown_code);
+            println!(
+                "people updated: {} (skipped, changed meanwhile: {})",
+                report.people_updated, report.people_skipped
+            );
+            println!("{secs:.1} s, {:.0} people/s", report.people_scanned as f64 / secs.max(1e-9));
+            Ok(())
         }
         Command::Audit { command } => audit_command(command).await,
         Command::Residence { command } => residence_command(command).await,

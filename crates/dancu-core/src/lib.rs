@@ -10,12 +10,14 @@
 pub mod access;
 pub mod audit;
 pub mod auth;
+pub mod calendar;
 pub mod date;
 pub mod error;
 pub mod id;
 pub mod intake;
 pub mod person;
 pub mod reference;
+pub mod residence;
 pub mod text;
 
 pub use date::PartialDate;

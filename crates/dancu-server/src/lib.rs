@@ -16,6 +16,7 @@ pub mod policy;
 pub mod problem;
 pub mod reference;
 pub mod requests;
+pub mod residence;
 pub mod reviews;
 
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub secrets: Arc<dancu_keys::SecretBox>,
     /// The route table (`policy::routes`): every route and its policy.
     pub routes: Arc<Vec<policy::RouteSpec>>,
+    /// The key residence confirmations are signed with (`None`: confirmations unavailable).
+    pub confirmation_key: Option<Arc<dyn dancu_keys::Signer>>,
 }
 
 impl AppState {
@@ -70,7 +73,14 @@ impl AppState {
             auth: Arc::new(auth::AuthState::new(config)),
             secrets,
             routes: Arc::new(policy::routes()),
+            confirmation_key: None,
         }
+    }
+
+    /// Signs residence confirmations with this key.
+    pub fn with_confirmation_key(mut self, key: Arc<dyn dancu_keys::Signer>) -> Self {
+        self.confirmation_key = Some(key);
+        self
     }
 }
 
@@ -87,6 +97,9 @@ impl AppState {
         persons::activate, persons::history, audit::access_log, audit::query,
         requests::list, requests::get, requests::decide,
         reviews::list, reviews::get, reviews::decide,
+        residence::submit, residence::list, residence::get, residence::receive, residence::decide,
+        residence::household, residence::residences, residence::at_address, residence::confirmation,
+        residence::verify,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
@@ -99,6 +112,7 @@ impl AppState {
         (name = "persons", description = "Người — the population records"),
         (name = "reference", description = "Danh mục — reference data"),
         (name = "audit", description = "Nhật ký truy cập — the audit trail"),
+        (name = "residence", description = "Cư trú — residence procedures, households, confirmations"),
         (name = "maker-checker", description = "Phê duyệt thay đổi — changes awaiting a second officer"),
         (name = "review", description = "Xem xét trùng lặp — possible duplicates awaiting a clerk's decision"),
         (name = "auth", description = "Đăng nhập — login, second factor, sessions"),

@@ -13,7 +13,7 @@ use dancu_core::auth::{Role, SessionStage, UnitLevel};
 
 use crate::AppState;
 use crate::problem::ApiError;
-use crate::{audit, auth, officers, persons, reference, requests, reviews};
+use crate::{audit, auth, officers, persons, reference, requests, residence, reviews};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +149,77 @@ pub fn routes() -> Vec<RouteSpec> {
             A::Person,
             || post(reviews::decide),
         ),
+        // residence
+        spec(
+            Method::POST,
+            "/api/v1/residence/applications",
+            Some("residence.submit"),
+            Officer(EDITORS),
+            A::Person,
+            || post(residence::submit),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/residence/applications",
+            Some("residence.list"),
+            Officer(READERS),
+            A::Person,
+            || get(residence::list),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/residence/applications/{id}",
+            Some("residence.read"),
+            Officer(READERS),
+            A::Person,
+            || get(residence::get),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/residence/applications/{id}/receive",
+            Some("residence.receive"),
+            Officer(EDITORS),
+            A::Person,
+            || post(residence::receive),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/residence/applications/{id}/decision",
+            Some("residence.decide"),
+            Officer(ISSUERS),
+            A::Person,
+            || post(residence::decide),
+        ),
+        spec(Method::GET, "/api/v1/households/{id}", Some("household.read"), Officer(READERS), A::Person, || {
+            get(residence::household)
+        }),
+        spec(
+            Method::GET,
+            "/api/v1/persons/{ref}/residences",
+            Some("person.residences"),
+            Officer(READERS),
+            A::Person,
+            || get(residence::residences),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/residence/at-address",
+            Some("residence.at_address"),
+            Officer(READERS),
+            A::Person,
+            || get(residence::at_address),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/persons/{ref}/residence-confirmation",
+            Some("residence.confirmation"),
+            Officer(EDITORS),
+            A::Person,
+            || get(residence::confirmation),
+        ),
+        spec(Method::GET, "/api/v1/residence-confirmations/verify", Some("residence.verify"), Public, A::None, || {
+            get(residence::verify)
+        }),
         // audit trail
         spec(Method::GET, "/api/v1/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(audit::query)),
         // login and the officer's own session

@@ -29,6 +29,10 @@ struct Fixture {
     name: String,
     request_id: String,
     review_id: String,
+    /// A stay notification (recorded, so approved) about the person, in commune 00004.
+    application_id: String,
+    /// A household in commune 00004.
+    household_id: String,
 }
 
 async fn fixture(store: &Arc<dyn Store>) -> Fixture {
@@ -88,14 +92,48 @@ async fn fixture(store: &Arc<dyn Store>) -> Fixture {
         survivor: None,
     };
     store.review_pairs_insert(std::slice::from_ref(&review)).await.unwrap();
+    // residence: a household in the commune, and a stay notification of the person there
+    let mut head = dancu_store::conformance::sample(5);
+    head.permanent_residence = None;
+    head.current_residence = Some(dancu_core::person::Address {
+        scheme: dancu_core::reference::Scheme::Y2025,
+        commune_code: "00004".into(),
+        detail: Some("Số 5".into()),
+    });
+    let head = reg.create(head, &meta).await.unwrap();
+    let head = reg.activate(head.key, None, &meta).await.unwrap();
+    let hid = head.person.personal_id.unwrap().to_string();
+    let p: dancu_core::residence::Procedure = serde_json::from_value(json!({"kind": "permanent_registration",
+        "person": hid, "address": {"scheme": "2025", "commune_code": "00004", "detail": "Số 5"},
+        "household": {"mode": "new", "own_home": true}}))
+    .unwrap();
+    let app = reg.submit(p, "maker", |_| true, None).await.unwrap();
+    reg.receive(app.id, "maker", None).await.unwrap();
+    let app =
+        reg.decide_application(app.id, dancu_store::residence::Verdict::Approve, None, "maker", None).await.unwrap();
+    let stay = reg
+        .submit(stay_notification(&rec.person.personal_id.unwrap().to_string()), "maker", |_| true, None)
+        .await
+        .unwrap();
     Fixture {
         review_id: review.id.to_string(),
+        application_id: stay.id.to_string(),
+        household_id: app.created_household.unwrap().to_string(),
         person_key: rec.key.to_string(),
         personal_id: rec.person.personal_id.unwrap().to_string(),
         legacy_id: "001234567".into(),
         name: dancu_core::text::fold(&rec.person.record.name.full()),
         request_id: request.id.to_string(),
     }
+}
+
+fn stay_notification(pid: &str) -> dancu_core::residence::Procedure {
+    let now = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(7, 0, 0).unwrap());
+    serde_json::from_value(json!({"kind": "stay_notification", "person": pid,
+        "address": {"scheme": "2025", "commune_code": "00004", "detail": "Khách sạn Ba Đình"},
+        "arrived_at": now.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "until": dancu_core::date::iso_date::format(now.date() + time::Duration::days(2))}))
+    .unwrap()
 }
 
 /// One officer of the matrix (or nobody: no token).
@@ -139,6 +177,15 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         ("GET", "/api/v1/persons/{ref}/access-log") => (Who::Officer(&[Approver, Auditor]), Area::Person),
         (_, p) if p.starts_with("/api/v1/change-requests") => (Who::Officer(EDITORS), Area::Person),
         (_, p) if p.starts_with("/api/v1/review-pairs") => (Who::Officer(&[Verifier, Approver]), Area::Person),
+        ("POST", "/api/v1/residence/applications")
+        | ("POST", "/api/v1/residence/applications/{id}/receive")
+        | ("GET", "/api/v1/persons/{ref}/residence-confirmation") => (Who::Officer(EDITORS), Area::Person),
+        ("POST", "/api/v1/residence/applications/{id}/decision") => (Who::Officer(&[Verifier, Approver]), Area::Person),
+        ("GET", "/api/v1/residence/applications")
+        | ("GET", "/api/v1/residence/applications/{id}")
+        | ("GET", "/api/v1/households/{id}")
+        | ("GET", "/api/v1/persons/{ref}/residences")
+        | ("GET", "/api/v1/residence/at-address") => (Who::Officer(READERS), Area::Person),
         ("GET", "/api/v1/audit") => (Who::Officer(&[Auditor]), Area::National),
         ("POST", "/api/v1/auth/login") => (Who::Public, Area::None),
         (_, p) if p.starts_with("/api/v1/auth/") => (Who::Login, Area::None),
@@ -222,6 +269,48 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
             )
         }
         ("GET", "/api/v1/audit") => ("/api/v1/audit".to_string(), None, Expect::Ok(200)),
+        ("POST", "/api/v1/residence/applications") => {
+            let body = json!({"procedure": stay_notification(&f.personal_id)});
+            ("/api/v1/residence/applications".to_string(), Some(body), by_area(Expect::Ok(201)))
+        }
+        ("GET", "/api/v1/residence/applications") => {
+            ("/api/v1/residence/applications".to_string(), None, Expect::Ok(200))
+        }
+        ("GET", "/api/v1/residence/applications/{id}") => {
+            (format!("/api/v1/residence/applications/{}", f.application_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/api/v1/residence/applications/{id}/receive") => (
+            format!("/api/v1/residence/applications/{}/receive", f.application_id),
+            None,
+            by_area(Expect::Problem(409, "state")),
+        ),
+        ("POST", "/api/v1/residence/applications/{id}/decision") => (
+            format!("/api/v1/residence/applications/{}/decision", f.application_id),
+            Some(json!({"decision": "reject"})),
+            by_area(Expect::Problem(422, "validation")),
+        ),
+        ("GET", "/api/v1/households/{id}") => {
+            (format!("/api/v1/households/{}", f.household_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/persons/{ref}/residences") => {
+            (format!("/api/v1/persons/{}/residences", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/residence/at-address") => (
+            format!(
+                "/api/v1/residence/at-address?commune_code=00004&on={}",
+                dancu_core::date::iso_date::format(dancu_store::registry::today())
+            ),
+            None,
+            by_area(Expect::Ok(200)),
+        ),
+        ("GET", "/api/v1/persons/{ref}/residence-confirmation") => {
+            (format!("/api/v1/persons/{}/residence-confirmation", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/residence-confirmations/verify") => (
+            "/api/v1/residence-confirmations/verify?code=AAAA.BBBB".to_string(),
+            None,
+            Expect::Problem(422, "invalid-confirmation"),
+        ),
         ("POST", "/api/v1/auth/login") => (
             "/api/v1/auth/login".to_string(),
             Some(json!({"username": format!("nobody-{tag}"), "password": "not the password"})),
@@ -337,6 +426,7 @@ async fn matrix(store: Arc<dyn Store>) {
                     "/api/v1/persons" => Some(r.body.contains(&f.person_key)),
                     "/api/v1/change-requests" => Some(r.body.contains(&f.request_id)),
                     "/api/v1/review-pairs" => Some(r.body.contains(&f.review_id)),
+                    "/api/v1/residence/applications" => Some(r.body.contains(&f.application_id)),
                     "/api/v1/officers" => Some(r.body.contains("target.officer")),
                     _ => None,
                 };

@@ -21,7 +21,12 @@ macro_rules! conformance_tests {
             officers_are_stored_once, officers_update_and_list, sessions_expire_revoke_and_touch,
             search_is_scoped_to_an_area, change_requests_apply_only_when_approved,
             audit_queries_are_exact_at_any_index_lag, imports_resume_by_line_and_reserve_ids,
-            review_pairs_merge_or_keep_both);
+            review_pairs_merge_or_keep_both,
+            residence_registration_moving_and_history, residence_one_permanent_at_a_time,
+            residence_joining_needs_the_heads_consent, residence_head_must_be_a_member,
+            residence_separation_rules, residence_temporary_rules_and_expiry, residence_death_ends_residence,
+            residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays,
+            addresses_migrate_whole_and_review);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -1003,4 +1008,562 @@ pub async fn audit_index_catches_up_after_restart(store: Arc<dyn Store>, reopen:
     let got: Vec<i64> = store.audit_query(&by_officer).await.unwrap().iter().map(|e| e.seq).collect();
     let top: Vec<i64> = (1..=n).rev().filter(|i| i % 3 == 1).take(3).collect();
     assert_eq!(got, top);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Residence procedures (run on both adapters through `conformance_tests!`).
+
+mod residence_cases {
+    use super::*;
+    use crate::Application;
+    use crate::residence::Verdict;
+    use dancu_core::person::Address;
+    use dancu_core::reference::Scheme;
+    use dancu_core::residence::Procedure;
+    use serde_json::json;
+
+    pub(super) fn addr(code: &str, detail: &str) -> Address {
+        Address { scheme: Scheme::Y2025, commune_code: code.into(), detail: Some(detail.into()) }
+    }
+
+    /// An active person; `permanent`: the permanent residence in the record (collected data).
+    pub(super) async fn person(reg: &Registry, i: u32, permanent: Option<Address>) -> crate::PersonRecord {
+        let mut input = sample(i);
+        input.permanent_residence = permanent;
+        if input.permanent_residence.is_none() {
+            input.current_residence = Some(addr("00004", "Tạm ở 1"));
+        }
+        let rec = reg.create(input, &meta("thu thập")).await.unwrap();
+        reg.activate(rec.key, None, &meta("cấp số")).await.unwrap()
+    }
+
+    pub(super) fn pid(r: &crate::PersonRecord) -> String {
+        r.person.personal_id.unwrap().to_string()
+    }
+
+    pub(super) fn procedure(v: serde_json::Value) -> Procedure {
+        serde_json::from_value(v).expect("procedure")
+    }
+
+    pub(super) fn code(e: RegistryError) -> (String, &'static str) {
+        match e {
+            RegistryError::Invalid(v) => (v.0[0].field.clone(), v.0[0].code),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    /// Submits, receives and approves.
+    pub(super) async fn through(reg: &Registry, p: Procedure) -> Application {
+        let app = reg.submit(p, "officer-test", |_| true, None).await.unwrap();
+        reg.receive(app.id, "officer-test", None).await.unwrap();
+        reg.decide_application(app.id, Verdict::Approve, None, "officer-test", None).await.unwrap()
+    }
+
+    pub(super) fn consent(head: &crate::PersonRecord) -> serde_json::Value {
+        json!({"given_by": head.person.record.name.full(), "personal_id": pid(head), "given_on": "2025-01-02", "document": "Văn bản đồng ý số 1"})
+    }
+
+    pub(super) async fn new_household(reg: &Registry, head: &crate::PersonRecord, at: &Address) -> Application {
+        through(
+            reg,
+            procedure(json!({"kind": "permanent_registration", "person": pid(head), "address": at,
+                             "household": {"mode": "new", "own_home": true}})),
+        )
+        .await
+    }
+}
+
+use crate::{ApplicationQuery, ApplicationState, ResidenceKind};
+use dancu_core::person::HeadRelationship;
+use dancu_core::residence::ProcedureKind;
+use residence_cases::*;
+
+pub async fn residence_registration_moving_and_history(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = person(&reg, 40, None).await;
+    let home = addr("00004", "12 Phố Đội Cấn");
+    let app = reg
+        .submit(
+            procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&a), "address": home,
+                                          "household": {"mode": "new", "own_home": true}})),
+            "officer-test",
+            |_| true,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.state, crate::ApplicationState::Submitted);
+    assert_eq!(app.deadline, reg.calendar().deadline(crate::registry::today(), 7));
+    assert!(app.areas.contains(&"c:2025:00004".to_string()));
+    // decided only once received
+    assert!(reg.decide_application(app.id, crate::residence::Verdict::Approve, None, "o", None).await.is_err());
+    reg.receive(app.id, "o", None).await.unwrap();
+    let done = reg.decide_application(app.id, crate::residence::Verdict::Approve, None, "o", None).await.unwrap();
+    assert_eq!(done.state, crate::ApplicationState::Approved);
+    let hh = reg.household(done.created_household.unwrap()).await.unwrap();
+    assert_eq!(hh.head, Some(a.key));
+    let now = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    assert_eq!(now.person.record.permanent_residence.as_ref(), Some(&home));
+    assert_eq!(now.person.record.residence_file_number.as_deref(), Some(hh.number.as_str()));
+    assert_eq!(
+        now.person.record.household.as_ref().unwrap().relationship_to_head,
+        dancu_core::person::HeadRelationship::Head
+    );
+    assert!(now.person.areas().contains(&"c:2025:00004".to_string()));
+    let before_move = crate::now();
+    // moving: the new permanent residence ends the old one in the same transaction
+    let away = addr("26506", "5 Đường Số 3");
+    through(
+        &reg,
+        procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&a), "address": away,
+                                      "household": {"mode": "new", "own_home": true}, "moving": true})),
+    )
+    .await;
+    let today = crate::registry::today();
+    let on = reg.residence_on(a.key, today, None).await.unwrap();
+    assert_eq!(on.residences.len(), 1);
+    assert_eq!(on.residences[0].address, away);
+    let history = reg.residence_history(a.key, None).await.unwrap();
+    let ended = history.iter().find(|r| r.address == home).unwrap();
+    assert_eq!(ended.end_cause.as_deref(), Some("moved"));
+    assert_eq!(ended.valid_to, Some(today));
+    // as recorded before the move, the old residence was open (bitemporal)
+    let then = reg.residence_history(a.key, Some(before_move)).await.unwrap();
+    assert_eq!(then.len(), 1);
+    assert_eq!((then[0].address.clone(), then[0].valid_to), (home.clone(), None));
+    assert!(reg.residence_on(a.key, today - time::Duration::days(1), None).await.unwrap().residences.is_empty());
+    // who lived at the address today
+    let at = reg.residents_at(&away, today).await.unwrap();
+    assert_eq!(at.iter().map(|r| r.person_key).collect::<Vec<_>>(), vec![a.key]);
+    assert!(reg.residents_at(&home, today).await.unwrap().is_empty());
+    // the person left the first household, which is left without a head
+    let old = reg.household(hh.id).await.unwrap();
+    assert_eq!(old.head, None);
+    assert!(!old.is_member(a.key));
+    // area scoping follows the residence
+    let moved = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    assert!(
+        !moved.person.areas().contains(&"c:2025:00004".to_string()) || moved.person.record.current_residence.is_some()
+    );
+    assert!(moved.person.areas().contains(&"c:2025:26506".to_string()));
+    assert_eq!(history.iter().filter(|r| r.kind == ResidenceKind::Permanent && r.valid_to.is_none()).count(), 1);
+}
+
+pub async fn residence_one_permanent_at_a_time(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = person(&reg, 41, Some(addr("00004", "Số 9"))).await;
+    let p = procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&a),
+        "address": addr("26506", "Số 1"), "household": {"mode": "new", "own_home": true}}));
+    let e = reg.submit(p, "o", |_| true, None).await.unwrap_err();
+    assert_eq!(code(e), ("procedure.moving".into(), "permanent_residence_exists"));
+    // a registration into a household that does not exist
+    let p = procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&a), "moving": true,
+        "address": addr("26506", "Số 1"),
+        "household": {"mode": "join", "household": uuid::Uuid::new_v4().to_string(), "relationship_to_head": "child"},
+        "consent": {"given_by": "Nguyễn Văn B", "given_on": "2025-01-01", "document": "VB 1"}}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "unknown_household");
+    let p = procedure(serde_json::json!({"kind": "permanent_registration", "person": "001090999999",
+        "address": addr("26506", "Số 1"), "household": {"mode": "new", "own_home": true}}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "unknown_person");
+    // two pending registrations of one person: the second is refused
+    let p = procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&a), "moving": true,
+        "address": addr("26506", "Số 1"), "household": {"mode": "new", "own_home": true}}));
+    reg.submit(p.clone(), "o", |_| true, None).await.unwrap();
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "application_pending");
+    // outside the officer's area: not found
+    let b = person(&reg, 43, None).await;
+    let p = procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&b),
+        "address": addr("26506", "Số 1"), "household": {"mode": "new", "own_home": true}}));
+    assert!(matches!(
+        reg.submit(p, "o", |areas| areas.contains(&"c:2025:00004".to_string()), None).await,
+        Err(RegistryError::NotFound)
+    ));
+}
+
+pub async fn residence_joining_needs_the_heads_consent(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let head = person(&reg, 44, None).await;
+    let other = person(&reg, 46, None).await;
+    let child = person(&reg, 47, None).await;
+    let home = addr("00004", "7 Ngõ Núi Trúc");
+    let hh = new_household(&reg, &head, &home).await.created_household.unwrap().to_string();
+    let join = |c: serde_json::Value| {
+        procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&child), "address": home,
+            "household": {"mode": "join", "household": hh, "relationship_to_head": "child"}, "consent": c}))
+    };
+    // missing consent: refused by the core with a named field
+    let mut no_consent = serde_json::to_value(join(consent(&head))).unwrap();
+    no_consent.as_object_mut().unwrap().remove("consent");
+    let e = reg.submit(procedure(no_consent), "o", |_| true, None).await.unwrap_err();
+    assert_eq!(code(e), ("procedure.consent".into(), "consent_required"));
+    // consent of someone who is not the head
+    let e = reg.submit(join(consent(&other)), "o", |_| true, None).await.unwrap_err();
+    assert_eq!(code(e), ("procedure.consent.personal_id".into(), "not_the_head"));
+    through(&reg, join(consent(&head))).await;
+    let h = reg.household(hh.parse().unwrap()).await.unwrap();
+    assert!(h.is_member(child.key));
+    let c = reg.get(&PersonRef::Key(child.key)).await.unwrap();
+    let link = c.person.record.household.unwrap();
+    assert_eq!(link.head_personal_id, head.person.personal_id);
+    assert_eq!(link.relationship_to_head, HeadRelationship::Child);
+    // no one in two households: joining another one without moving is refused
+    let hh2 = new_household(&reg, &other, &addr("00004", "9 Ngõ Núi Trúc")).await.created_household.unwrap();
+    let p = procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&child),
+        "address": addr("00004", "9 Ngõ Núi Trúc"),
+        "household": {"mode": "join", "household": hh2.to_string(), "relationship_to_head": "other_relative"},
+        "consent": consent(&other)}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "permanent_residence_exists");
+    // and the database refuses a second open membership even if asked directly
+    let plan = crate::ResidencePlan {
+        open_memberships: vec![crate::MembershipOpen {
+            household: hh2,
+            person_key: child.key,
+            relationship: HeadRelationship::Child,
+            joined_on: crate::registry::today(),
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(store.residence_apply(&plan).await, Err(StoreError::Duplicate(_))));
+}
+
+pub async fn residence_head_must_be_a_member(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let head = person(&reg, 48, None).await;
+    let spouse = person(&reg, 49, None).await;
+    let stranger = person(&reg, 50, None).await;
+    let home = addr("00004", "3 Phố Liễu Giai");
+    let hh = new_household(&reg, &head, &home).await.created_household.unwrap().to_string();
+    through(
+        &reg,
+        procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&spouse), "address": home,
+            "household": {"mode": "join", "household": hh, "relationship_to_head": "spouse"}, "consent": consent(&head)})),
+    )
+    .await;
+    let p = procedure(
+        serde_json::json!({"kind": "head_change", "household": hh, "new_head": pid(&stranger), "relationships": []}),
+    );
+    assert_eq!(
+        code(reg.submit(p, "o", |_| true, None).await.unwrap_err()),
+        ("procedure.new_head".into(), "not_a_member")
+    );
+    let p = procedure(
+        serde_json::json!({"kind": "head_change", "household": hh, "new_head": pid(&spouse), "relationships": []}),
+    );
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "missing_member");
+    let p = procedure(serde_json::json!({"kind": "head_change", "household": hh, "new_head": pid(&spouse),
+        "relationships": [{"person": pid(&head), "relationship": "spouse"}]}));
+    let app = through(&reg, p).await;
+    assert_eq!(app.deadline, reg.calendar().deadline(crate::registry::today(), 3));
+    let h = reg.household(hh.parse().unwrap()).await.unwrap();
+    assert_eq!(h.head, Some(spouse.key));
+    let old_head = reg.get(&PersonRef::Key(head.key)).await.unwrap();
+    assert_eq!(old_head.person.record.household.unwrap().relationship_to_head, HeadRelationship::Spouse);
+}
+
+pub async fn residence_separation_rules(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let head = person(&reg, 51, None).await;
+    let spouse = person(&reg, 52, None).await;
+    let mut minor_input = sample(53);
+    minor_input.birth_date = PartialDate::Year(crate::registry::today().year() - 10);
+    minor_input.permanent_residence = None;
+    minor_input.current_residence = Some(addr("00004", "x"));
+    let minor = reg.create(minor_input, &meta("thu thập")).await.unwrap();
+    let minor = reg.activate(minor.key, None, &meta("cấp số")).await.unwrap();
+    let home = addr("00004", "20 Phố Kim Mã");
+    let hh = new_household(&reg, &head, &home).await.created_household.unwrap().to_string();
+    for (p, rel) in [(&spouse, "spouse"), (&minor, "child")] {
+        through(
+            &reg,
+            procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(p), "address": home,
+                "household": {"mode": "join", "household": hh, "relationship_to_head": rel}, "consent": consent(&head)})),
+        )
+        .await;
+    }
+    // a minor cannot head the separated household
+    let p = procedure(serde_json::json!({"kind": "household_separation", "household": hh, "members": [pid(&minor)],
+        "new_head": pid(&minor), "consent": consent(&head)}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()), ("procedure.new_head".into(), "not_adult"));
+    // consent is needed...
+    let p = procedure(serde_json::json!({"kind": "household_separation", "household": hh, "members": [pid(&spouse)],
+        "new_head": pid(&spouse)}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "consent_required");
+    // ...except for a divorced spouse
+    let p = procedure(serde_json::json!({"kind": "household_separation", "household": hh,
+        "members": [pid(&spouse), pid(&minor)], "new_head": pid(&spouse), "divorced_spouse": true,
+        "relationships": [{"person": pid(&minor), "relationship": "child"}]}));
+    let app = through(&reg, p).await;
+    let new = reg.household(app.created_household.unwrap()).await.unwrap();
+    assert_eq!(new.head, Some(spouse.key));
+    assert!(new.is_member(minor.key));
+    let old = reg.household(hh.parse().unwrap()).await.unwrap();
+    assert!(!old.is_member(spouse.key) && old.is_member(head.key));
+    let s = reg.get(&PersonRef::Key(spouse.key)).await.unwrap();
+    assert_eq!(s.person.record.residence_file_number.as_deref(), Some(new.number.as_str()));
+}
+
+pub async fn residence_temporary_rules_and_expiry(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = person(&reg, 54, Some(addr("00004", "Số 54"))).await;
+    let today = crate::registry::today();
+    let until = |d: time::Date| dancu_core::date::iso_date::format(d);
+    // in the commune of permanent residence: refused
+    let p = procedure(serde_json::json!({"kind": "temporary_registration", "person": pid(&a),
+        "address": addr("00004", "Phòng trọ 2"), "until": until(today + time::Duration::days(200))}));
+    assert_eq!(
+        code(reg.submit(p, "o", |_| true, None).await.unwrap_err()),
+        ("procedure.address".into(), "in_permanent_commune")
+    );
+    // expiry in the past: refused
+    let p = procedure(serde_json::json!({"kind": "temporary_registration", "person": pid(&a),
+        "address": addr("26506", "Phòng trọ 2"), "until": until(today - time::Duration::days(1))}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()), ("procedure.until".into(), "past_date"));
+    let p = procedure(serde_json::json!({"kind": "temporary_registration", "person": pid(&a),
+        "address": addr("26506", "Phòng trọ 2"), "until": until(today + time::Duration::days(100))}));
+    let app = through(&reg, p).await;
+    assert_eq!(app.deadline, reg.calendar().deadline(today, 3));
+    let rec = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    assert_eq!(rec.person.record.temporary_residence, Some(addr("26506", "Phòng trọ 2")));
+    assert!(rec.person.areas().contains(&"c:2025:26506".to_string()));
+    // renewal to a later day
+    let p = procedure(
+        serde_json::json!({"kind": "temporary_renewal", "person": pid(&a), "until": until(today + time::Duration::days(50))}),
+    );
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "not_later");
+    let p = procedure(
+        serde_json::json!({"kind": "temporary_renewal", "person": pid(&a), "until": until(today + time::Duration::days(300))}),
+    );
+    through(&reg, p).await;
+    let rows = reg.residence_history(a.key, None).await.unwrap();
+    let t = rows.iter().find(|r| r.kind == ResidenceKind::Temporary).unwrap();
+    assert_eq!((t.valid_from, t.expires_on), (today, Some(today + time::Duration::days(300))));
+    // automatic expiry
+    assert_eq!(reg.expire_temporary(today, "system").await.unwrap(), 0);
+    assert_eq!(reg.expire_temporary(today + time::Duration::days(301), "system").await.unwrap(), 1);
+    let rec = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    assert_eq!(rec.person.record.temporary_residence, None);
+    assert!(!rec.person.areas().contains(&"c:2025:26506".to_string()));
+    let rows = reg.residence_history(a.key, None).await.unwrap();
+    let t = rows.iter().find(|r| r.kind == ResidenceKind::Temporary).unwrap();
+    assert_eq!(t.end_cause.as_deref(), Some("expired"));
+    assert_eq!(t.valid_to, Some(today + time::Duration::days(301)));
+}
+
+pub async fn residence_death_ends_residence(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = person(&reg, 55, None).await;
+    let b = person(&reg, 57, None).await;
+    let home = addr("00004", "1 Phố Vạn Bảo");
+    let hh = new_household(&reg, &a, &home).await.created_household.unwrap();
+    through(
+        &reg,
+        procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&b), "address": home,
+            "household": {"mode": "join", "household": hh.to_string(), "relationship_to_head": "child"}, "consent": consent(&a)})),
+    )
+    .await;
+    let today = crate::registry::today();
+    let t = procedure(serde_json::json!({"kind": "temporary_registration", "person": pid(&a),
+        "address": addr("26506", "Nhà trọ"), "until": dancu_core::date::iso_date::format(today + time::Duration::days(30))}));
+    through(&reg, t).await;
+    let del = procedure(serde_json::json!({"kind": "permanent_deletion", "person": pid(&a), "cause": "death",
+        "effective": dancu_core::date::iso_date::format(today)}));
+    let e = reg.submit(del.clone(), "o", |_| true, None).await.unwrap_err();
+    assert_eq!(code(e), ("procedure.cause".into(), "death_not_recorded"));
+    let cur = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    reg.update(
+        a.key,
+        cur.version,
+        cur.person.record.clone(),
+        Some((PersonStatus::Dead, Some(PartialDate::Full(today)))),
+        &meta("khai tử"),
+    )
+    .await
+    .unwrap();
+    // a registration for a dead person is refused
+    let p = procedure(serde_json::json!({"kind": "temporary_renewal", "person": pid(&a),
+        "until": dancu_core::date::iso_date::format(today + time::Duration::days(60))}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "not_living");
+    through(&reg, del).await;
+    let rec = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    assert_eq!(rec.person.record.permanent_residence, None);
+    assert_eq!(rec.person.record.temporary_residence, None);
+    assert_eq!(rec.person.record.household, None);
+    let rows = reg.residence_history(a.key, None).await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.valid_to == Some(today + time::Duration::days(1)) && r.end_cause.as_deref() == Some("death"))
+    );
+    assert_eq!(rows.len(), 2);
+    let h = reg.household(hh).await.unwrap();
+    assert_eq!(h.head, None);
+    assert!(h.is_member(b.key) && !h.is_member(a.key));
+    assert_eq!(store.household_of(a.key).await.unwrap(), None);
+}
+
+pub async fn residence_concurrent_moves_one_wins(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = person(&reg, 58, None).await;
+    new_household(&reg, &a, &addr("00004", "Số 58")).await;
+    let p = procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&a), "moving": true,
+        "address": addr("26506", "Nhà mới"), "household": {"mode": "new", "own_home": true}}));
+    let first = reg.submit(p, "o", |_| true, None).await.unwrap();
+    reg.receive(first.id, "o", None).await.unwrap();
+    let mut ids = vec![first.id];
+    // the second move is filed directly in the store (as a second server would have accepted it)
+    let mut second = reg.application(ids[0]).await.unwrap();
+    second.id = crate::new_key();
+    second.procedure =
+        procedure(serde_json::json!({"kind": "permanent_registration", "person": pid(&a), "moving": true,
+        "address": addr("00007", "Nhà mới"), "household": {"mode": "new", "own_home": true}}));
+    store
+        .residence_apply(&crate::ResidencePlan { application: Some(second.clone()), ..Default::default() })
+        .await
+        .unwrap();
+    ids.push(second.id);
+    let (r1, r2) = tokio::join!(
+        reg.decide_application(ids[0], crate::residence::Verdict::Approve, None, "o1", None),
+        reg.decide_application(ids[1], crate::residence::Verdict::Approve, None, "o2", None)
+    );
+    let wins = [r1.is_ok(), r2.is_ok()].iter().filter(|x| **x).count();
+    assert_eq!(wins, 1, "exactly one move wins: {r1:?} {r2:?}");
+    let loser = if r1.is_ok() { r2 } else { r1 };
+    assert!(
+        matches!(
+            loser,
+            Err(RegistryError::Conflict { .. })
+                | Err(RegistryError::Store(StoreError::Duplicate(_)))
+                | Err(RegistryError::Store(StoreError::State(_)))
+        ),
+        "{loser:?}"
+    );
+    let rows = reg.residence_history(a.key, None).await.unwrap();
+    assert_eq!(rows.iter().filter(|r| r.kind == ResidenceKind::Permanent && r.valid_to.is_none()).count(), 1);
+    // the loser stays received (to be rejected): deciding it again is refused against the new state
+    let again = reg
+        .decide_application(
+            if wins_first(&ids, &rows) { ids[1] } else { ids[0] },
+            crate::residence::Verdict::Approve,
+            None,
+            "o",
+            None,
+        )
+        .await;
+    assert!(matches!(again, Err(RegistryError::Store(StoreError::State(_)))), "{again:?}");
+    assert_eq!(
+        store
+            .applications(&ApplicationQuery {
+                state: Some(ApplicationState::Received),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn wins_first(ids: &[uuid::Uuid], rows: &[crate::ResidenceRow]) -> bool {
+    rows.iter().any(|r| r.valid_to.is_none() && r.application == Some(ids[0]))
+}
+
+pub async fn residence_workflow_overdue_and_stays(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = person(&reg, 59, Some(addr("00004", "Số 59"))).await;
+    let today = crate::registry::today();
+    let p = procedure(serde_json::json!({"kind": "temporary_absence", "person": pid(&a), "case": "long_absence",
+        "from": dancu_core::date::iso_date::format(today), "destination": "Đà Nẵng"}));
+    let app = reg.submit(p, "o", |_| true, None).await.unwrap();
+    assert_eq!(app.deadline, reg.calendar().deadline(today, 1));
+    // rejection needs a reason
+    reg.receive(app.id, "o", None).await.unwrap();
+    assert_eq!(
+        code(reg.decide_application(app.id, crate::residence::Verdict::Reject, None, "o", None).await.unwrap_err()).0,
+        "reason"
+    );
+    // overdue: open applications past their deadline
+    let later = app.deadline + time::Duration::days(1);
+    let overdue =
+        reg.applications(&ApplicationQuery { overdue_on: Some(later), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(overdue.iter().map(|x| x.id).collect::<Vec<_>>(), vec![app.id]);
+    assert!(
+        reg.applications(&ApplicationQuery { overdue_on: Some(app.deadline), limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = reg
+        .decide_application(app.id, crate::residence::Verdict::Reject, Some("thiếu giấy tờ".into()), "o", None)
+        .await
+        .unwrap();
+    assert_eq!((r.state, r.decision_reason.as_deref()), (ApplicationState::Rejected, Some("thiếu giấy tờ")));
+    assert!(reg.decide_application(app.id, crate::residence::Verdict::Approve, None, "o", None).await.is_err());
+    assert!(
+        reg.applications(&ApplicationQuery { overdue_on: Some(later), limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // military-age case: someone born in 1950+ is not of military-service age
+    let p = procedure(serde_json::json!({"kind": "temporary_absence", "person": pid(&a), "case": "military_age",
+        "from": dancu_core::date::iso_date::format(today), "destination": "Đà Nẵng"}));
+    assert_eq!(code(reg.submit(p, "o", |_| true, None).await.unwrap_err()).1, "not_military_age");
+    // approved absence lands on the record
+    let p = procedure(serde_json::json!({"kind": "temporary_absence", "person": pid(&a), "case": "long_absence",
+        "from": dancu_core::date::iso_date::format(today), "destination": "Đà Nẵng"}));
+    through(&reg, p).await;
+    assert!(reg.get(&PersonRef::Key(a.key)).await.unwrap().person.record.temporary_absence.is_some());
+    // stays: recorded at once; late after 23:00 of the arrival day (08:00 next day after 23:00)
+    let vn = crate::registry::VIETNAM_OFFSET;
+    let stay = |arrived: time::OffsetDateTime| {
+        procedure(
+            serde_json::json!({"kind": "stay_notification", "person": pid(&a), "address": addr("26506", "Khách sạn A"),
+            "arrived_at": arrived.to_offset(vn).format(&time::format_description::well_known::Rfc3339).unwrap(),
+            "until": dancu_core::date::iso_date::format(arrived.to_offset(vn).date() + time::Duration::days(3))}),
+        )
+    };
+    let late = reg.submit(stay(crate::now() - time::Duration::days(2)), "o", |_| true, None).await.unwrap();
+    assert_eq!((late.state, late.late, late.kind), (ApplicationState::Approved, true, ProcedureKind::StayNotification));
+    let on_time = reg.submit(stay(crate::now() - time::Duration::minutes(1)), "o", |_| true, None).await.unwrap();
+    assert!(!on_time.late);
+}
+
+pub async fn addresses_migrate_whole_and_review(store: Arc<dyn Store>) {
+    use dancu_core::reference::{self, MergeKind, Scheme};
+    let reg = Registry::new(store.clone());
+    let whole = reference::conversions()
+        .iter()
+        .find(|c| {
+            let rows = reference::conversions_from(&c.old_commune_code);
+            rows.len() == 1 && rows[0].kind == MergeKind::Whole
+        })
+        .unwrap();
+    let part = reference::conversions().iter().find(|c| c.kind == MergeKind::Part).unwrap();
+    let legacy = |code: &str| dancu_core::person::Address {
+        scheme: Scheme::Legacy,
+        commune_code: code.to_string(),
+        detail: Some("Thôn 3".into()),
+    };
+    let a = person(&reg, 60, Some(legacy(&whole.old_commune_code))).await;
+    let b = person(&reg, 61, Some(legacy(&part.old_commune_code))).await;
+    let c = person(&reg, 62, Some(addr("00004", "Số 62"))).await;
+    let report = reg.migrate_addresses(1, "officer-test", |_| {}).await.unwrap();
+    assert_eq!(report.people_scanned, 2);
+    assert_eq!((report.moved_automatically, report.queued_for_review, report.people_updated), (1, 1, 1));
+    let now = reg.get(&PersonRef::Key(a.key)).await.unwrap();
+    let p = now.person.record.permanent_residence.unwrap();
+    assert_eq!(
+        (p.scheme, p.commune_code.as_str(), p.detail.as_deref()),
+        (Scheme::Y2025, whole.new_commune_code.as_str(), Some("Thôn 3"))
+    );
+    // history keeps the old code
+    let h = reg.history(a.key).await.unwrap();
+    assert_eq!(h[h.len() - 2].person.record.permanent_residence.as_ref().unwrap().scheme, Scheme::Legacy);
+    assert!(h.last().unwrap().meta.reason.contains("2025"));
+    // the part merge waits for a person; the 2025 address is untouched
+    assert_eq!(reg.get(&PersonRef::Key(b.key)).await.unwrap().version, b.version);
+    assert_eq!(reg.get(&PersonRef::Key(c.key)).await.unwrap().version, c.version);
+    // a second run moves nothing more and queues nothing twice
+    let again = reg.migrate_addresses(500, "officer-test", |_| {}).await.unwrap();
+    assert_eq!((again.people_scanned, again.moved_automatically, again.people_updated), (1, 0, 0));
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod conformance;
 pub mod postgres;
 pub mod registry;
+pub mod residence;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -575,6 +576,46 @@ pub trait Store: Send + Sync {
     /// version read) — with the audit entry, in one transaction. [`StoreError::State`] when the
     /// pair is no longer pending; [`StoreError::Conflict`] when the record changed since.
     async fn review_pair_decide(&self, id: Uuid, decision: &ReviewDecision) -> Result<ReviewPair>;
+    /// Applies a residence plan in one transaction (see [`ResidencePlan`]): [`StoreError::State`]
+    /// when the application is no longer in the expected state; [`StoreError::Conflict`] when a
+    /// person or household changed since it was read; [`StoreError::Duplicate`] when a residence
+    /// to end has ended already or a uniqueness rule would break (a second open permanent
+    /// residence, a second household).
+    async fn residence_apply(&self, plan: &ResidencePlan) -> Result<()>;
+
+    async fn application_get(&self, id: Uuid) -> Result<Option<Application>>;
+
+    async fn applications(&self, q: &ApplicationQuery) -> Result<Vec<Application>>;
+
+    /// A household with every membership, current and past.
+    async fn household_get(&self, id: Uuid) -> Result<Option<Household>>;
+
+    /// The household a person belongs to now.
+    async fn household_of(&self, person_key: Uuid) -> Result<Option<Uuid>>;
+
+    /// A person's residence rows as recorded now (`as_of` none) or as they were recorded at
+    /// `as_of`; ordered by valid_from.
+    async fn residences(&self, person_key: Uuid, as_of: Option<OffsetDateTime>) -> Result<Vec<ResidenceRow>>;
+
+    /// Residence rows (as recorded now) at an address that held on `on`: same commune, and the
+    /// same detail when the address gives one.
+    async fn residents_at(&self, address: &dancu_core::person::Address, on: time::Date) -> Result<Vec<ResidenceRow>>;
+
+    /// Open temporary residences whose registration ended before `today` (up to `limit`).
+    async fn temporary_expired(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>>;
+
+    /// People with an address on the legacy commune list, by record key after `after` (key order).
+    async fn persons_with_legacy_address(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<PersonRecord>>;
+
+    /// One batch of the 2025 address migration in one transaction: each person updated at the
+    /// version read (one changed meanwhile is skipped and counted), each review queued once
+    /// (per person and field). Returns (people updated, people skipped).
+    async fn address_migration_apply(
+        &self,
+        changes: &[(Uuid, i64, Person)],
+        reviews: &[AddressReview],
+        meta: &ChangeMeta,
+    ) -> Result<(u64, u64)>;
 
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
@@ -694,4 +735,239 @@ pub(crate) fn now() -> OffsetDateTime {
     // Microsecond precision: what both databases keep.
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Residence: households, residence history (bitemporal), residence applications.
+
+pub use dancu_core::residence::{ApplicationState, Procedure, ProcedureKind};
+
+/// Which residence a row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResidenceKind {
+    /// Thường trú.
+    Permanent,
+    /// Tạm trú.
+    Temporary,
+}
+
+impl ResidenceKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            ResidenceKind::Permanent => "permanent",
+            ResidenceKind::Temporary => "temporary",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Self> {
+        match s {
+            "permanent" => Some(ResidenceKind::Permanent),
+            "temporary" => Some(ResidenceKind::Temporary),
+            _ => None,
+        }
+    }
+}
+
+/// One version of a residence, bitemporal: `valid_from`/`valid_to` say when it was true,
+/// `recorded_at`/`superseded_at` when the register said so. Rows are never changed except to
+/// mark them superseded; ending a residence supersedes its open row with a closed copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ResidenceRow {
+    #[schema(value_type = String, format = "uuid")]
+    pub id: Uuid,
+    #[schema(value_type = String, format = "uuid")]
+    pub person_key: Uuid,
+    pub kind: ResidenceKind,
+    pub address: dancu_core::person::Address,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub household: Option<Uuid>,
+    #[serde(with = "dancu_core::date::iso_date")]
+    #[schema(value_type = String, format = Date)]
+    pub valid_from: time::Date,
+    /// First day it no longer holds (exclusive); none while it holds.
+    #[serde(with = "dancu_core::date::iso_date::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub valid_to: Option<time::Date>,
+    /// Last day of a temporary residence's registration.
+    #[serde(with = "dancu_core::date::iso_date::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub expires_on: Option<time::Date>,
+    /// Why it ended (a deletion cause, `moved`, `expired`, `replaced`, `renewed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_cause: Option<String>,
+    /// The application that made this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub application: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub recorded_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub superseded_at: Option<OffsetDateTime>,
+}
+
+impl ResidenceRow {
+    /// Whether the row (as currently recorded) says the residence held on `d`.
+    pub fn holds_on(&self, d: time::Date) -> bool {
+        self.valid_from <= d && self.valid_to.is_none_or(|t| d < t)
+    }
+}
+
+/// A member of a household (one membership, with its valid time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct HouseholdMember {
+    #[schema(value_type = String, format = "uuid")]
+    pub person_key: Uuid,
+    pub relationship_to_head: dancu_core::person::HeadRelationship,
+    #[serde(with = "dancu_core::date::iso_date")]
+    #[schema(value_type = String, format = Date)]
+    pub joined_on: time::Date,
+    #[serde(with = "dancu_core::date::iso_date::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub left_on: Option<time::Date>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub recorded_at: OffsetDateTime,
+}
+
+/// A household (hộ gia đình): its residence file number, address, head and members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Household {
+    #[schema(value_type = String, format = "uuid")]
+    pub id: Uuid,
+    /// Số hồ sơ cư trú.
+    pub number: String,
+    pub address: dancu_core::person::Address,
+    /// Record key of the head; none between a head's death or departure and the choice of a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub head: Option<Uuid>,
+    pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// Every membership, current and past (filled on reads; ignored on writes).
+    pub members: Vec<HouseholdMember>,
+}
+
+impl Household {
+    pub fn current_members(&self) -> impl Iterator<Item = &HouseholdMember> {
+        self.members.iter().filter(|m| m.left_on.is_none())
+    }
+    pub fn is_member(&self, key: Uuid) -> bool {
+        self.current_members().any(|m| m.person_key == key)
+    }
+}
+
+/// A residence application (hồ sơ) and its workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Application {
+    #[schema(value_type = String, format = "uuid")]
+    pub id: Uuid,
+    pub kind: ProcedureKind,
+    pub state: ApplicationState,
+    pub procedure: Procedure,
+    /// Record key of the person concerned (for household procedures: the new head).
+    #[schema(value_type = String, format = "uuid")]
+    pub person_key: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub household: Option<Uuid>,
+    /// Area tokens the application lies in (the officers who handle it).
+    pub areas: Vec<String>,
+    pub submitted_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub submitted_at: OffsetDateTime,
+    /// Statutory deadline (working days from the calendar).
+    #[serde(with = "dancu_core::date::iso_date")]
+    #[schema(value_type = String, format = Date)]
+    pub deadline: time::Date,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_by: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub received_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub decided_at: Option<OffsetDateTime>,
+    /// The reason of a rejection (or a note on an approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_reason: Option<String>,
+    /// A stay notified after its due time (23:00 / 08:00 rule).
+    #[serde(default)]
+    pub late: bool,
+    /// For a permanent registration: the permanent residence (history row) the person held when
+    /// it was filed. A move is approved only while that is still the person's residence, so of
+    /// two moves filed from the same residence exactly one takes effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub replaces_residence: Option<Uuid>,
+    /// The household a permanent registration or separation created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub created_household: Option<Uuid>,
+}
+
+/// A query over residence applications; every given filter must hold. Oldest deadline first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplicationQuery {
+    pub state: Option<ApplicationState>,
+    /// Only open applications whose deadline lies before this day (overdue on it).
+    pub overdue_on: Option<time::Date>,
+    pub person_key: Option<Uuid>,
+    pub area: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// A membership change in a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipOpen {
+    pub household: Uuid,
+    pub person_key: Uuid,
+    pub relationship: dancu_core::person::HeadRelationship,
+    pub joined_on: time::Date,
+}
+
+/// Everything one decision on a residence application changes, applied by the store in one
+/// transaction: the application's new state (checked against the state it was read in), the
+/// people's records (each at the version read), residence rows ended and begun, households
+/// created or changed (at the version read), memberships ended and begun, and the audit entry.
+/// Uniqueness constraints (one open permanent and one open temporary residence per person, one
+/// open membership per person) hold in the database too: of two concurrent moves, one wins.
+#[derive(Debug, Clone, Default)]
+pub struct ResidencePlan {
+    /// `None`: a new application (inserted).
+    pub expected_state: Option<ApplicationState>,
+    pub application: Option<Application>,
+    pub persons: Vec<(Uuid, i64, Person)>,
+    pub meta: Option<ChangeMeta>,
+    /// (open row id, its replacement): the open row is marked superseded and the replacement
+    /// (e.g. the same residence ended, or renewed) recorded.
+    pub supersede: Vec<(Uuid, ResidenceRow)>,
+    pub open_residences: Vec<ResidenceRow>,
+    /// (household, expected version; `None` = new).
+    pub households: Vec<(Household, Option<i64>)>,
+    /// (person key, left_on).
+    pub close_memberships: Vec<(Uuid, time::Date)>,
+    pub open_memberships: Vec<MembershipOpen>,
+    pub audit: Option<AuditEntry>,
+}
+
+/// A legacy address the 2025 migration could not move by itself (a partial merge): a person
+/// decides among the candidate 2025 communes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AddressReview {
+    #[schema(value_type = String, format = "uuid")]
+    pub person_key: Uuid,
+    /// `permanent_residence`, `temporary_residence` or `current_residence`.
+    pub field: String,
+    pub address: dancu_core::person::Address,
+    /// 2025 commune codes the old commune went into, in part.
+    pub candidates: Vec<String>,
 }

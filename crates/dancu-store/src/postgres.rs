@@ -260,6 +260,88 @@ CREATE INDEX review_pairs_state ON review_pairs (state, created_at);
 CREATE INDEX review_pairs_b ON review_pairs (b_key);
 "#,
     ),
+    (
+        7,
+        "residence",
+        r#"
+-- Households (hộ gia đình): residence file number, address, head; memberships with valid time.
+CREATE TABLE households (
+    id         uuid PRIMARY KEY,
+    number     text NOT NULL UNIQUE,
+    head_key   uuid REFERENCES persons (key),
+    version    bigint NOT NULL,
+    data       jsonb NOT NULL,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE household_members (
+    household_id uuid NOT NULL REFERENCES households (id),
+    person_key   uuid NOT NULL REFERENCES persons (key),
+    relationship text NOT NULL,
+    joined_on    date NOT NULL,
+    left_on      date,
+    recorded_at  timestamptz NOT NULL
+);
+CREATE INDEX household_members_household ON household_members (household_id);
+-- No one in two households.
+CREATE UNIQUE INDEX household_members_one_open ON household_members (person_key) WHERE left_on IS NULL;
+
+-- Residence history, bitemporal: valid_from/valid_to (when it held), recorded_at/superseded_at
+-- (when the register said so). Rows are only ever superseded, never edited.
+CREATE TABLE residences (
+    id            uuid PRIMARY KEY,
+    person_key    uuid NOT NULL REFERENCES persons (key),
+    kind          text NOT NULL,
+    scheme        text NOT NULL,
+    commune_code  text COLLATE "C" NOT NULL,
+    detail        text,
+    household_id  uuid REFERENCES households (id),
+    valid_from    date NOT NULL,
+    valid_to      date,
+    expires_on    date,
+    end_cause     text,
+    application   uuid,
+    recorded_at   timestamptz NOT NULL,
+    superseded_at timestamptz
+);
+CREATE INDEX residences_person ON residences (person_key, valid_from);
+CREATE INDEX residences_place ON residences (scheme, commune_code, valid_from);
+CREATE INDEX residences_expiry ON residences (expires_on) WHERE kind = 'temporary' AND valid_to IS NULL
+    AND superseded_at IS NULL;
+-- One permanent and one temporary residence per person at a time.
+CREATE UNIQUE INDEX residences_one_open ON residences (person_key, kind)
+    WHERE valid_to IS NULL AND superseded_at IS NULL;
+
+CREATE TABLE residence_applications (
+    id           uuid PRIMARY KEY,
+    kind         text NOT NULL,
+    state        text NOT NULL,
+    person_key   uuid NOT NULL REFERENCES persons (key),
+    deadline     date NOT NULL,
+    submitted_at timestamptz NOT NULL,
+    data         jsonb NOT NULL
+);
+CREATE INDEX residence_applications_open ON residence_applications (state, deadline);
+CREATE INDEX residence_applications_person ON residence_applications (person_key);
+CREATE TABLE residence_application_areas (
+    area           text COLLATE "C" NOT NULL,
+    application_id uuid NOT NULL REFERENCES residence_applications (id),
+    PRIMARY KEY (area, application_id)
+);
+
+-- Legacy addresses of partially merged communes, waiting for a person's decision (2025 reform).
+CREATE TABLE address_reviews (
+    person_key   uuid NOT NULL REFERENCES persons (key),
+    field        text NOT NULL,
+    scheme       text NOT NULL,
+    commune_code text NOT NULL,
+    detail       text,
+    candidates   text NOT NULL,
+    queued_at    timestamptz NOT NULL,
+    resolved_at  timestamptz,
+    PRIMARY KEY (person_key, field)
+);
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -1587,6 +1669,92 @@ impl Store for PgStore {
         Ok(pair)
     }
 
+    async fn residence_apply(&self, plan: &ResidencePlan) -> Result<()> {
+        self.residence_apply_impl(plan).await
+    }
+
+    async fn application_get(&self, id: Uuid) -> Result<Option<Application>> {
+        self.application_get_impl(id).await
+    }
+
+    async fn applications(&self, q: &ApplicationQuery) -> Result<Vec<Application>> {
+        self.applications_impl(q).await
+    }
+
+    async fn household_get(&self, id: Uuid) -> Result<Option<Household>> {
+        self.household_get_impl(id).await
+    }
+
+    async fn household_of(&self, person_key: Uuid) -> Result<Option<Uuid>> {
+        self.household_of_impl(person_key).await
+    }
+
+    async fn residences(&self, person_key: Uuid, as_of: Option<OffsetDateTime>) -> Result<Vec<ResidenceRow>> {
+        self.residences_impl(person_key, as_of).await
+    }
+
+    async fn residents_at(&self, address: &Address, on: time::Date) -> Result<Vec<ResidenceRow>> {
+        self.residents_at_impl(address, on).await
+    }
+
+    async fn temporary_expired(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>> {
+        self.temporary_expired_impl(today, limit).await
+    }
+
+    async fn persons_with_legacy_address(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<PersonRecord>> {
+        let client = self.pool.get().await?;
+        let after = after.unwrap_or(Uuid::nil());
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM persons
+                     WHERE key > $1 AND key IN (SELECT person_key FROM person_areas
+                                                WHERE area >= 'c:legacy:' AND area < 'c:legacy;')
+                     ORDER BY key LIMIT $2"
+                ),
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(to_record).collect()
+    }
+
+    async fn address_migration_apply(
+        &self,
+        changes: &[(Uuid, i64, Person)],
+        reviews: &[crate::AddressReview],
+        meta: &ChangeMeta,
+    ) -> Result<(u64, u64)> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (mut done, mut skipped) = (0, 0);
+        for (key, version, person) in changes {
+            match update_in_tx(&tx, *key, *version, person, ChangeKind::Update, meta).await {
+                Ok(_) => done += 1,
+                Err(StoreError::Conflict { .. } | StoreError::NotFound) => skipped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        let at = now();
+        for r in reviews {
+            tx.execute(
+                "INSERT INTO address_reviews (person_key, field, scheme, commune_code, detail, candidates, queued_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &r.person_key,
+                    &r.field,
+                    &r.address.scheme.code(),
+                    &r.address.commune_code,
+                    &r.address.detail,
+                    &r.candidates.join(","),
+                    &at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((done, skipped))
+    }
+
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {
         let client = self.pool.get().await?;
         let rows = client
@@ -1608,5 +1776,373 @@ impl Store for PgStore {
         let client = self.pool.get().await?;
         client.query_one("SELECT 1", &[]).await?;
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Residence.
+
+use crate::{Application, ApplicationQuery, Household, HouseholdMember, ResidenceKind, ResidencePlan, ResidenceRow};
+use dancu_core::person::{Address, HeadRelationship};
+use dancu_core::reference::Scheme;
+
+fn relationship_code(r: HeadRelationship) -> Result<String> {
+    match serde_json::to_value(r).map_err(backend)? {
+        serde_json::Value::String(s) => Ok(s),
+        _ => Err(backend("relationship code")),
+    }
+}
+
+fn parse_relationship(s: &str) -> Result<HeadRelationship> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("relationship {s:?}")))
+}
+
+const RESIDENCE_SELECT: &str = "SELECT id, person_key, kind, scheme, commune_code, detail, household_id, valid_from,
+    valid_to, expires_on, end_cause, application, recorded_at, superseded_at FROM residences";
+
+fn residence_row(r: &Row) -> Result<ResidenceRow> {
+    let kind: String = r.get(2);
+    let scheme: String = r.get(3);
+    Ok(ResidenceRow {
+        id: r.get(0),
+        person_key: r.get(1),
+        kind: ResidenceKind::from_code(&kind).ok_or_else(|| StoreError::Corrupt(format!("kind {kind:?}")))?,
+        address: Address {
+            scheme: Scheme::from_code(&scheme).ok_or_else(|| StoreError::Corrupt(format!("scheme {scheme:?}")))?,
+            commune_code: r.get(4),
+            detail: r.get(5),
+        },
+        household: r.get(6),
+        valid_from: r.get(7),
+        valid_to: r.get(8),
+        expires_on: r.get(9),
+        end_cause: r.get(10),
+        application: r.get(11),
+        recorded_at: r.get(12),
+        superseded_at: r.get(13),
+    })
+}
+
+fn unique_as_duplicate(e: tokio_postgres::Error, what: &str) -> StoreError {
+    if is_unique_violation(&e) { StoreError::Duplicate(what.to_string()) } else { e.into() }
+}
+
+async fn insert_residence(tx: &deadpool_postgres::Transaction<'_>, r: &ResidenceRow) -> Result<()> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO residences (id, person_key, kind, scheme, commune_code, detail, household_id, valid_from,
+                 valid_to, expires_on, end_cause, application, recorded_at, superseded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &r.id,
+            &r.person_key,
+            &r.kind.code(),
+            &r.address.scheme.code(),
+            &r.address.commune_code,
+            &r.address.detail,
+            &r.household,
+            &r.valid_from,
+            &r.valid_to,
+            &r.expires_on,
+            &r.end_cause,
+            &r.application,
+            &r.recorded_at,
+            &r.superseded_at,
+        ],
+    )
+    .await
+    .map_err(|e| unique_as_duplicate(e, "an open residence of this kind for this person"))?;
+    Ok(())
+}
+
+fn parse_application(v: serde_json::Value) -> Result<Application> {
+    serde_json::from_value(v).map_err(|_| StoreError::Corrupt("a stored application does not parse".into()))
+}
+
+fn application_value(a: &Application) -> Result<serde_json::Value> {
+    serde_json::to_value(a).map_err(backend)
+}
+
+async fn apply_plan(tx: &deadpool_postgres::Transaction<'_>, plan: &ResidencePlan) -> Result<()> {
+    let at = now();
+    if let Some(app) = &plan.application {
+        match plan.expected_state {
+            None => {
+                tx.execute(
+                    "INSERT INTO residence_applications (id, kind, state, person_key, deadline, submitted_at, data)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &app.id,
+                        &app.kind.code(),
+                        &app.state.code(),
+                        &app.person_key,
+                        &app.deadline,
+                        &app.submitted_at,
+                        &application_value(app)?,
+                    ],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO residence_application_areas (area, application_id)
+                     SELECT DISTINCT a, $2::uuid FROM UNNEST($1::text[]) AS t(a)",
+                    &[&app.areas, &app.id],
+                )
+                .await?;
+            }
+            Some(expected) => {
+                let row = tx
+                    .query_opt("SELECT state FROM residence_applications WHERE id = $1 FOR UPDATE", &[&app.id])
+                    .await?;
+                let Some(row) = row else { return Err(StoreError::NotFound) };
+                let state: String = row.get(0);
+                if state != expected.code() {
+                    return Err(StoreError::State(format!("the application is already {state}")));
+                }
+                tx.execute(
+                    "UPDATE residence_applications SET state = $2, data = $3 WHERE id = $1",
+                    &[&app.id, &app.state.code(), &application_value(app)?],
+                )
+                .await?;
+            }
+        }
+    }
+    if let Some(meta) = &plan.meta {
+        for (key, version, person) in &plan.persons {
+            let m = ChangeMeta { audit: None, ..meta.clone() };
+            update_in_tx(tx, *key, *version, person, ChangeKind::Update, &m).await?;
+        }
+    }
+    for (h, expected) in &plan.households {
+        let data = serde_json::to_value((&h.address, &h.number)).map_err(backend)?;
+        match expected {
+            None => {
+                tx.execute(
+                    "INSERT INTO households (id, number, head_key, version, data, created_at)
+                     VALUES ($1, $2, $3, 1, $4, $5)",
+                    &[&h.id, &h.number, &h.head, &data, &h.created_at],
+                )
+                .await
+                .map_err(|e| unique_as_duplicate(e, "household number"))?;
+            }
+            Some(v) => {
+                let n = tx
+                    .execute(
+                        "UPDATE households SET head_key = $2, version = version + 1, data = $3
+                         WHERE id = $1 AND version = $4",
+                        &[&h.id, &h.head, &data, v],
+                    )
+                    .await?;
+                if n == 0 {
+                    let actual = tx.query_opt("SELECT version FROM households WHERE id = $1", &[&h.id]).await?;
+                    return Err(match actual {
+                        None => StoreError::NotFound,
+                        Some(r) => StoreError::Conflict { expected: *v, actual: r.get(0) },
+                    });
+                }
+            }
+        }
+    }
+    for (person, left_on) in &plan.close_memberships {
+        let n = tx
+            .execute(
+                "UPDATE household_members SET left_on = $2 WHERE person_key = $1 AND left_on IS NULL",
+                &[person, left_on],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Duplicate("the membership has ended already".into()));
+        }
+    }
+    for m in &plan.open_memberships {
+        tx.execute(
+            "INSERT INTO household_members (household_id, person_key, relationship, joined_on, recorded_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&m.household, &m.person_key, &relationship_code(m.relationship)?, &m.joined_on, &at],
+        )
+        .await
+        .map_err(|e| unique_as_duplicate(e, "a membership of another household"))?;
+    }
+    for (id, row) in &plan.supersede {
+        let n = tx
+            .execute(
+                "UPDATE residences SET superseded_at = $2 WHERE id = $1 AND superseded_at IS NULL AND valid_to IS NULL",
+                &[id, &at],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Duplicate("the residence has ended already".into()));
+        }
+        insert_residence(tx, &ResidenceRow { recorded_at: at, superseded_at: None, ..row.clone() }).await?;
+    }
+    for r in &plan.open_residences {
+        insert_residence(tx, &ResidenceRow { recorded_at: at, ..r.clone() }).await?;
+    }
+    if let Some(e) = &plan.audit {
+        append_audit(tx, std::slice::from_ref(e)).await?;
+    }
+    Ok(())
+}
+
+impl PgStore {
+    pub(crate) async fn residence_apply_impl(&self, plan: &ResidencePlan) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        apply_plan(&tx, plan).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn application_get_impl(&self, id: Uuid) -> Result<Option<Application>> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt("SELECT data FROM residence_applications WHERE id = $1", &[&id]).await?;
+        row.map(|r| parse_application(r.get(0))).transpose()
+    }
+
+    pub(crate) async fn applications_impl(&self, q: &ApplicationQuery) -> Result<Vec<Application>> {
+        let client = self.pool.get().await?;
+        let mut sql = "SELECT data FROM residence_applications WHERE true".to_string();
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        if let Some(s) = q.state {
+            args.push(Box::new(s.code().to_string()));
+            sql += &format!(" AND state = ${}", args.len());
+        }
+        if let Some(d) = q.overdue_on {
+            args.push(Box::new(d));
+            sql += &format!(" AND state IN ('submitted', 'received') AND deadline < ${}", args.len());
+        }
+        if let Some(k) = q.person_key {
+            args.push(Box::new(k));
+            sql += &format!(" AND person_key = ${}", args.len());
+        }
+        if let Some(a) = &q.area {
+            args.push(Box::new(a.clone()));
+            sql += &format!(
+                " AND id IN (SELECT application_id FROM residence_application_areas WHERE area = ${})",
+                args.len()
+            );
+        }
+        args.push(Box::new(i64::from(q.limit)));
+        args.push(Box::new(i64::from(q.offset)));
+        sql += &format!(" ORDER BY deadline, submitted_at, id LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&sql, &refs).await?;
+        rows.into_iter().map(|r| parse_application(r.get(0))).collect()
+    }
+
+    pub(crate) async fn household_get_impl(&self, id: Uuid) -> Result<Option<Household>> {
+        let client = self.pool.get().await?;
+        let Some(row) = client
+            .query_opt("SELECT id, number, head_key, version, data, created_at FROM households WHERE id = $1", &[&id])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Json((address, _)): Json<(Address, String)> =
+            row.try_get(4).map_err(|_| StoreError::Corrupt("a stored household does not parse".into()))?;
+        let rows = client
+            .query(
+                "SELECT person_key, relationship, joined_on, left_on, recorded_at FROM household_members
+                 WHERE household_id = $1 ORDER BY joined_on, recorded_at",
+                &[&id],
+            )
+            .await?;
+        let mut members = Vec::new();
+        for r in rows {
+            let rel: String = r.get(1);
+            members.push(HouseholdMember {
+                person_key: r.get(0),
+                relationship_to_head: parse_relationship(&rel)?,
+                joined_on: r.get(2),
+                left_on: r.get(3),
+                recorded_at: r.get(4),
+            });
+        }
+        Ok(Some(Household {
+            id: row.get(0),
+            number: row.get(1),
+            address,
+            head: row.get(2),
+            version: row.get(3),
+            created_at: row.get(5),
+            members,
+        }))
+    }
+
+    pub(crate) async fn household_of_impl(&self, person_key: Uuid) -> Result<Option<Uuid>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT household_id FROM household_members WHERE person_key = $1 AND left_on IS NULL",
+                &[&person_key],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(crate) async fn residences_impl(
+        &self,
+        person_key: Uuid,
+        as_of: Option<OffsetDateTime>,
+    ) -> Result<Vec<ResidenceRow>> {
+        let client = self.pool.get().await?;
+        let rows = match as_of {
+            None => {
+                client
+                    .query(
+                        &format!(
+                            "{RESIDENCE_SELECT} WHERE person_key = $1 AND superseded_at IS NULL
+                             ORDER BY valid_from, recorded_at"
+                        ),
+                        &[&person_key],
+                    )
+                    .await?
+            }
+            Some(t) => {
+                client
+                    .query(
+                        &format!(
+                            "{RESIDENCE_SELECT} WHERE person_key = $1 AND recorded_at <= $2
+                             AND (superseded_at IS NULL OR superseded_at > $2) ORDER BY valid_from, recorded_at"
+                        ),
+                        &[&person_key, &t],
+                    )
+                    .await?
+            }
+        };
+        rows.iter().map(residence_row).collect()
+    }
+
+    pub(crate) async fn residents_at_impl(&self, address: &Address, on: time::Date) -> Result<Vec<ResidenceRow>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{RESIDENCE_SELECT} WHERE scheme = $1 AND commune_code = $2 AND valid_from <= $3
+                     AND (valid_to IS NULL OR valid_to > $3) AND superseded_at IS NULL
+                     AND ($4::text IS NULL OR detail = $4) ORDER BY valid_from, person_key"
+                ),
+                &[&address.scheme.code(), &address.commune_code, &on, &address.detail],
+            )
+            .await?;
+        rows.iter().map(residence_row).collect()
+    }
+
+    pub(crate) async fn temporary_expired_impl(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{RESIDENCE_SELECT} WHERE kind = 'temporary' AND valid_to IS NULL AND superseded_at IS NULL
+                     AND expires_on < $1 ORDER BY expires_on LIMIT $2"
+                ),
+                &[&today, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(residence_row).collect()
     }
 }

@@ -123,11 +123,24 @@ fn check_meta(meta: &ChangeMeta) -> std::result::Result<ChangeMeta, ValidationEr
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    calendar: Arc<dancu_core::calendar::HolidayCalendar>,
 }
 
 impl Registry {
+    /// A registry with Việt Nam's statutory holidays (2000-2100) as its working-day calendar.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Registry { store }
+        Registry { store, calendar: Arc::new(dancu_core::calendar::HolidayCalendar::vietnam(2000..=2100)) }
+    }
+
+    /// The same registry counting deadlines on another calendar (configured holiday schedule).
+    pub fn with_calendar(mut self, calendar: dancu_core::calendar::HolidayCalendar) -> Self {
+        self.calendar = Arc::new(calendar);
+        self
+    }
+
+    /// The working-day calendar deadlines are counted on.
+    pub fn calendar(&self) -> &dancu_core::calendar::HolidayCalendar {
+        &self.calendar
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -262,6 +262,88 @@ CREATE INDEX review_pairs_state ON review_pairs (state, created_at);
 CREATE INDEX review_pairs_b ON review_pairs (b_key);
 "#,
     ),
+    (
+        7,
+        "residence",
+        r#"
+-- Households (hộ gia đình): residence file number, address, head; memberships with valid time.
+CREATE TABLE households (
+    id         TEXT PRIMARY KEY,
+    number     TEXT NOT NULL UNIQUE,
+    head_key   TEXT REFERENCES persons (key),
+    version    INTEGER NOT NULL,
+    data       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) STRICT;
+CREATE TABLE household_members (
+    household_id TEXT NOT NULL REFERENCES households (id),
+    person_key   TEXT NOT NULL REFERENCES persons (key),
+    relationship TEXT NOT NULL,
+    joined_on    TEXT NOT NULL,
+    left_on      TEXT,
+    recorded_at  TEXT NOT NULL
+) STRICT;
+CREATE INDEX household_members_household ON household_members (household_id);
+-- No one in two households.
+CREATE UNIQUE INDEX household_members_one_open ON household_members (person_key) WHERE left_on IS NULL;
+
+-- Residence history, bitemporal: valid_from/valid_to (when it held), recorded_at/superseded_at
+-- (when the register said so). Rows are only ever superseded, never edited.
+CREATE TABLE residences (
+    id            TEXT PRIMARY KEY,
+    person_key    TEXT NOT NULL REFERENCES persons (key),
+    kind          TEXT NOT NULL,
+    scheme        TEXT NOT NULL,
+    commune_code  TEXT NOT NULL,
+    detail        TEXT,
+    household_id  TEXT REFERENCES households (id),
+    valid_from    TEXT NOT NULL,
+    valid_to      TEXT,
+    expires_on    TEXT,
+    end_cause     TEXT,
+    application   TEXT,
+    recorded_at   TEXT NOT NULL,
+    superseded_at TEXT
+) STRICT;
+CREATE INDEX residences_person ON residences (person_key, valid_from);
+CREATE INDEX residences_place ON residences (scheme, commune_code, valid_from);
+CREATE INDEX residences_expiry ON residences (expires_on) WHERE kind = 'temporary' AND valid_to IS NULL
+    AND superseded_at IS NULL;
+-- One permanent and one temporary residence per person at a time.
+CREATE UNIQUE INDEX residences_one_open ON residences (person_key, kind)
+    WHERE valid_to IS NULL AND superseded_at IS NULL;
+
+CREATE TABLE residence_applications (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    person_key   TEXT NOT NULL REFERENCES persons (key),
+    deadline     TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    data         TEXT NOT NULL
+) STRICT;
+CREATE INDEX residence_applications_open ON residence_applications (state, deadline);
+CREATE INDEX residence_applications_person ON residence_applications (person_key);
+CREATE TABLE residence_application_areas (
+    area           TEXT NOT NULL,
+    application_id TEXT NOT NULL REFERENCES residence_applications (id),
+    PRIMARY KEY (area, application_id)
+) STRICT, WITHOUT ROWID;
+
+-- Legacy addresses of partially merged communes, waiting for a person's decision (2025 reform).
+CREATE TABLE address_reviews (
+    person_key   TEXT NOT NULL REFERENCES persons (key),
+    field        TEXT NOT NULL,
+    scheme       TEXT NOT NULL,
+    commune_code TEXT NOT NULL,
+    detail       TEXT,
+    candidates   TEXT NOT NULL,
+    queued_at    TEXT NOT NULL,
+    resolved_at  TEXT,
+    PRIMARY KEY (person_key, field)
+) STRICT;
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -1685,6 +1767,95 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn residence_apply(&self, plan: &ResidencePlan) -> Result<()> {
+        self.residence_apply_impl(plan).await
+    }
+
+    async fn application_get(&self, id: Uuid) -> Result<Option<Application>> {
+        self.application_get_impl(id).await
+    }
+
+    async fn applications(&self, q: &ApplicationQuery) -> Result<Vec<Application>> {
+        self.applications_impl(q).await
+    }
+
+    async fn household_get(&self, id: Uuid) -> Result<Option<Household>> {
+        self.household_get_impl(id).await
+    }
+
+    async fn household_of(&self, person_key: Uuid) -> Result<Option<Uuid>> {
+        self.household_of_impl(person_key).await
+    }
+
+    async fn residences(&self, person_key: Uuid, as_of: Option<OffsetDateTime>) -> Result<Vec<ResidenceRow>> {
+        self.residences_impl(person_key, as_of).await
+    }
+
+    async fn residents_at(&self, address: &Address, on: time::Date) -> Result<Vec<ResidenceRow>> {
+        self.residents_at_impl(address, on).await
+    }
+
+    async fn temporary_expired(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>> {
+        self.temporary_expired_impl(today, limit).await
+    }
+
+    async fn persons_with_legacy_address(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<PersonRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, version, created_at, updated_at, data FROM persons
+                 WHERE key > ?1 AND key IN (SELECT person_key FROM person_areas
+                                            WHERE area >= 'c:legacy:' AND area < 'c:legacy;')
+                 ORDER BY key LIMIT ?2",
+            )?;
+            let after = after.map(|k| k.to_string()).unwrap_or_default();
+            let rows = stmt.query_map(params![after, limit], record_from_row)?;
+            rows.map(|r| to_record(r?)).collect()
+        })
+        .await
+    }
+
+    async fn address_migration_apply(
+        &self,
+        changes: &[(Uuid, i64, Person)],
+        reviews: &[crate::AddressReview],
+        meta: &ChangeMeta,
+    ) -> Result<(u64, u64)> {
+        let changes = changes.to_vec();
+        let reviews = reviews.to_vec();
+        let meta = meta.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (mut done, mut skipped) = (0, 0);
+            for (key, version, person) in &changes {
+                match update_in_tx(&tx, *key, *version, person, ChangeKind::Update, &meta) {
+                    Ok(_) => done += 1,
+                    Err(StoreError::Conflict { .. } | StoreError::NotFound) => skipped += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            let at = ts(now());
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO address_reviews (person_key, field, scheme, commune_code, detail, candidates, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            )?;
+            for r in &reviews {
+                stmt.execute(params![
+                    r.person_key.to_string(),
+                    r.field,
+                    r.address.scheme.code(),
+                    r.address.commune_code,
+                    r.address.detail,
+                    r.candidates.join(","),
+                    at
+                ])?;
+            }
+            drop(stmt);
+            tx.commit()?;
+            Ok((done, skipped))
+        })
+        .await
+    }
+
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare(
@@ -1708,5 +1879,403 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Residence.
+
+use crate::{Application, ApplicationQuery, Household, HouseholdMember, ResidenceKind, ResidencePlan, ResidenceRow};
+use dancu_core::date::iso_date;
+use dancu_core::person::{Address, HeadRelationship};
+use dancu_core::reference::Scheme;
+
+fn day(d: time::Date) -> String {
+    iso_date::format(d)
+}
+
+fn parse_day(s: &str) -> Result<time::Date> {
+    iso_date::parse(s).ok_or_else(|| StoreError::Corrupt(format!("date {s:?}")))
+}
+
+fn relationship_code(r: HeadRelationship) -> Result<String> {
+    match serde_json::to_value(r).map_err(backend)? {
+        serde_json::Value::String(s) => Ok(s),
+        _ => Err(backend("relationship code")),
+    }
+}
+
+fn parse_relationship(s: &str) -> Result<HeadRelationship> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Corrupt(format!("relationship {s:?}")))
+}
+
+const RESIDENCE_SELECT: &str = "SELECT id, person_key, kind, scheme, commune_code, detail, household_id, valid_from,
+    valid_to, expires_on, end_cause, application, recorded_at, superseded_at FROM residences";
+
+fn residence_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ResidenceRow>> {
+    let text = |i: usize| r.get::<_, String>(i);
+    let opt = |i: usize| r.get::<_, Option<String>>(i);
+    let (id, person, kind, scheme, commune_code) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
+    let (detail, household, from, to, expires) = (opt(5)?, opt(6)?, text(7)?, opt(8)?, opt(9)?);
+    let (end_cause, application, recorded, superseded) = (opt(10)?, opt(11)?, text(12)?, opt(13)?);
+    Ok((|| {
+        Ok(ResidenceRow {
+            id: parse_key(&id)?,
+            person_key: parse_key(&person)?,
+            kind: ResidenceKind::from_code(&kind).ok_or_else(|| StoreError::Corrupt(format!("kind {kind:?}")))?,
+            address: Address {
+                scheme: Scheme::from_code(&scheme).ok_or_else(|| StoreError::Corrupt(format!("scheme {scheme:?}")))?,
+                commune_code,
+                detail,
+            },
+            household: household.as_deref().map(parse_key).transpose()?,
+            valid_from: parse_day(&from)?,
+            valid_to: to.as_deref().map(parse_day).transpose()?,
+            expires_on: expires.as_deref().map(parse_day).transpose()?,
+            end_cause,
+            application: application.as_deref().map(parse_key).transpose()?,
+            recorded_at: parse_ts(&recorded)?,
+            superseded_at: superseded.as_deref().map(parse_ts).transpose()?,
+        })
+    })())
+}
+
+fn insert_residence(tx: &rusqlite::Transaction<'_>, r: &ResidenceRow) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO residences (id, person_key, kind, scheme, commune_code, detail, household_id, valid_from,
+             valid_to, expires_on, end_cause, application, recorded_at, superseded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        r.id.to_string(),
+        r.person_key.to_string(),
+        r.kind.code(),
+        r.address.scheme.code(),
+        r.address.commune_code,
+        r.address.detail,
+        r.household.map(|h| h.to_string()),
+        day(r.valid_from),
+        r.valid_to.map(day),
+        r.expires_on.map(day),
+        r.end_cause,
+        r.application.map(|a| a.to_string()),
+        ts(r.recorded_at),
+        r.superseded_at.map(ts)
+    ])
+    .map_err(|e| unique_as_duplicate(e, "an open residence of this kind for this person"))?;
+    Ok(())
+}
+
+fn unique_as_duplicate(e: rusqlite::Error, what: &str) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
+            StoreError::Duplicate(what.to_string())
+        }
+        _ => e.into(),
+    }
+}
+
+fn application_json(a: &Application) -> Result<String> {
+    serde_json::to_string(a).map_err(backend)
+}
+
+fn parse_application(s: &str) -> Result<Application> {
+    serde_json::from_str(s).map_err(|e| {
+        StoreError::Corrupt(format!("a stored application does not parse (line {}, column {})", e.line(), e.column()))
+    })
+}
+
+fn apply_plan(tx: &rusqlite::Transaction<'_>, plan: &ResidencePlan) -> Result<()> {
+    let at = now();
+    // The application first: it is the lock on the decision (state checked, then changed).
+    if let Some(app) = &plan.application {
+        let id = app.id.to_string();
+        match plan.expected_state {
+            None => {
+                tx.execute(
+                    "INSERT INTO residence_applications (id, kind, state, person_key, deadline, submitted_at, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        id,
+                        app.kind.code(),
+                        app.state.code(),
+                        app.person_key.to_string(),
+                        day(app.deadline),
+                        ts(app.submitted_at),
+                        application_json(app)?
+                    ],
+                )?;
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO residence_application_areas (area, application_id) VALUES (?1, ?2)",
+                )?;
+                for a in &app.areas {
+                    stmt.execute(params![a, id])?;
+                }
+            }
+            Some(expected) => {
+                let current: Option<String> = tx
+                    .query_row("SELECT state FROM residence_applications WHERE id = ?1", [&id], |r| r.get(0))
+                    .optional()?;
+                match current {
+                    None => return Err(StoreError::NotFound),
+                    Some(s) if s != expected.code() => {
+                        return Err(StoreError::State(format!("the application is already {s}")));
+                    }
+                    _ => {}
+                }
+                tx.execute(
+                    "UPDATE residence_applications SET state = ?2, data = ?3 WHERE id = ?1",
+                    params![id, app.state.code(), application_json(app)?],
+                )?;
+            }
+        }
+    }
+    if let Some(meta) = &plan.meta {
+        for (key, version, person) in &plan.persons {
+            let m = ChangeMeta { audit: None, ..meta.clone() };
+            update_in_tx(tx, *key, *version, person, ChangeKind::Update, &m)?;
+        }
+    }
+    for (h, expected) in &plan.households {
+        let data = serde_json::to_string(&(&h.address, &h.number)).map_err(backend)?;
+        match expected {
+            None => {
+                tx.execute(
+                    "INSERT INTO households (id, number, head_key, version, data, created_at)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+                    params![h.id.to_string(), h.number, h.head.map(|k| k.to_string()), data, ts(h.created_at)],
+                )
+                .map_err(|e| unique_as_duplicate(e, "household number"))?;
+            }
+            Some(v) => {
+                let n = tx.execute(
+                    "UPDATE households SET head_key = ?2, version = version + 1, data = ?3
+                     WHERE id = ?1 AND version = ?4",
+                    params![h.id.to_string(), h.head.map(|k| k.to_string()), data, v],
+                )?;
+                if n == 0 {
+                    let actual: Option<i64> = tx
+                        .query_row("SELECT version FROM households WHERE id = ?1", [h.id.to_string()], |r| r.get(0))
+                        .optional()?;
+                    return Err(match actual {
+                        None => StoreError::NotFound,
+                        Some(actual) => StoreError::Conflict { expected: *v, actual },
+                    });
+                }
+            }
+        }
+    }
+    for (person, left_on) in &plan.close_memberships {
+        let n = tx.execute(
+            "UPDATE household_members SET left_on = ?2 WHERE person_key = ?1 AND left_on IS NULL",
+            params![person.to_string(), day(*left_on)],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Duplicate("the membership has ended already".into()));
+        }
+    }
+    for m in &plan.open_memberships {
+        tx.execute(
+            "INSERT INTO household_members (household_id, person_key, relationship, joined_on, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                m.household.to_string(),
+                m.person_key.to_string(),
+                relationship_code(m.relationship)?,
+                day(m.joined_on),
+                ts(at)
+            ],
+        )
+        .map_err(|e| unique_as_duplicate(e, "a membership of another household"))?;
+    }
+    for (id, row) in &plan.supersede {
+        let n = tx.execute(
+            "UPDATE residences SET superseded_at = ?2 WHERE id = ?1 AND superseded_at IS NULL AND valid_to IS NULL",
+            params![id.to_string(), ts(at)],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Duplicate("the residence has ended already".into()));
+        }
+        insert_residence(tx, &ResidenceRow { recorded_at: at, superseded_at: None, ..row.clone() })?;
+    }
+    for r in &plan.open_residences {
+        insert_residence(tx, &ResidenceRow { recorded_at: at, ..r.clone() })?;
+    }
+    if let Some(e) = &plan.audit {
+        append_audit(tx, std::slice::from_ref(e))?;
+    }
+    Ok(())
+}
+
+fn household_read(conn: &Connection, id: &str) -> Result<Option<Household>> {
+    let row: Option<(String, String, Option<String>, i64, String, String)> = conn
+        .prepare_cached("SELECT id, number, head_key, version, data, created_at FROM households WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    let Some((id, number, head, version, data, created)) = row else { return Ok(None) };
+    let (address, _): (Address, String) =
+        serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("a stored household does not parse".into()))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT person_key, relationship, joined_on, left_on, recorded_at FROM household_members
+         WHERE household_id = ?1 ORDER BY joined_on, recorded_at",
+    )?;
+    let rows = stmt.query_map([&id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut members = Vec::new();
+    for row in rows {
+        let (person, rel, joined, left, recorded) = row?;
+        members.push(HouseholdMember {
+            person_key: parse_key(&person)?,
+            relationship_to_head: parse_relationship(&rel)?,
+            joined_on: parse_day(&joined)?,
+            left_on: left.as_deref().map(parse_day).transpose()?,
+            recorded_at: parse_ts(&recorded)?,
+        });
+    }
+    Ok(Some(Household {
+        id: parse_key(&id)?,
+        number,
+        address,
+        head: head.as_deref().map(parse_key).transpose()?,
+        version,
+        created_at: parse_ts(&created)?,
+        members,
+    }))
+}
+
+impl SqliteStore {
+    pub(crate) async fn residence_apply_impl(&self, plan: &ResidencePlan) -> Result<()> {
+        let plan = plan.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            apply_plan(&tx, &plan)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn application_get_impl(&self, id: Uuid) -> Result<Option<Application>> {
+        self.read(move |conn| {
+            let data: Option<String> = conn
+                .prepare_cached("SELECT data FROM residence_applications WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            data.as_deref().map(parse_application).transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn applications_impl(&self, q: &ApplicationQuery) -> Result<Vec<Application>> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut sql = "SELECT data FROM residence_applications WHERE 1=1".to_string();
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(s) = q.state {
+                args.push(s.code().to_string().into());
+                sql += &format!(" AND state = ?{}", args.len());
+            }
+            if let Some(d) = q.overdue_on {
+                args.push(day(d).into());
+                sql += &format!(" AND state IN ('submitted', 'received') AND deadline < ?{}", args.len());
+            }
+            if let Some(k) = q.person_key {
+                args.push(k.to_string().into());
+                sql += &format!(" AND person_key = ?{}", args.len());
+            }
+            if let Some(a) = &q.area {
+                args.push(a.clone().into());
+                sql += &format!(
+                    " AND id IN (SELECT application_id FROM residence_application_areas WHERE area = ?{})",
+                    args.len()
+                );
+            }
+            args.push(i64::from(q.limit).into());
+            args.push(i64::from(q.offset).into());
+            sql += &format!(" ORDER BY deadline, submitted_at, id LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))?;
+            rows.map(|r| parse_application(&r?)).collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn household_get_impl(&self, id: Uuid) -> Result<Option<Household>> {
+        self.read(move |conn| household_read(conn, &id.to_string())).await
+    }
+
+    pub(crate) async fn household_of_impl(&self, person_key: Uuid) -> Result<Option<Uuid>> {
+        self.read(move |conn| {
+            let h: Option<String> = conn
+                .prepare_cached("SELECT household_id FROM household_members WHERE person_key = ?1 AND left_on IS NULL")?
+                .query_row([person_key.to_string()], |r| r.get(0))
+                .optional()?;
+            h.as_deref().map(parse_key).transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn residences_impl(
+        &self,
+        person_key: Uuid,
+        as_of: Option<OffsetDateTime>,
+    ) -> Result<Vec<ResidenceRow>> {
+        self.read(move |conn| {
+            let rows = match as_of {
+                None => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "{RESIDENCE_SELECT} WHERE person_key = ?1 AND superseded_at IS NULL ORDER BY valid_from, recorded_at"
+                    ))?;
+                    stmt.query_map([person_key.to_string()], residence_row)?.collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                Some(t) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "{RESIDENCE_SELECT} WHERE person_key = ?1 AND recorded_at <= ?2
+                           AND (superseded_at IS NULL OR superseded_at > ?2) ORDER BY valid_from, recorded_at"
+                    ))?;
+                    stmt.query_map(params![person_key.to_string(), ts(t)], residence_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+            };
+            rows.into_iter().collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn residents_at_impl(&self, address: &Address, on: time::Date) -> Result<Vec<ResidenceRow>> {
+        let address = address.clone();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{RESIDENCE_SELECT} WHERE scheme = ?1 AND commune_code = ?2 AND valid_from <= ?3
+                   AND (valid_to IS NULL OR valid_to > ?3) AND superseded_at IS NULL
+                   AND (?4 IS NULL OR detail = ?4) ORDER BY valid_from, person_key"
+            ))?;
+            let rows = stmt.query_map(
+                params![address.scheme.code(), address.commune_code, day(on), address.detail],
+                residence_row,
+            )?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn temporary_expired_impl(&self, today: time::Date, limit: u32) -> Result<Vec<ResidenceRow>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{RESIDENCE_SELECT} WHERE kind = 'temporary' AND valid_to IS NULL AND superseded_at IS NULL
+                   AND expires_on < ?1 ORDER BY expires_on LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![day(today), limit], residence_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
     }
 }

@@ -194,6 +194,10 @@ pub struct Config {
     pub provinces: Vec<String>,
     /// "Today": ages are counted to this date.
     pub today: Date,
+    /// Share of households (0-1) whose address is still on the legacy commune list (records
+    /// made before the 2025 reform, not yet migrated): one of the old communes that went into the
+    /// chosen 2025 commune, wholly or in part. 0 draws nothing: the stream is unchanged.
+    pub legacy_share: f64,
 }
 
 /// One generated person with their household.
@@ -221,6 +225,9 @@ pub struct Generator {
     ages: Weighted<i64>,
     household: u64,
     pending: std::collections::VecDeque<PersonInput>,
+    legacy_share: f64,
+    /// 2025 commune code → the legacy communes that went into it (only when `legacy_share` > 0).
+    legacy_of: std::collections::HashMap<&'static str, Vec<&'static str>>,
 }
 
 impl Generator {
@@ -246,6 +253,20 @@ impl Generator {
             ages: Weighted::new(AGE_PYRAMID),
             household: 0,
             pending: Default::default(),
+            legacy_share: config.legacy_share,
+            legacy_of: if config.legacy_share > 0.0 {
+                let mut m: std::collections::HashMap<&'static str, Vec<&'static str>> = Default::default();
+                // Only old communes the legacy list knows (the conversion table names a few it lacks).
+                for c in reference::conversions()
+                    .iter()
+                    .filter(|c| reference::commune(Scheme::Legacy, &c.old_commune_code).is_some())
+                {
+                    m.entry(c.new_commune_code.as_str()).or_default().push(c.old_commune_code.as_str());
+                }
+                m
+            } else {
+                Default::default()
+            },
         })
     }
 
@@ -362,7 +383,14 @@ impl Generator {
             format!("Thôn {}", self.rng.range(1, 25))
         };
         let file_number = format!("{}{:09}", commune.province_code, self.household);
-        let address = Address { scheme: Scheme::Y2025, commune_code: commune.code.clone(), detail: Some(detail) };
+        let mut address = Address { scheme: Scheme::Y2025, commune_code: commune.code.clone(), detail: Some(detail) };
+        if self.legacy_share > 0.0
+            && self.rng.chance(self.legacy_share)
+            && let Some(olds) = self.legacy_of.get(commune.code.as_str())
+        {
+            address.scheme = Scheme::Legacy;
+            address.commune_code = olds[self.rng.below(olds.len() as u64) as usize].to_string();
+        }
         let head_full = head_name.full();
         let father_name =
             if members[0].sex == Sex::Male { Some(head_full.clone()) } else { spouse_name.as_ref().map(Name::full) };
@@ -586,7 +614,7 @@ mod tests {
     use time::macros::date;
 
     fn config(seed: u64) -> Config {
-        Config { seed, provinces: vec![], today: date!(2026 - 11 - 29) }
+        Config { seed, provinces: vec![], today: date!(2026 - 11 - 29), legacy_share: 0.0 }
     }
 
     #[test]
@@ -687,5 +715,17 @@ mod tests {
             assert!(prov == "01" || prov == "15", "{prov}");
         }
         assert!(Generator::new(&Config { provinces: vec!["02".into()], ..config(4) }).is_err());
+    }
+
+    #[test]
+    fn legacy_addresses_on_request() {
+        let people: Vec<_> = Generator::new(&Config { legacy_share: 0.5, ..config(9) }).unwrap().take(2000).collect();
+        let legacy =
+            people.iter().filter(|p| p.person.permanent_residence.as_ref().unwrap().scheme == Scheme::Legacy).count();
+        assert!((600..1400).contains(&legacy), "{legacy}");
+        for p in &people {
+            let a = p.person.permanent_residence.as_ref().unwrap();
+            assert!(a.commune().is_some(), "{a:?}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use time::macros::date;
 #[test]
 fn precision_and_recall_on_synthetic_duplicates() {
     let started = Instant::now();
-    let config = Config { seed: 20_250_701, provinces: vec![], today: date!(2026 - 11 - 29) };
+    let config = Config { seed: 20_250_701, provinces: vec![], today: date!(2026 - 11 - 29), legacy_share: 0.0 };
     let people: Vec<_> = Generator::new(&config).unwrap().take(18_000).map(|p| p.person).collect();
     let labelled = with_duplicates(people, 0.10, 42);
     let records: Vec<LinkRecord> = labelled

@@ -72,6 +72,8 @@ enum Command {
         audit: ServeAuditArgs,
         #[command(flatten)]
         session: SessionArgs,
+        #[command(flatten)]
+        residence: ResidenceArgs,
     },
     /// Run the HTTP server (applies pending migrations first)
     Serve {
@@ -83,6 +85,8 @@ enum Command {
         audit: ServeAuditArgs,
         #[command(flatten)]
         session: SessionArgs,
+        #[command(flatten)]
+        residence: ResidenceArgs,
     },
     /// Apply pending database migrations
     Migrate {
@@ -101,6 +105,9 @@ enum Command {
         /// 2025 province codes to populate (default: all 34)
         #[arg(long, value_delimiter = ',')]
         provinces: Vec<String>,
+        /// Share of households (0-1) still on legacy (pre-2025) commune codes
+        #[arg(long, default_value_t = 0.0)]
+        legacy_share: f64,
         /// Add this share (0-1) of extra duplicate rows re-recorded with realistic intake errors,
         /// shuffled in, and write which rows are one person to FILE.truth.csv (line,entity)
         #[arg(long)]
@@ -149,6 +156,14 @@ enum Command {
         seed: u64,
         #[arg(long, value_delimiter = ',')]
         provinces: Vec<String>,
+        /// Share of households (0-1) still on legacy (pre-2025) commune codes (for `addresses migrate`)
+        #[arg(long, default_value_t = 0.0)]
+        legacy_share: f64,
+    },
+    /// Addresses: `addresses migrate` moves legacy commune codes to the 2025 ones
+    Addresses {
+        #[command(subcommand)]
+        command: AddressesCommand,
     },
     /// The audit trail: verify its hash chain and signed checkpoints, or sign a checkpoint now
     Audit {
@@ -169,6 +184,11 @@ enum Command {
     Card {
         #[command(subcommand)]
         command: cards::CardCommand,
+    },
+    /// Residence: end expired temporary residences; compute a statutory deadline
+    Residence {
+        #[command(subcommand)]
+        command: ResidenceCommand,
     },
     /// Print a random sample of issued personal IDs, one a line (for benchmarks)
     SampleIds {
@@ -231,6 +251,106 @@ enum AuditCommand {
         #[command(flatten)]
         key: AuditKeyArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum AddressesCommand {
+    /// Move residence addresses from legacy commune codes to the 2025 ones with the official
+    /// conversion table: whole merges automatically (the record's history keeps the old code),
+    /// partial merges to the review queue; reports the counts and the rate
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+        /// People per transaction
+        #[arg(long, default_value_t = 5000)]
+        batch: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResidenceCommand {
+    /// End every temporary residence whose registration expired before today (the server also
+    /// does this every hour)
+    Expire {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Treat this day (YYYY-MM-DD) as today
+        #[arg(long)]
+        on: Option<String>,
+    },
+    /// The deadline of an application submitted on a day, N working days later (weekends,
+    /// public holidays, Tết skipped); lists the days off in between
+    Deadline {
+        /// Day of submission, YYYY-MM-DD
+        #[arg(long)]
+        from: String,
+        /// Working days
+        #[arg(long)]
+        days: u32,
+        #[command(flatten)]
+        residence: ResidenceArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ResidenceArgs {
+    /// Holiday schedule changes, one a line: `YYYY-MM-DD,holiday,Name` or `YYYY-MM-DD,working_day`
+    /// (the yearly schedule announced by the government), applied over the statutory holidays
+    #[arg(long, env = "DANCU_HOLIDAYS")]
+    holidays: Option<PathBuf>,
+    /// The key residence confirmations are signed with (PKCS#8 PEM, created on first use);
+    /// default DATA/keys/residence-confirmation.pem
+    #[arg(long, env = "DANCU_CONFIRMATION_KEY")]
+    confirmation_key: Option<PathBuf>,
+}
+
+impl ResidenceArgs {
+    fn calendar(&self) -> Result<dancu_core::calendar::HolidayCalendar> {
+        let mut c = dancu_core::calendar::HolidayCalendar::vietnam(2000..=2100);
+        if let Some(path) = &self.holidays {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            c.configure(&text).map_err(|e| {
+                anyhow::anyhow!("{}: {}: {} ({})", path.display(), e.field, e.reason, e.value.unwrap_or_default())
+            })?;
+        }
+        Ok(c)
+    }
+}
+
+fn check_share(share: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&share) {
+        bail!("--legacy-share must lie between 0 and 1 (got {share})");
+    }
+    Ok(())
+}
+
+fn parse_day(what: &str, s: &str) -> Result<time::Date> {
+    dancu_core::date::iso_date::parse(s).with_context(|| format!("{what}: not a date YYYY-MM-DD: {s:?}"))
+}
+
+async fn residence_command(command: ResidenceCommand) -> Result<()> {
+    match command {
+        ResidenceCommand::Expire { db, on } => {
+            let store = open_store(&db).await?;
+            let day = on.as_deref().map(|d| parse_day("--on", d)).transpose()?.unwrap_or_else(today);
+            let n = Registry::new(store)
+                .expire_temporary(day, "dancu-residence-expiry")
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{n} temporary residence(s) ended (registration expired before {day})");
+            Ok(())
+        }
+        ResidenceCommand::Deadline { from, days, residence } => {
+            let from = parse_day("--from", &from)?;
+            let c = residence.calendar()?;
+            let due = c.deadline(from, days);
+            println!("{}", dancu_core::date::iso_date::format(due));
+            for h in c.holidays_between(from, due) {
+                println!("  {} {}", dancu_core::date::iso_date::format(h.date), h.name);
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -553,14 +673,14 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn synth_config(seed: u64, provinces: Vec<String>) -> Config {
-    Config { seed, provinces, today: today() }
+fn synth_config(seed: u64, provinces: Vec<String>, legacy_share: f64) -> Config {
+    Config { seed, provinces, today: today(), legacy_share }
 }
 
 /// Seeds `people` synthetic people in batches; about 2% stay pending (collected, no ID yet).
-async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<String>) -> Result<()> {
+async fn seed(store: Arc<dyn Store>, people: u64, seed: u64, provinces: Vec<String>, legacy_share: f64) -> Result<()> {
     let registry = Registry::new(store);
-    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+    let generator = Generator::new(&synth_config(seed, provinces, legacy_share)).map_err(anyhow::Error::msg)?;
     let meta = ChangeMeta::new("dancu-seed", "Dữ liệu dân cư tổng hợp (synthetic population)", None);
     let pb = progress(people, "seeding");
     let started = Instant::now();
@@ -627,9 +747,32 @@ async fn serve(
     listen: SocketAddr,
     audit: &ServeAuditArgs,
     session: &SessionArgs,
+    residence: &ResidenceArgs,
     banner: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let auth = session.config()?;
+    let registry = Registry::new(store.clone()).with_calendar(residence.calendar()?);
+    let confirmation_path =
+        residence.confirmation_key.clone().unwrap_or_else(|| db.data.join("keys").join("residence-confirmation.pem"));
+    let confirmation_key: Arc<dyn dancu_keys::Signer> = Arc::new(
+        dancu_keys::SoftwareKey::load_or_create(&confirmation_path)
+            .with_context(|| format!("residence confirmation key {}", confirmation_path.display()))?,
+    );
+    {
+        // Temporary residences end by themselves when their registration expires.
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                match registry.expire_temporary(today(), "dancu-residence-expiry").await {
+                    Ok(n) if n > 0 => tracing::info!(ended = n, "expired temporary residences ended"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "ending expired temporary residences failed"),
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let auditor = if audit.no_audit {
@@ -662,7 +805,7 @@ async fn serve(
     }
     tracing::info!(%addr, backend = store.backend(), "serving");
     banner(addr);
-    let state = AppState::with_auth(Registry::new(store), writer, auth, db.secrets()?);
+    let state = AppState::with_auth(registry, writer, auth, db.secrets()?).with_confirmation_key(confirmation_key);
     dancu_server::serve(listener, state, shutdown_signal()).await?;
     indexer.abort();
     if let Some(a) = auditor {
@@ -671,8 +814,8 @@ async fn serve(
     Ok(())
 }
 
-fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>) -> Result<()> {
-    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+fn generate_csv(people: u64, seed: u64, out: &Path, provinces: Vec<String>, legacy_share: f64) -> Result<()> {
+    let generator = Generator::new(&synth_config(seed, provinces, legacy_share)).map_err(anyhow::Error::msg)?;
     let sink: Box<dyn Write> = if out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -727,14 +870,21 @@ fn print_summary(s: &import::Summary, path: &Path) {
 
 /// Generated people plus labelled duplicates (`dancu_synth::duplicates`), shuffled; the truth
 /// (file line → person number) beside the data as `FILE.truth.csv`.
-fn generate_with_duplicates(people: u64, seed: u64, out: &Path, provinces: Vec<String>, share: f64) -> Result<()> {
+fn generate_with_duplicates(
+    people: u64,
+    seed: u64,
+    out: &Path,
+    provinces: Vec<String>,
+    share: f64,
+    legacy_share: f64,
+) -> Result<()> {
     if !(0.0..=1.0).contains(&share) {
         bail!("--duplicates must be a share between 0 and 1, got {share}");
     }
     if out.as_os_str() == "-" {
         bail!("--duplicates writes a truth file beside the data: give a file for --out");
     }
-    let generator = Generator::new(&synth_config(seed, provinces)).map_err(anyhow::Error::msg)?;
+    let generator = Generator::new(&synth_config(seed, provinces, legacy_share)).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     let generated: Vec<dancu_synth::SynthPerson> = generator.take(people as usize).collect();
     let households: Vec<u64> = generated.iter().map(|p| p.household).collect();
@@ -770,18 +920,18 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Demo { db, people, seed: s, provinces, listen, audit, session } => {
+        Command::Demo { db, people, seed: s, provinces, listen, audit, session, residence } => {
             let store = open_store(&db).await?;
             let existing = store.count_persons().await?;
             if existing == 0 {
                 eprintln!("dancu demo: seeding {people} synthetic people into {}", redact(&db.url()));
-                seed(store.clone(), people, s, provinces).await?;
+                seed(store.clone(), people, s, provinces, 0.0).await?;
             } else {
                 eprintln!("dancu demo: reusing {existing} people in {}", redact(&db.url()));
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
             let logins = demo_logins(&store, &db, sample.as_ref()).await?;
-            serve(store, &db, listen, &audit, &session, |addr| {
+            serve(store, &db, listen, &audit, &session, &residence, |addr| {
                 say(String::new());
                 say(format!("  dancu đang chạy / dancu is running: http://{addr}/"));
                 say(format!("  API docs (Swagger UI):              http://{addr}/api/docs"));
@@ -811,9 +961,12 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Serve { db, listen, audit, session } => {
+        Command::Serve { db, listen, audit, session, residence } => {
             let store = open_store(&db).await?;
-            serve(store, &db, listen, &audit, &session, |addr| say(format!("dancu listening on http://{addr}/"))).await
+            serve(store, &db, listen, &audit, &session, &residence, |addr| {
+                say(format!("dancu listening on http://{addr}/"))
+            })
+            .await
         }
         Command::Migrate { db } => {
             let store = dancu_store::open(&db.url()).await.with_context(|| format!("opening {}", redact(&db.url())))?;
@@ -824,11 +977,13 @@ async fn main() -> Result<()> {
             println!("{n} migration(s) applied ({})", store.backend());
             Ok(())
         }
-        Command::Generate { people, seed, out, provinces, duplicates: None } => {
-            generate_csv(people, seed, &out, provinces)
+        Command::Generate { people, seed, out, provinces, legacy_share, duplicates: None } => {
+            check_share(legacy_share)?;
+            generate_csv(people, seed, &out, provinces, legacy_share)
         }
-        Command::Generate { people, seed, out, provinces, duplicates: Some(share) } => {
-            generate_with_duplicates(people, seed, &out, provinces, share)
+        Command::Generate { people, seed, out, provinces, legacy_share, duplicates: Some(share) } => {
+            check_share(legacy_share)?;
+            generate_with_duplicates(people, seed, &out, provinces, share, legacy_share)
         }
         Command::Import { db, file, format, unit, officer, mapping, batch_id, report, summary, chunk } => {
             let store = open_store(&db).await?;
@@ -841,14 +996,43 @@ async fn main() -> Result<()> {
             print_summary(&s, &summary_path);
             Ok(())
         }
-        Command::Seed { db, people, seed: s, provinces } => {
+        Command::Seed { db, people, seed: s, provinces, legacy_share } => {
             if people == 0 {
                 bail!("--people must be at least 1");
             }
+            check_share(legacy_share)?;
             let store = open_store(&db).await?;
-            seed(store, people, s, provinces).await
+            seed(store, people, s, provinces, legacy_share).await
+        }
+        Command::Addresses { command: AddressesCommand::Migrate { db, batch } } => {
+            if batch == 0 {
+                bail!("--batch must be at least 1");
+            }
+            let store = open_store(&db).await?;
+            let started = Instant::now();
+            let pb = ProgressBar::new_spinner();
+            let report = Registry::new(store)
+                .migrate_addresses(batch, "dancu-addresses-migrate", |r| {
+                    pb.set_message(format!("{} people scanned", r.people_scanned));
+                    pb.tick();
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("migrating addresses: {e}"))?;
+            pb.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            println!("people with legacy addresses scanned: {}", report.people_scanned);
+            println!("addresses moved automatically (whole merges): {}", report.moved_automatically);
+            println!("addresses queued for review (partial merges): {}", report.queued_for_review);
+            println!("addresses with a code outside the conversion table: {}", report.unknown_code);
+            println!(
+                "people updated: {} (skipped, changed meanwhile: {})",
+                report.people_updated, report.people_skipped
+            );
+            println!("{secs:.1} s, {:.0} people/s", report.people_scanned as f64 / secs.max(1e-9));
+            Ok(())
         }
         Command::Audit { command } => audit_command(command).await,
+        Command::Residence { command } => residence_command(command).await,
         Command::Officer { command } => officer_command(command).await,
         Command::Pki { command } => cards::pki_command(command),
         Command::Card { command } => cards::card_command(command).await,

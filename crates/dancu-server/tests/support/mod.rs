@@ -61,7 +61,8 @@ pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
     let auditor = dancu_store::audit::Auditor::new(store.clone(), key.clone());
     let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5);
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
-    let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone());
+    let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())
+        .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>);
     tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
     Server { addr, store, key, secrets }
 }

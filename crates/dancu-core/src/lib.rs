@@ -16,6 +16,7 @@ pub mod id;
 pub mod intake;
 pub mod person;
 pub mod reference;
+pub mod sharing;
 pub mod text;
 
 pub use date::PartialDate;

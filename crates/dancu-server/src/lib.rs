@@ -9,13 +9,16 @@
 pub mod audit;
 pub mod auth;
 pub mod extract;
+pub mod jose;
 pub mod metrics;
 pub mod officers;
+pub mod partners;
 pub mod persons;
 pub mod policy;
 pub mod problem;
 pub mod reference;
 pub mod requests;
+pub mod sharing;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -44,6 +47,8 @@ pub struct AppState {
     pub secrets: Arc<dancu_keys::SecretBox>,
     /// The route table (`policy::routes`): every route and its policy.
     pub routes: Arc<Vec<policy::RouteSpec>>,
+    /// Data sharing: the signing key of tokens and responses, partner caches, rate limits.
+    pub sharing: Arc<sharing::SharingState>,
 }
 
 impl AppState {
@@ -69,7 +74,18 @@ impl AppState {
             auth: Arc::new(auth::AuthState::new(config)),
             secrets,
             routes: Arc::new(policy::routes()),
+            sharing: Arc::new(sharing::SharingState::new(
+                Arc::new(dancu_keys::SoftwareKey::generate().expect("the operating system's random source")),
+                "http://127.0.0.1:8080",
+            )),
         }
+    }
+
+    /// Signs partner tokens and responses with `signer` (its key id is published at
+    /// `/.well-known/jwks.json`); `issuer` is the server's public base URL.
+    pub fn with_sharing(mut self, signer: Arc<dyn dancu_keys::Signer>, issuer: &str) -> Self {
+        self.sharing = Arc::new(sharing::SharingState::new(signer, issuer));
+        self
     }
 }
 
@@ -87,6 +103,10 @@ impl AppState {
         requests::list, requests::get, requests::decide,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
+        partners::list, partners::create, partners::get, partners::update, partners::set_status,
+        partners::consents, partners::grant, partners::revoke,
+        sharing::token, sharing::verify, sharing::verify_batch, sharing::retrieve, sharing::pseudonym,
+        sharing::events,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,
@@ -100,6 +120,9 @@ impl AppState {
         (name = "maker-checker", description = "Phê duyệt thay đổi — changes awaiting a second officer"),
         (name = "auth", description = "Đăng nhập — login, second factor, sessions"),
         (name = "officers", description = "Tài khoản cán bộ — officer accounts"),
+        (name = "partners", description = "Đối tác khai thác — partner registration (partner administrators)"),
+        (name = "sharing", description = "Chia sẻ dữ liệu — partner services (OAuth 2.0 client credentials, \
+                                          private_key_jwt; responses signed, see /.well-known/jwks.json)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

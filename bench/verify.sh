@@ -66,6 +66,23 @@ print(json.dumps({"id": sys.argv[1], "name": "Ngân hàng thử tải", "kind": 
 PY
 curl -sf "$base/api/v1/partners" -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
   -d @"$OUT/partner.json" >/dev/null
+
+# Bodies from real records: name and birth date as registered (every 4th with a wrong date).
+DANCU_LOG=warn "$BIN" sample-ids --db "$url" --count "$SAMPLE" >"$OUT/verify-ids.txt"
+: >"$OUT/verify-bodies.txt"
+n=0
+while read -r id; do
+  rec=$(curl -sf "$base/api/v1/persons/$id" -H "Authorization: Bearer $officer") || continue
+  n=$((n + 1))
+  python3 -c '
+import json, sys
+p = json.loads(sys.argv[1])["person"]; n = p["name"]
+name = " ".join(x for x in (n["surname"], n.get("middle", ""), n["given"]) if x)
+date = p["birth_date"] if int(sys.argv[2]) % 4 else "1800"
+print(json.dumps({"personal_id": p["personal_id"], "name": name, "birth_date": date}, ensure_ascii=False))
+' "$rec" "$n" >>"$OUT/verify-bodies.txt"
+done <"$OUT/verify-ids.txt"
+
 # The client assertion (RFC 7523): header.claims signed by openssl, the DER signature made r||s.
 assertion=$(python3 - "$partner" "$base" "$OUT/partner.pem" <<'PY'
 import base64, json, subprocess, sys, time, uuid
@@ -93,23 +110,6 @@ TOKEN=$(curl -sf "$base/api/v1/oauth/token" -d grant_type=client_credentials \
   sed 's/.*"access_token":"\([^"]*\)".*/\1/')
 [ ${#TOKEN} -gt 100 ] || { echo "the benchmark partner got no token" >&2; exit 1; }
 # The access token lives 5 minutes: the runs below must fit (RUNS x DURATION + warm-up).
-
-# Bodies from real records: name and birth date as registered (every 4th with a wrong date).
-DANCU_LOG=warn "$BIN" sample-ids --db "$url" --count "$SAMPLE" >"$OUT/verify-ids.txt"
-: >"$OUT/verify-bodies.txt"
-n=0
-while read -r id; do
-  rec=$(curl -sf "$base/api/v1/persons/$id" -H "Authorization: Bearer $officer") || continue
-  n=$((n + 1))
-  python3 -c '
-import json, sys
-p = json.loads(sys.argv[1])["person"]; n = p["name"]
-name = " ".join(x for x in (n["surname"], n.get("middle", ""), n["given"]) if x)
-date = p["birth_date"] if int(sys.argv[2]) % 4 else "1800"
-print(json.dumps({"personal_id": p["personal_id"], "name": name, "birth_date": date}, ensure_ascii=False))
-' "$rec" "$n" >>"$OUT/verify-bodies.txt"
-done <"$OUT/verify-ids.txt"
-
 BODIES_FILE="$OUT/verify-bodies.txt" wrk -t"$THREADS" -c"$CONNS" -d5s -s bench/verify.lua "$base" >/dev/null
 runs=()
 for r in $(seq 1 "$RUNS"); do

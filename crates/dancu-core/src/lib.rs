@@ -18,6 +18,7 @@ pub mod intake;
 pub mod person;
 pub mod reference;
 pub mod residence;
+pub mod sharing;
 pub mod text;
 
 pub use date::PartialDate;

@@ -51,6 +51,69 @@ pub fn verify(spki_der: &[u8], message: &[u8], signature_der: &[u8]) -> bool {
     key.verify(message, &sig).is_ok()
 }
 
+/// A DER ECDSA signature as JOSE wants it (ES256, RFC 7518 §3.4): `r || s`, 64 bytes.
+pub fn der_to_raw(signature_der: &[u8]) -> Option<[u8; 64]> {
+    let sig = Signature::from_der(signature_der).ok()?;
+    let mut out = [0u8; 64];
+    out.copy_from_slice(&sig.to_bytes());
+    Some(out)
+}
+
+/// Verifies an ES256 signature given as `r || s` (64 bytes) with a public key as SPKI DER.
+pub fn verify_raw(spki_der: &[u8], message: &[u8], raw: &[u8]) -> bool {
+    let (Ok(key), Ok(sig)) = (VerifyingKey::from_public_key_der(spki_der), Signature::from_slice(raw)) else {
+        return false;
+    };
+    key.verify(message, &sig).is_ok()
+}
+
+/// A parsed P-256 public key, to verify many signatures without parsing the key each time.
+#[derive(Clone, Debug)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    pub fn from_spki_der(spki_der: &[u8]) -> Option<Self> {
+        VerifyingKey::from_public_key_der(spki_der).ok().map(PublicKey)
+    }
+
+    /// From PEM text ("PUBLIC KEY", SPKI); the reason when it is not a P-256 key.
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        VerifyingKey::from_public_key_pem(pem.trim()).map(PublicKey).map_err(|e| format!("not a P-256 public key: {e}"))
+    }
+
+    /// Verifies an ES256 signature given as `r || s`.
+    pub fn verify_raw(&self, message: &[u8], raw: &[u8]) -> bool {
+        Signature::from_slice(raw).is_ok_and(|sig| self.0.verify(message, &sig).is_ok())
+    }
+
+    /// From a JWK's affine coordinates (x, y), 32 bytes each; `None` if not a point of P-256.
+    pub fn from_coordinates(x: &[u8], y: &[u8]) -> Option<Self> {
+        if x.len() != 32 || y.len() != 32 {
+            return None;
+        }
+        let point = p256::EncodedPoint::from_affine_coordinates(x.into(), y.into(), false);
+        VerifyingKey::from_encoded_point(&point).ok().map(PublicKey)
+    }
+
+    /// The key as PEM text ("PUBLIC KEY").
+    pub fn to_pem(&self) -> String {
+        self.0.to_public_key_pem(LineEnding::LF).expect("a P-256 public key encodes")
+    }
+
+    pub fn spki_der(&self) -> Vec<u8> {
+        self.0.to_public_key_der().expect("a P-256 public key encodes").as_bytes().to_vec()
+    }
+
+    /// The affine coordinates (x, y), 32 bytes each: a JWK's `x` and `y`.
+    pub fn coordinates(&self) -> ([u8; 32], [u8; 32]) {
+        let point = self.0.to_encoded_point(false);
+        let (mut x, mut y) = ([0u8; 32], [0u8; 32]);
+        x.copy_from_slice(point.x().expect("uncompressed point"));
+        y.copy_from_slice(point.y().expect("uncompressed point"));
+        (x, y)
+    }
+}
+
 /// Reads a public key from a PEM file (SPKI, "PUBLIC KEY"); returns its DER.
 pub fn read_public_key_pem(path: &Path) -> Result<Vec<u8>, KeyError> {
     let err = |reason: String| KeyError::File { path: path.display().to_string(), reason };
@@ -153,6 +216,15 @@ mod tests {
         let other = SoftwareKey::generate().unwrap();
         assert!(!verify(other.public_key_der(), b"checkpoint", &sig));
         assert!(!verify(k.public_key_der(), b"checkpoint", b"garbage"));
+        let raw = der_to_raw(&sig).unwrap();
+        assert!(verify_raw(k.public_key_der(), b"checkpoint", &raw));
+        let public = PublicKey::from_spki_der(k.public_key_der()).unwrap();
+        assert!(public.verify_raw(b"checkpoint", &raw));
+        assert!(!public.verify_raw(b"checkpoinT", &raw));
+        assert_eq!(public.spki_der(), k.public_key_der());
+        let (x, y) = public.coordinates();
+        assert_eq!(PublicKey::from_coordinates(&x, &y).unwrap().spki_der(), k.public_key_der());
+        assert!(PublicKey::from_coordinates(&[1; 32], &[2; 32]).is_none());
         assert_eq!(k.key_id().len(), 16);
     }
 

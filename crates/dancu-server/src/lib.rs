@@ -9,8 +9,10 @@
 pub mod audit;
 pub mod auth;
 pub mod extract;
+pub mod jose;
 pub mod metrics;
 pub mod officers;
+pub mod partners;
 pub mod persons;
 pub mod policy;
 pub mod problem;
@@ -18,6 +20,7 @@ pub mod reference;
 pub mod requests;
 pub mod residence;
 pub mod reviews;
+pub mod sharing;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -48,6 +51,8 @@ pub struct AppState {
     pub routes: Arc<Vec<policy::RouteSpec>>,
     /// The key residence confirmations are signed with (`None`: confirmations unavailable).
     pub confirmation_key: Option<Arc<dyn dancu_keys::Signer>>,
+    /// Data sharing: the signing key of tokens and responses, partner caches, rate limits.
+    pub sharing: Arc<sharing::SharingState>,
 }
 
 impl AppState {
@@ -74,12 +79,24 @@ impl AppState {
             secrets,
             routes: Arc::new(policy::routes()),
             confirmation_key: None,
+            sharing: Arc::new(sharing::SharingState::new(
+                Arc::new(dancu_keys::SoftwareKey::generate().expect("the operating system's random source")),
+                "http://127.0.0.1:8080",
+            )),
         }
     }
 
     /// Signs residence confirmations with this key.
     pub fn with_confirmation_key(mut self, key: Arc<dyn dancu_keys::Signer>) -> Self {
         self.confirmation_key = Some(key);
+
+        self
+    }
+
+    /// Signs partner tokens and responses with `signer` (its key id is published at
+    /// `/.well-known/jwks.json`); `issuer` is the server's public base URL.
+    pub fn with_sharing(mut self, signer: Arc<dyn dancu_keys::Signer>, issuer: &str) -> Self {
+        self.sharing = Arc::new(sharing::SharingState::new(signer, issuer));
         self
     }
 }
@@ -102,6 +119,10 @@ impl AppState {
         residence::verify,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
+        partners::list, partners::create, partners::get, partners::update, partners::set_status,
+        partners::consents, partners::grant, partners::revoke,
+        sharing::token, sharing::verify, sharing::verify_batch, sharing::retrieve, sharing::pseudonym,
+        sharing::events,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,
@@ -117,6 +138,9 @@ impl AppState {
         (name = "review", description = "Xem xét trùng lặp — possible duplicates awaiting a clerk's decision"),
         (name = "auth", description = "Đăng nhập — login, second factor, sessions"),
         (name = "officers", description = "Tài khoản cán bộ — officer accounts"),
+        (name = "partners", description = "Đối tác khai thác — partner registration (partner administrators)"),
+        (name = "sharing", description = "Chia sẻ dữ liệu — partner services (OAuth 2.0 client credentials, \
+                                          private_key_jwt; responses signed, see /.well-known/jwks.json)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

@@ -10,10 +10,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use dancu_core::auth::{Role, SessionStage, UnitLevel};
+use dancu_core::sharing::Service;
 
 use crate::AppState;
 use crate::problem::ApiError;
-use crate::{audit, auth, officers, persons, reference, requests, residence, reviews};
+use crate::{audit, auth, officers, partners, persons, reference, requests, residence, reviews, sharing};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum Who {
     Login,
     /// An officer fully logged in holding one of these roles.
     Officer(&'static [Role]),
+    /// A partner with an access token whose scope holds this service (not an officer session).
+    Partner(Service),
 }
 
 /// On which people (or area) a route acts.
@@ -57,6 +60,7 @@ const HISTORY: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver, Role
 const ACCESS_LOG: &[Role] = &[Role::Approver, Role::Auditor];
 const AUDITORS: &[Role] = &[Role::Auditor];
 const ADMINS: &[Role] = &[Role::SystemAdministrator];
+const PARTNER_ADMINS: &[Role] = &[Role::PartnerAdministrator];
 
 fn spec(
     method: Method,
@@ -72,7 +76,7 @@ fn spec(
 /// The route table.
 pub fn routes() -> Vec<RouteSpec> {
     use Area as A;
-    use Who::{Login, Officer, Public};
+    use Who::{Login, Officer, Partner, Public};
     vec![
         // persons
         spec(Method::POST, "/api/v1/persons", Some("person.create"), Officer(EDITORS), A::Person, || {
@@ -244,6 +248,85 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::PUT, "/api/v1/officers/{username}", Some("officer.update"), Officer(ADMINS), A::Officers, || {
             put(officers::update)
         }),
+        // partners (administration) and citizens' consents to them
+        spec(Method::GET, "/api/v1/partners", Some("partner.list"), Officer(PARTNER_ADMINS), A::National, || {
+            get(partners::list)
+        }),
+        spec(Method::POST, "/api/v1/partners", Some("partner.create"), Officer(PARTNER_ADMINS), A::National, || {
+            post(partners::create)
+        }),
+        spec(Method::GET, "/api/v1/partners/{id}", Some("partner.read"), Officer(PARTNER_ADMINS), A::National, || {
+            get(partners::get)
+        }),
+        spec(
+            Method::PUT,
+            "/api/v1/partners/{id}",
+            Some("partner.update"),
+            Officer(PARTNER_ADMINS),
+            A::National,
+            || put(partners::update),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/partners/{id}/status",
+            Some("partner.status"),
+            Officer(PARTNER_ADMINS),
+            A::National,
+            || post(partners::set_status),
+        ),
+        spec(Method::GET, "/api/v1/persons/{ref}/consents", Some("consent.list"), Officer(EDITORS), A::Person, || {
+            get(partners::consents)
+        }),
+        spec(
+            Method::POST,
+            "/api/v1/persons/{ref}/consents",
+            Some("consent.grant"),
+            Officer(EDITORS),
+            A::Person,
+            || post(partners::grant),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/persons/{ref}/consents/{id}/revoke",
+            Some("consent.revoke"),
+            Officer(EDITORS),
+            A::Person,
+            || post(partners::revoke),
+        ),
+        // data sharing: partner authentication and services
+        spec(Method::POST, "/api/v1/oauth/token", Some("partner.token"), Public, A::None, || post(sharing::token)),
+        spec(Method::GET, "/.well-known/jwks.json", None, Public, A::None, || get(sharing::jwks)),
+        spec(Method::GET, "/.well-known/oauth-authorization-server", None, Public, A::None, || get(sharing::metadata)),
+        spec(Method::POST, "/api/v1/sharing/verify", Some("partner.verify"), Partner(Service::Verify), A::None, || {
+            post(sharing::verify)
+        }),
+        spec(
+            Method::POST,
+            "/api/v1/sharing/verify/batch",
+            Some("partner.batch_verify"),
+            Partner(Service::BatchVerify),
+            A::None,
+            sharing::batch_route,
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/sharing/persons/{personal_id}",
+            Some("partner.retrieve"),
+            Partner(Service::Retrieve),
+            A::None,
+            || get(sharing::retrieve),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/sharing/pseudonyms/{personal_id}",
+            Some("partner.pseudonym"),
+            Partner(Service::Pseudonym),
+            A::None,
+            || get(sharing::pseudonym),
+        ),
+        spec(Method::GET, "/api/v1/sharing/events", Some("partner.events"), Partner(Service::Events), A::None, || {
+            get(sharing::events)
+        }),
         // reference data (public lists)
         spec(Method::GET, "/api/v1/reference/provinces", None, Public, A::None, || get(reference::provinces)),
         spec(Method::GET, "/api/v1/reference/communes", None, Public, A::None, || get(reference::communes)),
@@ -288,6 +371,10 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     };
     if spec.who == Who::Public {
         return next.run(req).await;
+    }
+    if let Who::Partner(service) = spec.who {
+        // Partners authenticate with access tokens, never with officer sessions.
+        return sharing::authorize_partner(&st, service, req, next).await;
     }
     let mut caller = match auth::authenticate(&st, req.headers()).await {
         Ok(c) => c,

@@ -11,6 +11,7 @@ mod support;
 use std::sync::Arc;
 
 use dancu_core::auth::{Role, Unit};
+use dancu_core::sharing::Service;
 use dancu_server::policy::{Area, RouteSpec, Who};
 use dancu_store::registry::Registry;
 use dancu_store::{ChangeMeta, PersonRef, ProposedChange, Store};
@@ -190,6 +191,13 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         ("POST", "/api/v1/auth/login") => (Who::Public, Area::None),
         (_, p) if p.starts_with("/api/v1/auth/") => (Who::Login, Area::None),
         (_, p) if p.starts_with("/api/v1/officers") => (Who::Officer(&[SystemAdministrator]), Area::Officers),
+        (_, p) if p.starts_with("/api/v1/partners") => (Who::Officer(&[PartnerAdministrator]), Area::National),
+        (_, p) if p.starts_with("/api/v1/persons/{ref}/consents") => (Who::Officer(EDITORS), Area::Person),
+        ("POST", "/api/v1/sharing/verify") => (Who::Partner(Service::Verify), Area::None),
+        ("POST", "/api/v1/sharing/verify/batch") => (Who::Partner(Service::BatchVerify), Area::None),
+        ("GET", "/api/v1/sharing/persons/{personal_id}") => (Who::Partner(Service::Retrieve), Area::None),
+        ("GET", "/api/v1/sharing/pseudonyms/{personal_id}") => (Who::Partner(Service::Pseudonym), Area::None),
+        ("GET", "/api/v1/sharing/events") => (Who::Partner(Service::Events), Area::None),
         _ => (Who::Public, Area::None),
     }
 }
@@ -343,6 +351,56 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
             Some(json!({"display_name": "Cán bộ đích"})),
             if officers_ok { Expect::Ok(200) } else { Expect::Problem(404, "not-found") },
         ),
+        ("GET", "/api/v1/partners") => ("/api/v1/partners".to_string(), None, Expect::Ok(200)),
+        ("POST", "/api/v1/partners") => {
+            // Refused for its key: nothing is registered.
+            let body = json!({"id": format!("m-{tag}"), "name": "Ngân hàng", "kind": "business",
+                "legal_basis": "Nghị định 59/2022/NĐ-CP", "services": ["verify"], "rate_limit_per_second": 10,
+                "valid_until": "2030-01-01T00:00:00Z", "public_key_pem": "not a key"});
+            ("/api/v1/partners".to_string(), Some(body), Expect::Problem(422, "validation"))
+        }
+        ("GET", "/api/v1/partners/{id}") => ("/api/v1/partners/matrix-partner".to_string(), None, Expect::Ok(200)),
+        ("PUT", "/api/v1/partners/{id}") => {
+            let body = json!({"name": "Ngân hàng", "kind": "business", "legal_basis": "Nghị định 59/2022/NĐ-CP",
+                "services": ["verify"], "rate_limit_per_second": 10, "valid_until": "2030-01-01T00:00:00Z",
+                "public_key_pem": "not a key"});
+            ("/api/v1/partners/matrix-partner".to_string(), Some(body), Expect::Problem(422, "validation"))
+        }
+        ("POST", "/api/v1/partners/{id}/status") => (
+            "/api/v1/partners/matrix-partner/status".to_string(),
+            Some(json!({"status": "suspended", "reason": " "})),
+            Expect::Problem(422, "validation"),
+        ),
+        ("GET", "/api/v1/persons/{ref}/consents") => {
+            (format!("/api/v1/persons/{}/consents", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/api/v1/persons/{ref}/consents") => (
+            format!("/api/v1/persons/{}/consents", f.personal_id),
+            Some(
+                json!({"partner_id": "no-such-partner", "purpose": "mở tài khoản", "expires_at": "2030-01-01T00:00:00Z"}),
+            ),
+            by_area(Expect::Problem(422, "validation")),
+        ),
+        ("POST", "/api/v1/persons/{ref}/consents/{id}/revoke") => (
+            format!("/api/v1/persons/{}/consents/no-such-consent/revoke", f.personal_id),
+            None,
+            Expect::Problem(404, "not-found"),
+        ),
+        ("POST", "/api/v1/oauth/token") => ("/api/v1/oauth/token".to_string(), Some(json!({})), Expect::Ok(400)),
+        ("POST", "/api/v1/sharing/verify") | ("POST", "/api/v1/sharing/verify/batch") => (
+            route.path.to_string(),
+            Some(json!({"personal_id": f.personal_id, "name": "x", "birth_date": "1990"})),
+            Expect::Problem(401, "invalid-token"),
+        ),
+        ("GET", "/api/v1/sharing/persons/{personal_id}") => {
+            (format!("/api/v1/sharing/persons/{}", f.personal_id), None, Expect::Problem(401, "invalid-token"))
+        }
+        ("GET", "/api/v1/sharing/pseudonyms/{personal_id}") => {
+            (format!("/api/v1/sharing/pseudonyms/{}", f.personal_id), None, Expect::Problem(401, "invalid-token"))
+        }
+        ("GET", "/api/v1/sharing/events") => {
+            ("/api/v1/sharing/events".to_string(), None, Expect::Problem(401, "invalid-token"))
+        }
         ("GET", "/api/v1/reference/communes/{scheme}/{code}") => {
             ("/api/v1/reference/communes/2025/00004".to_string(), None, Expect::Ok(200))
         }
@@ -356,6 +414,8 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
     let (who, area) = intended(route.method.as_str(), route.path);
     let expected = match (who, &w.client) {
         (Who::Public, _) => permitted,
+        // Officer sessions are no partner tokens.
+        (Who::Partner(_), _) => Expect::Problem(401, "invalid-token"),
         (_, None) => Expect::Problem(401, "unauthenticated"),
         (Who::Login, Some(_)) => permitted,
         (Who::Officer(roles), Some(_)) => {
@@ -382,6 +442,7 @@ async fn matrix(store: Arc<dyn Store>) {
     let s = start_on(store.clone(), Default::default()).await;
     let f = fixture(&store).await;
     add_officer(&s, "target.officer", COMMUNE, &[Role::Collector], &[], false).await;
+    store.partner_insert(&dancu_store::conformance::partner("matrix-partner")).await.unwrap();
     let mut cast = vec![Who2 { role: None, unit: "-", client: None }];
     for (i, role) in Role::ALL.into_iter().enumerate() {
         for (j, unit) in UNITS.into_iter().enumerate() {

@@ -123,6 +123,21 @@ impl AuditWriter {
         self.tx.send((entry, reply)).await.map_err(|_| StoreError::Backend("the audit writer has stopped".into()))?;
         done.await.map_err(|_| StoreError::Backend("the audit writer has stopped".into()))?.map_err(StoreError::Backend)
     }
+
+    /// Records many entries (one call concerning many people); returns once all are stored.
+    pub async fn record_many(&self, entries: impl IntoIterator<Item = AuditEntry>) -> Result<()> {
+        let stopped = || StoreError::Backend("the audit writer has stopped".into());
+        let mut replies = Vec::new();
+        for entry in entries {
+            let (reply, done) = oneshot::channel();
+            self.tx.send((entry, reply)).await.map_err(|_| stopped())?;
+            replies.push(done);
+        }
+        for done in replies {
+            done.await.map_err(|_| stopped())?.map_err(StoreError::Backend)?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps the query indexes of the audit trail (by person, officer, time) close behind the

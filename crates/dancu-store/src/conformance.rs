@@ -26,7 +26,8 @@ macro_rules! conformance_tests {
             residence_joining_needs_the_heads_consent, residence_head_must_be_a_member,
             residence_separation_rules, residence_temporary_rules_and_expiry, residence_death_ends_residence,
             residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays,
-            addresses_migrate_whole_and_review);
+            addresses_migrate_whole_and_review, partners_are_stored_once_and_updated,
+            client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -1566,4 +1567,113 @@ pub async fn addresses_migrate_whole_and_review(store: Arc<dyn Store>) {
     // a second run moves nothing more and queues nothing twice
     let again = reg.migrate_addresses(500, "officer-test", |_| {}).await.unwrap();
     assert_eq!((again.people_scanned, again.moved_automatically, again.people_updated), (1, 0, 0));
+}
+
+pub fn partner(id: &str) -> dancu_core::sharing::Partner {
+    use dancu_core::sharing::{Field, Partner, PartnerKind, PartnerStatus, Service};
+    Partner {
+        id: id.into(),
+        name: format!("Đối tác {id}"),
+        kind: PartnerKind::Business,
+        legal_basis: "Nghị định 59/2022/NĐ-CP".into(),
+        services: vec![Service::Verify, Service::Retrieve],
+        fields: vec![Field::FullName, Field::BirthDate],
+        consent_required: true,
+        rate_limit_per_second: 100,
+        valid_from: 0,
+        valid_until: 4_102_444_800,
+        status: PartnerStatus::Active,
+        public_key_pem: "-----BEGIN PUBLIC KEY-----".into(),
+        pseudonym_key_sealed: "sealed".into(),
+        status_reason: None,
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+    }
+}
+
+pub async fn partners_are_stored_once_and_updated(store: Arc<dyn Store>) {
+    let mut p = partner("bank-b");
+    store.partner_insert(&p).await.unwrap();
+    store.partner_insert(&partner("agency-a")).await.unwrap();
+    assert!(matches!(store.partner_insert(&p).await, Err(StoreError::Duplicate(_))));
+    assert_eq!(store.partner_get("bank-b").await.unwrap().unwrap(), p);
+    p.status = dancu_core::sharing::PartnerStatus::Suspended;
+    p.status_reason = Some("kiểm tra".into());
+    store.partner_update(&p).await.unwrap();
+    assert_eq!(store.partner_get("bank-b").await.unwrap().unwrap(), p, "every field is kept");
+    let ids: Vec<String> = store.partner_list().await.unwrap().into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, ["agency-a", "bank-b"]);
+    assert!(store.partner_get("nobody").await.unwrap().is_none());
+    assert!(matches!(store.partner_update(&partner("nobody")).await, Err(StoreError::NotFound)));
+}
+
+pub async fn client_assertions_are_used_once(store: Arc<dyn Store>) {
+    store.partner_insert(&partner("bank-b")).await.unwrap();
+    assert!(store.assertion_use("bank-b", "j1", 1_000, 900).await.unwrap());
+    assert!(!store.assertion_use("bank-b", "j1", 1_000, 901).await.unwrap(), "a replay is refused");
+    assert!(store.assertion_use("bank-b", "j2", 1_000, 901).await.unwrap());
+    // Once expired it is forgotten (an expired assertion is refused before it gets here).
+    assert!(store.assertion_use("bank-b", "j1", 3_000, 2_000).await.unwrap());
+}
+
+pub async fn consents_expire_and_revoke(store: Arc<dyn Store>) {
+    use dancu_core::sharing::Consent;
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    store.partner_insert(&partner("bank-b")).await.unwrap();
+    store.partner_insert(&partner("bank-c")).await.unwrap();
+    let key = rec.key.to_string();
+    let c = Consent {
+        id: "c1".into(),
+        person_key: key.clone(),
+        partner_id: "bank-b".into(),
+        purpose: "mở tài khoản".into(),
+        granted_at: 1_000,
+        expires_at: 2_000,
+        revoked_at: None,
+        recorded_by: "officer-test".into(),
+        revoked_by: None,
+    };
+    store.consent_insert(&c).await.unwrap();
+    store.consent_insert(&Consent { id: "c2".into(), granted_at: 1_500, ..c.clone() }).await.unwrap();
+    assert_eq!(store.consent_get("c1").await.unwrap().unwrap(), c);
+    assert!(store.consent_in_force(&key, "bank-b", 1_200).await.unwrap());
+    assert!(!store.consent_in_force(&key, "bank-c", 1_200).await.unwrap(), "only to the partner named");
+    assert!(!store.consent_in_force(&key, "bank-b", 2_000).await.unwrap(), "expired");
+    assert!(!store.consent_in_force(&key, "bank-b", 999).await.unwrap(), "not yet granted");
+    let r = store.consent_revoke("c1", "citizen", 1_300).await.unwrap();
+    assert_eq!((r.revoked_at, r.revoked_by.as_deref()), (Some(1_300), Some("citizen")));
+    assert!(matches!(store.consent_revoke("c1", "citizen", 1_301).await, Err(StoreError::State(_))));
+    assert!(matches!(store.consent_revoke("nope", "citizen", 1_301).await, Err(StoreError::NotFound)));
+    assert!(!store.consent_in_force(&key, "bank-b", 1_400).await.unwrap(), "c1 revoked, c2 not yet granted");
+    assert!(store.consent_in_force(&key, "bank-b", 1_600).await.unwrap(), "c2 in force");
+    let all = store.consents_of(&key).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2", "c1"], "newest first");
+}
+
+pub async fn change_feed_gives_each_change_once(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    let a = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    let b = reg.create(sample(2), &meta("thu thập")).await.unwrap();
+    let a2 = reg.activate(a.key, None, &meta("cấp số")).await.unwrap();
+    let b2 = reg.activate(b.key, None, &meta("cấp số")).await.unwrap();
+    let mut moved = a2.person.clone();
+    moved.record.current_residence = Some(
+        serde_json::from_value(serde_json::json!(
+        {"scheme": "2025", "commune_code": "26506"}))
+        .unwrap(),
+    );
+    store.update_person(a.key, a2.version, &moved, ChangeKind::Update, &meta("chuyển nơi ở")).await.unwrap();
+    // Settled (the PostgreSQL feed gives versions once every earlier transaction has ended).
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let all = store.change_feed(0, 100).await.unwrap();
+    let seen: Vec<(uuid::Uuid, i64)> = all.iter().map(|i| (i.key, i.version)).collect();
+    assert_eq!(seen, [(a.key, 2), (b.key, 2), (a.key, 3)], "changes in the order stored, creations left out");
+    assert_eq!(all[2].before, a2.person);
+    assert_eq!(all[2].after, moved);
+    assert_eq!(all[1].after, b2.person);
+    let rest = store.change_feed(all[0].position, 100).await.unwrap();
+    assert_eq!(rest.len(), 2, "resumes after a position");
+    assert!(store.change_feed(all[2].position, 100).await.unwrap().is_empty());
+    assert_eq!(store.change_feed(0, 1).await.unwrap().len(), 1, "limit");
 }

@@ -21,6 +21,7 @@ use dancu_core::access::Guarded;
 use dancu_core::audit::{AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::auth::{Officer, SessionKind, SessionStage};
 use dancu_core::person::SearchFacts;
+use dancu_core::sharing::{Consent, Partner};
 use dancu_core::{LegacyIdNumber, PartialDate, Person, PersonInput, PersonStatus, PersonalId};
 use serde::Serialize;
 use std::sync::Arc;
@@ -622,6 +623,52 @@ pub trait Store: Send + Sync {
 
     /// Checks the database answers (for /healthz).
     async fn ping(&self) -> Result<()>;
+
+    // ---- data sharing -------------------------------------------------------------------------
+
+    /// Registers a partner; [`StoreError::Duplicate`] when the id is taken.
+    async fn partner_insert(&self, p: &Partner) -> Result<()>;
+
+    async fn partner_get(&self, id: &str) -> Result<Option<Partner>>;
+
+    /// Replaces a partner (matched by id); [`StoreError::NotFound`] if none.
+    async fn partner_update(&self, p: &Partner) -> Result<()>;
+
+    /// Every partner, ordered by id.
+    async fn partner_list(&self) -> Result<Vec<Partner>>;
+
+    /// Records the use of a client assertion (`jti`) until it expires; false when it was used
+    /// before (a replay). Forgets assertions expired before `now` in the same transaction.
+    async fn assertion_use(&self, partner_id: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool>;
+
+    async fn consent_insert(&self, c: &Consent) -> Result<()>;
+
+    async fn consent_get(&self, id: &str) -> Result<Option<Consent>>;
+
+    /// Every consent a person gave, newest first.
+    async fn consents_of(&self, person_key: &str) -> Result<Vec<Consent>>;
+
+    /// Revokes a consent; [`StoreError::NotFound`] if none, [`StoreError::State`] if it was revoked.
+    async fn consent_revoke(&self, id: &str, by: &str, at: i64) -> Result<Consent>;
+
+    /// Whether a consent of the person to the partner is in force at `now`.
+    async fn consent_in_force(&self, person_key: &str, partner_id: &str, now: i64) -> Result<bool>;
+
+    /// Versions after `after` (a position from an earlier call, 0 for the start) that changed a
+    /// record (version 2 on), each with the version before it, in the order they were stored.
+    async fn change_feed(&self, after: i64, limit: u32) -> Result<Vec<FeedItem>>;
+}
+
+/// One change of a record as the change feed gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedItem {
+    /// Position in the feed (resume after it).
+    pub position: i64,
+    pub key: Uuid,
+    pub version: i64,
+    pub recorded_at: OffsetDateTime,
+    pub before: Person,
+    pub after: Person,
 }
 
 /// Opens the store named by a URL: `sqlite://PATH` (or a plain path) or `postgres://…`.
@@ -729,6 +776,14 @@ pub(crate) fn unit_from_text(s: &str) -> Result<dancu_core::auth::Unit> {
 /// the end of the key indexes instead of on random pages (74 random bits: still unguessable).
 pub(crate) fn new_key() -> Uuid {
     Uuid::now_v7()
+}
+
+pub(crate) fn partner_to_json(p: &Partner) -> String {
+    serde_json::to_string(p).expect("a partner serializes")
+}
+
+pub(crate) fn partner_from_json(s: &str) -> Result<Partner> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("a stored partner does not parse: {e}")))
 }
 
 pub(crate) fn now() -> OffsetDateTime {

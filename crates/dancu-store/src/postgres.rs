@@ -9,6 +9,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
+use crate::FeedItem;
 use crate::{
     ApprovedChange, AuditQuery, CandidateKey, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord,
     RequestQuery, RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
@@ -19,6 +20,7 @@ use crate::{
 };
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::auth::{Officer, SessionKind, SessionStage};
+use dancu_core::sharing::{Consent, Partner};
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
@@ -340,6 +342,44 @@ CREATE TABLE address_reviews (
     resolved_at  timestamptz,
     PRIMARY KEY (person_key, field)
 );
+"#,
+    ),
+    (
+        8,
+        "sharing",
+        r#"
+CREATE TABLE partners (
+    id         text PRIMARY KEY,
+    data       jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+
+-- Client assertions (RFC 7523) seen, kept until they expire: a replay is refused.
+CREATE TABLE partner_assertions (
+    partner_id text NOT NULL REFERENCES partners (id),
+    jti        text NOT NULL,
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (partner_id, jti)
+);
+CREATE INDEX partner_assertions_expiry ON partner_assertions (expires_at);
+
+CREATE TABLE consents (
+    id          text PRIMARY KEY,
+    person_key  uuid NOT NULL REFERENCES persons (key),
+    partner_id  text NOT NULL REFERENCES partners (id),
+    purpose     text NOT NULL,
+    granted_at  bigint NOT NULL,
+    expires_at  bigint NOT NULL,
+    revoked_at  bigint,
+    recorded_by text NOT NULL,
+    revoked_by  text
+);
+CREATE INDEX consents_person ON consents (person_key, partner_id);
+
+-- The change feed's order: a sequence over versions (read only once settled; see change_feed).
+ALTER TABLE person_versions ADD COLUMN feed_seq bigserial;
+CREATE INDEX person_versions_feed ON person_versions (feed_seq);
 "#,
     ),
 ];
@@ -1777,6 +1817,158 @@ impl Store for PgStore {
         client.query_one("SELECT 1", &[]).await?;
         Ok(())
     }
+
+    async fn partner_insert(&self, p: &Partner) -> Result<()> {
+        let client = self.pool.get().await?;
+        let at = now();
+        let n = client
+            .execute(
+                "INSERT INTO partners (id, data, created_at, updated_at) VALUES ($1, $2::text::jsonb, $3, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&p.id, &crate::partner_to_json(p), &at],
+            )
+            .await?;
+        if n == 0 { Err(StoreError::Duplicate(format!("partner {:?}", p.id))) } else { Ok(()) }
+    }
+
+    async fn partner_get(&self, id: &str) -> Result<Option<Partner>> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached("SELECT data::text FROM partners WHERE id = $1").await?;
+        let row = client.query_opt(&stmt, &[&id]).await?;
+        row.map(|r| crate::partner_from_json(&r.get::<_, String>(0))).transpose()
+    }
+
+    async fn partner_update(&self, p: &Partner) -> Result<()> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE partners SET data = $2::text::jsonb, updated_at = $3 WHERE id = $1",
+                &[&p.id, &crate::partner_to_json(p), &now()],
+            )
+            .await?;
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn partner_list(&self) -> Result<Vec<Partner>> {
+        let client = self.pool.get().await?;
+        let rows = client.query("SELECT data::text FROM partners ORDER BY id", &[]).await?;
+        rows.iter().map(|r| crate::partner_from_json(&r.get::<_, String>(0))).collect()
+    }
+
+    async fn assertion_use(&self, partner_id: &str, jti: &str, expires_at: i64, now_s: i64) -> Result<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM partner_assertions WHERE expires_at < $1", &[&now_s]).await?;
+        let n = tx
+            .execute(
+                "INSERT INTO partner_assertions (partner_id, jti, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&partner_id, &jti, &expires_at],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn consent_insert(&self, c: &Consent) -> Result<()> {
+        let client = self.pool.get().await?;
+        let key = parse_uuid(&c.person_key)?;
+        client
+            .execute(
+                "INSERT INTO consents (id, person_key, partner_id, purpose, granted_at, expires_at, revoked_at,
+                                       recorded_by, revoked_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &c.id,
+                    &key,
+                    &c.partner_id,
+                    &c.purpose,
+                    &c.granted_at,
+                    &c.expires_at,
+                    &c.revoked_at,
+                    &c.recorded_by,
+                    &c.revoked_by,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn consent_get(&self, id: &str) -> Result<Option<Consent>> {
+        let client = self.pool.get().await?;
+        Ok(client.query_opt(&format!("{CONSENT_SELECT} WHERE id = $1"), &[&id]).await?.as_ref().map(consent_row))
+    }
+
+    async fn consents_of(&self, person_key: &str) -> Result<Vec<Consent>> {
+        let Ok(key) = Uuid::parse_str(person_key) else { return Ok(Vec::new()) };
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(&format!("{CONSENT_SELECT} WHERE person_key = $1 ORDER BY granted_at DESC, id"), &[&key])
+            .await?;
+        Ok(rows.iter().map(consent_row).collect())
+    }
+
+    async fn consent_revoke(&self, id: &str, by: &str, at: i64) -> Result<Consent> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx.query_opt(&format!("{CONSENT_SELECT} WHERE id = $1 FOR UPDATE"), &[&id]).await?;
+        let mut c = row.as_ref().map(consent_row).ok_or(StoreError::NotFound)?;
+        if c.revoked_at.is_some() {
+            return Err(StoreError::State("the consent was revoked already".into()));
+        }
+        tx.execute("UPDATE consents SET revoked_at = $2, revoked_by = $3 WHERE id = $1", &[&id, &at, &by]).await?;
+        tx.commit().await?;
+        c.revoked_at = Some(at);
+        c.revoked_by = Some(by.to_string());
+        Ok(c)
+    }
+
+    async fn consent_in_force(&self, person_key: &str, partner_id: &str, now_s: i64) -> Result<bool> {
+        let Ok(key) = Uuid::parse_str(person_key) else { return Ok(false) };
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT 1 FROM consents WHERE person_key = $1 AND partner_id = $2 AND revoked_at IS NULL
+                 AND granted_at <= $3 AND expires_at > $3 LIMIT 1",
+            )
+            .await?;
+        Ok(client.query_opt(&stmt, &[&key, &partner_id, &now_s]).await?.is_some())
+    }
+
+    async fn change_feed(&self, after: i64, limit: u32) -> Result<Vec<FeedItem>> {
+        let client = self.pool.get().await?;
+        // Sequence numbers are drawn before commit, so a later number may commit first: only
+        // versions recorded more than FEED_SETTLE_SECONDS ago are given, by when every
+        // transaction that drew an earlier number has ended (transactions here are short).
+        let rows = client
+            .query(
+                "SELECT v.feed_seq, v.key, v.version, v.recorded_at, p.data, v.data
+                 FROM person_versions v JOIN person_versions p ON p.key = v.key AND p.version = v.version - 1
+                 WHERE v.feed_seq > $1 AND v.version > 1
+                   AND v.recorded_at < now() - make_interval(secs => $3)
+                 ORDER BY v.feed_seq LIMIT $2",
+                &[&after, &i64::from(limit), &FEED_SETTLE_SECONDS],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let parse = |i: usize| -> Result<Person> {
+                    let Json(p): Json<Person> = r
+                        .try_get(i)
+                        .map_err(|_| StoreError::Corrupt("a stored person record does not parse".into()))?;
+                    Ok(p)
+                };
+                Ok(FeedItem {
+                    position: r.get(0),
+                    key: r.get(1),
+                    version: r.get(2),
+                    recorded_at: r.get(3),
+                    before: parse(4)?,
+                    after: parse(5)?,
+                })
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2144,5 +2336,30 @@ impl PgStore {
             )
             .await?;
         rows.iter().map(residence_row).collect()
+    }
+}
+
+/// How old a version must be before the PostgreSQL change feed gives it (see `change_feed`).
+pub const FEED_SETTLE_SECONDS: f64 = 2.0;
+
+fn parse_uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|_| StoreError::Backend(format!("not a record key: {s:?}")))
+}
+
+const CONSENT_SELECT: &str =
+    "SELECT id, person_key, partner_id, purpose, granted_at, expires_at, revoked_at, recorded_by,
+                                     revoked_by FROM consents";
+
+fn consent_row(r: &Row) -> Consent {
+    Consent {
+        id: r.get(0),
+        person_key: r.get::<_, Uuid>(1).to_string(),
+        partner_id: r.get(2),
+        purpose: r.get(3),
+        granted_at: r.get(4),
+        expires_at: r.get(5),
+        revoked_at: r.get(6),
+        recorded_by: r.get(7),
+        revoked_by: r.get(8),
     }
 }

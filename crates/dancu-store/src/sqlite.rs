@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::FeedItem;
 use crate::{
     ApprovedChange, AuditQuery, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord, RequestQuery,
     RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
@@ -19,6 +20,7 @@ use crate::{
 };
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::auth::{Officer, SessionKind, SessionStage};
+use dancu_core::sharing::{Consent, Partner};
 use dancu_core::{Person, PersonalId};
 
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
@@ -342,6 +344,40 @@ CREATE TABLE address_reviews (
     resolved_at  TEXT,
     PRIMARY KEY (person_key, field)
 ) STRICT;
+"#,
+    ),
+    (
+        8,
+        "sharing",
+        r#"
+CREATE TABLE partners (
+    id         TEXT PRIMARY KEY,
+    data       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) STRICT;
+
+-- Client assertions (RFC 7523) seen, kept until they expire: a replay is refused.
+CREATE TABLE partner_assertions (
+    partner_id TEXT NOT NULL REFERENCES partners (id),
+    jti        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (partner_id, jti)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX partner_assertions_expiry ON partner_assertions (expires_at);
+
+CREATE TABLE consents (
+    id          TEXT PRIMARY KEY,
+    person_key  TEXT NOT NULL REFERENCES persons (key),
+    partner_id  TEXT NOT NULL REFERENCES partners (id),
+    purpose     TEXT NOT NULL,
+    granted_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER,
+    recorded_by TEXT NOT NULL,
+    revoked_by  TEXT
+) STRICT;
+CREATE INDEX consents_person ON consents (person_key, partner_id);
 "#,
     ),
 ];
@@ -1880,6 +1916,183 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
+
+    async fn partner_insert(&self, p: &Partner) -> Result<()> {
+        let p = p.clone();
+        self.write(move |conn| {
+            let at = ts(now());
+            let n = conn.execute(
+                "INSERT INTO partners (id, data, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (id) DO NOTHING",
+                params![p.id, crate::partner_to_json(&p), at],
+            )?;
+            if n == 0 { Err(StoreError::Duplicate(format!("partner {:?}", p.id))) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn partner_get(&self, id: &str) -> Result<Option<Partner>> {
+        let id = id.to_string();
+        self.read_now(move |conn| {
+            let data: Option<String> = conn
+                .prepare_cached("SELECT data FROM partners WHERE id = ?1")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
+            data.as_deref().map(crate::partner_from_json).transpose()
+        })
+    }
+
+    async fn partner_update(&self, p: &Partner) -> Result<()> {
+        let p = p.clone();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE partners SET data = ?2, updated_at = ?3 WHERE id = ?1",
+                params![p.id, crate::partner_to_json(&p), ts(now())],
+            )?;
+            if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn partner_list(&self) -> Result<Vec<Partner>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT data FROM partners ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|r| crate::partner_from_json(&r?)).collect()
+        })
+        .await
+    }
+
+    async fn assertion_use(&self, partner_id: &str, jti: &str, expires_at: i64, now_s: i64) -> Result<bool> {
+        let (partner_id, jti) = (partner_id.to_string(), jti.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM partner_assertions WHERE expires_at < ?1", [now_s])?;
+            let n = tx.execute(
+                "INSERT INTO partner_assertions (partner_id, jti, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![partner_id, jti, expires_at],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn consent_insert(&self, c: &Consent) -> Result<()> {
+        let c = c.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO consents (id, person_key, partner_id, purpose, granted_at, expires_at, revoked_at,
+                                       recorded_by, revoked_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.id,
+                    c.person_key,
+                    c.partner_id,
+                    c.purpose,
+                    c.granted_at,
+                    c.expires_at,
+                    c.revoked_at,
+                    c.recorded_by,
+                    c.revoked_by
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consent_get(&self, id: &str) -> Result<Option<Consent>> {
+        let id = id.to_string();
+        self.read_now(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("{CONSENT_SELECT} WHERE id = ?1"))?
+                .query_row([&id], consent_row)
+                .optional()?)
+        })
+    }
+
+    async fn consents_of(&self, person_key: &str) -> Result<Vec<Consent>> {
+        let key = person_key.to_string();
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare(&format!("{CONSENT_SELECT} WHERE person_key = ?1 ORDER BY granted_at DESC, id"))?;
+            let rows = stmt.query_map([&key], consent_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn consent_revoke(&self, id: &str, by: &str, at: i64) -> Result<Consent> {
+        let (id, by) = (id.to_string(), by.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut c = tx
+                .prepare_cached(&format!("{CONSENT_SELECT} WHERE id = ?1"))?
+                .query_row([&id], consent_row)
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if c.revoked_at.is_some() {
+                return Err(StoreError::State("the consent was revoked already".into()));
+            }
+            tx.execute("UPDATE consents SET revoked_at = ?2, revoked_by = ?3 WHERE id = ?1", params![id, at, by])?;
+            tx.commit()?;
+            c.revoked_at = Some(at);
+            c.revoked_by = Some(by);
+            Ok(c)
+        })
+        .await
+    }
+
+    async fn consent_in_force(&self, person_key: &str, partner_id: &str, now_s: i64) -> Result<bool> {
+        let (key, partner) = (person_key.to_string(), partner_id.to_string());
+        self.read_now(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM consents WHERE person_key = ?1 AND partner_id = ?2 AND revoked_at IS NULL
+                     AND granted_at <= ?3 AND expires_at > ?3 LIMIT 1",
+                )?
+                .query_row(params![key, partner, now_s], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+    }
+
+    async fn change_feed(&self, after: i64, limit: u32) -> Result<Vec<FeedItem>> {
+        self.read(move |conn| {
+            // The single writer appends versions in commit order: rowid order is the feed's order.
+            let mut stmt = conn.prepare_cached(
+                "SELECT v.rowid, v.key, v.version, v.recorded_at, p.data, v.data
+                 FROM person_versions v JOIN person_versions p ON p.key = v.key AND p.version = v.version - 1
+                 WHERE v.rowid > ?1 AND v.version > 1 ORDER BY v.rowid LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (position, key, version, at, before, after) = row?;
+                out.push(FeedItem {
+                    position,
+                    key: parse_key(&key)?,
+                    version,
+                    recorded_at: parse_ts(&at)?,
+                    before: parse_person(&before)?,
+                    after: parse_person(&after)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2278,4 +2491,22 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+const CONSENT_SELECT: &str =
+    "SELECT id, person_key, partner_id, purpose, granted_at, expires_at, revoked_at, recorded_by,
+                                     revoked_by FROM consents";
+
+fn consent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Consent> {
+    Ok(Consent {
+        id: r.get(0)?,
+        person_key: r.get(1)?,
+        partner_id: r.get(2)?,
+        purpose: r.get(3)?,
+        granted_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+        recorded_by: r.get(7)?,
+        revoked_by: r.get(8)?,
+    })
 }

@@ -373,6 +373,14 @@ struct SessionArgs {
     /// A login session ends this many hours after login
     #[arg(long, env = "DANCU_SESSION_HOURS", default_value_t = 8)]
     session_hours: u64,
+    /// Key signing partners' access tokens and every partner response (published at
+    /// /.well-known/jwks.json), created on first start. Default DATA/keys/sharing-signing.pem
+    #[arg(long, env = "DANCU_SHARING_KEY")]
+    sharing_key: Option<PathBuf>,
+    /// The server's public base URL: the issuer of partner tokens and the audience partners put
+    /// in their client assertions. Default http://LISTEN
+    #[arg(long, env = "DANCU_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 impl SessionArgs {
@@ -805,7 +813,15 @@ async fn serve(
     }
     tracing::info!(%addr, backend = store.backend(), "serving");
     banner(addr);
-    let state = AppState::with_auth(registry, writer, auth, db.secrets()?).with_confirmation_key(confirmation_key);
+    let sharing_path = session.sharing_key.clone().unwrap_or_else(|| db.data.join("keys").join("sharing-signing.pem"));
+    let sharing_key = Arc::new(
+        dancu_keys::SoftwareKey::load_or_create(&sharing_path)
+            .with_context(|| format!("sharing signing key {}", sharing_path.display()))?,
+    );
+    let issuer = session.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let state = AppState::with_auth(registry, writer, auth, db.secrets()?)
+        .with_confirmation_key(confirmation_key)
+        .with_sharing(sharing_key, &issuer);
     dancu_server::serve(listener, state, shutdown_signal()).await?;
     indexer.abort();
     if let Some(a) = auditor {

@@ -93,6 +93,10 @@ pub enum CardCommand {
         /// Card serial number (printed on the card, in DG13)
         #[arg(long)]
         serial: Option<String>,
+        /// The holder is under 14 and the card was requested for them (Law on Identification
+        /// 2023, Art. 19): without it, a person under 14 gets no card
+        #[arg(long)]
+        under_14_requested: bool,
     },
     /// Passive authentication of a card's files in DIR; prints the decoded DG1 and DG13
     Verify {
@@ -341,7 +345,7 @@ fn write_card(out: &Path, files: &dancu_card::ChipFiles) -> Result<()> {
 
 pub async fn card_command(command: CardCommand) -> Result<()> {
     match command {
-        CardCommand::Personalize { pki: PkiArgs { pki: dir }, db, id, photo, out, serial } => {
+        CardCommand::Personalize { pki: PkiArgs { pki: dir }, db, id, photo, out, serial, under_14_requested } => {
             let personal_id = dancu_core::PersonalId::parse(&id).with_context(|| format!("--id {id:?}"))?;
             let store = crate::open_store(&db).await?;
             let record = store
@@ -352,6 +356,14 @@ pub async fn card_command(command: CardCommand) -> Result<()> {
             let signer = document_signer(&dir)?;
             let issue = now().date();
             let birth = record.person.record.birth_date;
+            let age = validity::age_on(&birth, issue);
+            if age < dancu_card::application::MINIMUM_AGE && !under_14_requested {
+                anyhow::bail!(
+                    "the holder is {age}: a person under {} gets a card only on request \
+                     (--under-14-requested)",
+                    dancu_card::application::MINIMUM_AGE
+                );
+            }
             let expiry = validity::expiry(&birth, issue, CardLaw::on(issue));
             let card = CardContent::from_person(&record.person, issue, expiry, serial, jpeg)?;
             let files = personalize(&card, &signer, now())?;

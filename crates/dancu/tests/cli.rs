@@ -209,3 +209,33 @@ fn officer_add_bootstraps_an_administrator() {
     );
     assert!(!ok && err.contains("at least 12 characters"), "{err}");
 }
+
+#[test]
+fn a_child_gets_a_card_only_on_request() {
+    let dir = temp_dir("card-age");
+    let data = dir.join("data");
+    let run = |args: &[&str]| Command::new(BIN).args(args).env("RUST_BACKTRACE", "0").output().unwrap();
+    assert!(run(&["seed", "--data", data.to_str().unwrap(), "--people", "300", "--seed", "3"]).status.success());
+    let pki = dir.join("pki");
+    assert!(run(&["pki", "init", "--pki", pki.to_str().unwrap()]).status.success());
+    let db = rusqlite::Connection::open(data.join("dancu.sqlite")).unwrap();
+    let child: String = db
+        .query_row(
+            "SELECT personal_id FROM persons WHERE personal_id IS NOT NULL ORDER BY birth_year DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/../dancu-card/testdata/face.jpg");
+    let personalize = |extra: &[&str]| {
+        let out = dir.join(format!("card{}", extra.len()));
+        let mut args = vec!["card", "personalize", "--pki", pki.to_str().unwrap(), "--data", data.to_str().unwrap()];
+        args.extend(["--id", child.as_str(), "--photo", photo, "--out", out.to_str().unwrap()]);
+        args.extend(extra);
+        run(&args)
+    };
+    let refused = personalize(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("gets a card only on request"));
+    assert!(personalize(&["--under-14-requested"]).status.success());
+}

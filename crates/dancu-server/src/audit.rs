@@ -125,12 +125,6 @@ impl From<StoredEntry> for AuditRecord {
     }
 }
 
-fn page(q: &QueryPairs) -> ApiResult<(u32, u32)> {
-    let per_page = q.int("per_page", 1..=500)?.unwrap_or(50) as u32;
-    let page = q.int("page", 1..=10_000)?.unwrap_or(1) as u32;
-    Ok(((page - 1) * per_page, per_page))
-}
-
 /// Who accessed or changed this person's data, newest first ("who looked at my data").
 #[utoipa::path(get, path = "/api/v1/persons/{ref}/access-log", tag = "audit",
     params(("ref" = String, Path, description = "personal ID or record key"),
@@ -148,7 +142,7 @@ pub async fn access_log(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     q.check(&["page", "per_page"])?;
-    let (offset, limit) = page(&q)?;
+    let (offset, limit) = q.paging(500, 50)?;
     let rec = st.registry.get(&crate::persons::parse_ref(&r)?).await?;
     caller.see(&rec.person.areas())?;
     let key = rec.key;
@@ -176,7 +170,7 @@ pub async fn access_log(
     ))]
 pub async fn query(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Json<Vec<AuditRecord>>> {
     q.check(&["officer", "person", "from", "to", "page", "per_page"])?;
-    let (offset, limit) = page(&q)?;
+    let (offset, limit) = q.paging(500, 50)?;
     let time = |name: &str| -> ApiResult<Option<String>> {
         match q.get(name) {
             None => Ok(None),

@@ -102,6 +102,14 @@ impl QueryPairs {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }
 
+    /// The `page` (from 1) and `per_page` (1..=`max`, default `default`) parameters, as
+    /// (offset, limit).
+    pub fn paging(&self, max: u32, default: u32) -> Result<(u32, u32), ApiError> {
+        let per_page = self.int("per_page", 1..=i64::from(max))?.unwrap_or(i64::from(default)) as u32;
+        let page = self.int("page", 1..=10_000)?.unwrap_or(1) as u32;
+        Ok(((page - 1) * per_page, per_page))
+    }
+
     /// An integer parameter within a range.
     pub fn int(&self, key: &str, range: std::ops::RangeInclusive<i64>) -> Result<Option<i64>, ApiError> {
         match self.get(key) {
@@ -122,4 +130,28 @@ impl QueryPairs {
             },
         }
     }
+}
+
+/// A query or path parameter with a bad value: 400 naming the parameter and the value.
+pub fn bad_param(field: &str, code: &'static str, reason: &str, value: &str) -> ApiError {
+    ApiError::field(
+        StatusCode::BAD_REQUEST,
+        "validation",
+        "Invalid parameter",
+        FieldError::new(field, code, reason).with_value(value),
+    )
+}
+
+/// An optional free-text field (a decision note): cleaned, empty as absent, at most 500 characters.
+pub fn optional_note(field: &str, text: Option<&str>) -> Result<Option<String>, ApiError> {
+    let note = text.map(dancu_core::text::clean).filter(|n| !n.is_empty());
+    if note.as_ref().is_some_and(|n| n.chars().count() > 500) {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "The request has invalid fields",
+            FieldError::new(field, "too_long", "at most 500 characters"),
+        ));
+    }
+    Ok(note)
 }

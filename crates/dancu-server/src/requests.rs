@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::audit::{self, AuditRecorded, AuditTarget, RequestContext};
 use crate::auth::Caller;
-use crate::extract::{ApiJson, QueryPairs};
+use crate::extract::{ApiJson, QueryPairs, bad_param, optional_note};
 use crate::problem::{ApiError, ApiResult, Problem};
 
 /// A change request as the API shows it (the proposed record without its sensitive fields).
@@ -28,17 +28,8 @@ pub fn render(status: StatusCode, r: &ChangeRequest) -> Response {
     res
 }
 
-fn bad(field: &str, code: &'static str, reason: &str, value: &str) -> ApiError {
-    ApiError::field(
-        StatusCode::BAD_REQUEST,
-        "validation",
-        "Invalid parameter",
-        FieldError::new(field, code, reason).with_value(value),
-    )
-}
-
 fn parse_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| bad("id", "invalid_reference", "the id (UUID) of a change request", s))
+    Uuid::parse_str(s).map_err(|_| bad_param("id", "invalid_reference", "the id (UUID) of a change request", s))
 }
 
 /// Change requests about people of the caller's area, newest first.
@@ -53,20 +44,21 @@ fn parse_id(s: &str) -> ApiResult<Uuid> {
     ))]
 pub async fn list(State(st): State<AppState>, caller: Caller, q: QueryPairs) -> ApiResult<Response> {
     q.check(&["state", "person", "page", "per_page"])?;
-    let per_page = q.int("per_page", 1..=200)?.unwrap_or(50) as u32;
-    let page = q.int("page", 1..=10_000)?.unwrap_or(1) as u32;
+    let (offset, limit) = q.paging(200, 50)?;
     let state = match q.get("state") {
         None => None,
         Some(s) => Some(
             RequestState::from_code(s)
-                .ok_or_else(|| bad("state", "unknown_state", "pending, approved, rejected or withdrawn", s))?,
+                .ok_or_else(|| bad_param("state", "unknown_state", "pending, approved, rejected or withdrawn", s))?,
         ),
     };
     let person_key = match q.get("person") {
         None => None,
-        Some(p) => Some(Uuid::parse_str(p).map_err(|_| bad("person", "invalid_reference", "a record key (UUID)", p))?),
+        Some(p) => {
+            Some(Uuid::parse_str(p).map_err(|_| bad_param("person", "invalid_reference", "a record key (UUID)", p))?)
+        }
     };
-    let query = RequestQuery { state, person_key, area: caller.area(), offset: (page - 1) * per_page, limit: per_page };
+    let query = RequestQuery { state, person_key, area: caller.area(), offset, limit };
     let items = st.registry.store().change_requests(&query).await?;
     let mut out = Vec::with_capacity(items.len());
     for r in &items {
@@ -139,15 +131,7 @@ pub async fn decide(
     let id = parse_id(&id)?;
     let r = visible(&st, &caller, id).await?;
     let forbidden = |detail: &str| ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Not permitted", detail);
-    let note = body.note.as_deref().map(dancu_core::text::clean).filter(|n| !n.is_empty());
-    if note.as_ref().is_some_and(|n| n.chars().count() > 500) {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-            "The request has invalid fields",
-            FieldError::new("note", "too_long", "at most 500 characters"),
-        ));
-    }
+    let note = optional_note("note", body.note.as_deref())?;
     let state = match body.decision {
         DecisionKind::Withdraw => {
             if r.requested_by != caller.username() {

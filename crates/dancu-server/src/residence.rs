@@ -20,24 +20,15 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::audit::{self, AuditRecorded, AuditTarget, RequestContext};
 use crate::auth::Caller;
-use crate::extract::{ApiJson, QueryPairs};
+use crate::extract::{ApiJson, QueryPairs, bad_param};
 use crate::problem::{ApiError, ApiResult, Problem};
 
-fn bad(field: &str, code: &'static str, reason: &str, value: &str) -> ApiError {
-    ApiError::field(
-        StatusCode::BAD_REQUEST,
-        "validation",
-        "Invalid parameter",
-        FieldError::new(field, code, reason).with_value(value),
-    )
-}
-
 fn parse_uuid(field: &str, s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| bad(field, "invalid_reference", "a key (UUID)", s))
+    Uuid::parse_str(s).map_err(|_| bad_param(field, "invalid_reference", "a key (UUID)", s))
 }
 
 fn parse_day(field: &str, s: &str) -> ApiResult<time::Date> {
-    iso_date::parse(s).ok_or_else(|| bad(field, "invalid_date", "a date YYYY-MM-DD", s))
+    iso_date::parse(s).ok_or_else(|| bad_param(field, "invalid_date", "a date YYYY-MM-DD", s))
 }
 
 fn targeted(status: StatusCode, body: &impl Serialize, person: Uuid) -> Response {
@@ -96,29 +87,21 @@ pub async fn submit(
     ))]
 pub async fn list(State(st): State<AppState>, caller: Caller, q: QueryPairs) -> ApiResult<Response> {
     q.check(&["state", "overdue", "person", "page", "per_page"])?;
-    let per_page = q.int("per_page", 1..=200)?.unwrap_or(50) as u32;
-    let page = q.int("page", 1..=10_000)?.unwrap_or(1) as u32;
+    let (offset, limit) = q.paging(200, 50)?;
     let state = match q.get("state") {
         None => None,
         Some(s) => Some(
             ApplicationState::from_code(s)
-                .ok_or_else(|| bad("state", "unknown_state", "submitted, received, approved or rejected", s))?,
+                .ok_or_else(|| bad_param("state", "unknown_state", "submitted, received, approved or rejected", s))?,
         ),
     };
     let overdue_on = match q.get("overdue") {
         None | Some("false") => None,
         Some("true") => Some(dancu_store::registry::today()),
-        Some(o) => return Err(bad("overdue", "invalid_boolean", "true or false", o)),
+        Some(o) => return Err(bad_param("overdue", "invalid_boolean", "true or false", o)),
     };
     let person_key = q.get("person").map(|p| parse_uuid("person", p)).transpose()?;
-    let query = ApplicationQuery {
-        state,
-        overdue_on,
-        person_key,
-        area: caller.area(),
-        offset: (page - 1) * per_page,
-        limit: per_page,
-    };
+    let query = ApplicationQuery { state, overdue_on, person_key, area: caller.area(), offset, limit };
     Ok(Json(st.registry.applications(&query).await?).into_response())
 }
 
@@ -251,7 +234,7 @@ pub async fn residences(
         .get("as_of")
         .map(|t| {
             time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| bad("as_of", "invalid_time", "an RFC 3339 time", t))
+                .map_err(|_| bad_param("as_of", "invalid_time", "an RFC 3339 time", t))
         })
         .transpose()?;
     let rec = st.registry.get(&crate::persons::parse_ref(&r)?).await?;
@@ -276,14 +259,14 @@ pub async fn at_address(State(st): State<AppState>, caller: Caller, q: QueryPair
     q.check(&["scheme", "commune_code", "detail", "on"])?;
     let scheme = match q.get("scheme") {
         None => Scheme::Y2025,
-        Some(s) => Scheme::from_code(s).ok_or_else(|| bad("scheme", "unknown_scheme", "2025 or legacy", s))?,
+        Some(s) => Scheme::from_code(s).ok_or_else(|| bad_param("scheme", "unknown_scheme", "2025 or legacy", s))?,
     };
-    let code = q.get("commune_code").ok_or_else(|| bad("commune_code", "required", "the commune code", ""))?;
+    let code = q.get("commune_code").ok_or_else(|| bad_param("commune_code", "required", "the commune code", ""))?;
     let on = parse_day("on", q.get("on").unwrap_or_default())?;
     let address =
         Address { scheme, commune_code: code.to_string(), detail: q.get("detail").map(dancu_core::text::clean) };
     if address.commune().is_none() {
-        return Err(bad("commune_code", "unknown_code", "not a commune code of the list", code));
+        return Err(bad_param("commune_code", "unknown_code", "not a commune code of the list", code));
     }
     caller.see(&dancu_core::access::residence_areas([&address]))?;
     let rows = st.registry.residents_at(&address, on).await?;
@@ -445,7 +428,7 @@ pub struct Verification {
     ))]
 pub async fn verify(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Response> {
     q.check(&["code"])?;
-    let code = q.get("code").ok_or_else(|| bad("code", "required", "the confirmation code", ""))?;
+    let code = q.get("code").ok_or_else(|| bad_param("code", "required", "the confirmation code", ""))?;
     let Some(key) = st.confirmation_key.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dancu_core::FieldError;
 use dancu_store::{PersonRecord, PersonRef, ReviewPair, ReviewQuery, ReviewState};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -15,20 +14,11 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::audit::{self, AuditRecorded, AuditTarget, RequestContext};
 use crate::auth::Caller;
-use crate::extract::{ApiJson, QueryPairs};
+use crate::extract::{ApiJson, QueryPairs, bad_param, optional_note};
 use crate::problem::{ApiError, ApiResult, Problem};
 
-fn bad(field: &str, code: &'static str, reason: &str, value: &str) -> ApiError {
-    ApiError::field(
-        StatusCode::BAD_REQUEST,
-        "validation",
-        "Invalid parameter",
-        FieldError::new(field, code, reason).with_value(value),
-    )
-}
-
 fn parse_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| bad("id", "invalid_reference", "the id (UUID) of a review pair", s))
+    Uuid::parse_str(s).map_err(|_| bad_param("id", "invalid_reference", "the id (UUID) of a review pair", s))
 }
 
 /// Review pairs with a record in the caller's area, newest first.
@@ -42,15 +32,13 @@ fn parse_id(s: &str) -> ApiResult<Uuid> {
     ))]
 pub async fn list(State(st): State<AppState>, caller: Caller, q: QueryPairs) -> ApiResult<Response> {
     q.check(&["state", "page", "per_page"])?;
-    let per_page = q.int("per_page", 1..=200)?.unwrap_or(50) as u32;
-    let page = q.int("page", 1..=10_000)?.unwrap_or(1) as u32;
+    let (offset, limit) = q.paging(200, 50)?;
     let state = match q.get("state") {
         None => ReviewState::Pending,
-        Some(s) => {
-            ReviewState::from_code(s).ok_or_else(|| bad("state", "unknown_state", "pending, same or different", s))?
-        }
+        Some(s) => ReviewState::from_code(s)
+            .ok_or_else(|| bad_param("state", "unknown_state", "pending, same or different", s))?,
     };
-    let query = ReviewQuery { state: Some(state), area: caller.area(), offset: (page - 1) * per_page, limit: per_page };
+    let query = ReviewQuery { state: Some(state), area: caller.area(), offset, limit };
     let items = st.registry.store().review_pairs(&query).await?;
     Ok(Json(items).into_response())
 }
@@ -129,15 +117,7 @@ pub async fn decide(
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let (pair, _, _) = visible(&st, &caller, id).await?;
-    let note = body.note.as_deref().map(dancu_core::text::clean).filter(|n| !n.is_empty());
-    if note.as_ref().is_some_and(|n| n.chars().count() > 500) {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-            "The request has invalid fields",
-            FieldError::new("note", "too_long", "at most 500 characters"),
-        ));
-    }
+    let note = optional_note("note", body.note.as_deref())?;
     let same = matches!(body.decision, ReviewVerdict::Same);
     let target = Some(pair.a.to_string());
     let audit = audit::for_change(&st, &caller, "review_pair.decide", &headers, &ctx, target, StatusCode::OK);

@@ -380,7 +380,179 @@ CREATE TABLE consents (
 CREATE INDEX consents_person ON consents (person_key, partner_id);
 "#,
     ),
+    (
+        15,
+        "audit trail in its own file",
+        r#"
+-- The chain moves to its own database file (see AUDIT_MIGRATIONS): its group commits, one per
+-- few milliseconds under load, then no longer reset the page cache of every connection that
+-- reads people. An entry that must commit together with a change of this file is written here,
+-- in the change's transaction, and moved into the chain (idempotently, by `id`) right after.
+CREATE TABLE audit_outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         TEXT NOT NULL,
+    officer    TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    unit       TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    target     TEXT,
+    purpose    TEXT,
+    request_id TEXT,
+    client     TEXT,
+    outcome    TEXT NOT NULL
+) STRICT;
+"#,
+    ),
 ];
+
+/// The audit trail's own file (`<name>.audit.<ext>` beside the database): the hash chain, its
+/// signed checkpoints, the query indexes and how far the outbox of the main file has been moved.
+const AUDIT_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "audit trail",
+    r#"
+CREATE TABLE audit_log (
+    seq        INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    officer    TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    unit       TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    target     TEXT,
+    purpose    TEXT,
+    request_id TEXT,
+    client     TEXT,
+    outcome    TEXT NOT NULL,
+    prev_hash  BLOB NOT NULL,
+    hash       BLOB NOT NULL
+) STRICT;
+CREATE TABLE audit_checkpoints (
+    seq       INTEGER PRIMARY KEY,
+    hash      BLOB NOT NULL,
+    signed_at TEXT NOT NULL,
+    key_id    TEXT NOT NULL,
+    signature BLOB NOT NULL
+) STRICT;
+-- Append-only. Whoever can drop these triggers can edit rows, and the hash chain tells.
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+-- Query indexes, filled in sorted batches by a background indexer up to a high-water mark;
+-- derived data, rebuildable from audit_log at any time (see ARCHITECTURE.md).
+CREATE TABLE audit_index_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_seq INTEGER NOT NULL
+) STRICT;
+INSERT INTO audit_index_state (id, indexed_seq) VALUES (1, 0);
+CREATE TABLE audit_by_target (
+    segment INTEGER NOT NULL,
+    target  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (segment, target, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE audit_by_officer (
+    officer TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (officer, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE audit_by_time (
+    at  TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (at, seq)
+) STRICT, WITHOUT ROWID;
+-- The last `audit_outbox.id` of the main file moved into the chain: moved in the same
+-- transaction as the entries, so a crash between the two files never moves one twice.
+CREATE TABLE outbox_state (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    moved INTEGER NOT NULL
+) STRICT;
+INSERT INTO outbox_state (id, moved) VALUES (1, 0);
+"#,
+)];
+
+/// Where the audit trail of the database at `path` is kept: `dancu.sqlite` → `dancu.audit.sqlite`.
+pub fn audit_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.audit.{ext}"),
+        _ => format!("{name}.audit"),
+    };
+    path.with_file_name(name)
+}
+
+/// Applies `migrations` on `conn` (each in its own transaction, recorded in `schema_migrations`);
+/// `after` runs inside a migration's transaction, before it is recorded. Returns how many ran.
+fn run_migrations(
+    conn: &mut Connection,
+    migrations: &[(i64, &str, &str)],
+    mut after: impl FnMut(i64, &rusqlite::Transaction<'_>) -> Result<()>,
+) -> Result<usize> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )?;
+    let mut applied = 0;
+    for (version, name, sql) in migrations {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: Option<i64> = tx
+            .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+            .optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            after(*version, &tx)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, ts(now())],
+            )?;
+            applied += 1;
+        }
+        tx.commit()?;
+    }
+    Ok(applied)
+}
+
+/// Migration 15: copies the chain and its checkpoints kept in the main file so far into the
+/// audit file (committed there first; a rerun after a crash copies only what is not there yet),
+/// then drops them from the main file in the migration's transaction. The query indexes are
+/// rebuilt in the audit file by the indexer.
+fn move_audit_to_own_file(tx: &rusqlite::Transaction<'_>, audit: &mut Connection) -> Result<()> {
+    let atx = audit.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let have: i64 = atx.query_row("SELECT COALESCE(max(seq), 0) FROM audit_log", [], |r| r.get(0))?;
+    {
+        let mut read = tx.prepare(&format!("{AUDIT_SELECT} WHERE seq > ?1 ORDER BY seq"))?;
+        let mut insert = atx.prepare(
+            "INSERT INTO audit_log (seq, at, officer, role, unit, action, target, purpose, request_id, client,
+                                    outcome, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        let mut rows = read.query([have])?;
+        while let Some(r) = rows.next()? {
+            let values: Vec<rusqlite::types::Value> = (0..13).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
+            insert.execute(rusqlite::params_from_iter(values))?;
+        }
+        let mut read = tx.prepare("SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints")?;
+        let mut insert = atx.prepare(
+            "INSERT INTO audit_checkpoints (seq, hash, signed_at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (seq) DO NOTHING",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(r) = rows.next()? {
+            let values: Vec<rusqlite::types::Value> = (0..5).map(|i| r.get(i)).collect::<rusqlite::Result<_>>()?;
+            insert.execute(rusqlite::params_from_iter(values))?;
+        }
+    }
+    atx.commit()?;
+    tx.execute_batch(
+        "DROP TABLE audit_by_target; DROP TABLE audit_by_officer; DROP TABLE audit_by_time;
+         DROP TABLE audit_index_state; DROP TABLE audit_log; DROP TABLE audit_checkpoints;",
+    )?;
+    Ok(())
+}
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
 fn backfill_areas(tx: &rusqlite::Transaction<'_>) -> Result<()> {
@@ -410,6 +582,15 @@ fn write_areas(tx: &rusqlite::Transaction<'_>, key: &str, areas: &[String], repl
 }
 
 struct Inner {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Connection>,
+    audit: AuditFile,
+}
+
+/// The audit trail's own file: one writer (the group commit, the outbox mover, the indexer and
+/// checkpoints take turns) and a pool of readers.
+struct AuditFile {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Connection>,
@@ -467,9 +648,100 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEntry>> {
     Ok((|| Ok(StoredEntry { seq, entry, prev_hash: to_hash(&prev)?, hash: to_hash(&hash)? }))())
 }
 
-/// Appends entries to the chain inside the caller's (write) transaction; returns the last seq.
-/// Only the chain's own table is written here; the query indexes follow in the background.
-fn append_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Result<i64> {
+/// Records entries that belong to a change of the main file, inside the change's transaction:
+/// they go to its outbox and reach the chain at the next [`move_outbox`] (before any read of
+/// the trail, and within the indexer's period), so they commit or vanish with the change.
+fn append_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO audit_outbox (at, officer, role, unit, action, target, purpose, request_id, client, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for e in entries {
+        stmt.execute(params![
+            e.at,
+            e.officer,
+            e.role,
+            e.unit,
+            e.action,
+            e.target,
+            e.purpose,
+            e.request_id,
+            e.client,
+            e.outcome
+        ])?;
+    }
+    Ok(())
+}
+
+/// Moves the outbox of the main file into the chain, inside `atx` (a write transaction of the
+/// audit file); returns the last outbox id in the chain when the outbox holds any row (to be
+/// pruned: rows at or below it are in the chain already, e.g. moved just before a crash).
+/// Reads the outbox through a reader of the main file: ids are given in commit order by its
+/// single writer, so nothing committed later can take an id at or below one seen here.
+fn move_outbox(inner: &Inner, atx: &rusqlite::Transaction<'_>) -> Result<Option<i64>> {
+    let moved: i64 = atx.query_row("SELECT moved FROM outbox_state WHERE id = 1", [], |r| r.get(0))?;
+    let pending = with_reader(inner, |conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, officer, role, unit, action, target, purpose, request_id, client, outcome
+             FROM audit_outbox ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                AuditEntry {
+                    at: r.get(1)?,
+                    officer: r.get(2)?,
+                    role: r.get(3)?,
+                    unit: r.get(4)?,
+                    action: r.get(5)?,
+                    target: r.get(6)?,
+                    purpose: r.get(7)?,
+                    request_id: r.get(8)?,
+                    client: r.get(9)?,
+                    outcome: r.get(10)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    })?;
+    let Some(last) = pending.last().map(|(id, _)| *id) else { return Ok(None) };
+    let entries: Vec<AuditEntry> = pending.into_iter().filter(|(id, _)| *id > moved).map(|(_, e)| e).collect();
+    if entries.is_empty() {
+        return Ok(Some(moved));
+    }
+    chain_audit(atx, &entries)?;
+    atx.execute("UPDATE outbox_state SET moved = ?1 WHERE id = 1", [last])?;
+    Ok(Some(last))
+}
+
+/// Removes outbox rows already in the chain (a write of the main file, so only after a move).
+fn prune_outbox(inner: &Inner, moved: i64) -> Result<()> {
+    let conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+    conn.prepare_cached("DELETE FROM audit_outbox WHERE id <= ?1")?.execute([moved])?;
+    Ok(())
+}
+
+/// Runs `f` in a write transaction of the audit file after moving the outbox into the chain,
+/// then prunes the outbox: every read and append of the trail sees each committed change.
+fn with_audit_writer<T>(inner: &Inner, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+    let (out, moved) = {
+        let mut conn = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let atx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let moved = move_outbox(inner, &atx)?;
+        let out = f(&atx)?;
+        atx.commit()?;
+        (out, moved)
+    };
+    if let Some(moved) = moved {
+        prune_outbox(inner, moved)?;
+    }
+    Ok(out)
+}
+
+/// Appends entries to the chain inside a write transaction of the audit file; returns the
+/// last seq. Only the chain's own table is written here; the query indexes follow in the
+/// background.
+fn chain_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Result<i64> {
     let head: Option<(i64, Vec<u8>)> = tx
         .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -736,29 +1008,48 @@ fn pair_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ReviewPair>> {
     })())
 }
 
-/// Runs `f` on a pooled read-only connection (opening one when the pool is empty).
+/// Runs `f` on a pooled read-only connection of the main file (opening one when the pool is empty).
 fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    let conn = inner.readers.lock().expect("reader pool lock").pop();
+    pooled(&inner.readers, &inner.path, reader_mmap(), f)
+}
+
+/// Runs `f` on a pooled read-only connection of the audit file.
+fn with_audit_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pooled(&inner.audit.readers, &inner.audit.path, false, f)
+}
+
+fn pooled<T>(
+    pool: &Mutex<Vec<Connection>>,
+    path: &Path,
+    mmap: bool,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    let conn = pool.lock().expect("reader pool lock").pop();
     let conn = match conn {
         Some(c) => c,
-        None => open_reader(&inner.path)?,
+        None => open_reader(path, mmap)?,
     };
     let out = f(&conn);
-    let mut pool = inner.readers.lock().expect("reader pool lock");
+    let mut pool = pool.lock().expect("reader pool lock");
     if pool.len() < 16 {
         pool.push(conn);
     }
     out
 }
 
-/// A read-only connection. With `DANCU_SQLITE_MMAP=1` reads map the file into memory (no read()
-/// call per page); not by default: SQLite unmaps the whole file at the first read after any
-/// write, so under the steady stream of writes of the audit trail mapping costs more than it saves.
-fn open_reader(path: &Path) -> Result<Connection> {
+/// Whether readers of the main file map it into memory (no read() call per page). On by default:
+/// the audit trail's steady stream of writes goes to its own file, and SQLite unmaps a file only
+/// at the first read after a write *to that file*. `DANCU_SQLITE_MMAP=0` turns it off (a store
+/// under constant bulk writes, where each read would re-map).
+fn reader_mmap() -> bool {
+    !std::env::var("DANCU_SQLITE_MMAP").is_ok_and(|v| v == "0")
+}
+
+/// A read-only connection, `mmap` or not.
+fn open_reader(path: &Path, mmap: bool) -> Result<Connection> {
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
     c.pragma_update(None, "cache_size", -32000)?;
-    let mmap = std::env::var("DANCU_SQLITE_MMAP").is_ok_and(|v| v == "1");
     c.pragma_update(None, "mmap_size", if mmap { 1i64 << 40 } else { 0 })?;
     Ok(c)
 }
@@ -832,7 +1123,42 @@ impl SqliteStore {
         let writer = Connection::open(&path)?;
         configure(&writer)?;
         writer.pragma_update(None, "cache_size", -262_144)?; // 256 MiB: bulk loads touch random index pages
-        Ok(SqliteStore { inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer) }) })
+        let audit_path = audit_path(&path);
+        let audit_writer = Connection::open(&audit_path)?;
+        configure(&audit_writer)?;
+        let audit = AuditFile { path: audit_path, readers: Mutex::new(Vec::new()), writer: Mutex::new(audit_writer) };
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer), audit }),
+        })
+    }
+
+    /// Runs a read of the audit file on a blocking thread, after moving any outbox entries into
+    /// the chain (so a read sees every committed change).
+    async fn read_audit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pending = with_reader(&inner, |c| {
+                Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_outbox)")?.query_row([], |r| r.get(0))?)
+            })?;
+            if pending {
+                with_audit_writer(&inner, |_| Ok(()))?;
+            }
+            with_audit_reader(&inner, f)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Runs a write transaction of the audit file on a blocking thread (see [`with_audit_writer`]).
+    async fn write_audit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || with_audit_writer(&inner, f)).await.map_err(backend)?
     }
 
     /// Runs a read on the calling thread. Only for indexed point lookups (tens of
@@ -930,33 +1256,20 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<usize> {
-        self.write(|conn| {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-            )?;
-            let mut applied = 0;
-            for (version, name, sql) in MIGRATIONS {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let done: Option<i64> = tx
-                    .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
-                    .optional()?;
-                if done.is_none() {
-                    tx.execute_batch(sql)?;
-                    if *version == 4 {
-                        backfill_areas(&tx)?;
-                    }
-                    tx.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                        params![version, name, ts(now())],
-                    )?;
-                    applied += 1;
-                }
-                tx.commit()?;
-            }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut audit = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut applied = run_migrations(&mut audit, AUDIT_MIGRATIONS, |_, _| Ok(()))?;
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            applied += run_migrations(&mut conn, MIGRATIONS, |version, tx| match version {
+                4 => backfill_areas(tx),
+                15 => move_audit_to_own_file(tx, &mut audit),
+                _ => Ok(()),
+            })?;
             Ok(applied)
         })
         .await
+        .map_err(backend)?
     }
 
     async fn insert_person(&self, person: &Person, meta: &ChangeMeta) -> Result<PersonRecord> {
@@ -1147,17 +1460,11 @@ impl Store for SqliteStore {
 
     async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64> {
         let entries = entries.to_vec();
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let last = append_audit(&tx, &entries)?;
-            tx.commit()?;
-            Ok(last)
-        })
-        .await
+        self.write_audit(move |atx| chain_audit(atx, &entries)).await
     }
 
     async fn audit_read(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEntry>> {
-        self.read(move |conn| {
+        self.read_audit(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("{AUDIT_SELECT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
             let rows = stmt.query_map(params![after_seq, limit], audit_row)?;
             rows.map(|r| r?).collect()
@@ -1167,7 +1474,7 @@ impl Store for SqliteStore {
 
     async fn audit_query(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
         let q = q.clone();
-        self.read(move |conn| {
+        self.read_audit(move |conn| {
             // One statement, one snapshot: the indexes up to the mark, the chain after it.
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             let mut filters = String::new();
@@ -1230,25 +1537,30 @@ impl Store for SqliteStore {
     }
 
     async fn audit_index(&self, max: u32) -> Result<u64> {
-        self.write(move |conn| {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // Entries of changes reach the chain within the indexer's period, even with no other traffic.
+            with_audit_writer(&inner, |_| Ok(()))?;
+            let mut conn = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
             // Derived data: rebuilt from the chain after a power loss, so no wait for the disk.
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            let out = index_audit(conn, max);
+            let out = index_audit(&mut conn, max);
             conn.pragma_update(None, "synchronous", "FULL")?;
             out
         })
         .await
+        .map_err(backend)?
     }
 
     async fn audit_indexed_seq(&self) -> Result<i64> {
-        self.read(
-            |conn| Ok(conn.query_row("SELECT indexed_seq FROM audit_index_state WHERE id = 1", [], |r| r.get(0))?),
-        )
+        self.read_audit(|conn| {
+            Ok(conn.query_row("SELECT indexed_seq FROM audit_index_state WHERE id = 1", [], |r| r.get(0))?)
+        })
         .await
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, audit::Hash)>> {
-        self.read(|conn| {
+        self.read_audit(|conn| {
             let head: Option<(i64, Vec<u8>)> = conn
                 .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -1261,7 +1573,7 @@ impl Store for SqliteStore {
 
     async fn audit_add_checkpoint(&self, c: &Checkpoint) -> Result<()> {
         let c = c.clone();
-        self.write(move |conn| {
+        self.write_audit(move |conn| {
             conn.execute(
                 "INSERT INTO audit_checkpoints (seq, hash, signed_at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (seq) DO NOTHING",
@@ -1273,7 +1585,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        self.read(|conn| {
+        self.read_audit(|conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints ORDER BY seq")?;
             let rows = stmt.query_map([], |r| {
@@ -2509,4 +2821,122 @@ fn consent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Consent> {
         recorded_by: r.get(7)?,
         revoked_by: r.get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dancu_keys::Signer;
+
+    fn temp_path() -> PathBuf {
+        std::env::temp_dir().join(format!("dancu-unit-{}", Uuid::new_v4())).join("dancu.sqlite")
+    }
+
+    fn entry(i: i64) -> AuditEntry {
+        AuditEntry {
+            at: format!("2026-11-29T08:00:{:02}Z", i % 60),
+            officer: format!("officer-{}", i % 3),
+            role: "collector".into(),
+            unit: "00004".into(),
+            action: "person.update".into(),
+            target: Some(format!("person-{}", i % 5)),
+            purpose: None,
+            request_id: Some(format!("req-{i}")),
+            client: None,
+            outcome: "200".into(),
+        }
+    }
+
+    #[test]
+    fn the_audit_file_sits_beside_the_database() {
+        assert_eq!(audit_path(Path::new("d/dancu.sqlite")), Path::new("d/dancu.audit.sqlite"));
+        assert_eq!(audit_path(Path::new("d/registry")), Path::new("d/registry.audit"));
+        assert_eq!(audit_path(Path::new(".hidden")), Path::new(".hidden.audit"));
+    }
+
+    /// A store whose trail was kept in the main file (before migration 15) keeps every entry and
+    /// checkpoint, still verifying, once the trail has moved to its own file.
+    #[tokio::test]
+    async fn an_existing_trail_moves_to_its_own_file_intact() {
+        let path = temp_path();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let key = dancu_keys::SoftwareKey::generate().unwrap();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            configure(&conn).unwrap();
+            let before: Vec<_> = MIGRATIONS.iter().copied().filter(|m| m.0 < 15).collect();
+            run_migrations(&mut conn, &before, |v, tx| if v == 4 { backfill_areas(tx) } else { Ok(()) }).unwrap();
+            let tx = conn.transaction().unwrap();
+            let last = chain_audit(&tx, &(1..=25).map(entry).collect::<Vec<_>>()).unwrap();
+            let hash: Vec<u8> = tx.query_row("SELECT hash FROM audit_log WHERE seq = 20", [], |r| r.get(0)).unwrap();
+            let hash = to_hash(&hash).unwrap();
+            let signed_at = "2026-11-29T08:01:00Z".to_string();
+            let signature = key.sign(&audit::checkpoint_message(20, &hash, &signed_at)).unwrap();
+            tx.execute(
+                "INSERT INTO audit_checkpoints (seq, hash, signed_at, key_id, signature) VALUES (20, ?1, ?2, ?3, ?4)",
+                params![&hash[..], signed_at, key.key_id(), signature],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            assert_eq!(last, 25);
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        assert_eq!(store.migrate().await.unwrap(), 2, "the audit file's schema, then migration 15");
+        let report = crate::audit::verify(store.as_ref(), key.public_key_der()).await.unwrap().unwrap();
+        assert_eq!((report.entries, report.last_seq, report.checkpoints), (25, 25, 1));
+        let tables: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_%' AND name <> 'audit_outbox'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "no copy of the trail is left in the main file");
+        // Queries find the moved entries once the indexer has caught up, and meanwhile.
+        let q = crate::AuditQuery { target: Some("person-2".into()), limit: 100, ..Default::default() };
+        assert_eq!(store.audit_query(&q).await.unwrap().len(), 5);
+        while store.audit_index(8).await.unwrap() > 0 {}
+        assert_eq!(store.audit_indexed_seq().await.unwrap(), 25);
+        assert_eq!(store.audit_query(&q).await.unwrap().len(), 5);
+    }
+
+    /// An outbox entry reaches the chain once, also when the process stopped after moving it and
+    /// before removing it from the outbox.
+    #[tokio::test]
+    async fn an_outbox_entry_is_moved_exactly_once() {
+        let path = temp_path();
+        let store = SqliteStore::open(&path).unwrap();
+        store.migrate().await.unwrap();
+        {
+            let mut conn = store.inner.writer.lock().unwrap();
+            let tx = conn.transaction().unwrap();
+            append_audit(&tx, &[entry(1), entry(2)]).unwrap();
+            tx.commit().unwrap();
+        }
+        assert_eq!(store.audit_read(0, 10).await.unwrap().len(), 2);
+        // the crash: the moved rows are back in the outbox, as if never pruned
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO audit_outbox (id, at, officer, role, unit, action, outcome)
+             VALUES (1, 'x', 'o', 'r', 'u', 'a', '200'), (2, 'x', 'o', 'r', 'u', 'a', '200')",
+        )
+        .unwrap();
+        store.audit_append(&[entry(3)]).await.unwrap();
+        let chain = store.audit_read(0, 10).await.unwrap();
+        assert_eq!(
+            chain.iter().map(|e| e.entry.request_id.clone().unwrap()).collect::<Vec<_>>(),
+            ["req-1", "req-2", "req-3"]
+        );
+        let left: i64 = conn.query_row("SELECT count(*) FROM audit_outbox", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "moved rows are pruned");
+        // a later change still gets a fresh id (AUTOINCREMENT never reuses one)
+        {
+            let mut w = store.inner.writer.lock().unwrap();
+            let tx = w.transaction().unwrap();
+            append_audit(&tx, &[entry(4)]).unwrap();
+            tx.commit().unwrap();
+        }
+        assert_eq!(store.audit_read(3, 10).await.unwrap()[0].entry.request_id.as_deref(), Some("req-4"));
+    }
 }

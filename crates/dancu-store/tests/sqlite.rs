@@ -11,7 +11,8 @@ fn temp_path() -> std::path::PathBuf {
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let store = SqliteStore::open(temp_path()).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 8);
+    // every migration of the main file and of the audit trail's own file
+    assert_eq!(store.migrate().await.unwrap(), 9 + 1);
     Some(Arc::new(store))
 }
 
@@ -43,7 +44,10 @@ async fn fresh_raw() -> Option<(Arc<dyn Store>, dancu_store::conformance::RawSql
     let raw: dancu_store::conformance::RawSql = Arc::new(move |sql: String| {
         let path = path.clone();
         Box::pin(async move {
+            // The main file with the audit trail's own file attached: an intruder can reach both.
             let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+            let audit = dancu_store::sqlite::audit_path(&path);
+            conn.execute("ATTACH DATABASE ?1 AS audit", [audit.to_string_lossy()]).map_err(|e| e.to_string())?;
             conn.execute_batch(&sql).map_err(|e| e.to_string())
         })
     });

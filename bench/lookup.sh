@@ -25,8 +25,9 @@ mkdir -p "$OUT"
 
 command -v wrk >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq wrk time curl >/dev/null; }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
-cargo build --release -p dancu --quiet
-BIN=target/release/dancu
+# DANCU_BIN: measure a binary built earlier (e.g. to compare two builds) instead of building one.
+[ -n "${DANCU_BIN:-}" ] || cargo build --release -p dancu --quiet
+BIN="${DANCU_BIN:-target/release/dancu}"
 # The benchmark officer's password: fixed per output folder (the account persists with the data).
 [ -f "$OUT/bench-password" ] || echo "bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" >"$OUT/bench-password"
 BENCH_PASSWORD="$(cat "$OUT/bench-password")"

@@ -24,8 +24,9 @@ OUT=bench/out
 mkdir -p "$OUT"
 
 command -v wrk >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq wrk time curl >/dev/null; }
-cargo build --release -p dancu --quiet
-BIN=target/release/dancu
+# DANCU_BIN: measure a binary built earlier (e.g. to compare two builds) instead of building one.
+[ -n "${DANCU_BIN:-}" ] || cargo build --release -p dancu --quiet
+BIN="${DANCU_BIN:-target/release/dancu}"
 [ -f "$OUT/bench-password" ] || echo "bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')" >"$OUT/bench-password"
 PASSWORD="$(cat "$OUT/bench-password")"
 

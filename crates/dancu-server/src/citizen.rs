@@ -518,6 +518,7 @@ fn what(action: &str) -> &'static str {
         "partner.pseudonym" => "Mã định danh riêng của đối tác",
         "partner.events" => "Nhận thông báo thay đổi",
         a if a.starts_with("oidc.") => "Đăng nhập cổng dịch vụ công",
+        "citizen.login_verify" => "Bạn đăng nhập",
         a if a.starts_with("citizen.") => "Bạn tự tra cứu",
         _ => "Truy cập khác",
     }

@@ -175,7 +175,7 @@ fn invalid_id(value: &str, e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Starts a login: a challenge (known ID or not) and, for a known living person, a code sent
-/// through the channel. The answer is the same either way.
+/// through the channel. The answer is the same either way (a failed delivery too: it is logged).
 pub(crate) async fn start_login(st: &AppState, personal_id: &str) -> Result<String, LoginError> {
     let typed = personal_id.trim();
     let id = PersonalId::parse(typed).map_err(|e| invalid_id(typed, e))?;
@@ -208,16 +208,11 @@ pub(crate) async fn start_login(st: &AppState, personal_id: &str) -> Result<Stri
     if !st.registry.store().citizen_challenge_start(&c, &limits).await? {
         return Err(LoginError::TooMany);
     }
-    if let Some(p) = &person {
-        st.citizen.channel.deliver(&p.person, &challenge, &code).map_err(|e| {
-            tracing::error!(error = %e, "a citizen login code could not be delivered");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "delivery-unavailable",
-                "Không gửi được mã / The code could not be sent",
-                "the one-time code could not be delivered; try again later",
-            )
-        })?;
+    if let Some(p) = &person
+        && let Err(e) = st.citizen.channel.deliver(&p.person, &challenge, &code)
+    {
+        // Answered as usual all the same: a failure told apart would tell a known ID apart.
+        tracing::error!(error = %e, "a citizen login code could not be delivered");
     }
     Ok(challenge)
 }

@@ -537,6 +537,19 @@ async fn oidc(store: Arc<dyn Store>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_answers_like_an_unknown_id() {
+    // The default channel delivers nothing (no channel configured): a known ID still gets the
+    // answer an unknown one gets, so a delivery failure tells nothing about who is registered.
+    let store = support::sqlite_store().await;
+    let s = support::start_on(store.clone(), Default::default()).await;
+    let (pid, _) = person(&store, 1).await;
+    let known = post_json(&s, "/api/v1/citizen/login", &json!({"personal_id": pid})).await;
+    let unknown = post_json(&s, "/api/v1/citizen/login", &json!({"personal_id": "001099012345"})).await;
+    assert_eq!((known.status, unknown.status), (202, 202), "{} {}", known.body, unknown.body);
+    assert_eq!(known.json()["message"], unknown.json()["message"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn citizen_api_on_sqlite() {
     citizen_api(support::sqlite_store().await).await;
 }

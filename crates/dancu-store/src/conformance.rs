@@ -1723,6 +1723,11 @@ pub async fn citizen_codes_are_limited_and_single_use(store: Arc<dyn Store>) {
     assert!(!store.citizen_challenge_start(&ch("e", Some(&key), 2_000), &later).await.unwrap());
     let later = ChallengeLimits { max_failures: 3, ..later };
     assert!(store.citizen_challenge_start(&ch("e", Some(&key), 2_000), &later).await.unwrap());
+    // Much later: the old challenges are forgotten (a spent one can no longer be tried).
+    let much_later =
+        ChallengeLimits { challenges_since: 9_000, max_challenges: 3, failures_since: 9_000, max_failures: 2 };
+    assert!(store.citizen_challenge_start(&ch("f", None, 9_000), &much_later).await.unwrap());
+    assert_eq!(store.citizen_challenge_attempt("e", "hash-e", 2_001, 5).await.unwrap(), ChallengeOutcome::Spent);
     // Sessions.
     let s = CitizenSession {
         token_hash: "t1".into(),
@@ -1767,4 +1772,9 @@ pub async fn oidc_codes_redeem_once(store: Arc<dyn Store>) {
     assert!(store.oidc_grant_by_access("a1").await.unwrap().is_none());
     assert!(store.oidc_grant_by_access("a2").await.unwrap().is_none());
     assert!(store.oidc_grant_redeem("nope", "a3", 1_320, 1_020).await.unwrap().is_none());
+    // Grants ended long ago are forgotten when new ones are stored.
+    let later = OidcGrant { code_hash: "c2".into(), auth_time: 10_000, expires_at: 10_060, ..g.clone() };
+    store.oidc_grant_insert(&later).await.unwrap();
+    assert!(store.oidc_grant_redeem("c1", "a4", 10_400, 10_010).await.unwrap().is_none());
+    assert!(store.oidc_grant_redeem("c2", "a5", 10_400, 10_010).await.unwrap().unwrap().used_at.is_none());
 }

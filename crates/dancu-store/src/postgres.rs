@@ -400,6 +400,7 @@ CREATE TABLE citizen_challenges (
     used_at    bigint
 );
 CREATE INDEX citizen_challenges_login ON citizen_challenges (login_key, created_at);
+CREATE INDEX citizen_challenges_expiry ON citizen_challenges (expires_at);
 
 CREATE TABLE citizen_sessions (
     token_hash text PRIMARY KEY,
@@ -424,6 +425,7 @@ CREATE TABLE oidc_grants (
     access_hash       text UNIQUE,
     access_expires_at bigint
 );
+CREATE INDEX oidc_grants_expiry ON oidc_grants (expires_at);
 "#,
     ),
 ];
@@ -1985,6 +1987,12 @@ impl Store for PgStore {
         let tx = client.transaction().await?;
         // One login key at a time: the count and the insert cannot interleave with another's.
         tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 12))", &[&c.login_key]).await?;
+        // Challenges older than every window count for nothing: forgotten.
+        tx.execute(
+            "DELETE FROM citizen_challenges WHERE expires_at < $1",
+            &[&l.challenges_since.min(l.failures_since)],
+        )
+        .await?;
         let row = tx
             .query_one(
                 "SELECT count(*) FILTER (WHERE created_at >= $2),
@@ -2089,6 +2097,13 @@ impl Store for PgStore {
     async fn oidc_grant_insert(&self, g: &OidcGrant) -> Result<()> {
         let key = parse_uuid(&g.person_key)?;
         let client = self.pool.get().await?;
+        // Grants whose code and token both ended an hour ago are forgotten.
+        client
+            .execute(
+                "DELETE FROM oidc_grants WHERE expires_at < $1 AND coalesce(access_expires_at, 0) < $1",
+                &[&(g.auth_time - 3600)],
+            )
+            .await?;
         client
             .execute(
                 "INSERT INTO oidc_grants (code_hash, client_id, person_key, redirect_uri, code_challenge, scope,

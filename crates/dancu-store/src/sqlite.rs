@@ -398,6 +398,7 @@ CREATE TABLE citizen_challenges (
     used_at    INTEGER
 ) STRICT;
 CREATE INDEX citizen_challenges_login ON citizen_challenges (login_key, created_at);
+CREATE INDEX citizen_challenges_expiry ON citizen_challenges (expires_at);
 
 CREATE TABLE citizen_sessions (
     token_hash TEXT PRIMARY KEY,
@@ -422,6 +423,7 @@ CREATE TABLE oidc_grants (
     access_hash       TEXT UNIQUE,
     access_expires_at INTEGER
 ) STRICT;
+CREATE INDEX oidc_grants_expiry ON oidc_grants (expires_at);
 "#,
     ),
 ];
@@ -2107,6 +2109,11 @@ impl Store for SqliteStore {
         let (c, l) = (c.clone(), *limits);
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Challenges older than every window count for nothing: forgotten.
+            tx.execute(
+                "DELETE FROM citizen_challenges WHERE expires_at < ?1",
+                [l.challenges_since.min(l.failures_since)],
+            )?;
             let recent: i64 = tx.query_row(
                 "SELECT count(*) FROM citizen_challenges WHERE login_key = ?1 AND created_at >= ?2",
                 params![c.login_key, l.challenges_since],
@@ -2216,6 +2223,11 @@ impl Store for SqliteStore {
     async fn oidc_grant_insert(&self, g: &OidcGrant) -> Result<()> {
         let g = g.clone();
         self.write(move |conn| {
+            // Grants whose code and token both ended an hour ago are forgotten.
+            conn.execute(
+                "DELETE FROM oidc_grants WHERE expires_at < ?1 AND coalesce(access_expires_at, 0) < ?1",
+                [g.auth_time - 3600],
+            )?;
             conn.execute(
                 "INSERT INTO oidc_grants (code_hash, client_id, person_key, redirect_uri, code_challenge, scope,
                                           nonce, auth_time, expires_at)

@@ -11,6 +11,7 @@ pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod calendar;
+pub mod citizen;
 pub mod date;
 pub mod error;
 pub mod id;

@@ -194,6 +194,10 @@ pub struct Partner {
     /// Unix seconds.
     pub created_at: i64,
     pub updated_at: i64,
+    /// An e-government portal's OpenID Connect registration (citizens log in to it through the
+    /// registry); `None` for partners that only call services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::citizen::OidcClient>,
 }
 
 impl Partner {
@@ -241,8 +245,13 @@ pub fn validate_partner(p: &Partner) -> Result<(), ValidationErrors> {
             "the legal document allowing the sharing (1–500 characters)",
         ));
     }
-    if p.services.is_empty() {
-        errs.push(FieldError::new("services", "required", "at least one service"));
+    if p.services.is_empty() && p.oidc.is_none() {
+        errs.push(FieldError::new("services", "required", "at least one service (or an OpenID Connect registration)"));
+    }
+    if let Some(c) = &p.oidc {
+        for e in crate::citizen::validate_client(c, &p.fields) {
+            errs.push(e);
+        }
     }
     if p.services.contains(&Service::Retrieve) && p.fields.is_empty() {
         errs.push(FieldError::new("fields", "required", "data retrieval needs at least one field in scope"));

@@ -20,6 +20,10 @@ use crate::problem::{ApiError, ApiResult, Problem};
 #[derive(Clone)]
 pub struct AuditTarget(pub String);
 
+/// The purpose of an access as the server states it (OpenID Connect releases), for the entry.
+#[derive(Clone)]
+pub struct AuditPurpose(pub String);
+
 /// Marks a response whose audit entry was stored with the change itself (same transaction);
 /// the middleware then records nothing more.
 #[derive(Clone)]

@@ -8,10 +8,12 @@
 
 pub mod audit;
 pub mod auth;
+pub mod citizen;
 pub mod extract;
 pub mod jose;
 pub mod metrics;
 pub mod officers;
+pub mod oidc;
 pub mod partners;
 pub mod persons;
 pub mod policy;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub confirmation_key: Option<Arc<dyn dancu_keys::Signer>>,
     /// Data sharing: the signing key of tokens and responses, partner caches, rate limits.
     pub sharing: Arc<sharing::SharingState>,
+    /// Citizen login: the channel one-time codes are delivered through.
+    pub citizen: Arc<citizen::CitizenState>,
 }
 
 impl AppState {
@@ -83,6 +87,10 @@ impl AppState {
                 Arc::new(dancu_keys::SoftwareKey::generate().expect("the operating system's random source")),
                 "http://127.0.0.1:8080",
             )),
+            citizen: Arc::new(citizen::CitizenState {
+                channel: Arc::new(citizen::NoChannel),
+                challenges_per_window: dancu_core::citizen::CHALLENGES_PER_WINDOW,
+            }),
         }
     }
 
@@ -90,6 +98,20 @@ impl AppState {
     pub fn with_confirmation_key(mut self, key: Arc<dyn dancu_keys::Signer>) -> Self {
         self.confirmation_key = Some(key);
 
+        self
+    }
+
+    /// Delivers citizens' one-time login codes through `channel`.
+    pub fn with_code_channel(mut self, channel: Arc<dyn citizen::CodeChannel>) -> Self {
+        let challenges_per_window = self.citizen.challenges_per_window;
+        self.citizen = Arc::new(citizen::CitizenState { channel, challenges_per_window });
+        self
+    }
+
+    /// Allows `n` login codes per personal ID per 15 minutes (tests of many logins).
+    pub fn with_codes_per_window(mut self, n: u32) -> Self {
+        self.citizen =
+            Arc::new(citizen::CitizenState { channel: self.citizen.channel.clone(), challenges_per_window: n });
         self
     }
 
@@ -123,6 +145,8 @@ impl AppState {
         partners::consents, partners::grant, partners::revoke,
         sharing::token, sharing::verify, sharing::verify_batch, sharing::retrieve, sharing::pseudonym,
         sharing::events,
+        citizen::login, citizen::verify, citizen::logout, citizen::me, citizen::applications, citizen::consents,
+        citizen::grant, citizen::revoke, citizen::access_log,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,
@@ -141,6 +165,8 @@ impl AppState {
         (name = "partners", description = "Đối tác khai thác — partner registration (partner administrators)"),
         (name = "sharing", description = "Chia sẻ dữ liệu — partner services (OAuth 2.0 client credentials, \
                                           private_key_jwt; responses signed, see /.well-known/jwks.json)"),
+        (name = "citizen", description = "Công dân — a citizen's own data, applications, consents and who accessed \
+                                          their data (login: personal ID and a one-time code)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -206,6 +232,9 @@ async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Re
         e.target = res.extensions().get::<audit::AuditTarget>().map(|t| t.0.clone());
         if let Some(actor) = res.extensions().get::<audit::AuditActor>() {
             actor.fill(&mut e);
+        }
+        if let Some(p) = res.extensions().get::<audit::AuditPurpose>() {
+            e.purpose = Some(p.0.clone());
         }
         e.outcome = res.status().as_u16().to_string();
         e.at = audit::now_rfc3339();

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use dancu_core::FieldError;
+use dancu_core::citizen::{ClientAuth, OidcClient, SubjectKind};
 use dancu_core::sharing::{self as core, Consent, Field, Partner, PartnerKind, PartnerStatus, Service};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,22 @@ pub struct PartnerInput {
     pub valid_until: String,
     /// The partner's P-256 public key (PEM, "PUBLIC KEY") for `private_key_jwt`.
     pub public_key_pem: String,
+    /// An e-government portal's OpenID Connect registration (citizens log in to it here).
+    #[serde(default)]
+    pub oidc: Option<OidcInput>,
+}
+
+/// A portal's OpenID Connect registration.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcInput {
+    /// Exact redirect URIs (https; http only on the loopback host).
+    pub redirect_uris: Vec<String>,
+    /// `private_key_jwt` (with the registered key) or `client_secret_basic` (a secret issued
+    /// once, in the answer that registers it).
+    pub token_endpoint_auth_method: ClientAuth,
+    /// `pairwise` (a per-portal pseudonym) or `personal_id` (needs the personal_id field).
+    pub subject_type: SubjectKind,
 }
 
 /// A partner as administrators see it (the pseudonym key is never shown).
@@ -61,6 +78,11 @@ pub struct PartnerView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
     pub public_key_pem: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcInput>,
+    /// The client secret, shown only in the answer that issued it (stored as a hash).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -81,6 +103,12 @@ impl From<&Partner> for PartnerView {
             status: p.status,
             status_reason: p.status_reason.clone(),
             public_key_pem: p.public_key_pem.clone(),
+            oidc: p.oidc.as_ref().map(|c| OidcInput {
+                redirect_uris: c.redirect_uris.clone(),
+                token_endpoint_auth_method: c.auth_method,
+                subject_type: c.subject,
+            }),
+            client_secret: None,
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -130,6 +158,13 @@ fn apply(p: &mut Partner, input: PartnerInput, now: i64) -> ApiResult<()> {
     p.valid_from = from;
     p.valid_until = until;
     p.public_key_pem = input.public_key_pem.trim().to_string() + "\n";
+    let kept_secret = p.oidc.as_ref().and_then(|c| c.secret_sha256.clone());
+    p.oidc = input.oidc.map(|o| OidcClient {
+        redirect_uris: o.redirect_uris,
+        auth_method: o.token_endpoint_auth_method,
+        subject: o.subject_type,
+        secret_sha256: if o.token_endpoint_auth_method == ClientAuth::ClientSecretBasic { kept_secret } else { None },
+    });
     if let Err(v) = core::validate_partner(p) {
         for e in v.0 {
             if !errs.0.iter().any(|x| x.field == e.field) {
@@ -178,11 +213,15 @@ pub async fn create(State(st): State<AppState>, ApiJson(input): ApiJson<PartnerI
         status_reason: None,
         created_at: 0,
         updated_at: now,
+        oidc: None,
     };
     apply(&mut p, input, now)?;
     p.created_at = now;
+    let secret = issue_secret(&mut p)?;
     st.registry.store().partner_insert(&p).await?;
-    Ok((StatusCode::CREATED, Json(PartnerView::from(&p))).into_response())
+    let mut view = PartnerView::from(&p);
+    view.client_secret = secret;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 async fn load(st: &AppState, id: &str) -> ApiResult<Partner> {
@@ -222,9 +261,23 @@ pub async fn update(
     let now = unix_now();
     apply(&mut p, input, now)?;
     p.updated_at = now;
+    let secret = issue_secret(&mut p)?;
     st.registry.store().partner_update(&p).await?;
     st.sharing.forget_partner(&id);
-    Ok(Json(PartnerView::from(&p)))
+    let mut view = PartnerView::from(&p);
+    view.client_secret = secret;
+    Ok(Json(view))
+}
+
+/// Issues a client secret to a portal registered for `client_secret_basic` that has none yet.
+fn issue_secret(p: &mut Partner) -> ApiResult<Option<String>> {
+    let Some(c) = p.oidc.as_mut() else { return Ok(None) };
+    if c.auth_method != ClientAuth::ClientSecretBasic || c.secret_sha256.is_some() {
+        return Ok(None);
+    }
+    let secret = crate::citizen::random_token("")?;
+    c.secret_sha256 = Some(dancu_core::citizen::token_hash(&secret));
+    Ok(Some(secret))
 }
 
 fn revoked() -> ApiError {
@@ -354,6 +407,17 @@ pub async fn grant(
     ApiJson(body): ApiJson<ConsentInput>,
 ) -> ApiResult<Response> {
     let key = person_key(&st, &caller, &r).await?;
+    let c = new_consent(&st, &key, body, caller.username()).await?;
+    Ok(targeted((StatusCode::CREATED, Json(ConsentView::from(&c))).into_response(), key))
+}
+
+/// Checks and stores a consent of a person (record key) to a partner.
+pub(crate) async fn new_consent(
+    st: &AppState,
+    person_key: &str,
+    body: ConsentInput,
+    recorded_by: &str,
+) -> ApiResult<Consent> {
     let now = unix_now();
     if st.registry.store().partner_get(&body.partner_id).await?.is_none() {
         return Err(unprocessable(
@@ -377,17 +441,17 @@ pub async fn grant(
     }
     let c = Consent {
         id: uuid::Uuid::new_v4().to_string(),
-        person_key: key.clone(),
+        person_key: person_key.to_string(),
         partner_id: body.partner_id,
         purpose,
         granted_at: now,
         expires_at: expires,
         revoked_at: None,
-        recorded_by: caller.username().to_string(),
+        recorded_by: recorded_by.to_string(),
         revoked_by: None,
     };
     st.registry.store().consent_insert(&c).await?;
-    Ok(targeted((StatusCode::CREATED, Json(ConsentView::from(&c))).into_response(), key))
+    Ok(c)
 }
 
 /// Revoke a consent at the citizen's request: effective at once.

@@ -14,7 +14,9 @@ use dancu_core::sharing::Service;
 
 use crate::AppState;
 use crate::problem::ApiError;
-use crate::{audit, auth, officers, partners, persons, reference, requests, residence, reviews, sharing};
+use crate::{
+    audit, auth, citizen, officers, oidc, partners, persons, reference, requests, residence, reviews, sharing,
+};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub enum Who {
     Officer(&'static [Role]),
     /// A partner with an access token whose scope holds this service (not an officer session).
     Partner(Service),
+    /// A citizen logged in with their personal ID and a one-time code (not an officer session).
+    Citizen,
 }
 
 /// On which people (or area) a route acts.
@@ -76,7 +80,7 @@ fn spec(
 /// The route table.
 pub fn routes() -> Vec<RouteSpec> {
     use Area as A;
-    use Who::{Login, Officer, Partner, Public};
+    use Who::{Citizen, Login, Officer, Partner, Public};
     vec![
         // persons
         spec(Method::POST, "/api/v1/persons", Some("person.create"), Officer(EDITORS), A::Person, || {
@@ -327,6 +331,39 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::GET, "/api/v1/sharing/events", Some("partner.events"), Partner(Service::Events), A::None, || {
             get(sharing::events)
         }),
+        // citizens: login, their own data, consents, who accessed their data
+        spec(Method::POST, "/api/v1/citizen/login", Some("citizen.login"), Public, A::None, || post(citizen::login)),
+        spec(Method::POST, "/api/v1/citizen/login/verify", Some("citizen.login_verify"), Public, A::None, || {
+            post(citizen::verify)
+        }),
+        spec(Method::POST, "/api/v1/citizen/logout", None, Citizen, A::None, || post(citizen::logout)),
+        spec(Method::GET, "/api/v1/citizen/me", Some("citizen.read"), Citizen, A::None, || get(citizen::me)),
+        spec(Method::GET, "/api/v1/citizen/me/applications", Some("citizen.applications"), Citizen, A::None, || {
+            get(citizen::applications)
+        }),
+        spec(Method::GET, "/api/v1/citizen/me/consents", Some("citizen.consents"), Citizen, A::None, || {
+            get(citizen::consents)
+        }),
+        spec(Method::POST, "/api/v1/citizen/me/consents", Some("citizen.consent_grant"), Citizen, A::None, || {
+            post(citizen::grant)
+        }),
+        spec(
+            Method::POST,
+            "/api/v1/citizen/me/consents/{id}/revoke",
+            Some("citizen.consent_revoke"),
+            Citizen,
+            A::None,
+            || post(citizen::revoke),
+        ),
+        spec(Method::GET, "/api/v1/citizen/me/access-log", Some("citizen.access_log"), Citizen, A::None, || {
+            get(citizen::access_log)
+        }),
+        // OpenID Connect provider for e-government portals (clients authenticate in the handlers)
+        spec(Method::GET, "/.well-known/openid-configuration", None, Public, A::None, || get(oidc::discovery)),
+        spec(Method::GET, "/oidc/authorize", None, Public, A::None, || get(oidc::authorize)),
+        spec(Method::POST, "/oidc/authorize", Some("oidc.login"), Public, A::None, || post(oidc::authorize_post)),
+        spec(Method::POST, "/oidc/token", Some("oidc.token"), Public, A::None, || post(oidc::token)),
+        spec(Method::GET, "/oidc/userinfo", Some("oidc.userinfo"), Public, A::None, || get(oidc::userinfo)),
         // reference data (public lists)
         spec(Method::GET, "/api/v1/reference/provinces", None, Public, A::None, || get(reference::provinces)),
         spec(Method::GET, "/api/v1/reference/communes", None, Public, A::None, || get(reference::communes)),
@@ -371,6 +408,10 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
     };
     if spec.who == Who::Public {
         return next.run(req).await;
+    }
+    if spec.who == Who::Citizen {
+        // Citizens authenticate with their own sessions, never with officer sessions.
+        return citizen::authorize(&st, req, next).await;
     }
     if let Who::Partner(service) = spec.who {
         // Partners authenticate with access tokens, never with officer sessions.

@@ -88,6 +88,11 @@ impl SharingState {
         }
     }
 
+    /// The key tokens, ID tokens and responses are signed with.
+    pub fn signer(&self) -> &dyn Signer {
+        self.signer.as_ref()
+    }
+
     pub fn key_id(&self) -> &str {
         self.signer.key_id()
     }
@@ -687,7 +692,7 @@ fn parse_id(s: &str) -> ApiResult<PersonalId> {
     })
 }
 
-fn pseudonym_key(st: &AppState, p: &Partner) -> ApiResult<Vec<u8>> {
+pub(crate) fn pseudonym_key(st: &AppState, p: &Partner) -> ApiResult<Vec<u8>> {
     st.secrets
         .open(&p.pseudonym_key_sealed, &format!("partner:{}", p.id))
         .and_then(|k| share::b64url_decode(&k))

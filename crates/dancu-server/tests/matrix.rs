@@ -198,6 +198,8 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         ("GET", "/api/v1/sharing/persons/{personal_id}") => (Who::Partner(Service::Retrieve), Area::None),
         ("GET", "/api/v1/sharing/pseudonyms/{personal_id}") => (Who::Partner(Service::Pseudonym), Area::None),
         ("GET", "/api/v1/sharing/events") => (Who::Partner(Service::Events), Area::None),
+        ("POST", "/api/v1/citizen/login") | ("POST", "/api/v1/citizen/login/verify") => (Who::Public, Area::None),
+        (_, p) if p.starts_with("/api/v1/citizen/") => (Who::Citizen, Area::None),
         _ => (Who::Public, Area::None),
     }
 }
@@ -401,6 +403,34 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         ("GET", "/api/v1/sharing/events") => {
             ("/api/v1/sharing/events".to_string(), None, Expect::Problem(401, "invalid-token"))
         }
+        // Citizens: officers' sessions never pass (the oracle below); login is public.
+        ("POST", "/api/v1/citizen/login") => (
+            "/api/v1/citizen/login".to_string(),
+            Some(json!({"personal_id": "12345"})),
+            Expect::Problem(422, "validation"),
+        ),
+        ("POST", "/api/v1/citizen/login/verify") => (
+            "/api/v1/citizen/login/verify".to_string(),
+            Some(json!({"challenge": format!("ch_nothing-{tag}"), "code": "000000"})),
+            Expect::Problem(401, "invalid-code"),
+        ),
+        ("POST", "/api/v1/citizen/me/consents/{id}/revoke") => (
+            "/api/v1/citizen/me/consents/no-such-consent/revoke".to_string(),
+            None,
+            Expect::Problem(401, "unauthenticated"),
+        ),
+        ("POST", "/api/v1/citizen/me/consents") => (
+            "/api/v1/citizen/me/consents".to_string(),
+            Some(json!({"partner_id": "matrix-partner", "purpose": "x", "expires_at": "2030-01-01T00:00:00Z"})),
+            Expect::Problem(401, "unauthenticated"),
+        ),
+        (_, p) if p.starts_with("/api/v1/citizen/") => (p.to_string(), None, Expect::Problem(401, "unauthenticated")),
+        // OpenID Connect: without a registered client, an error page (never a redirect); the
+        // token endpoint and userinfo authenticate the portal themselves.
+        ("GET", "/oidc/authorize") => ("/oidc/authorize?client_id=nobody".to_string(), None, Expect::Ok(400)),
+        ("POST", "/oidc/authorize") => ("/oidc/authorize".to_string(), Some(json!({})), Expect::Ok(400)),
+        ("POST", "/oidc/token") => ("/oidc/token".to_string(), Some(json!({})), Expect::Ok(400)),
+        ("GET", "/oidc/userinfo") => ("/oidc/userinfo".to_string(), None, Expect::Ok(401)),
         ("GET", "/api/v1/reference/communes/{scheme}/{code}") => {
             ("/api/v1/reference/communes/2025/00004".to_string(), None, Expect::Ok(200))
         }
@@ -416,6 +446,8 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         (Who::Public, _) => permitted,
         // Officer sessions are no partner tokens.
         (Who::Partner(_), _) => Expect::Problem(401, "invalid-token"),
+        // Officer sessions are no citizen sessions.
+        (Who::Citizen, _) => Expect::Problem(401, "unauthenticated"),
         (_, None) => Expect::Problem(401, "unauthenticated"),
         (Who::Login, Some(_)) => permitted,
         (Who::Officer(roles), Some(_)) => {

@@ -27,7 +27,8 @@ macro_rules! conformance_tests {
             residence_separation_rules, residence_temporary_rules_and_expiry, residence_death_ends_residence,
             residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays,
             addresses_migrate_whole_and_review, partners_are_stored_once_and_updated,
-            client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once);
+            client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once,
+            citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -1588,6 +1589,7 @@ pub fn partner(id: &str) -> dancu_core::sharing::Partner {
         status_reason: None,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,
+        oidc: None,
     }
 }
 
@@ -1676,4 +1678,103 @@ pub async fn change_feed_gives_each_change_once(store: Arc<dyn Store>) {
     assert_eq!(rest.len(), 2, "resumes after a position");
     assert!(store.change_feed(all[2].position, 100).await.unwrap().is_empty());
     assert_eq!(store.change_feed(0, 1).await.unwrap().len(), 1, "limit");
+}
+
+pub async fn citizen_codes_are_limited_and_single_use(store: Arc<dyn Store>) {
+    use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession};
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    let key = rec.key.to_string();
+    let limits = ChallengeLimits { challenges_since: 1_000, max_challenges: 3, failures_since: 1_000, max_failures: 4 };
+    let ch = |id: &str, person: Option<&str>, at: i64| CitizenChallenge {
+        id: id.into(),
+        login_key: "k1".into(),
+        person_key: person.map(str::to_string),
+        code_hash: format!("hash-{id}"),
+        created_at: at,
+        expires_at: at + 300,
+    };
+    assert!(store.citizen_challenge_start(&ch("a", Some(&key), 1_000), &limits).await.unwrap());
+    // Wrong, then right: accepted once.
+    assert_eq!(store.citizen_challenge_attempt("a", "nope", 1_010, 5).await.unwrap(), ChallengeOutcome::Wrong(4));
+    assert_eq!(
+        store.citizen_challenge_attempt("a", "hash-a", 1_011, 5).await.unwrap(),
+        ChallengeOutcome::Accepted(key.clone())
+    );
+    assert_eq!(store.citizen_challenge_attempt("a", "hash-a", 1_012, 5).await.unwrap(), ChallengeOutcome::Spent);
+    assert_eq!(store.citizen_challenge_attempt("zz", "hash-a", 1_012, 5).await.unwrap(), ChallengeOutcome::Spent);
+    // An unknown ID's challenge never accepts, even its own hash; attempts run out.
+    assert!(store.citizen_challenge_start(&ch("b", None, 1_020), &limits).await.unwrap());
+    for left in [1, 0] {
+        assert_eq!(
+            store.citizen_challenge_attempt("b", "hash-b", 1_021, 2).await.unwrap(),
+            ChallengeOutcome::Wrong(left)
+        );
+    }
+    assert_eq!(store.citizen_challenge_attempt("b", "hash-b", 1_022, 2).await.unwrap(), ChallengeOutcome::Spent);
+    // Expired.
+    assert!(store.citizen_challenge_start(&ch("c", Some(&key), 1_030), &limits).await.unwrap());
+    assert_eq!(store.citizen_challenge_attempt("c", "hash-c", 1_330, 5).await.unwrap(), ChallengeOutcome::Spent);
+    // Three challenges in the window: the fourth is refused and nothing is stored.
+    assert!(!store.citizen_challenge_start(&ch("d", Some(&key), 1_040), &limits).await.unwrap());
+    assert_eq!(store.citizen_challenge_attempt("d", "hash-d", 1_041, 5).await.unwrap(), ChallengeOutcome::Spent);
+    // Failures count too (b's two wrong tries and a's one, unused challenges only: b's two).
+    let later = ChallengeLimits { challenges_since: 2_000, max_challenges: 3, failures_since: 1_000, max_failures: 2 };
+    assert!(!store.citizen_challenge_start(&ch("e", Some(&key), 2_000), &later).await.unwrap());
+    let later = ChallengeLimits { max_failures: 3, ..later };
+    assert!(store.citizen_challenge_start(&ch("e", Some(&key), 2_000), &later).await.unwrap());
+    // Much later: the old challenges are forgotten (a spent one can no longer be tried).
+    let much_later =
+        ChallengeLimits { challenges_since: 9_000, max_challenges: 3, failures_since: 9_000, max_failures: 2 };
+    assert!(store.citizen_challenge_start(&ch("f", None, 9_000), &much_later).await.unwrap());
+    assert_eq!(store.citizen_challenge_attempt("e", "hash-e", 2_001, 5).await.unwrap(), ChallengeOutcome::Spent);
+    // Sessions.
+    let s = CitizenSession {
+        token_hash: "t1".into(),
+        person_key: key.clone(),
+        created_at: 1_000,
+        expires_at: 2_800,
+        revoked_at: None,
+    };
+    store.citizen_session_insert(&s).await.unwrap();
+    assert_eq!(store.citizen_session_get("t1").await.unwrap().unwrap(), s);
+    assert!(store.citizen_session_get("t2").await.unwrap().is_none());
+    assert!(store.citizen_session_revoke("t1", 1_100).await.unwrap());
+    assert!(!store.citizen_session_revoke("t1", 1_101).await.unwrap());
+    assert_eq!(store.citizen_session_get("t1").await.unwrap().unwrap().revoked_at, Some(1_100));
+}
+
+pub async fn oidc_codes_redeem_once(store: Arc<dyn Store>) {
+    use crate::OidcGrant;
+    let reg = Registry::new(store.clone());
+    let rec = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    store.partner_insert(&partner("portal-a")).await.unwrap();
+    let g = OidcGrant {
+        code_hash: "c1".into(),
+        client_id: "portal-a".into(),
+        person_key: rec.key.to_string(),
+        redirect_uri: "https://portal.example/cb".into(),
+        code_challenge: "x".repeat(43),
+        scope: "openid profile".into(),
+        nonce: Some("n".into()),
+        auth_time: 1_000,
+        expires_at: 1_060,
+        used_at: None,
+        access_expires_at: None,
+    };
+    store.oidc_grant_insert(&g).await.unwrap();
+    assert_eq!(store.oidc_grant_redeem("c1", "a1", 1_310, 1_010).await.unwrap().unwrap(), g);
+    let bound = store.oidc_grant_by_access("a1").await.unwrap().unwrap();
+    assert_eq!((bound.used_at, bound.access_expires_at), (Some(1_010), Some(1_310)));
+    // A replay: reported as used, and the access token issued for the code stops working.
+    let again = store.oidc_grant_redeem("c1", "a2", 1_320, 1_020).await.unwrap().unwrap();
+    assert_eq!(again.used_at, Some(1_010));
+    assert!(store.oidc_grant_by_access("a1").await.unwrap().is_none());
+    assert!(store.oidc_grant_by_access("a2").await.unwrap().is_none());
+    assert!(store.oidc_grant_redeem("nope", "a3", 1_320, 1_020).await.unwrap().is_none());
+    // Grants ended long ago are forgotten when new ones are stored.
+    let later = OidcGrant { code_hash: "c2".into(), auth_time: 10_000, expires_at: 10_060, ..g.clone() };
+    store.oidc_grant_insert(&later).await.unwrap();
+    assert!(store.oidc_grant_redeem("c1", "a4", 10_400, 10_010).await.unwrap().is_none());
+    assert!(store.oidc_grant_redeem("c2", "a5", 10_400, 10_010).await.unwrap().unwrap().used_at.is_none());
 }

@@ -657,6 +657,109 @@ pub trait Store: Send + Sync {
     /// Versions after `after` (a position from an earlier call, 0 for the start) that changed a
     /// record (version 2 on), each with the version before it, in the order they were stored.
     async fn change_feed(&self, after: i64, limit: u32) -> Result<Vec<FeedItem>>;
+
+    // ---- citizens and OpenID Connect -------------------------------------------------------------
+
+    /// Starts a citizen login: stores the challenge unless its login key had `max_challenges`
+    /// challenges since `challenges_since` or `max_failures` wrong codes since `failures_since`
+    /// (false then, nothing stored). Counted and stored in one transaction.
+    async fn citizen_challenge_start(&self, c: &CitizenChallenge, limits: &ChallengeLimits) -> Result<bool>;
+
+    /// One try of a code: counts the attempt and, when the code is right (and the challenge
+    /// names a person, unspent, unexpired, under `max_attempts`), spends the challenge — in one
+    /// transaction, so a code is accepted once.
+    async fn citizen_challenge_attempt(
+        &self,
+        id: &str,
+        code_hash: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> Result<ChallengeOutcome>;
+
+    async fn citizen_session_insert(&self, s: &CitizenSession) -> Result<()>;
+
+    async fn citizen_session_get(&self, token_hash: &str) -> Result<Option<CitizenSession>>;
+
+    /// Ends a citizen session; true if it was live.
+    async fn citizen_session_revoke(&self, token_hash: &str, at: i64) -> Result<bool>;
+
+    /// Stores an authorization code (hashed) and what it grants.
+    async fn oidc_grant_insert(&self, g: &OidcGrant) -> Result<()>;
+
+    /// Redeems an authorization code once: returns the grant as it stood (`used_at` set means a
+    /// replay — the access token issued for it is then revoked) and, when it was unused, marks
+    /// it used and binds the access token (hashed) to it. One transaction.
+    async fn oidc_grant_redeem(
+        &self,
+        code_hash: &str,
+        access_hash: &str,
+        access_expires_at: i64,
+        now: i64,
+    ) -> Result<Option<OidcGrant>>;
+
+    /// The grant an access token was issued for.
+    async fn oidc_grant_by_access(&self, access_hash: &str) -> Result<Option<OidcGrant>>;
+}
+
+/// A citizen's login in progress: a one-time code sent for a personal ID (stored hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CitizenChallenge {
+    pub id: String,
+    /// [`dancu_core::citizen::login_key`] of the personal ID as typed (limits count under it).
+    pub login_key: String,
+    /// Record key of the person holding the ID; `None` for an unknown ID (no code matches).
+    pub person_key: Option<String>,
+    pub code_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The limits a new challenge is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeLimits {
+    pub challenges_since: i64,
+    pub max_challenges: u32,
+    pub failures_since: i64,
+    pub max_failures: u32,
+}
+
+/// What a code attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChallengeOutcome {
+    /// The right code: the person's record key. The challenge is spent.
+    Accepted(String),
+    /// A wrong code; tries left on this challenge.
+    Wrong(u32),
+    /// Unknown, expired, used, or out of tries.
+    Spent,
+}
+
+/// A citizen's session (bearer token stored as SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CitizenSession {
+    pub token_hash: String,
+    pub person_key: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An OpenID Connect authorization: the code (hashed) and what it grants a portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcGrant {
+    pub code_hash: String,
+    pub client_id: String,
+    pub person_key: String,
+    pub redirect_uri: String,
+    /// PKCE S256 challenge.
+    pub code_challenge: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub access_expires_at: Option<i64>,
 }
 
 /// One change of a record as the change feed gives it.

@@ -14,6 +14,7 @@ use crate::{
     ApprovedChange, AuditQuery, CandidateKey, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord,
     RequestQuery, RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
+use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -380,6 +381,51 @@ CREATE INDEX consents_person ON consents (person_key, partner_id);
 -- The change feed's order: a sequence over versions (read only once settled; see change_feed).
 ALTER TABLE person_versions ADD COLUMN feed_seq bigserial;
 CREATE INDEX person_versions_feed ON person_versions (feed_seq);
+"#,
+    ),
+    (
+        12,
+        "citizens_and_oidc",
+        r#"
+-- Citizen logins in progress: the one-time code as a hash bound to the challenge; an unknown
+-- personal ID gets a challenge too (person_key NULL), so answers never tell IDs apart.
+CREATE TABLE citizen_challenges (
+    id         text PRIMARY KEY,
+    login_key  text NOT NULL,
+    person_key uuid REFERENCES persons (key),
+    code_hash  text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    attempts   integer NOT NULL DEFAULT 0,
+    used_at    bigint
+);
+CREATE INDEX citizen_challenges_login ON citizen_challenges (login_key, created_at);
+CREATE INDEX citizen_challenges_expiry ON citizen_challenges (expires_at);
+
+CREATE TABLE citizen_sessions (
+    token_hash text PRIMARY KEY,
+    person_key uuid NOT NULL REFERENCES persons (key),
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    revoked_at bigint
+);
+
+-- OpenID Connect authorization codes (hashed) and the access token issued for each (hashed).
+CREATE TABLE oidc_grants (
+    code_hash         text PRIMARY KEY,
+    client_id         text NOT NULL REFERENCES partners (id),
+    person_key        uuid NOT NULL REFERENCES persons (key),
+    redirect_uri      text NOT NULL,
+    code_challenge    text NOT NULL,
+    scope             text NOT NULL,
+    nonce             text,
+    auth_time         bigint NOT NULL,
+    expires_at        bigint NOT NULL,
+    used_at           bigint,
+    access_hash       text UNIQUE,
+    access_expires_at bigint
+);
+CREATE INDEX oidc_grants_expiry ON oidc_grants (expires_at);
 "#,
     ),
 ];
@@ -1935,6 +1981,184 @@ impl Store for PgStore {
         Ok(client.query_opt(&stmt, &[&key, &partner_id, &now_s]).await?.is_some())
     }
 
+    async fn citizen_challenge_start(&self, c: &CitizenChallenge, l: &ChallengeLimits) -> Result<bool> {
+        let person = c.person_key.as_deref().map(parse_uuid).transpose()?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // One login key at a time: the count and the insert cannot interleave with another's.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 12))", &[&c.login_key]).await?;
+        // Challenges older than every window count for nothing: forgotten.
+        tx.execute(
+            "DELETE FROM citizen_challenges WHERE expires_at < $1",
+            &[&l.challenges_since.min(l.failures_since)],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT count(*) FILTER (WHERE created_at >= $2),
+                        coalesce(sum(attempts) FILTER (WHERE created_at >= $3 AND used_at IS NULL), 0)::bigint
+                 FROM citizen_challenges WHERE login_key = $1 AND created_at >= least($2, $3)",
+                &[&c.login_key, &l.challenges_since, &l.failures_since],
+            )
+            .await?;
+        let (recent, failures): (i64, i64) = (row.get(0), row.get(1));
+        if recent >= i64::from(l.max_challenges) || failures >= i64::from(l.max_failures) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO citizen_challenges (id, login_key, person_key, code_hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&c.id, &c.login_key, &person, &c.code_hash, &c.created_at, &c.expires_at],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn citizen_challenge_attempt(
+        &self,
+        id: &str,
+        code_hash: &str,
+        now_s: i64,
+        max_attempts: u32,
+    ) -> Result<ChallengeOutcome> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT person_key, code_hash, expires_at, attempts, used_at FROM citizen_challenges
+                 WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?
+        else {
+            return Ok(ChallengeOutcome::Spent);
+        };
+        let person: Option<Uuid> = row.get(0);
+        let stored: String = row.get(1);
+        let (expires_at, attempts, used_at): (i64, i32, Option<i64>) = (row.get(2), row.get(3), row.get(4));
+        if used_at.is_some() || expires_at <= now_s || i64::from(attempts) >= i64::from(max_attempts) {
+            return Ok(ChallengeOutcome::Spent);
+        }
+        let right = stored == code_hash && person.is_some();
+        tx.execute(
+            "UPDATE citizen_challenges SET attempts = attempts + $2, used_at = $3 WHERE id = $1",
+            &[&id, &i32::from(!right), &right.then_some(now_s)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(match person {
+            Some(p) if right => ChallengeOutcome::Accepted(p.to_string()),
+            _ => ChallengeOutcome::Wrong((i64::from(max_attempts) - i64::from(attempts) - 1).max(0) as u32),
+        })
+    }
+
+    async fn citizen_session_insert(&self, s: &CitizenSession) -> Result<()> {
+        let key = parse_uuid(&s.person_key)?;
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO citizen_sessions (token_hash, person_key, created_at, expires_at, revoked_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&s.token_hash, &key, &s.created_at, &s.expires_at, &s.revoked_at],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn citizen_session_get(&self, token_hash: &str) -> Result<Option<CitizenSession>> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT token_hash, person_key, created_at, expires_at, revoked_at FROM citizen_sessions
+                 WHERE token_hash = $1",
+            )
+            .await?;
+        Ok(client.query_opt(&stmt, &[&token_hash]).await?.map(|r| CitizenSession {
+            token_hash: r.get(0),
+            person_key: r.get::<_, Uuid>(1).to_string(),
+            created_at: r.get(2),
+            expires_at: r.get(3),
+            revoked_at: r.get(4),
+        }))
+    }
+
+    async fn citizen_session_revoke(&self, token_hash: &str, at: i64) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE citizen_sessions SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+                &[&token_hash, &at],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn oidc_grant_insert(&self, g: &OidcGrant) -> Result<()> {
+        let key = parse_uuid(&g.person_key)?;
+        let client = self.pool.get().await?;
+        // Grants whose code and token both ended an hour ago are forgotten.
+        client
+            .execute(
+                "DELETE FROM oidc_grants WHERE expires_at < $1 AND coalesce(access_expires_at, 0) < $1",
+                &[&(g.auth_time - 3600)],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO oidc_grants (code_hash, client_id, person_key, redirect_uri, code_challenge, scope,
+                                          nonce, auth_time, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &g.code_hash,
+                    &g.client_id,
+                    &key,
+                    &g.redirect_uri,
+                    &g.code_challenge,
+                    &g.scope,
+                    &g.nonce,
+                    &g.auth_time,
+                    &g.expires_at,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn oidc_grant_redeem(
+        &self,
+        code_hash: &str,
+        access_hash: &str,
+        access_expires_at: i64,
+        now_s: i64,
+    ) -> Result<Option<OidcGrant>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx.query_opt(&format!("{GRANT_SELECT} WHERE code_hash = $1 FOR UPDATE"), &[&code_hash]).await?
+        else {
+            return Ok(None);
+        };
+        let g = grant_row(&row);
+        if g.used_at.is_some() {
+            // A replayed code: the token issued for it stops working (RFC 6749 §4.1.2).
+            tx.execute("UPDATE oidc_grants SET access_hash = NULL WHERE code_hash = $1", &[&code_hash]).await?;
+        } else {
+            tx.execute(
+                "UPDATE oidc_grants SET used_at = $2, access_hash = $3, access_expires_at = $4 WHERE code_hash = $1",
+                &[&code_hash, &now_s, &access_hash, &access_expires_at],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(g))
+    }
+
+    async fn oidc_grant_by_access(&self, access_hash: &str) -> Result<Option<OidcGrant>> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(&format!("{GRANT_SELECT} WHERE access_hash = $1")).await?;
+        Ok(client.query_opt(&stmt, &[&access_hash]).await?.as_ref().map(grant_row))
+    }
+
     async fn change_feed(&self, after: i64, limit: u32) -> Result<Vec<FeedItem>> {
         let client = self.pool.get().await?;
         // Sequence numbers are drawn before commit, so a later number may commit first: only
@@ -2344,6 +2568,25 @@ pub const FEED_SETTLE_SECONDS: f64 = 2.0;
 
 fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|_| StoreError::Backend(format!("not a record key: {s:?}")))
+}
+
+const GRANT_SELECT: &str = "SELECT code_hash, client_id, person_key, redirect_uri, code_challenge, scope, nonce,
+     auth_time, expires_at, used_at, access_expires_at FROM oidc_grants";
+
+fn grant_row(r: &Row) -> OidcGrant {
+    OidcGrant {
+        code_hash: r.get(0),
+        client_id: r.get(1),
+        person_key: r.get::<_, Uuid>(2).to_string(),
+        redirect_uri: r.get(3),
+        code_challenge: r.get(4),
+        scope: r.get(5),
+        nonce: r.get(6),
+        auth_time: r.get(7),
+        expires_at: r.get(8),
+        used_at: r.get(9),
+        access_expires_at: r.get(10),
+    }
 }
 
 const CONSENT_SELECT: &str =

@@ -14,6 +14,7 @@ use crate::{
     ApprovedChange, AuditQuery, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord, RequestQuery,
     RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
+use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -378,6 +379,51 @@ CREATE TABLE consents (
     revoked_by  TEXT
 ) STRICT;
 CREATE INDEX consents_person ON consents (person_key, partner_id);
+"#,
+    ),
+    (
+        12,
+        "citizens_and_oidc",
+        r#"
+-- Citizen logins in progress: the one-time code as a hash bound to the challenge; an unknown
+-- personal ID gets a challenge too (person_key NULL), so answers never tell IDs apart.
+CREATE TABLE citizen_challenges (
+    id         TEXT PRIMARY KEY,
+    login_key  TEXT NOT NULL,
+    person_key TEXT REFERENCES persons (key),
+    code_hash  TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    used_at    INTEGER
+) STRICT;
+CREATE INDEX citizen_challenges_login ON citizen_challenges (login_key, created_at);
+CREATE INDEX citizen_challenges_expiry ON citizen_challenges (expires_at);
+
+CREATE TABLE citizen_sessions (
+    token_hash TEXT PRIMARY KEY,
+    person_key TEXT NOT NULL REFERENCES persons (key),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) STRICT;
+
+-- OpenID Connect authorization codes (hashed) and the access token issued for each (hashed).
+CREATE TABLE oidc_grants (
+    code_hash         TEXT PRIMARY KEY,
+    client_id         TEXT NOT NULL REFERENCES partners (id),
+    person_key        TEXT NOT NULL REFERENCES persons (key),
+    redirect_uri      TEXT NOT NULL,
+    code_challenge    TEXT NOT NULL,
+    scope             TEXT NOT NULL,
+    nonce             TEXT,
+    auth_time         INTEGER NOT NULL,
+    expires_at        INTEGER NOT NULL,
+    used_at           INTEGER,
+    access_hash       TEXT UNIQUE,
+    access_expires_at INTEGER
+) STRICT;
+CREATE INDEX oidc_grants_expiry ON oidc_grants (expires_at);
 "#,
     ),
     (
@@ -2371,6 +2417,193 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn citizen_challenge_start(&self, c: &CitizenChallenge, limits: &ChallengeLimits) -> Result<bool> {
+        let (c, l) = (c.clone(), *limits);
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Challenges older than every window count for nothing: forgotten.
+            tx.execute(
+                "DELETE FROM citizen_challenges WHERE expires_at < ?1",
+                [l.challenges_since.min(l.failures_since)],
+            )?;
+            let recent: i64 = tx.query_row(
+                "SELECT count(*) FROM citizen_challenges WHERE login_key = ?1 AND created_at >= ?2",
+                params![c.login_key, l.challenges_since],
+                |r| r.get(0),
+            )?;
+            let failures: i64 = tx.query_row(
+                "SELECT coalesce(sum(attempts), 0) FROM citizen_challenges
+                 WHERE login_key = ?1 AND created_at >= ?2 AND used_at IS NULL",
+                params![c.login_key, l.failures_since],
+                |r| r.get(0),
+            )?;
+            if recent >= i64::from(l.max_challenges) || failures >= i64::from(l.max_failures) {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO citizen_challenges (id, login_key, person_key, code_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![c.id, c.login_key, c.person_key, c.code_hash, c.created_at, c.expires_at],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn citizen_challenge_attempt(
+        &self,
+        id: &str,
+        code_hash: &str,
+        now_s: i64,
+        max_attempts: u32,
+    ) -> Result<ChallengeOutcome> {
+        let (id, code_hash) = (id.to_string(), code_hash.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(Option<String>, String, i64, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT person_key, code_hash, expires_at, attempts, used_at FROM citizen_challenges
+                     WHERE id = ?1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            let Some((person, stored, expires_at, attempts, used_at)) = row else { return Ok(ChallengeOutcome::Spent) };
+            if used_at.is_some() || expires_at <= now_s || attempts >= i64::from(max_attempts) {
+                return Ok(ChallengeOutcome::Spent);
+            }
+            let right = stored == code_hash && person.is_some();
+            tx.execute(
+                "UPDATE citizen_challenges SET attempts = attempts + ?2, used_at = ?3 WHERE id = ?1",
+                params![id, i64::from(!right), right.then_some(now_s)],
+            )?;
+            tx.commit()?;
+            Ok(match person {
+                Some(p) if right => ChallengeOutcome::Accepted(p),
+                _ => ChallengeOutcome::Wrong((i64::from(max_attempts) - attempts - 1).max(0) as u32),
+            })
+        })
+        .await
+    }
+
+    async fn citizen_session_insert(&self, s: &CitizenSession) -> Result<()> {
+        let s = s.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO citizen_sessions (token_hash, person_key, created_at, expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![s.token_hash, s.person_key, s.created_at, s.expires_at, s.revoked_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn citizen_session_get(&self, token_hash: &str) -> Result<Option<CitizenSession>> {
+        let h = token_hash.to_string();
+        self.read_now(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT token_hash, person_key, created_at, expires_at, revoked_at FROM citizen_sessions
+                     WHERE token_hash = ?1",
+                )?
+                .query_row([&h], |r| {
+                    Ok(CitizenSession {
+                        token_hash: r.get(0)?,
+                        person_key: r.get(1)?,
+                        created_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        revoked_at: r.get(4)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    async fn citizen_session_revoke(&self, token_hash: &str, at: i64) -> Result<bool> {
+        let h = token_hash.to_string();
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE citizen_sessions SET revoked_at = ?2 WHERE token_hash = ?1 AND revoked_at IS NULL",
+                params![h, at],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn oidc_grant_insert(&self, g: &OidcGrant) -> Result<()> {
+        let g = g.clone();
+        self.write(move |conn| {
+            // Grants whose code and token both ended an hour ago are forgotten.
+            conn.execute(
+                "DELETE FROM oidc_grants WHERE expires_at < ?1 AND coalesce(access_expires_at, 0) < ?1",
+                [g.auth_time - 3600],
+            )?;
+            conn.execute(
+                "INSERT INTO oidc_grants (code_hash, client_id, person_key, redirect_uri, code_challenge, scope,
+                                          nonce, auth_time, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    g.code_hash,
+                    g.client_id,
+                    g.person_key,
+                    g.redirect_uri,
+                    g.code_challenge,
+                    g.scope,
+                    g.nonce,
+                    g.auth_time,
+                    g.expires_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn oidc_grant_redeem(
+        &self,
+        code_hash: &str,
+        access_hash: &str,
+        access_expires_at: i64,
+        now_s: i64,
+    ) -> Result<Option<OidcGrant>> {
+        let (code, access) = (code_hash.to_string(), access_hash.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(g) = tx
+                .prepare_cached(&format!("{GRANT_SELECT} WHERE code_hash = ?1"))?
+                .query_row([&code], grant_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if g.used_at.is_some() {
+                // A replayed code: the token issued for it stops working (RFC 6749 §4.1.2).
+                tx.execute("UPDATE oidc_grants SET access_hash = NULL WHERE code_hash = ?1", [&code])?;
+            } else {
+                tx.execute(
+                    "UPDATE oidc_grants SET used_at = ?2, access_hash = ?3, access_expires_at = ?4
+                     WHERE code_hash = ?1",
+                    params![code, now_s, access, access_expires_at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Some(g))
+        })
+        .await
+    }
+
+    async fn oidc_grant_by_access(&self, access_hash: &str) -> Result<Option<OidcGrant>> {
+        let h = access_hash.to_string();
+        self.read_now(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("{GRANT_SELECT} WHERE access_hash = ?1"))?
+                .query_row([&h], grant_row)
+                .optional()?)
+        })
+    }
+
     async fn change_feed(&self, after: i64, limit: u32) -> Result<Vec<FeedItem>> {
         self.read(move |conn| {
             // The single writer appends versions in commit order: rowid order is the feed's order.
@@ -2803,6 +3036,25 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+const GRANT_SELECT: &str = "SELECT code_hash, client_id, person_key, redirect_uri, code_challenge, scope, nonce,
+     auth_time, expires_at, used_at, access_expires_at FROM oidc_grants";
+
+fn grant_row(r: &rusqlite::Row) -> rusqlite::Result<OidcGrant> {
+    Ok(OidcGrant {
+        code_hash: r.get(0)?,
+        client_id: r.get(1)?,
+        person_key: r.get(2)?,
+        redirect_uri: r.get(3)?,
+        code_challenge: r.get(4)?,
+        scope: r.get(5)?,
+        nonce: r.get(6)?,
+        auth_time: r.get(7)?,
+        expires_at: r.get(8)?,
+        used_at: r.get(9)?,
+        access_expires_at: r.get(10)?,
+    })
 }
 
 const CONSENT_SELECT: &str =

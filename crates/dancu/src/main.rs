@@ -749,6 +749,15 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The development channel of citizens' one-time login codes: DATA/citizen-codes.log (0600),
+/// one `time challenge code` line per code, nothing else about the person.
+fn citizen_channel(db: &DbArgs) -> Result<Arc<dyn dancu_server::citizen::CodeChannel>> {
+    std::fs::create_dir_all(&db.data).with_context(|| format!("data folder {}", db.data.display()))?;
+    let path = db.data.join("citizen-codes.log");
+    tracing::warn!(file = %path.display(), "citizen login codes go to the development channel (a file), not to phones");
+    Ok(Arc::new(dancu_server::citizen::FileChannel::new(path)))
+}
+
 async fn serve(
     store: Arc<dyn Store>,
     db: &DbArgs,
@@ -821,7 +830,8 @@ async fn serve(
     let issuer = session.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let state = AppState::with_auth(registry, writer, auth, db.secrets()?)
         .with_confirmation_key(confirmation_key)
-        .with_sharing(sharing_key, &issuer);
+        .with_sharing(sharing_key, &issuer)
+        .with_code_channel(citizen_channel(db)?);
     dancu_server::serve(listener, state, shutdown_signal()).await?;
     indexer.abort();
     if let Some(a) = auditor {

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cards;
 pub mod extract;
 pub mod jose;
 pub mod metrics;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub confirmation_key: Option<Arc<dyn dancu_keys::Signer>>,
     /// Data sharing: the signing key of tokens and responses, partner caches, rate limits.
     pub sharing: Arc<sharing::SharingState>,
+    /// The Document Signer that signs the chips personalized here (`None`: no personalization).
+    pub card_signer: Option<Arc<dancu_card::DocumentSigner>>,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             secrets,
             routes: Arc::new(policy::routes()),
             confirmation_key: None,
+            card_signer: None,
             sharing: Arc::new(sharing::SharingState::new(
                 Arc::new(dancu_keys::SoftwareKey::generate().expect("the operating system's random source")),
                 "http://127.0.0.1:8080",
@@ -90,6 +94,12 @@ impl AppState {
     pub fn with_confirmation_key(mut self, key: Arc<dyn dancu_keys::Signer>) -> Self {
         self.confirmation_key = Some(key);
 
+        self
+    }
+
+    /// Personalizes chips with this Document Signer.
+    pub fn with_card_signer(mut self, signer: Arc<dancu_card::DocumentSigner>) -> Self {
+        self.card_signer = Some(signer);
         self
     }
 
@@ -117,6 +127,9 @@ impl AppState {
         residence::submit, residence::list, residence::get, residence::receive, residence::decide,
         residence::household, residence::residences, residence::at_address, residence::confirmation,
         residence::verify,
+        cards::apply, cards::list, cards::get, cards::step, cards::status, cards::centres, cards::add_centre,
+        cards::restock, cards::run, cards::person_cards, cards::card, cards::set_state, cards::chip, cards::face,
+        cards::validity,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
         partners::list, partners::create, partners::get, partners::update, partners::set_status,
@@ -134,6 +147,7 @@ impl AppState {
         (name = "reference", description = "Danh mục — reference data"),
         (name = "audit", description = "Nhật ký truy cập — the audit trail"),
         (name = "residence", description = "Cư trú — residence procedures, households, confirmations"),
+        (name = "cards", description = "Thẻ căn cước — card applications, production, cards and their states"),
         (name = "maker-checker", description = "Phê duyệt thay đổi — changes awaiting a second officer"),
         (name = "review", description = "Xem xét trùng lặp — possible duplicates awaiting a clerk's decision"),
         (name = "auth", description = "Đăng nhập — login, second factor, sessions"),

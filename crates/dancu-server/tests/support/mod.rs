@@ -22,6 +22,9 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     pub key: Arc<dancu_keys::SoftwareKey>,
     pub secrets: Arc<dancu_keys::SecretBox>,
+    /// The card PKI the server personalizes chips with: its CSCA certificate and CRL.
+    pub csca: dancu_card::Certificate,
+    pub crl: dancu_card::CertificateList,
 }
 
 pub async fn sqlite_store() -> Arc<dyn Store> {
@@ -61,10 +64,13 @@ pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
     let auditor = dancu_store::audit::Auditor::new(store.clone(), key.clone());
     let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5);
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
+    let (ds, csca, crl) =
+        dancu_store::conformance::test_card_pki(time::OffsetDateTime::now_utc() - time::Duration::days(1));
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())
-        .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>);
+        .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>)
+        .with_card_signer(Arc::new(ds));
     tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
-    Server { addr, store, key, secrets }
+    Server { addr, store, key, secrets, csca, crl }
 }
 
 /// An officer's login: password, and the authenticator secret for those enrolled.

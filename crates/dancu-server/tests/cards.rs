@@ -32,7 +32,7 @@ fn std_b64(bytes: &[u8]) -> String {
             }
         })
         .collect();
-    while s.len() % 4 != 0 {
+    while !s.len().is_multiple_of(4) {
         s.push('=');
     }
     s

@@ -757,6 +757,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     store: Arc<dyn Store>,
     db: &DbArgs,

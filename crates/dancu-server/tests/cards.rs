@@ -234,6 +234,39 @@ async fn cards(store: Arc<dyn Store>) {
     assert!(op.get("/api/v1/card-applications?overdue=true").await.json().as_array().unwrap().is_empty());
 }
 
+/// A Document Signer past its key usage period signs nothing: the run is refused, naming it,
+/// and the application stays queued with the stock untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_document_signer_is_refused() {
+    let store = support::sqlite_store().await;
+    let old = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    let s = support::start_with_pki(store.clone(), Default::default(), old).await;
+    let reg = Registry::new(store.clone());
+    let meta = ChangeMeta::new("maker", "thu thập", None);
+    let rec = reg.create(dancu_store::conformance::sample(1), &meta).await.unwrap();
+    let rec = reg.activate(rec.key, None, &meta).await.unwrap();
+    let centre = dancu_store::cards::Centre { id: "TT-HN".into(), name: "Trung tâm Hà Nội".into(), stock: 5 };
+    reg.centre_add(&centre, None).await.unwrap();
+    let new = dancu_store::cards::NewCardApplication {
+        person: dancu_store::PersonRef::Key(rec.key),
+        kind: dancu_card::application::ApplicationKind::FirstIssue,
+        requested_under_14: false,
+        photo: FACE_JPEG.to_vec(),
+        fingerprints: Vec::new(),
+    };
+    let app = reg.card_apply(new, "op", |_| true, None).await.unwrap();
+    use dancu_card::application::Stage;
+    reg.card_step(app.id, Stage::Verified, "v", &[Role::Verifier], None, None, None).await.unwrap();
+    reg.card_step(app.id, Stage::Approved, "a", &[Role::Approver], None, None, None).await.unwrap();
+    reg.card_step(app.id, Stage::Queued, "c", &[Role::CardOperator], None, Some("TT-HN".into()), None).await.unwrap();
+    let sx = client(s.addr, &add_officer(&s, "sx", "ministry", &[Role::ProductionOperator], &[], false).await).await;
+    let r = sx.send("POST", "/api/v1/production/centres/TT-HN/run", &json!({})).await;
+    r.problem(409, "signer-unusable");
+    assert!(r.body.contains("usage period"), "{}", r.body);
+    assert_eq!(reg.card_application(app.id).await.unwrap().stage, Stage::Queued);
+    assert_eq!(sx.get("/api/v1/production/centres").await.json()[0]["stock"], 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cards_on_sqlite() {
     cards(support::sqlite_store().await).await;

@@ -4,8 +4,9 @@
 //! Workflow: received → verified → approved → queued → personalized → quality-checked →
 //! dispatched → delivered, or returned / cancelled. Each step needs an officer of a given role;
 //! the approver must not be the officer who verified. An application is due 7 working days
-//! after it is received (Law on Identification 2023, Art. 26); public holidays are not in this
-//! calendar: weekends only.
+//! after it is received (Law on Identification 2023, Art. 26). [`due_date`] here counts weekends
+//! only; the card service (`dancu_store::cards`) counts on the registry's calendar, which also
+//! skips public holidays and Tết.
 
 use dancu_core::PartialDate;
 use dancu_core::auth::Role;

@@ -4,8 +4,9 @@
 //! Workflow: received → verified → approved → queued → personalized → quality-checked →
 //! dispatched → delivered, or returned / cancelled. Each step needs an officer of a given role;
 //! the approver must not be the officer who verified. An application is due 7 working days
-//! after it is received (Law on Identification 2023, Art. 26); public holidays are not in this
-//! calendar: weekends only.
+//! after it is received (Law on Identification 2023, Art. 26). [`due_date`] here counts weekends
+//! only; the card service (`dancu_store::cards`) counts on the registry's calendar, which also
+//! skips public holidays and Tết.
 
 use dancu_core::PartialDate;
 use dancu_core::auth::Role;
@@ -96,6 +97,33 @@ impl Stage {
             Stage::Returned => "Thẻ bị trả lại",
             Stage::Cancelled => "Đã hủy",
         }
+    }
+    pub const ALL: [Stage; 10] = [
+        Stage::Received,
+        Stage::Verified,
+        Stage::Approved,
+        Stage::Queued,
+        Stage::Personalized,
+        Stage::QualityChecked,
+        Stage::Dispatched,
+        Stage::Delivered,
+        Stage::Returned,
+        Stage::Cancelled,
+    ];
+    pub fn from_code(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|x| x.code() == s)
+    }
+    /// Counted against the deadline: received up to quality-checked (a dispatched card is ready).
+    pub fn is_pending_work(self) -> bool {
+        matches!(
+            self,
+            Stage::Received
+                | Stage::Verified
+                | Stage::Approved
+                | Stage::Queued
+                | Stage::Personalized
+                | Stage::QualityChecked
+        )
     }
     pub fn is_open(self) -> bool {
         !matches!(self, Stage::Delivered | Stage::Returned | Stage::Cancelled)
@@ -284,6 +312,43 @@ impl CardState {
             CardState::Replaced => "replaced",
         }
     }
+}
+
+impl CardState {
+    pub fn from_code(s: &str) -> Option<CardState> {
+        [
+            CardState::Active,
+            CardState::Retained,
+            CardState::Revoked,
+            CardState::Lost,
+            CardState::Expired,
+            CardState::Replaced,
+        ]
+        .into_iter()
+        .find(|c| c.code() == s)
+    }
+
+    /// Vietnamese, for officers and partners.
+    pub fn vietnamese(self) -> &'static str {
+        match self {
+            CardState::Active => "Đang sử dụng",
+            CardState::Retained => "Bị tạm giữ",
+            CardState::Revoked => "Bị thu hồi",
+            CardState::Lost => "Đã báo mất",
+            CardState::Expired => "Hết hạn",
+            CardState::Replaced => "Đã được thay bằng thẻ mới",
+        }
+    }
+}
+
+/// Whether an officer may move a card from `from` to `to`: an active card may be retained,
+/// revoked or reported lost; a retained card given back or revoked. Lost, revoked and replaced
+/// cards stay so (a lost card found again is not valid again: a new card was applied for);
+/// `expired` and `replaced` are never set by hand (expiry is computed, replacement is done by
+/// the new card's personalization).
+pub fn card_state_allowed(from: CardState, to: CardState) -> bool {
+    use CardState::*;
+    matches!((from, to), (Active, Retained | Revoked | Lost) | (Retained, Active | Revoked))
 }
 
 /// Is this card valid today? The answer for partners, with the reason when it is not.

@@ -25,6 +25,8 @@ pub mod verify;
 
 pub use personalize::{CardContent, ChipFiles, personalize};
 pub use sod::DocumentSigner;
+/// The certificate types of the card PKI (for callers that pass them through).
+pub use x509_cert::{Certificate, crl::CertificateList};
 
 /// Why card data could not be built or read. Each names the field or structure at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -62,11 +62,19 @@ pub enum Service {
     Pseudonym,
     /// Change events (deaths, name changes, moves) in the partner's scope.
     Events,
+    /// Kiểm tra thẻ: is this identity card valid now (state and expiry; no personal data).
+    CardValidity,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] =
-        [Service::Verify, Service::BatchVerify, Service::Retrieve, Service::Pseudonym, Service::Events];
+    pub const ALL: [Service; 6] = [
+        Service::Verify,
+        Service::BatchVerify,
+        Service::Retrieve,
+        Service::Pseudonym,
+        Service::Events,
+        Service::CardValidity,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -75,6 +83,7 @@ impl Service {
             Service::Retrieve => "retrieve",
             Service::Pseudonym => "pseudonym",
             Service::Events => "events",
+            Service::CardValidity => "card_validity",
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod citizen;
+pub mod cards;
 pub mod extract;
 pub mod jose;
 pub mod metrics;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub sharing: Arc<sharing::SharingState>,
     /// Citizen login: the channel one-time codes are delivered through.
     pub citizen: Arc<citizen::CitizenState>,
+    /// The Document Signer that signs the chips personalized here (`None`: no personalization).
+    pub card_signer: Option<Arc<dancu_card::DocumentSigner>>,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
             secrets,
             routes: Arc::new(policy::routes()),
             confirmation_key: None,
+            card_signer: None,
             sharing: Arc::new(sharing::SharingState::new(
                 Arc::new(dancu_keys::SoftwareKey::generate().expect("the operating system's random source")),
                 "http://127.0.0.1:8080",
@@ -112,6 +116,9 @@ impl AppState {
     pub fn with_codes_per_window(mut self, n: u32) -> Self {
         self.citizen =
             Arc::new(citizen::CitizenState { channel: self.citizen.channel.clone(), challenges_per_window: n });
+    /// Personalizes chips with this Document Signer.
+    pub fn with_card_signer(mut self, signer: Arc<dancu_card::DocumentSigner>) -> Self {
+        self.card_signer = Some(signer);
         self
     }
 
@@ -139,6 +146,9 @@ impl AppState {
         residence::submit, residence::list, residence::get, residence::receive, residence::decide,
         residence::household, residence::residences, residence::at_address, residence::confirmation,
         residence::verify,
+        cards::apply, cards::list, cards::get, cards::step, cards::status, cards::centres, cards::add_centre,
+        cards::restock, cards::run, cards::person_cards, cards::card, cards::set_state, cards::chip, cards::face,
+        cards::validity,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
         partners::list, partners::create, partners::get, partners::update, partners::set_status,
@@ -158,6 +168,7 @@ impl AppState {
         (name = "reference", description = "Danh mục — reference data"),
         (name = "audit", description = "Nhật ký truy cập — the audit trail"),
         (name = "residence", description = "Cư trú — residence procedures, households, confirmations"),
+        (name = "cards", description = "Thẻ căn cước — card applications, production, cards and their states"),
         (name = "maker-checker", description = "Phê duyệt thay đổi — changes awaiting a second officer"),
         (name = "review", description = "Xem xét trùng lặp — possible duplicates awaiting a clerk's decision"),
         (name = "auth", description = "Đăng nhập — login, second factor, sessions"),

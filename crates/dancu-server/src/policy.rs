@@ -15,7 +15,7 @@ use dancu_core::sharing::Service;
 use crate::AppState;
 use crate::problem::ApiError;
 use crate::{
-    audit, auth, citizen, officers, oidc, partners, persons, reference, requests, residence, reviews, sharing,
+    audit, auth, cards, citizen, officers, oidc, partners, persons, reference, requests, residence, reviews, sharing,
 };
 
 /// Who may call a route.
@@ -65,6 +65,12 @@ const ACCESS_LOG: &[Role] = &[Role::Approver, Role::Auditor];
 const AUDITORS: &[Role] = &[Role::Auditor];
 const ADMINS: &[Role] = &[Role::SystemAdministrator];
 const PARTNER_ADMINS: &[Role] = &[Role::PartnerAdministrator];
+const CARD_READERS: &[Role] =
+    &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator, Role::ProductionOperator];
+const CARD_STEPS: &[Role] = &[Role::Verifier, Role::Approver, Role::CardOperator, Role::ProductionOperator];
+const CARD_OPERATORS: &[Role] = &[Role::CardOperator];
+const CARD_PRINTERS: &[Role] = &[Role::CardOperator, Role::ProductionOperator];
+const PRODUCTION: &[Role] = &[Role::ProductionOperator];
 
 fn spec(
     method: Method,
@@ -228,6 +234,80 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::GET, "/api/v1/residence-confirmations/verify", Some("residence.verify"), Public, A::None, || {
             get(residence::verify)
         }),
+        // identity cards: applications, production, cards
+        spec(Method::POST, "/api/v1/card-applications", Some("card.apply"), Officer(CARD_OPERATORS), A::Person, || {
+            post(cards::apply)
+        }),
+        spec(Method::GET, "/api/v1/card-applications", Some("card.list"), Officer(CARD_READERS), A::Person, || {
+            get(cards::list)
+        }),
+        spec(
+            Method::GET,
+            "/api/v1/card-applications/{id}",
+            Some("card.read"),
+            Officer(CARD_READERS),
+            A::Person,
+            || get(cards::get),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/card-applications/{id}/steps",
+            Some("card.step"),
+            Officer(CARD_STEPS),
+            A::Person,
+            || post(cards::step),
+        ),
+        spec(Method::GET, "/api/v1/card-status/{number}", Some("card.status"), Public, A::None, || get(cards::status)),
+        spec(Method::GET, "/api/v1/production/centres", None, Officer(PRODUCTION), A::National, || get(cards::centres)),
+        spec(
+            Method::POST,
+            "/api/v1/production/centres",
+            Some("production.centre_add"),
+            Officer(PRODUCTION),
+            A::National,
+            || post(cards::add_centre),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/production/centres/{id}/restock",
+            Some("production.restock"),
+            Officer(PRODUCTION),
+            A::National,
+            || post(cards::restock),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/production/centres/{id}/run",
+            Some("card.personalize"),
+            Officer(PRODUCTION),
+            A::National,
+            || post(cards::run),
+        ),
+        spec(Method::GET, "/api/v1/persons/{ref}/cards", Some("card.list"), Officer(CARD_READERS), A::Person, || {
+            get(cards::person_cards)
+        }),
+        spec(Method::GET, "/api/v1/cards/{serial}", Some("card.read"), Officer(CARD_READERS), A::Person, || {
+            get(cards::card)
+        }),
+        spec(
+            Method::POST,
+            "/api/v1/cards/{serial}/state",
+            Some("card.state"),
+            Officer(CARD_OPERATORS),
+            A::Person,
+            || post(cards::set_state),
+        ),
+        spec(Method::GET, "/api/v1/cards/{serial}/chip", Some("card.chip"), Officer(PRODUCTION), A::Person, || {
+            get(cards::chip)
+        }),
+        spec(
+            Method::GET,
+            "/api/v1/cards/{serial}/faces/{side}",
+            Some("card.face"),
+            Officer(CARD_PRINTERS),
+            A::Person,
+            || get(cards::face),
+        ),
         // audit trail
         spec(Method::GET, "/api/v1/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(audit::query)),
         // login and the officer's own session
@@ -327,6 +407,14 @@ pub fn routes() -> Vec<RouteSpec> {
             Partner(Service::Pseudonym),
             A::None,
             || get(sharing::pseudonym),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/sharing/card-validity",
+            Some("partner.card_validity"),
+            Partner(Service::CardValidity),
+            A::None,
+            || post(cards::validity),
         ),
         spec(Method::GET, "/api/v1/sharing/events", Some("partner.events"), Partner(Service::Events), A::None, || {
             get(sharing::events)
@@ -447,8 +535,8 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
             StatusCode::FORBIDDEN,
             "forbidden",
             "Not permitted",
-            "the whole audit trail is read at ministry level; provincial and commune auditors read a person's \
-             access log",
+            "this route acts on the whole country (the audit trail, partners, card production): ministry-level \
+             officers only; provincial and commune auditors read a person's access log",
         )
         .into_response();
         res.extensions_mut().insert(caller.audit_actor());

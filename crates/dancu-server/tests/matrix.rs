@@ -34,6 +34,10 @@ struct Fixture {
     application_id: String,
     /// A household in commune 00004.
     household_id: String,
+    /// The person's card application (personalized) and its number, and the card.
+    card_application_id: String,
+    card_number: String,
+    card_serial: String,
 }
 
 async fn fixture(store: &Arc<dyn Store>) -> Fixture {
@@ -116,7 +120,28 @@ async fn fixture(store: &Arc<dyn Store>) -> Fixture {
         .submit(stay_notification(&rec.person.personal_id.unwrap().to_string()), "maker", |_| true, None)
         .await
         .unwrap();
+    // cards: a centre, the person's application taken to personalization, the card
+    let centre = dancu_store::cards::Centre { id: "matrix-centre".into(), name: "Trung tâm".into(), stock: 1 };
+    reg.centre_add(&centre, None).await.unwrap();
+    let new = dancu_store::cards::NewCardApplication {
+        person: PersonRef::Key(rec.key),
+        kind: dancu_card::application::ApplicationKind::FirstIssue,
+        requested_under_14: false,
+        photo: dancu_store::conformance::FACE_JPEG.to_vec(),
+        fingerprints: Vec::new(),
+    };
+    let card_app = reg.card_apply(new, "maker", |_| true, None).await.unwrap();
+    use dancu_card::application::Stage;
+    reg.card_step(card_app.id, Stage::Verified, "v", &[Role::Verifier], None, None, None).await.unwrap();
+    reg.card_step(card_app.id, Stage::Approved, "a", &[Role::Approver], None, None, None).await.unwrap();
+    let queue = Some("matrix-centre".to_string());
+    reg.card_step(card_app.id, Stage::Queued, "c", &[Role::CardOperator], None, queue, None).await.unwrap();
+    let (ds, _, _) = dancu_store::conformance::test_card_pki(time::OffsetDateTime::now_utc() - time::Duration::days(1));
+    let (made, _) = reg.card_produce("matrix-centre", 1, &ds, "p", None).await.unwrap();
     Fixture {
+        card_application_id: card_app.id.to_string(),
+        card_number: card_app.number.clone(),
+        card_serial: made[0].serial.clone(),
         review_id: review.id.to_string(),
         application_id: stay.id.to_string(),
         household_id: app.created_household.unwrap().to_string(),
@@ -200,6 +225,24 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         ("GET", "/api/v1/sharing/events") => (Who::Partner(Service::Events), Area::None),
         ("POST", "/api/v1/citizen/login") | ("POST", "/api/v1/citizen/login/verify") => (Who::Public, Area::None),
         (_, p) if p.starts_with("/api/v1/citizen/") => (Who::Citizen, Area::None),
+        ("POST", "/api/v1/sharing/card-validity") => (Who::Partner(Service::CardValidity), Area::None),
+        ("POST", "/api/v1/card-applications") | ("POST", "/api/v1/cards/{serial}/state") => {
+            (Who::Officer(&[CardOperator]), Area::Person)
+        }
+        ("GET", "/api/v1/card-applications")
+        | ("GET", "/api/v1/card-applications/{id}")
+        | ("GET", "/api/v1/persons/{ref}/cards")
+        | ("GET", "/api/v1/cards/{serial}") => {
+            (Who::Officer(&[Collector, Verifier, Approver, CardOperator, ProductionOperator]), Area::Person)
+        }
+        ("POST", "/api/v1/card-applications/{id}/steps") => {
+            (Who::Officer(&[Verifier, Approver, CardOperator, ProductionOperator]), Area::Person)
+        }
+        ("GET", "/api/v1/cards/{serial}/chip") => (Who::Officer(&[ProductionOperator]), Area::Person),
+        ("GET", "/api/v1/cards/{serial}/faces/{side}") => {
+            (Who::Officer(&[CardOperator, ProductionOperator]), Area::Person)
+        }
+        (_, p) if p.starts_with("/api/v1/production/") => (Who::Officer(&[ProductionOperator]), Area::National),
         _ => (Who::Public, Area::None),
     }
 }
@@ -431,6 +474,64 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         ("POST", "/oidc/authorize") => ("/oidc/authorize".to_string(), Some(json!({})), Expect::Ok(400)),
         ("POST", "/oidc/token") => ("/oidc/token".to_string(), Some(json!({})), Expect::Ok(400)),
         ("GET", "/oidc/userinfo") => ("/oidc/userinfo".to_string(), None, Expect::Ok(401)),
+        ("POST", "/api/v1/sharing/card-validity") => (
+            route.path.to_string(),
+            Some(json!({"personal_id": f.personal_id, "card_serial": f.card_serial})),
+            Expect::Problem(401, "invalid-token"),
+        ),
+        ("POST", "/api/v1/card-applications") => {
+            // A second application of the person (the first is still open): refused, nothing stored.
+            let photo = dancu_core::sharing::b64url(dancu_store::conformance::FACE_JPEG);
+            let body = json!({"person": f.personal_id, "kind": {"kind": "first_issue"}, "photo": photo});
+            ("/api/v1/card-applications".to_string(), Some(body), by_area(Expect::Problem(409, "open-application")))
+        }
+        ("GET", "/api/v1/card-applications") => ("/api/v1/card-applications".to_string(), None, Expect::Ok(200)),
+        ("GET", "/api/v1/card-applications/{id}") => {
+            (format!("/api/v1/card-applications/{}", f.card_application_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/api/v1/card-applications/{id}/steps") => (
+            // Personalized already: no way back to verified.
+            format!("/api/v1/card-applications/{}/steps", f.card_application_id),
+            Some(json!({"to": "verified"})),
+            by_area(Expect::Problem(409, "state")),
+        ),
+        ("GET", "/api/v1/card-status/{number}") => {
+            (format!("/api/v1/card-status/{}", f.card_number), None, Expect::Ok(200))
+        }
+        ("GET", "/api/v1/production/centres") => ("/api/v1/production/centres".to_string(), None, Expect::Ok(200)),
+        ("POST", "/api/v1/production/centres") => (
+            "/api/v1/production/centres".to_string(),
+            Some(json!({"id": "not an id", "name": "Trung tâm", "stock": 5})),
+            Expect::Problem(422, "validation"),
+        ),
+        ("POST", "/api/v1/production/centres/{id}/restock") => (
+            "/api/v1/production/centres/matrix-centre/restock".to_string(),
+            Some(json!({"cards": 0})),
+            Expect::Problem(422, "validation"),
+        ),
+        ("POST", "/api/v1/production/centres/{id}/run") => (
+            "/api/v1/production/centres/no-such-centre/run".to_string(),
+            Some(json!({})),
+            Expect::Problem(404, "not-found"),
+        ),
+        ("GET", "/api/v1/persons/{ref}/cards") => {
+            (format!("/api/v1/persons/{}/cards", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/cards/{serial}") => {
+            (format!("/api/v1/cards/{}", f.card_serial), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/api/v1/cards/{serial}/state") => (
+            // No reason given: refused after the area check, nothing changed.
+            format!("/api/v1/cards/{}/state", f.card_serial),
+            Some(json!({"state": "lost"})),
+            by_area(Expect::Problem(422, "validation")),
+        ),
+        ("GET", "/api/v1/cards/{serial}/chip") => {
+            (format!("/api/v1/cards/{}/chip", f.card_serial), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/cards/{serial}/faces/{side}") => {
+            (format!("/api/v1/cards/{}/faces/front", f.card_serial), None, by_area(Expect::Ok(200)))
+        }
         ("GET", "/api/v1/reference/communes/{scheme}/{code}") => {
             ("/api/v1/reference/communes/2025/00004".to_string(), None, Expect::Ok(200))
         }
@@ -520,6 +621,7 @@ async fn matrix(store: Arc<dyn Store>) {
                     "/api/v1/change-requests" => Some(r.body.contains(&f.request_id)),
                     "/api/v1/review-pairs" => Some(r.body.contains(&f.review_id)),
                     "/api/v1/residence/applications" => Some(r.body.contains(&f.application_id)),
+                    "/api/v1/card-applications" => Some(r.body.contains(&f.card_application_id)),
                     "/api/v1/officers" => Some(r.body.contains("target.officer")),
                     _ => None,
                 };
@@ -542,6 +644,14 @@ async fn matrix(store: Arc<dyn Store>) {
     assert_eq!(pair.state, dancu_store::ReviewState::Pending);
     let person = store.get_person(&PersonRef::Key(f.person_key.parse().unwrap())).await.unwrap().unwrap();
     assert_eq!(person.version, 2, "no cell changed the person");
+    // Nor a card, an application or a centre.
+    let card = store.card_get(&f.card_serial).await.unwrap().unwrap();
+    assert_eq!(card.state, dancu_card::application::CardState::Active);
+    let app = store.card_application_get(f.card_application_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(app.stage, dancu_card::application::Stage::Personalized);
+    let centres = store.centres(time::OffsetDateTime::now_utc()).await.unwrap();
+    assert_eq!(centres.len(), 1);
+    assert_eq!(centres[0].stock, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

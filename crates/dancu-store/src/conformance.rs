@@ -28,7 +28,8 @@ macro_rules! conformance_tests {
             residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays,
             addresses_migrate_whole_and_review, partners_are_stored_once_and_updated,
             client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once,
-            citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once);
+            citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once,
+            cards_intake_rules_and_workflow, cards_production_stock_and_states);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -1777,4 +1778,234 @@ pub async fn oidc_codes_redeem_once(store: Arc<dyn Store>) {
     store.oidc_grant_insert(&later).await.unwrap();
     assert!(store.oidc_grant_redeem("c1", "a4", 10_400, 10_010).await.unwrap().is_none());
     assert!(store.oidc_grant_redeem("c2", "a5", 10_400, 10_010).await.unwrap().unwrap().used_at.is_none());
+// ---- identity cards ---------------------------------------------------------------------------
+
+/// The synthetic portrait the card tests use (a drawn face, 6 KB JPEG).
+pub const FACE_JPEG: &[u8] = include_bytes!("../../dancu-card/testdata/face.jpg");
+
+/// A throwaway card PKI with software keys, made at `made` (a DS made more than a year ago is
+/// past its key usage period): the Document Signer, the CSCA certificate and its CRL.
+pub fn test_card_pki(
+    made: time::OffsetDateTime,
+) -> (dancu_card::DocumentSigner, dancu_card::Certificate, dancu_card::CertificateList) {
+    use dancu_card::pki::{self, Periods};
+    use dancu_keys::{Signer, SoftwareKey};
+    let made = made.replace_nanosecond(0).expect("0 ns");
+    let periods = Periods::default();
+    let csca_key = SoftwareKey::generate().expect("random source");
+    let csca = pki::csca_certificate(&csca_key, 1, made, &periods).expect("CSCA certificate");
+    let ds_key = SoftwareKey::generate().expect("random source");
+    let ds =
+        pki::ds_certificate(&csca, &csca_key, ds_key.public_key_der(), 1, 2, made, &periods).expect("DS certificate");
+    let crl = pki::crl(&csca, &csca_key, 1, &[], time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(), 30)
+        .expect("CRL");
+    (dancu_card::DocumentSigner::new(Box::new(ds_key), ds).expect("DS key matches"), csca, crl)
+}
+
+async fn card_person(reg: &Registry, i: u32, birth: Option<PartialDate>) -> crate::PersonRecord {
+    let mut input = sample(i);
+    if let Some(b) = birth {
+        input.birth_date = b;
+    }
+    let rec = reg.create(input, &meta("thu thập")).await.unwrap();
+    reg.activate(rec.key, None, &meta("cấp số")).await.unwrap()
+}
+
+fn new_app(
+    key: uuid::Uuid,
+    kind: dancu_card::application::ApplicationKind,
+    photo: &[u8],
+) -> crate::cards::NewCardApplication {
+    crate::cards::NewCardApplication {
+        person: PersonRef::Key(key),
+        kind,
+        requested_under_14: false,
+        photo: photo.to_vec(),
+        fingerprints: vec![FACE_JPEG.to_vec()],
+    }
+}
+
+/// Takes an application through received → verified → approved → queued at `centre`.
+async fn card_to_queue(reg: &Registry, id: uuid::Uuid, centre: &str) {
+    use dancu_card::application::Stage;
+    use dancu_core::auth::Role;
+    reg.card_step(id, Stage::Verified, "lan", &[Role::Verifier], None, None, None).await.unwrap();
+    reg.card_step(id, Stage::Approved, "minh", &[Role::Approver], None, None, None).await.unwrap();
+    reg.card_step(id, Stage::Queued, "hoa", &[Role::CardOperator], None, Some(centre.into()), None).await.unwrap();
+}
+
+pub async fn cards_intake_rules_and_workflow(store: Arc<dyn Store>) {
+    use crate::cards::{CardApplicationQuery, CardServiceError};
+    use dancu_card::application::{ApplicationKind, Stage, WorkflowError};
+    use dancu_core::auth::Role;
+    let reg = Registry::new(store.clone());
+    let adult = card_person(&reg, 1, None).await; // commune 00004
+    let first = ApplicationKind::FirstIssue;
+    // Intake images: not a JPEG, too large, a bad fingerprint — each names its field.
+    let e = reg.card_apply(new_app(adult.key, first, b"GIF89a not a jpeg"), "hoa", |_| true, None).await.unwrap_err();
+    assert!(matches!(&e, CardServiceError::Invalid(f) if f.field == "photo" && f.reason.contains("not a JPEG")), "{e}");
+    let mut big = FACE_JPEG[..FACE_JPEG.len() - 2].to_vec();
+    big.resize(70 * 1024, 0);
+    big.extend_from_slice(&[0xFF, 0xD9]);
+    let e = reg.card_apply(new_app(adult.key, first, &big), "hoa", |_| true, None).await.unwrap_err();
+    assert!(matches!(&e, CardServiceError::Invalid(f) if f.field == "photo" && f.reason.contains("too large")), "{e}");
+    let mut bad_print = new_app(adult.key, first, FACE_JPEG);
+    bad_print.fingerprints.push(b"WSQ".to_vec());
+    let e = reg.card_apply(bad_print, "hoa", |_| true, None).await.unwrap_err();
+    assert!(matches!(&e, CardServiceError::Invalid(f) if f.field == "fingerprints[1]"), "{e}");
+    // Outside the officer's area: as missing.
+    let e = reg.card_apply(new_app(adult.key, first, FACE_JPEG), "hoa", |_| false, None).await.unwrap_err();
+    assert!(matches!(e, CardServiceError::NotFound));
+    // A renewal needs a current card.
+    let e = reg.card_apply(new_app(adult.key, ApplicationKind::Renewal, FACE_JPEG), "hoa", |_| true, None).await;
+    assert!(matches!(e, Err(CardServiceError::Workflow(WorkflowError::Invalid(_)))));
+    let app = reg.card_apply(new_app(adult.key, first, FACE_JPEG), "hoa", |_| true, None).await.unwrap();
+    assert_eq!(app.stage, Stage::Received);
+    assert_eq!(app.number.len(), 12);
+    assert_eq!(app.due_on, reg.calendar().deadline(crate::registry::today(), 7));
+    assert_eq!(store.card_application_by_number(&app.number).await.unwrap().unwrap(), app);
+    assert_eq!(store.card_images(app.id).await.unwrap().unwrap().photo, FACE_JPEG);
+    // A second open application of the same person names the first.
+    let e = reg.card_apply(new_app(adult.key, first, FACE_JPEG), "hoa", |_| true, None).await.unwrap_err();
+    assert!(e.to_string().contains(&app.number), "{e}");
+    // Under 14: only on request.
+    let child = card_person(&reg, 2, Some(PartialDate::Year(crate::registry::today().year() - 9))).await;
+    let e = reg.card_apply(new_app(child.key, first, FACE_JPEG), "hoa", |_| true, None).await.unwrap_err();
+    assert!(matches!(e, CardServiceError::Workflow(WorkflowError::UnderMinimumAge { .. })), "{e}");
+    let mut requested = new_app(child.key, first, FACE_JPEG);
+    requested.requested_under_14 = true;
+    let child_app = reg.card_apply(requested, "hoa", |_| true, None).await.unwrap();
+    // Steps: roles, order, and the verifier may not approve.
+    let e = reg.card_step(app.id, Stage::Approved, "minh", &[Role::Approver], None, None, None).await.unwrap_err();
+    assert!(matches!(e, CardServiceError::Workflow(WorkflowError::Transition { .. })));
+    let e = reg.card_step(app.id, Stage::Verified, "hoa", &[Role::CardOperator], None, None, None).await.unwrap_err();
+    assert!(matches!(e, CardServiceError::Workflow(WorkflowError::Role { .. })));
+    let roles = [Role::Verifier, Role::Approver];
+    reg.card_step(app.id, Stage::Verified, "lan", &roles, None, None, None).await.unwrap();
+    let e = reg.card_step(app.id, Stage::Approved, "lan", &roles, None, None, None).await.unwrap_err();
+    assert!(matches!(e, CardServiceError::Workflow(WorkflowError::SameOfficer(_))), "{e}");
+    let app2 = reg.card_step(app.id, Stage::Approved, "minh", &roles, None, None, None).await.unwrap();
+    assert_eq!(app2.verified_by.as_deref(), Some("lan"));
+    assert_eq!(app2.steps.len(), 3);
+    // Queueing needs a known centre.
+    let e = reg.card_step(app.id, Stage::Queued, "hoa", &[Role::CardOperator], None, None, None).await.unwrap_err();
+    assert!(matches!(&e, CardServiceError::Invalid(f) if f.field == "centre"));
+    let e = reg
+        .card_step(app.id, Stage::Queued, "hoa", &[Role::CardOperator], None, Some("nowhere".into()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, CardServiceError::Invalid(f) if f.code == "unknown_centre"));
+    // A stale step (read at an earlier stage) changes nothing.
+    let mut stale = app2.clone();
+    stale.stage = Stage::Cancelled;
+    let e = store.card_application_step(&stale, Stage::Verified, None).await.unwrap_err();
+    assert!(matches!(e, StoreError::State(_)));
+    // Cancelling needs a reason; a cancelled application frees the person for a new one.
+    let e = reg.card_step(child_app.id, Stage::Cancelled, "hoa", &[Role::CardOperator], None, None, None).await;
+    assert!(matches!(e, Err(CardServiceError::Invalid(_))));
+    reg.card_step(child_app.id, Stage::Cancelled, "hoa", &[Role::CardOperator], Some("rút hồ sơ".into()), None, None)
+        .await
+        .unwrap();
+    let mut again = new_app(child.key, first, FACE_JPEG);
+    again.requested_under_14 = true;
+    reg.card_apply(again, "hoa", |_| true, None).await.unwrap();
+    // Lists: by area (the person's commune), overdue after the deadline.
+    let q = |area: &str| CardApplicationQuery { area: Some(area.into()), limit: 50, ..Default::default() };
+    assert_eq!(store.card_applications(&q("c:2025:00004")).await.unwrap().len(), 3);
+    assert!(store.card_applications(&q("c:2025:26506")).await.unwrap().is_empty());
+    let overdue = |d: time::Date| CardApplicationQuery { overdue_on: Some(d), limit: 50, ..Default::default() };
+    assert!(store.card_applications(&overdue(app.due_on)).await.unwrap().is_empty());
+    let late = store.card_applications(&overdue(app.due_on.next_day().unwrap())).await.unwrap();
+    assert_eq!(late.len(), 2, "the two open applications, not the cancelled one");
+}
+
+pub async fn cards_production_stock_and_states(store: Arc<dyn Store>) {
+    use crate::cards::{CardServiceError, Centre};
+    use dancu_card::application::{ApplicationKind, CardState, ReissueReason, ReplacementReason, Stage};
+    let reg = Registry::new(store.clone());
+    let (signer, csca, crl) = test_card_pki(time::OffsetDateTime::now_utc() - time::Duration::days(1));
+    reg.centre_add(&Centre { id: "TT-HN".into(), name: "Trung tâm Hà Nội".into(), stock: 1 }, None).await.unwrap();
+    let e = reg.centre_add(&Centre { id: "TT-HN".into(), name: "x".into(), stock: 0 }, None).await;
+    assert!(matches!(e, Err(CardServiceError::Store(StoreError::Duplicate(_)))));
+    let e = reg.centre_add(&Centre { id: "bad id".into(), name: "x".into(), stock: 0 }, None).await;
+    assert!(matches!(e, Err(CardServiceError::Invalid(_))));
+    let a = card_person(&reg, 1, Some(PartialDate::from_ymd(1990, 2, 28).unwrap())).await;
+    let b = card_person(&reg, 2, None).await;
+    let first = ApplicationKind::FirstIssue;
+    let app_a = reg.card_apply(new_app(a.key, first, FACE_JPEG), "hoa", |_| true, None).await.unwrap();
+    let app_b = reg.card_apply(new_app(b.key, first, FACE_JPEG), "hoa", |_| true, None).await.unwrap();
+    card_to_queue(&reg, app_a.id, "TT-HN").await;
+    card_to_queue(&reg, app_b.id, "TT-HN").await;
+    // A DS key past its usage period signs nothing; the queue stays as it was.
+    let (old, _, _) = test_card_pki(time::OffsetDateTime::now_utc() - time::Duration::days(400));
+    let e = reg.card_produce("TT-HN", 10, &old, "sx", None).await.unwrap_err();
+    assert!(matches!(&e, CardServiceError::Signer(m) if m.contains("usage period")), "{e}");
+    assert_eq!(store.centres(crate::now()).await.unwrap()[0].backlog, 2);
+    // One blank card: one card made, then the queue stops with an alert; nothing lost.
+    let (made, stopped) = reg.card_produce("TT-HN", 10, &signer, "sx", None).await.unwrap();
+    assert_eq!((made.len(), stopped), (1, true));
+    let status = &store.centres(crate::now()).await.unwrap()[0];
+    assert_eq!((status.stock, status.backlog, status.personalized_last_hour, status.personalized_total), (0, 1, 1, 1));
+    assert!(status.alert.as_ref().is_some_and(|al| al.message.contains("TT-HN")), "{status:?}");
+    let (made2, stopped2) = reg.card_produce("TT-HN", 10, &signer, "sx", None).await.unwrap();
+    assert!(made2.is_empty() && stopped2);
+    let waiting = reg.card_application(if made[0].person_key == a.key { app_b.id } else { app_a.id }).await.unwrap();
+    assert_eq!(waiting.stage, Stage::Queued);
+    // Restock: the alert is resolved and the queue runs again.
+    assert!(matches!(reg.centre_restock("TT-XX", 5, None).await, Err(CardServiceError::Store(StoreError::NotFound))));
+    assert!(matches!(reg.centre_restock("TT-HN", 0, None).await, Err(CardServiceError::Invalid(_))));
+    reg.centre_restock("TT-HN", 5, None).await.unwrap();
+    assert!(store.centres(crate::now()).await.unwrap()[0].alert.is_none());
+    let (made3, stopped3) = reg.card_produce("TT-HN", 10, &signer, "sx", None).await.unwrap();
+    assert_eq!((made3.len(), stopped3), (1, false));
+    let status = &store.centres(crate::now()).await.unwrap()[0];
+    assert_eq!((status.stock, status.backlog, status.personalized_total), (4, 0, 2));
+    // The card: expiry by the law, MRZ, chip files that pass passive authentication.
+    let card_a = store.cards_of(a.key).await.unwrap().remove(0);
+    assert_eq!(card_a.state, CardState::Active);
+    assert_eq!(card_a.expiry, dancu_card::application::card_expiry(&a.person.record.birth_date, card_a.issue_date));
+    assert_eq!(card_a.mrz.len(), 3);
+    let chip = store.card_chip(&card_a.serial).await.unwrap().unwrap();
+    let files = chip.files().unwrap();
+    let sod = &files.iter().find(|f| f.0 == "ef_sod.bin").unwrap().1;
+    let groups: Vec<(u8, &[u8])> = [(1u8, "dg1.bin"), (2, "dg2.bin"), (13, "dg13.bin")]
+        .map(|(n, name)| (n, files.iter().find(|f| f.0 == name).unwrap().1.as_slice()))
+        .to_vec();
+    let report = dancu_card::verify::passive_authentication(sod, &groups, &[csca], &[crl], crate::now());
+    assert!(report.passed(), "{report:?}");
+    let app_a = reg.card_application(app_a.id).await.unwrap();
+    assert_eq!((app_a.stage, app_a.card_serial.as_deref()), (Stage::Personalized, Some(card_a.serial.as_str())));
+    // States: lost is final; a re-issue leaves it lost, a replacement replaces the active card.
+    for id in [app_a.id, app_b.id] {
+        for (to, by) in [(Stage::QualityChecked, "sx"), (Stage::Dispatched, "sx"), (Stage::Delivered, "hoa")] {
+            let role = dancu_card::application::role_for(to);
+            reg.card_step(id, to, by, &[role], None, None, None).await.unwrap();
+        }
+    }
+    let e = reg.card_set_state(&card_a.serial, CardState::Lost, None, "hoa", None).await;
+    assert!(matches!(e, Err(CardServiceError::Invalid(_))), "a reason is required");
+    reg.card_set_state(&card_a.serial, CardState::Lost, Some("công dân báo mất".into()), "hoa", None).await.unwrap();
+    let e = reg.card_set_state(&card_a.serial, CardState::Active, Some("tìm thấy".into()), "hoa", None).await;
+    assert!(matches!(e, Err(CardServiceError::Workflow(_))));
+    let lost = ApplicationKind::Reissue(ReissueReason::Lost);
+    let re = reg.card_apply(new_app(a.key, lost, FACE_JPEG), "hoa", |_| true, None).await.unwrap();
+    card_to_queue(&reg, re.id, "TT-HN").await;
+    reg.card_produce("TT-HN", 10, &signer, "sx", None).await.unwrap();
+    let cards_a = store.cards_of(a.key).await.unwrap();
+    assert_eq!(cards_a.len(), 2);
+    assert_eq!(cards_a.iter().filter(|c| c.state == CardState::Active).count(), 1);
+    assert_eq!(store.card_get(&card_a.serial).await.unwrap().unwrap().state, CardState::Lost);
+    let card_b = store.cards_of(b.key).await.unwrap().remove(0);
+    let rep = ApplicationKind::Replacement(ReplacementReason::HolderRequest);
+    let rb = reg.card_apply(new_app(b.key, rep, FACE_JPEG), "hoa", |_| true, None).await.unwrap();
+    card_to_queue(&reg, rb.id, "TT-HN").await;
+    let (made4, _) = reg.card_produce("TT-HN", 10, &signer, "sx", None).await.unwrap();
+    let old_b = store.card_get(&card_b.serial).await.unwrap().unwrap();
+    assert_eq!(old_b.state, CardState::Replaced);
+    assert_eq!(old_b.replaced_by.as_deref(), Some(made4[0].serial.as_str()));
+    assert_eq!(store.centres(crate::now()).await.unwrap()[0].stock, 2);
+    // Expired is computed: an active card past its expiry reads as expired.
+    let mut aged = made4[0].clone();
+    aged.expiry = Some(aged.issue_date);
+    assert_eq!(aged.state_on(aged.issue_date.next_day().unwrap()), CardState::Expired);
 }

@@ -10,6 +10,7 @@
 //! except the uniqueness and referential constraints the database enforces for us.
 
 pub mod audit;
+pub mod cards;
 pub mod conformance;
 pub mod postgres;
 pub mod registry;
@@ -760,6 +761,73 @@ pub struct OidcGrant {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub access_expires_at: Option<i64>,
+    // ---- identity cards -----------------------------------------------------------------------
+
+    /// Stores a new card application with its images and audit entry. [`StoreError::Duplicate`]
+    /// naming `an open card application` when the person has one open already (a unique index),
+    /// or `application number` when the number is taken.
+    async fn card_application_insert(
+        &self,
+        app: &cards::CardApplication,
+        images: &cards::CardImages,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
+
+    async fn card_application_get(&self, id: Uuid) -> Result<Option<cards::CardApplication>>;
+
+    async fn card_application_by_number(&self, number: &str) -> Result<Option<cards::CardApplication>>;
+
+    async fn card_applications(&self, q: &cards::CardApplicationQuery) -> Result<Vec<cards::CardApplication>>;
+
+    /// Stores an application's next step if it is still at `expected` ([`StoreError::State`]
+    /// otherwise), with the audit entry.
+    async fn card_application_step(
+        &self,
+        app: &cards::CardApplication,
+        expected: dancu_card::application::Stage,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
+
+    async fn card_images(&self, id: Uuid) -> Result<Option<cards::CardImages>>;
+
+    /// Personalization in one transaction: the application (still queued, else
+    /// [`StoreError::State`]) becomes personalized, one blank card leaves its centre's stock,
+    /// the card and its chip files are stored, the holder's active or retained cards become
+    /// `replaced`, with the audit entry. With no stock left nothing of that happens: the
+    /// centre's alert is raised (once) and [`cards::Personalized::OutOfStock`] returned.
+    async fn card_personalize(
+        &self,
+        app: &cards::CardApplication,
+        card: &cards::Card,
+        chip: &cards::ChipRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<cards::Personalized>;
+
+    /// Registers a production centre; [`StoreError::Duplicate`] when the id is taken.
+    async fn centre_insert(&self, c: &cards::Centre, audit: Option<&AuditEntry>) -> Result<()>;
+
+    /// Every centre with its backlog, throughput (cards in the hour and the day before `now`)
+    /// and open alert, by id.
+    async fn centres(&self, now: OffsetDateTime) -> Result<Vec<cards::CentreStatus>>;
+
+    /// Adds to a centre's stock and resolves its open alert; [`StoreError::NotFound`] if none.
+    async fn centre_restock(&self, id: &str, add: i64, audit: Option<&AuditEntry>) -> Result<()>;
+
+    /// A person's cards, newest first.
+    async fn cards_of(&self, person_key: Uuid) -> Result<Vec<cards::Card>>;
+
+    async fn card_get(&self, serial: &str) -> Result<Option<cards::Card>>;
+
+    async fn card_chip(&self, serial: &str) -> Result<Option<cards::ChipRecord>>;
+
+    /// Stores a card's new state if its stored state is still `expected` ([`StoreError::State`]
+    /// otherwise), with the audit entry.
+    async fn card_set_state(
+        &self,
+        card: &cards::Card,
+        expected: dancu_card::application::CardState,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
 }
 
 /// One change of a record as the change feed gives it.

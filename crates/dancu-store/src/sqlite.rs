@@ -24,6 +24,8 @@ use dancu_core::auth::{Officer, SessionKind, SessionStage};
 use dancu_core::sharing::{Consent, Partner};
 use dancu_core::{Person, PersonalId};
 
+mod cards;
+
 /// Schema migrations, applied in order; never edit one that has shipped, add a new one.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -381,6 +383,7 @@ CREATE TABLE consents (
 CREATE INDEX consents_person ON consents (person_key, partner_id);
 "#,
     ),
+    (9, "cards", cards::MIGRATION),
     (
         12,
         "citizens_and_oidc",
@@ -2637,6 +2640,86 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn card_application_insert(
+        &self,
+        app: &crate::cards::CardApplication,
+        images: &crate::cards::CardImages,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        self.card_application_insert_impl(app, images, audit).await
+    }
+
+    async fn card_application_get(&self, id: Uuid) -> Result<Option<crate::cards::CardApplication>> {
+        self.card_application_get_impl(id).await
+    }
+
+    async fn card_application_by_number(&self, number: &str) -> Result<Option<crate::cards::CardApplication>> {
+        self.card_application_by_number_impl(number).await
+    }
+
+    async fn card_applications(
+        &self,
+        q: &crate::cards::CardApplicationQuery,
+    ) -> Result<Vec<crate::cards::CardApplication>> {
+        self.card_applications_impl(q).await
+    }
+
+    async fn card_application_step(
+        &self,
+        app: &crate::cards::CardApplication,
+        expected: dancu_card::application::Stage,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        self.card_application_step_impl(app, expected, audit).await
+    }
+
+    async fn card_images(&self, id: Uuid) -> Result<Option<crate::cards::CardImages>> {
+        self.card_images_impl(id).await
+    }
+
+    async fn card_personalize(
+        &self,
+        app: &crate::cards::CardApplication,
+        card: &crate::cards::Card,
+        chip: &crate::cards::ChipRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<crate::cards::Personalized> {
+        self.card_personalize_impl(app, card, chip, audit).await
+    }
+
+    async fn centre_insert(&self, c: &crate::cards::Centre, audit: Option<&AuditEntry>) -> Result<()> {
+        self.centre_insert_impl(c, audit).await
+    }
+
+    async fn centres(&self, now: OffsetDateTime) -> Result<Vec<crate::cards::CentreStatus>> {
+        self.centres_impl(now).await
+    }
+
+    async fn centre_restock(&self, id: &str, add: i64, audit: Option<&AuditEntry>) -> Result<()> {
+        self.centre_restock_impl(id, add, audit).await
+    }
+
+    async fn cards_of(&self, person_key: Uuid) -> Result<Vec<crate::cards::Card>> {
+        self.cards_of_impl(person_key).await
+    }
+
+    async fn card_get(&self, serial: &str) -> Result<Option<crate::cards::Card>> {
+        self.card_get_impl(serial).await
+    }
+
+    async fn card_chip(&self, serial: &str) -> Result<Option<crate::cards::ChipRecord>> {
+        self.card_chip_impl(serial).await
+    }
+
+    async fn card_set_state(
+        &self,
+        card: &crate::cards::Card,
+        expected: dancu_card::application::CardState,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        self.card_set_state_impl(card, expected, audit).await
     }
 }
 

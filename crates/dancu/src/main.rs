@@ -74,6 +74,10 @@ enum Command {
         session: SessionArgs,
         #[command(flatten)]
         residence: ResidenceArgs,
+        /// The card PKI folder (`dancu pki init`): chips are personalized with its current Document
+        /// Signer; default DATA/pki when it exists (without one, production runs are refused)
+        #[arg(long, env = "DANCU_PKI")]
+        pki: Option<PathBuf>,
     },
     /// Run the HTTP server (applies pending migrations first)
     Serve {
@@ -87,6 +91,10 @@ enum Command {
         session: SessionArgs,
         #[command(flatten)]
         residence: ResidenceArgs,
+        /// The card PKI folder (`dancu pki init`): chips are personalized with its current Document
+        /// Signer; default DATA/pki when it exists (without one, production runs are refused)
+        #[arg(long, env = "DANCU_PKI")]
+        pki: Option<PathBuf>,
     },
     /// Apply pending database migrations
     Migrate {
@@ -758,6 +766,7 @@ fn citizen_channel(db: &DbArgs) -> Result<Arc<dyn dancu_server::citizen::CodeCha
     Ok(Arc::new(dancu_server::citizen::FileChannel::new(path)))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     store: Arc<dyn Store>,
     db: &DbArgs,
@@ -765,9 +774,23 @@ async fn serve(
     audit: &ServeAuditArgs,
     session: &SessionArgs,
     residence: &ResidenceArgs,
+    pki: Option<&std::path::Path>,
     banner: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let auth = session.config()?;
+    // The Document Signer of personalization: the named PKI folder (which must load), else
+    // DATA/pki when one was made there.
+    let default_pki = db.data.join("pki");
+    let card_signer = match pki {
+        Some(dir) => Some(cards::document_signer(dir).with_context(|| format!("card PKI {}", dir.display()))?),
+        None if default_pki.join("pki.json").exists() => {
+            Some(cards::document_signer(&default_pki).with_context(|| format!("card PKI {}", default_pki.display()))?)
+        }
+        None => {
+            tracing::warn!("no card PKI: production runs (chip personalization) are refused");
+            None
+        }
+    };
     let registry = Registry::new(store.clone()).with_calendar(residence.calendar()?);
     let confirmation_path =
         residence.confirmation_key.clone().unwrap_or_else(|| db.data.join("keys").join("residence-confirmation.pem"));
@@ -832,6 +855,10 @@ async fn serve(
         .with_confirmation_key(confirmation_key)
         .with_sharing(sharing_key, &issuer)
         .with_code_channel(citizen_channel(db)?);
+    let state = match card_signer {
+        Some(s) => state.with_card_signer(Arc::new(s)),
+        None => state,
+    };
     dancu_server::serve(listener, state, shutdown_signal()).await?;
     indexer.abort();
     if let Some(a) = auditor {
@@ -946,7 +973,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Demo { db, people, seed: s, provinces, listen, audit, session, residence } => {
+        Command::Demo { db, people, seed: s, provinces, listen, audit, session, residence, pki } => {
             let store = open_store(&db).await?;
             let existing = store.count_persons().await?;
             if existing == 0 {
@@ -957,7 +984,7 @@ async fn main() -> Result<()> {
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
             let logins = demo_logins(&store, &db, sample.as_ref()).await?;
-            serve(store, &db, listen, &audit, &session, &residence, |addr| {
+            serve(store, &db, listen, &audit, &session, &residence, pki.as_deref(), |addr| {
                 say(String::new());
                 say(format!("  dancu đang chạy / dancu is running: http://{addr}/"));
                 say(format!("  API docs (Swagger UI):              http://{addr}/api/docs"));
@@ -987,9 +1014,9 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Serve { db, listen, audit, session, residence } => {
+        Command::Serve { db, listen, audit, session, residence, pki } => {
             let store = open_store(&db).await?;
-            serve(store, &db, listen, &audit, &session, &residence, |addr| {
+            serve(store, &db, listen, &audit, &session, &residence, pki.as_deref(), |addr| {
                 say(format!("dancu listening on http://{addr}/"))
             })
             .await

@@ -22,6 +22,9 @@ pub struct Server {
     pub store: Arc<dyn Store>,
     pub key: Arc<dancu_keys::SoftwareKey>,
     pub secrets: Arc<dancu_keys::SecretBox>,
+    /// The card PKI the server personalizes chips with: its CSCA certificate and CRL.
+    pub csca: dancu_card::Certificate,
+    pub crl: dancu_card::CertificateList,
 }
 
 pub async fn sqlite_store() -> Arc<dyn Store> {
@@ -55,16 +58,24 @@ pub async fn start() -> Server {
 }
 
 pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
+    start_with_pki(store, config, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await
+}
+
+/// A server whose card PKI was made at `pki_made` (more than a year ago: its Document Signer is
+/// past its key usage period).
+pub async fn start_with_pki(store: Arc<dyn Store>, config: AuthConfig, pki_made: time::OffsetDateTime) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
     let auditor = dancu_store::audit::Auditor::new(store.clone(), key.clone());
     let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5);
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
+    let (ds, csca, crl) = dancu_store::conformance::test_card_pki(pki_made);
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())
-        .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>);
+        .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>)
+        .with_card_signer(Arc::new(ds));
     tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
-    Server { addr, store, key, secrets }
+    Server { addr, store, key, secrets, csca, crl }
 }
 
 /// An officer's login: password, and the authenticator secret for those enrolled.

@@ -21,6 +21,7 @@ pub mod requests;
 pub mod residence;
 pub mod reviews;
 pub mod sharing;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -122,7 +123,7 @@ impl AppState {
         partners::list, partners::create, partners::get, partners::update, partners::set_status,
         partners::consents, partners::grant, partners::revoke,
         sharing::token, sharing::verify, sharing::verify_batch, sharing::retrieve, sharing::pseudonym,
-        sharing::events,
+        sharing::events, webhooks::register, webhooks::partner_status, webhooks::admin_status,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,

@@ -14,7 +14,7 @@ use dancu_core::sharing::Service;
 
 use crate::AppState;
 use crate::problem::ApiError;
-use crate::{audit, auth, officers, partners, persons, reference, requests, residence, reviews, sharing};
+use crate::{audit, auth, officers, partners, persons, reference, requests, residence, reviews, sharing, webhooks};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +274,14 @@ pub fn routes() -> Vec<RouteSpec> {
             A::National,
             || post(partners::set_status),
         ),
+        spec(
+            Method::GET,
+            "/api/v1/partners/{id}/webhook",
+            Some("partner.webhook_read"),
+            Officer(PARTNER_ADMINS),
+            A::National,
+            || get(webhooks::admin_status),
+        ),
         spec(Method::GET, "/api/v1/persons/{ref}/consents", Some("consent.list"), Officer(EDITORS), A::Person, || {
             get(partners::consents)
         }),
@@ -327,6 +335,22 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::GET, "/api/v1/sharing/events", Some("partner.events"), Partner(Service::Events), A::None, || {
             get(sharing::events)
         }),
+        spec(
+            Method::PUT,
+            "/api/v1/sharing/webhook",
+            Some("partner.webhook_register"),
+            Partner(Service::Events),
+            A::None,
+            || put(webhooks::register),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/sharing/webhook",
+            Some("partner.webhook_status"),
+            Partner(Service::Events),
+            A::None,
+            || get(webhooks::partner_status),
+        ),
         // reference data (public lists)
         spec(Method::GET, "/api/v1/reference/provinces", None, Public, A::None, || get(reference::provinces)),
         spec(Method::GET, "/api/v1/reference/communes", None, Public, A::None, || get(reference::communes)),

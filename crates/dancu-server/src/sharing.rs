@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use dancu_core::sharing::{self as share, EventKind, Field, Partner, Service, Verification, VerificationFacts};
 use dancu_core::{FieldError, PartialDate, PersonalId, Sex};
 use dancu_keys::{PublicKey, Signer};
-use dancu_store::PersonRef;
+use dancu_store::{FeedItem, PersonRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -65,7 +65,7 @@ struct TokenInfo {
 
 /// Keys, caches and rate limits of data sharing.
 pub struct SharingState {
-    signer: Arc<dyn Signer>,
+    pub(crate) signer: Arc<dyn Signer>,
     public: PublicKey,
     /// The authorization server's identifier (`iss` of tokens, `aud` of client assertions).
     pub issuer: String,
@@ -687,7 +687,7 @@ fn parse_id(s: &str) -> ApiResult<PersonalId> {
     })
 }
 
-fn pseudonym_key(st: &AppState, p: &Partner) -> ApiResult<Vec<u8>> {
+pub(crate) fn pseudonym_key(st: &AppState, p: &Partner) -> ApiResult<Vec<u8>> {
     st.secrets
         .open(&p.pseudonym_key_sealed, &format!("partner:{}", p.id))
         .and_then(|k| share::b64url_decode(&k))
@@ -741,45 +741,8 @@ pub async fn events(State(st): State<AppState>, caller: PartnerCaller, q: QueryP
     let mut targets = Vec::new();
     for item in &items {
         next = item.position;
-        for kind in share::events(&item.before, &item.after) {
-            if !kind.in_scope(&p.fields) {
-                continue;
-            }
-            let person = &item.after;
-            let mut ev = serde_json::Map::new();
-            ev.insert("id".into(), json!(format!("{}:{}:{}", item.key, item.version, kind.code())));
-            ev.insert("kind".into(), json!(kind));
-            ev.insert("at".into(), json!(rfc3339(item.recorded_at.unix_timestamp())));
-            if let Some(id) = person.personal_id {
-                if p.sees(Field::PersonalId) {
-                    ev.insert("personal_id".into(), json!(id));
-                }
-                if let Some(k) = &key {
-                    ev.insert("pseudonym".into(), json!(share::pseudonym(k, id.as_str())));
-                }
-            }
-            match kind {
-                EventKind::Death | EventKind::Missing => {
-                    ev.insert("status".into(), json!(person.status));
-                    ev.insert("status_date".into(), json!(person.status_date));
-                }
-                EventKind::NameChange => {
-                    ev.insert("name".into(), json!(person.record.name));
-                }
-                EventKind::Move => {
-                    let r = &person.record;
-                    for (f, k, v) in [
-                        (Field::PermanentResidence, "permanent_residence", &r.permanent_residence),
-                        (Field::TemporaryResidence, "temporary_residence", &r.temporary_residence),
-                        (Field::CurrentResidence, "current_residence", &r.current_residence),
-                    ] {
-                        if p.sees(f) {
-                            ev.insert(k.into(), json!(v));
-                        }
-                    }
-                }
-            }
-            out.push(Value::Object(ev));
+        for (_, ev) in partner_events(p, key.as_deref(), item) {
+            out.push(ev);
             targets.push(item.key.to_string());
         }
     }
@@ -787,9 +750,62 @@ pub async fn events(State(st): State<AppState>, caller: PartnerCaller, q: QueryP
     Ok(Json(json!({"events": out, "next": next})).into_response())
 }
 
+/// The events one change of a record makes for a partner (those its field scopes see), each with
+/// its stable id (`{record key}:{version}:{kind}`) — the same for the feed and for webhooks.
+pub(crate) fn partner_events(p: &Partner, pseudonym_key: Option<&[u8]>, item: &FeedItem) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for kind in share::events(&item.before, &item.after) {
+        if !kind.in_scope(&p.fields) {
+            continue;
+        }
+        let person = &item.after;
+        let id = format!("{}:{}:{}", item.key, item.version, kind.code());
+        let mut ev = serde_json::Map::new();
+        ev.insert("id".into(), json!(id));
+        ev.insert("kind".into(), json!(kind));
+        ev.insert("at".into(), json!(rfc3339(item.recorded_at.unix_timestamp())));
+        if let Some(pid) = person.personal_id {
+            if p.sees(Field::PersonalId) {
+                ev.insert("personal_id".into(), json!(pid));
+            }
+            if let Some(k) = pseudonym_key {
+                ev.insert("pseudonym".into(), json!(share::pseudonym(k, pid.as_str())));
+            }
+        }
+        match kind {
+            EventKind::Death | EventKind::Missing => {
+                ev.insert("status".into(), json!(person.status));
+                ev.insert("status_date".into(), json!(person.status_date));
+            }
+            EventKind::NameChange => {
+                ev.insert("name".into(), json!(person.record.name));
+            }
+            EventKind::Move => {
+                let r = &person.record;
+                for (f, k, v) in [
+                    (Field::PermanentResidence, "permanent_residence", &r.permanent_residence),
+                    (Field::TemporaryResidence, "temporary_residence", &r.temporary_residence),
+                    (Field::CurrentResidence, "current_residence", &r.current_residence),
+                ] {
+                    if p.sees(f) {
+                        ev.insert(k.into(), json!(v));
+                    }
+                }
+            }
+        }
+        out.push((id, Value::Object(ev)));
+    }
+    out
+}
+
 /// One audit entry per person a call concerned (their access log shows it), durable before the
 /// answer.
-async fn record_each(st: &AppState, caller: &PartnerCaller, action: &str, targets: Vec<String>) -> ApiResult<()> {
+pub(crate) async fn record_each(
+    st: &AppState,
+    caller: &PartnerCaller,
+    action: &str,
+    targets: Vec<String>,
+) -> ApiResult<()> {
     let Some(writer) = &st.audit else { return Ok(()) };
     if targets.is_empty() {
         return Ok(());

@@ -198,6 +198,9 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         ("GET", "/api/v1/sharing/persons/{personal_id}") => (Who::Partner(Service::Retrieve), Area::None),
         ("GET", "/api/v1/sharing/pseudonyms/{personal_id}") => (Who::Partner(Service::Pseudonym), Area::None),
         ("GET", "/api/v1/sharing/events") => (Who::Partner(Service::Events), Area::None),
+        ("PUT", "/api/v1/sharing/webhook") | ("GET", "/api/v1/sharing/webhook") => {
+            (Who::Partner(Service::Events), Area::None)
+        }
         _ => (Who::Public, Area::None),
     }
 }
@@ -400,6 +403,18 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         }
         ("GET", "/api/v1/sharing/events") => {
             ("/api/v1/sharing/events".to_string(), None, Expect::Problem(401, "invalid-token"))
+        }
+        ("PUT", "/api/v1/sharing/webhook") => (
+            "/api/v1/sharing/webhook".to_string(),
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+            Expect::Problem(401, "invalid-token"),
+        ),
+        ("GET", "/api/v1/sharing/webhook") => {
+            ("/api/v1/sharing/webhook".to_string(), None, Expect::Problem(401, "invalid-token"))
+        }
+        ("GET", "/api/v1/partners/{id}/webhook") => {
+            // The partner has no webhook: the administrators get a clear 404.
+            ("/api/v1/partners/matrix-partner/webhook".to_string(), None, Expect::Problem(404, "not-found"))
         }
         ("GET", "/api/v1/reference/communes/{scheme}/{code}") => {
             ("/api/v1/reference/communes/2025/00004".to_string(), None, Expect::Ok(200))

@@ -381,6 +381,9 @@ struct SessionArgs {
     /// in their client assertions. Default http://LISTEN
     #[arg(long, env = "DANCU_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The longest wait between two tries of a webhook delivery (the wait doubles from 2 s)
+    #[arg(long, env = "DANCU_WEBHOOK_BACKOFF_MAX_SECONDS", default_value_t = 3600)]
+    webhook_backoff_max_seconds: u64,
 }
 
 impl SessionArgs {
@@ -822,7 +825,17 @@ async fn serve(
     let state = AppState::with_auth(registry, writer, auth, db.secrets()?)
         .with_confirmation_key(confirmation_key)
         .with_sharing(sharing_key, &issuer);
+    // Partners' webhooks: change events queued and delivered in the background (state in the
+    // store: a restart resumes where it stopped).
+    let webhooks = dancu_server::webhooks::spawn(
+        state.clone(),
+        dancu_server::webhooks::WebhookConfig {
+            backoff_max: std::time::Duration::from_secs(session.webhook_backoff_max_seconds.max(1)),
+            ..Default::default()
+        },
+    );
     dancu_server::serve(listener, state, shutdown_signal()).await?;
+    webhooks.abort();
     indexer.abort();
     if let Some(a) = auditor {
         a.checkpoint().await.context("signing the final audit checkpoint")?;

@@ -55,6 +55,11 @@ pub async fn start() -> Server {
 }
 
 pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
+    start_state(store, config).await.0
+}
+
+/// A server, and its state (to run background workers on it).
+pub async fn start_state(store: Arc<dyn Store>, config: AuthConfig) -> (Server, AppState) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
@@ -63,8 +68,8 @@ pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())
         .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>);
-    tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
-    Server { addr, store, key, secrets }
+    tokio::spawn(dancu_server::serve(listener, state.clone(), std::future::pending()));
+    (Server { addr, store, key, secrets }, state)
 }
 
 /// An officer's login: password, and the authenticator secret for those enrolled.

@@ -62,11 +62,20 @@ pub enum Service {
     Pseudonym,
     /// Change events (deaths, name changes, moves) in the partner's scope.
     Events,
+    /// Sending civil-status events (births, deaths, marriages, divorces): the civil registration
+    /// system of the Ministry of Justice.
+    CivilEvents,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] =
-        [Service::Verify, Service::BatchVerify, Service::Retrieve, Service::Pseudonym, Service::Events];
+    pub const ALL: [Service; 6] = [
+        Service::Verify,
+        Service::BatchVerify,
+        Service::Retrieve,
+        Service::Pseudonym,
+        Service::Events,
+        Service::CivilEvents,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -75,6 +84,7 @@ impl Service {
             Service::Retrieve => "retrieve",
             Service::Pseudonym => "pseudonym",
             Service::Events => "events",
+            Service::CivilEvents => "civil_events",
         }
     }
 
@@ -463,6 +473,12 @@ pub fn webhook_signature(secret: &[u8], timestamp: i64, event_id: &str, body: &[
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+/// SHA-256 of bytes, lowercase hex (what an inbound event's body is compared by).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Back-off before the next try of a delivery that failed `attempts` times (1 or more):

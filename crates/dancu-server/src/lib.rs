@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod civil;
 pub mod extract;
 pub mod jose;
 pub mod metrics;
@@ -124,6 +125,7 @@ impl AppState {
         partners::consents, partners::grant, partners::revoke,
         sharing::token, sharing::verify, sharing::verify_batch, sharing::retrieve, sharing::pseudonym,
         sharing::events, webhooks::register, webhooks::partner_status, webhooks::admin_status,
+        civil::receive, civil::get,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,

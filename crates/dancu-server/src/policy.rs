@@ -14,7 +14,9 @@ use dancu_core::sharing::Service;
 
 use crate::AppState;
 use crate::problem::ApiError;
-use crate::{audit, auth, officers, partners, persons, reference, requests, residence, reviews, sharing, webhooks};
+use crate::{
+    audit, auth, civil, officers, partners, persons, reference, requests, residence, reviews, sharing, webhooks,
+};
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +352,22 @@ pub fn routes() -> Vec<RouteSpec> {
             Partner(Service::Events),
             A::None,
             || get(webhooks::partner_status),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/sharing/civil-events",
+            Some("partner.civil_event"),
+            Partner(Service::CivilEvents),
+            A::None,
+            || post(civil::receive),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/sharing/civil-events/{source_id}",
+            Some("partner.civil_event_read"),
+            Partner(Service::CivilEvents),
+            A::None,
+            || get(civil::get),
         ),
         // reference data (public lists)
         spec(Method::GET, "/api/v1/reference/provinces", None, Public, A::None, || get(reference::provinces)),

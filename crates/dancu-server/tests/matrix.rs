@@ -201,6 +201,9 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         ("PUT", "/api/v1/sharing/webhook") | ("GET", "/api/v1/sharing/webhook") => {
             (Who::Partner(Service::Events), Area::None)
         }
+        ("POST", "/api/v1/sharing/civil-events") | ("GET", "/api/v1/sharing/civil-events/{source_id}") => {
+            (Who::Partner(Service::CivilEvents), Area::None)
+        }
         _ => (Who::Public, Area::None),
     }
 }
@@ -411,6 +414,14 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         ),
         ("GET", "/api/v1/sharing/webhook") => {
             ("/api/v1/sharing/webhook".to_string(), None, Expect::Problem(401, "invalid-token"))
+        }
+        ("POST", "/api/v1/sharing/civil-events") => (
+            "/api/v1/sharing/civil-events".to_string(),
+            Some(json!({"source_id": "KT-1", "kind": "death", "personal_id": f.personal_id, "date": "2026-11-01"})),
+            Expect::Problem(401, "invalid-token"),
+        ),
+        ("GET", "/api/v1/sharing/civil-events/{source_id}") => {
+            ("/api/v1/sharing/civil-events/KT-1".to_string(), None, Expect::Problem(401, "invalid-token"))
         }
         ("GET", "/api/v1/partners/{id}/webhook") => {
             // The partner has no webhook: the administrators get a clear 404.

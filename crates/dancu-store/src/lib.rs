@@ -698,6 +698,42 @@ pub trait Store: Send + Sync {
 
     /// (pending, delivered) deliveries of a partner.
     async fn webhook_counts(&self, partner_id: &str) -> Result<(i64, i64)>;
+
+    // ---- inbound civil-status events --------------------------------------------------------
+
+    async fn civil_event_get(&self, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>>;
+
+    /// A registered birth: stores the pending person and the event together, in one transaction
+    /// — unless an event with this source id was stored before, which is returned instead
+    /// (`false`: nothing stored; the caller compares the bodies).
+    async fn civil_birth(&self, event: &CivilEvent, person: &Person, meta: &ChangeMeta) -> Result<(CivilEvent, bool)>;
+
+    /// A death, marriage or divorce: stores the change request and the event together, in one
+    /// transaction, with the same rule for a source id seen before.
+    async fn civil_change(
+        &self,
+        event: &CivilEvent,
+        request: &ChangeRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(CivilEvent, bool)>;
+}
+
+/// An inbound civil-status event as the registry keeps it (idempotency by its source id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CivilEvent {
+    pub partner_id: String,
+    /// The civil registration system's id of the event (its register entry).
+    pub source_id: String,
+    /// birth, death, marriage, divorce.
+    pub kind: String,
+    /// SHA-256 of the event's canonical JSON: a replay must carry the same.
+    pub body_hash: String,
+    /// The person the event created (birth) or concerns.
+    pub person_key: Uuid,
+    /// The change request it made (death, marriage, divorce).
+    pub change_request: Option<Uuid>,
+    /// Unix seconds.
+    pub received_at: i64,
 }
 
 /// A partner's webhook registration.
@@ -878,13 +914,14 @@ pub(crate) fn guarded_to_text(g: &[Guarded]) -> String {
 }
 
 pub(crate) fn guarded_from_text(s: &str) -> Result<Vec<Guarded>> {
-    const ALL: [Guarded; 6] = [
+    const ALL: [Guarded; 7] = [
         Guarded::Name,
         Guarded::BirthDate,
         Guarded::Sex,
         Guarded::Nationality,
         Guarded::Death,
         Guarded::IdReestablishment,
+        Guarded::MaritalStatus,
     ];
     s.split(',')
         .filter(|r| !r.is_empty())

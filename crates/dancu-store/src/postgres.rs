@@ -14,7 +14,7 @@ use crate::{
     ApprovedChange, AuditQuery, CandidateKey, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord,
     RequestQuery, RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
-use crate::{Attempt, Delivery, DeliveryState, NewDelivery, Webhook};
+use crate::{Attempt, CivilEvent, Delivery, DeliveryState, NewDelivery, Webhook};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -416,6 +416,19 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (partner_id, event_id)
 );
 CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (partner_id, seq) WHERE state = 'pending';
+
+-- Inbound civil-status events (births, deaths, marriages, divorces), one per source id of the
+-- sending partner: a replay is answered from here, a different body under the same id refused.
+CREATE TABLE civil_events (
+    partner_id     text NOT NULL REFERENCES partners (id),
+    source_id      text NOT NULL,
+    kind           text NOT NULL,
+    body_hash      text NOT NULL,
+    person_key     uuid NOT NULL REFERENCES persons (key),
+    change_request uuid REFERENCES change_requests (id),
+    received_at    bigint NOT NULL,
+    PRIMARY KEY (partner_id, source_id)
+);
 "#,
     ),
 ];
@@ -1402,25 +1415,7 @@ impl Store for PgStore {
     async fn change_request_insert(&self, r: &ChangeRequest, audit: Option<&AuditEntry>) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
-                 requested_unit, requested_at, reason, legal_basis, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &r.id,
-                &r.person_key,
-                &r.base_version,
-                &crate::guarded_to_text(&r.guarded),
-                &Json(&r.proposed),
-                &r.requested_by,
-                &r.requested_unit,
-                &r.requested_at,
-                &r.reason,
-                &r.legal_basis,
-                &r.state.code(),
-            ],
-        )
-        .await?;
+        insert_change_request(&tx, r).await?;
         if let Some(e) = audit {
             append_audit(&tx, std::slice::from_ref(e)).await?;
         }
@@ -2142,6 +2137,110 @@ impl Store for PgStore {
             .await?;
         Ok((row.get(0), row.get(1)))
     }
+
+    async fn civil_event_get(&self, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>> {
+        let client = self.pool.get().await?;
+        Ok(client.query_opt(CIVIL_SELECT, &[&partner_id, &source_id]).await?.as_ref().map(civil_row))
+    }
+
+    async fn civil_birth(&self, event: &CivilEvent, person: &Person, meta: &ChangeMeta) -> Result<(CivilEvent, bool)> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(seen) = tx.query_opt(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await? {
+            return Ok((civil_row(&seen), false));
+        }
+        let key = crate::new_key();
+        let at = now();
+        insert_new(&tx, key, person, meta, at).await?;
+        if let Some(mut entry) = meta.audit.clone() {
+            entry.target.get_or_insert_with(|| key.to_string());
+            append_audit(&tx, &[entry]).await?;
+        }
+        let event = CivilEvent { person_key: key, ..event.clone() };
+        if !civil_insert(&tx, &event).await? {
+            // A concurrent call with this source id went first: nothing of this one stays.
+            tx.rollback().await?;
+            let seen = client.query_one(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await?;
+            return Ok((civil_row(&seen), false));
+        }
+        tx.commit().await?;
+        Ok((event, true))
+    }
+
+    async fn civil_change(
+        &self,
+        event: &CivilEvent,
+        request: &ChangeRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(CivilEvent, bool)> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(seen) = tx.query_opt(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await? {
+            return Ok((civil_row(&seen), false));
+        }
+        insert_change_request(&tx, request).await?;
+        if let Some(e) = audit {
+            append_audit(&tx, std::slice::from_ref(e)).await?;
+        }
+        if !civil_insert(&tx, event).await? {
+            tx.rollback().await?;
+            let seen = client.query_one(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await?;
+            return Ok((civil_row(&seen), false));
+        }
+        tx.commit().await?;
+        Ok((event.clone(), true))
+    }
+}
+
+async fn insert_change_request(tx: &deadpool_postgres::Transaction<'_>, r: &ChangeRequest) -> Result<()> {
+    tx.execute(
+        "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
+             requested_unit, requested_at, reason, legal_basis, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &r.id,
+            &r.person_key,
+            &r.base_version,
+            &crate::guarded_to_text(&r.guarded),
+            &Json(&r.proposed),
+            &r.requested_by,
+            &r.requested_unit,
+            &r.requested_at,
+            &r.reason,
+            &r.legal_basis,
+            &r.state.code(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+const CIVIL_SELECT: &str = "SELECT partner_id, source_id, kind, body_hash, person_key, change_request, received_at
+    FROM civil_events WHERE partner_id = $1 AND source_id = $2";
+
+fn civil_row(r: &Row) -> CivilEvent {
+    CivilEvent {
+        partner_id: r.get(0),
+        source_id: r.get(1),
+        kind: r.get(2),
+        body_hash: r.get(3),
+        person_key: r.get(4),
+        change_request: r.get(5),
+        received_at: r.get(6),
+    }
+}
+
+/// Records the event unless its source id is taken (then false: the caller rolls back).
+async fn civil_insert(tx: &deadpool_postgres::Transaction<'_>, e: &CivilEvent) -> Result<bool> {
+    let n = tx
+        .execute(
+            "INSERT INTO civil_events (partner_id, source_id, kind, body_hash, person_key, change_request,
+                                       received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (partner_id, source_id) DO NOTHING",
+            &[&e.partner_id, &e.source_id, &e.kind, &e.body_hash, &e.person_key, &e.change_request, &e.received_at],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 const WEBHOOK_SELECT: &str = "SELECT partner_id, url, secret_sealed, cursor, created_at, updated_at FROM webhooks";

@@ -14,7 +14,7 @@ use crate::{
     ApprovedChange, AuditQuery, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord, RequestQuery,
     RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
-use crate::{Attempt, Delivery, DeliveryState, NewDelivery, Webhook};
+use crate::{Attempt, CivilEvent, Delivery, DeliveryState, NewDelivery, Webhook};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -414,6 +414,19 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (partner_id, event_id)
 ) STRICT;
 CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (partner_id, seq) WHERE state = 'pending';
+
+-- Inbound civil-status events (births, deaths, marriages, divorces), one per source id of the
+-- sending partner: a replay is answered from here, a different body under the same id refused.
+CREATE TABLE civil_events (
+    partner_id     TEXT NOT NULL REFERENCES partners (id),
+    source_id      TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    body_hash      TEXT NOT NULL,
+    person_key     TEXT NOT NULL REFERENCES persons (key),
+    change_request TEXT REFERENCES change_requests (id),
+    received_at    INTEGER NOT NULL,
+    PRIMARY KEY (partner_id, source_id)
+) STRICT;
 "#,
     ),
 ];
@@ -1492,25 +1505,7 @@ impl Store for SqliteStore {
         let audit = audit.cloned();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let proposed = serde_json::to_string(&r.proposed).map_err(backend)?;
-            tx.execute(
-                "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
-                     requested_unit, requested_at, reason, legal_basis, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    r.id.to_string(),
-                    r.person_key.to_string(),
-                    r.base_version,
-                    crate::guarded_to_text(&r.guarded),
-                    proposed,
-                    r.requested_by,
-                    r.requested_unit,
-                    ts(r.requested_at),
-                    r.reason,
-                    r.legal_basis,
-                    r.state.code()
-                ],
-            )?;
+            insert_change_request(&tx, &r)?;
             if let Some(e) = audit {
                 append_audit(&tx, &[e])?;
             }
@@ -2266,6 +2261,126 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn civil_event_get(&self, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>> {
+        let (p, id) = (partner_id.to_string(), source_id.to_string());
+        self.read_now(move |conn| civil_get(conn, &p, &id))
+    }
+
+    async fn civil_birth(&self, event: &CivilEvent, person: &Person, meta: &ChangeMeta) -> Result<(CivilEvent, bool)> {
+        let (mut event, person, meta) = (event.clone(), person.clone(), meta.clone());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(seen) = civil_get(&tx, &event.partner_id, &event.source_id)? {
+                return Ok((seen, false));
+            }
+            let key = crate::new_key();
+            let at = now();
+            insert_new(&tx, &key.to_string(), &person, &meta, ChangeKind::Create, &ts(at))?;
+            if let Some(mut entry) = meta.audit.clone() {
+                entry.target.get_or_insert_with(|| key.to_string());
+                append_audit(&tx, &[entry])?;
+            }
+            event.person_key = key;
+            civil_insert(&tx, &event)?;
+            tx.commit()?;
+            Ok((event, true))
+        })
+        .await
+    }
+
+    async fn civil_change(
+        &self,
+        event: &CivilEvent,
+        request: &ChangeRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(CivilEvent, bool)> {
+        let (event, request, audit) = (event.clone(), request.clone(), audit.cloned());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(seen) = civil_get(&tx, &event.partner_id, &event.source_id)? {
+                return Ok((seen, false));
+            }
+            insert_change_request(&tx, &request)?;
+            if let Some(e) = audit {
+                append_audit(&tx, &[e])?;
+            }
+            civil_insert(&tx, &event)?;
+            tx.commit()?;
+            Ok((event, true))
+        })
+        .await
+    }
+}
+
+fn insert_change_request(tx: &rusqlite::Transaction<'_>, r: &ChangeRequest) -> Result<()> {
+    let proposed = serde_json::to_string(&r.proposed).map_err(backend)?;
+    tx.execute(
+        "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
+             requested_unit, requested_at, reason, legal_basis, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            r.id.to_string(),
+            r.person_key.to_string(),
+            r.base_version,
+            crate::guarded_to_text(&r.guarded),
+            proposed,
+            r.requested_by,
+            r.requested_unit,
+            ts(r.requested_at),
+            r.reason,
+            r.legal_basis,
+            r.state.code()
+        ],
+    )?;
+    Ok(())
+}
+
+const CIVIL_SELECT: &str = "SELECT partner_id, source_id, kind, body_hash, person_key, change_request, received_at
+    FROM civil_events WHERE partner_id = ?1 AND source_id = ?2";
+
+fn civil_get(conn: &Connection, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>> {
+    let row = conn
+        .prepare_cached(CIVIL_SELECT)?
+        .query_row(params![partner_id, source_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((partner_id, source_id, kind, body_hash, key, request, received_at)) = row else { return Ok(None) };
+    Ok(Some(CivilEvent {
+        partner_id,
+        source_id,
+        kind,
+        body_hash,
+        person_key: parse_key(&key)?,
+        change_request: request.as_deref().map(parse_key).transpose()?,
+        received_at,
+    }))
+}
+
+fn civil_insert(tx: &rusqlite::Transaction<'_>, e: &CivilEvent) -> Result<()> {
+    tx.execute(
+        "INSERT INTO civil_events (partner_id, source_id, kind, body_hash, person_key, change_request, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            e.partner_id,
+            e.source_id,
+            e.kind,
+            e.body_hash,
+            e.person_key.to_string(),
+            e.change_request.map(|k| k.to_string()),
+            e.received_at
+        ],
+    )?;
+    Ok(())
 }
 
 const WEBHOOK_SELECT: &str = "SELECT partner_id, url, secret_sealed, cursor, created_at, updated_at FROM webhooks";

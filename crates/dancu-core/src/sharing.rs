@@ -199,6 +199,11 @@ pub struct Partner {
     pub public_key_pem: String,
     /// The per-partner key of pseudonymous identifiers, sealed at rest (never shown).
     pub pseudonym_key_sealed: String,
+    /// SHA-256 (lowercase hex) of the partner's client certificate (DER), for mutual TLS: a
+    /// connection presenting it (verified against the registry's partner CA) authenticates the
+    /// partner without a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_sha256: Option<String>,
     /// Why the partner was last suspended or revoked.
     pub status_reason: Option<String>,
     /// Unix seconds.
@@ -473,6 +478,13 @@ pub fn webhook_signature(secret: &[u8], timestamp: i64, event_id: &str, body: &[
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+/// A certificate fingerprint as administrators may write it (hex, any case, with or without
+/// colons) in its stored form: 64 lowercase hex digits.
+pub fn normalize_fingerprint(s: &str) -> Option<String> {
+    let hex: String = s.trim().chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
 /// SHA-256 of bytes, lowercase hex (what an inbound event's body is compared by).

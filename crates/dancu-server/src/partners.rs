@@ -42,6 +42,10 @@ pub struct PartnerInput {
     pub valid_until: String,
     /// The partner's P-256 public key (PEM, "PUBLIC KEY") for `private_key_jwt`.
     pub public_key_pem: String,
+    /// SHA-256 of the partner's client certificate (DER; hex, colons allowed) for mutual TLS
+    /// on the server's TLS port, instead of access tokens.
+    #[serde(default)]
+    pub client_cert_sha256: Option<String>,
 }
 
 /// A partner as administrators see it (the pseudonym key is never shown).
@@ -61,6 +65,8 @@ pub struct PartnerView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
     pub public_key_pem: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_sha256: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -81,6 +87,7 @@ impl From<&Partner> for PartnerView {
             status: p.status,
             status_reason: p.status_reason.clone(),
             public_key_pem: p.public_key_pem.clone(),
+            client_cert_sha256: p.client_cert_sha256.clone(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -114,6 +121,23 @@ fn apply(p: &mut Partner, input: PartnerInput, now: i64) -> ApiResult<()> {
     if let Err(e) = crate::sharing::check_public_key(&input.public_key_pem) {
         errs.push(e);
     }
+    p.client_cert_sha256 = match input.client_cert_sha256.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(f) => match core::normalize_fingerprint(f) {
+            Some(f) => Some(f),
+            None => {
+                errs.push(
+                    FieldError::new(
+                        "client_cert_sha256",
+                        "invalid_fingerprint",
+                        "the SHA-256 of the certificate's DER: 64 hex digits (colons allowed)",
+                    )
+                    .with_value(f),
+                );
+                None
+            }
+        },
+    };
     let mut services = input.services;
     services.sort();
     services.dedup();
@@ -175,6 +199,7 @@ pub async fn create(State(st): State<AppState>, ApiJson(input): ApiJson<PartnerI
         status: PartnerStatus::Active,
         public_key_pem: String::new(),
         pseudonym_key_sealed: crate::sharing::new_pseudonym_key(&st, &id)?,
+        client_cert_sha256: None,
         status_reason: None,
         created_at: 0,
         updated_at: now,

@@ -1586,6 +1586,7 @@ pub fn partner(id: &str) -> dancu_core::sharing::Partner {
         status: PartnerStatus::Active,
         public_key_pem: "-----BEGIN PUBLIC KEY-----".into(),
         pseudonym_key_sealed: "sealed".into(),
+        client_cert_sha256: None,
         status_reason: None,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,

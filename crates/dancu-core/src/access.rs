@@ -159,6 +159,9 @@ pub enum Guarded {
     Death,
     /// A new personal ID replacing the current one (its digits contradict a corrected record).
     IdReestablishment,
+    /// Marital status from a civil-status event (marriage, divorce) of the civil registration
+    /// system: applied once an officer approves. (Officers' own edits of it are not guarded.)
+    MaritalStatus,
 }
 
 impl Guarded {
@@ -170,6 +173,7 @@ impl Guarded {
             Guarded::Nationality => "nationality",
             Guarded::Death => "death",
             Guarded::IdReestablishment => "id_reestablishment",
+            Guarded::MaritalStatus => "marital_status",
         }
     }
 
@@ -181,6 +185,7 @@ impl Guarded {
             Guarded::Nationality => "quốc tịch",
             Guarded::Death => "khai tử",
             Guarded::IdReestablishment => "xác lập lại số định danh cá nhân",
+            Guarded::MaritalStatus => "tình trạng hôn nhân",
         }
     }
 }

@@ -64,16 +64,20 @@ pub enum Service {
     Events,
     /// Kiểm tra thẻ: is this identity card valid now (state and expiry; no personal data).
     CardValidity,
+    /// Sending civil-status events (births, deaths, marriages, divorces): the civil registration
+    /// system of the Ministry of Justice.
+    CivilEvents,
 }
 
 impl Service {
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Verify,
         Service::BatchVerify,
         Service::Retrieve,
         Service::Pseudonym,
         Service::Events,
         Service::CardValidity,
+        Service::CivilEvents,
     ];
 
     pub fn code(self) -> &'static str {
@@ -84,6 +88,7 @@ impl Service {
             Service::Pseudonym => "pseudonym",
             Service::Events => "events",
             Service::CardValidity => "card_validity",
+            Service::CivilEvents => "civil_events",
         }
     }
 
@@ -198,6 +203,11 @@ pub struct Partner {
     pub public_key_pem: String,
     /// The per-partner key of pseudonymous identifiers, sealed at rest (never shown).
     pub pseudonym_key_sealed: String,
+    /// SHA-256 (lowercase hex) of the partner's client certificate (DER), for mutual TLS: a
+    /// connection presenting it (verified against the registry's partner CA) authenticates the
+    /// partner without a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_sha256: Option<String>,
     /// Why the partner was last suspended or revoked.
     pub status_reason: Option<String>,
     /// Unix seconds.
@@ -465,6 +475,44 @@ pub fn pseudonym(partner_key: &[u8], personal_id: &str) -> String {
     b64url(&mac.finalize().into_bytes())
 }
 
+/// The signature of a webhook delivery: `v1=` and the lowercase hex HMAC-SHA256, under the
+/// partner's webhook secret, of `{timestamp}.{event id}.{body}` (the timestamp in unix seconds, as
+/// sent in `X-Dancu-Webhook-Timestamp`). Binding the time and the event id lets a receiver refuse
+/// old or re-labelled deliveries.
+pub fn webhook_signature(secret: &[u8], timestamp: i64, event_id: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(event_id.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let mut out = String::from("v1=");
+    for b in mac.finalize().into_bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A certificate fingerprint as administrators may write it (hex, any case, with or without
+/// colons) in its stored form: 64 lowercase hex digits.
+pub fn normalize_fingerprint(s: &str) -> Option<String> {
+    let hex: String = s.trim().chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// SHA-256 of bytes, lowercase hex (what an inbound event's body is compared by).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Back-off before the next try of a delivery that failed `attempts` times (1 or more):
+/// `base_ms` doubled per failure, at most `max_ms`.
+pub fn backoff_ms(attempts: i64, base_ms: u64, max_ms: u64) -> u64 {
+    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 40)).unwrap_or(40);
+    base_ms.saturating_mul(1u64 << doublings).min(max_ms)
+}
+
 /// A citizen's consent to one partner reading the data of its scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Consent {
@@ -541,6 +589,27 @@ pub fn b64url_decode(s: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn webhook_signature_is_hmac_sha256_of_time_id_and_body() {
+        // Known answer computed independently (Python's hmac module).
+        let sig = webhook_signature(b"Jefe", 1_700_000_000, "e1", b"{}");
+        assert_eq!(sig, "v1=7f53602c17f65c1ab1fa4ae92832ee3a5d289828d4d70133afb0224d5285abe9");
+        assert_ne!(sig, webhook_signature(b"Jefe", 1_700_000_001, "e1", b"{}"), "bound to the time");
+        assert_ne!(sig, webhook_signature(b"Jefe", 1_700_000_000, "e2", b"{}"), "bound to the event id");
+        assert_ne!(sig, webhook_signature(b"Jeff", 1_700_000_000, "e1", b"{}"), "bound to the secret");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff_ms(1, 1000, 3_600_000), 1000);
+        assert_eq!(backoff_ms(2, 1000, 3_600_000), 2000);
+        assert_eq!(backoff_ms(5, 1000, 3_600_000), 16_000);
+        assert_eq!(backoff_ms(30, 1000, 3_600_000), 3_600_000);
+        assert_eq!(backoff_ms(i64::MAX, 1000, 3_600_000), 3_600_000);
+        assert_eq!(backoff_ms(0, 1000, 3_600_000), 1000);
+    }
+
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod citizen;
 pub mod cards;
+pub mod civil;
 pub mod extract;
 pub mod jose;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub mod requests;
 pub mod residence;
 pub mod reviews;
 pub mod sharing;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -157,6 +159,8 @@ impl AppState {
         sharing::events,
         citizen::login, citizen::verify, citizen::logout, citizen::me, citizen::applications, citizen::consents,
         citizen::grant, citizen::revoke, citizen::access_log,
+        sharing::events, webhooks::register, webhooks::partner_status, webhooks::admin_status,
+        civil::receive, civil::get,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
         healthz,
@@ -377,4 +381,104 @@ pub async fn serve(
     axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The client certificate a mutual-TLS connection presented (verified against the partner CA),
+/// as the SHA-256 of its DER in lowercase hex: what a partner registration names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    pub sha256: String,
+}
+
+/// The TLS configuration of the mutual-TLS port: the server's certificate chain and key (PEM),
+/// and the CA certificates (PEM) that partners' client certificates must chain to. A client
+/// certificate is required; TLS 1.2 and 1.3 with rustls' safe defaults.
+pub fn mtls_config(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("server certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("server certificate: no CERTIFICATE block".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("server key: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca_pem) {
+        roots.add(ca.map_err(|e| format!("partner CA: {e}"))?).map_err(|e| format!("partner CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("partner CA: no CERTIFICATE block".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("partner CA: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("server certificate and key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// Serves the API over TLS with client certificates (mutual TLS) until `shutdown`: the same
+/// router and route table; partner routes accept the connection's certificate instead of a
+/// bearer token ([`ClientCert`] on each request). Handshakes that fail (no certificate, one not
+/// from the partner CA) end the connection.
+pub async fn serve_mtls(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use tower::ServiceExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(state);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a TLS connection failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %addr, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| ClientCert { sha256: dancu_core::sharing::sha256_hex(c.as_ref()) });
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                if let Some(c) = &cert {
+                    req.extensions_mut().insert(c.clone());
+                }
+                req.extensions_mut().insert(ConnectInfo(addr));
+                app.clone().oneshot(req)
+            });
+            let io = hyper_util::rt::TokioIo::new(tls);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!(error = %e, %addr, "TLS connection ended with an error");
+            }
+        });
+    }
 }

@@ -59,6 +59,10 @@ pub struct OidcInput {
     pub token_endpoint_auth_method: ClientAuth,
     /// `pairwise` (a per-portal pseudonym) or `personal_id` (needs the personal_id field).
     pub subject_type: SubjectKind,
+    /// SHA-256 of the partner's client certificate (DER; hex, colons allowed) for mutual TLS
+    /// on the server's TLS port, instead of access tokens.
+    #[serde(default)]
+    pub client_cert_sha256: Option<String>,
 }
 
 /// A partner as administrators see it (the pseudonym key is never shown).
@@ -83,6 +87,7 @@ pub struct PartnerView {
     /// The client secret, shown only in the answer that issued it (stored as a hash).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    pub client_cert_sha256: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -109,6 +114,7 @@ impl From<&Partner> for PartnerView {
                 subject_type: c.subject,
             }),
             client_secret: None,
+            client_cert_sha256: p.client_cert_sha256.clone(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
         }
@@ -142,6 +148,23 @@ fn apply(p: &mut Partner, input: PartnerInput, now: i64) -> ApiResult<()> {
     if let Err(e) = crate::sharing::check_public_key(&input.public_key_pem) {
         errs.push(e);
     }
+    p.client_cert_sha256 = match input.client_cert_sha256.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(f) => match core::normalize_fingerprint(f) {
+            Some(f) => Some(f),
+            None => {
+                errs.push(
+                    FieldError::new(
+                        "client_cert_sha256",
+                        "invalid_fingerprint",
+                        "the SHA-256 of the certificate's DER: 64 hex digits (colons allowed)",
+                    )
+                    .with_value(f),
+                );
+                None
+            }
+        },
+    };
     let mut services = input.services;
     services.sort();
     services.dedup();
@@ -210,6 +233,7 @@ pub async fn create(State(st): State<AppState>, ApiJson(input): ApiJson<PartnerI
         status: PartnerStatus::Active,
         public_key_pem: String::new(),
         pseudonym_key_sealed: crate::sharing::new_pseudonym_key(&st, &id)?,
+        client_cert_sha256: None,
         status_reason: None,
         created_at: 0,
         updated_at: now,

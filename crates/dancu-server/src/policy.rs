@@ -15,7 +15,8 @@ use dancu_core::sharing::Service;
 use crate::AppState;
 use crate::problem::ApiError;
 use crate::{
-    audit, auth, cards, citizen, officers, oidc, partners, persons, reference, requests, residence, reviews, sharing,
+    audit, auth, cards, citizen, civil, officers, oidc, partners, persons, reference, requests, residence, reviews,
+    sharing, webhooks,
 };
 
 /// Who may call a route.
@@ -358,6 +359,14 @@ pub fn routes() -> Vec<RouteSpec> {
             A::National,
             || post(partners::set_status),
         ),
+        spec(
+            Method::GET,
+            "/api/v1/partners/{id}/webhook",
+            Some("partner.webhook_read"),
+            Officer(PARTNER_ADMINS),
+            A::National,
+            || get(webhooks::admin_status),
+        ),
         spec(Method::GET, "/api/v1/persons/{ref}/consents", Some("consent.list"), Officer(EDITORS), A::Person, || {
             get(partners::consents)
         }),
@@ -452,6 +461,38 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::POST, "/oidc/authorize", Some("oidc.login"), Public, A::None, || post(oidc::authorize_post)),
         spec(Method::POST, "/oidc/token", Some("oidc.token"), Public, A::None, || post(oidc::token)),
         spec(Method::GET, "/oidc/userinfo", Some("oidc.userinfo"), Public, A::None, || get(oidc::userinfo)),
+        spec(
+            Method::PUT,
+            "/api/v1/sharing/webhook",
+            Some("partner.webhook_register"),
+            Partner(Service::Events),
+            A::None,
+            || put(webhooks::register),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/sharing/webhook",
+            Some("partner.webhook_status"),
+            Partner(Service::Events),
+            A::None,
+            || get(webhooks::partner_status),
+        ),
+        spec(
+            Method::POST,
+            "/api/v1/sharing/civil-events",
+            Some("partner.civil_event"),
+            Partner(Service::CivilEvents),
+            A::None,
+            || post(civil::receive),
+        ),
+        spec(
+            Method::GET,
+            "/api/v1/sharing/civil-events/{source_id}",
+            Some("partner.civil_event_read"),
+            Partner(Service::CivilEvents),
+            A::None,
+            || get(civil::get),
+        ),
         // reference data (public lists)
         spec(Method::GET, "/api/v1/reference/provinces", None, Public, A::None, || get(reference::provinces)),
         spec(Method::GET, "/api/v1/reference/communes", None, Public, A::None, || get(reference::communes)),

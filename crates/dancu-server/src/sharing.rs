@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use dancu_core::sharing::{self as share, EventKind, Field, Partner, Service, Verification, VerificationFacts};
 use dancu_core::{FieldError, PartialDate, PersonalId, Sex};
 use dancu_keys::{PublicKey, Signer};
-use dancu_store::PersonRef;
+use dancu_store::{FeedItem, PersonRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -65,13 +65,15 @@ struct TokenInfo {
 
 /// Keys, caches and rate limits of data sharing.
 pub struct SharingState {
-    signer: Arc<dyn Signer>,
+    pub(crate) signer: Arc<dyn Signer>,
     public: PublicKey,
     /// The authorization server's identifier (`iss` of tokens, `aud` of client assertions).
     pub issuer: String,
     partners: Mutex<HashMap<String, (Arc<Partner>, Instant)>>,
     tokens: Mutex<HashMap<String, Arc<TokenInfo>>>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Client-certificate fingerprint → partner id (mutual TLS), and when it was read.
+    certs: Mutex<(HashMap<String, String>, Option<Instant>)>,
 }
 
 impl SharingState {
@@ -85,6 +87,7 @@ impl SharingState {
             partners: Mutex::default(),
             tokens: Mutex::default(),
             buckets: Mutex::default(),
+            certs: Mutex::default(),
         }
     }
 
@@ -100,6 +103,7 @@ impl SharingState {
     /// Forgets a cached partner (after an administrator changed it): effective at once here.
     pub fn forget_partner(&self, id: &str) {
         self.partners.lock().expect("partner cache").remove(id);
+        self.certs.lock().expect("certificate index").1 = None;
     }
 
     fn token_endpoint(&self) -> String {
@@ -278,7 +282,8 @@ fn take(sh: &SharingState, p: &Partner) -> Result<(), u64> {
 /// The check of a partner route (see the module's invariants); signs whatever is answered.
 pub async fn authorize_partner(st: &AppState, service: Service, mut req: Request, next: Next) -> Response {
     let request_id = req.extensions().get::<RequestContext>().map(|c| c.request_id.clone()).unwrap_or_default();
-    let (res, actor) = match admit(st, service, req.headers()).await {
+    let cert = req.extensions().get::<crate::ClientCert>().cloned();
+    let (res, actor) = match admit(st, service, req.headers(), cert.as_ref()).await {
         Ok(caller) => {
             let actor = caller.audit_actor();
             req.extensions_mut().insert(caller);
@@ -293,15 +298,49 @@ pub async fn authorize_partner(st: &AppState, service: Service, mut req: Request
     res
 }
 
+/// The partner whose client certificate this is (mutual TLS), if one is registered with it.
+async fn partner_by_cert(st: &AppState, cert: &crate::ClientCert) -> ApiResult<Option<String>> {
+    let sh = &st.sharing;
+    {
+        let index = sh.certs.lock().expect("certificate index");
+        let fresh = index.1.is_some_and(|at| at.elapsed() < Duration::from_secs(PARTNER_CACHE_SECONDS));
+        if fresh || index.0.contains_key(&cert.sha256) {
+            return Ok(index.0.get(&cert.sha256).cloned());
+        }
+    }
+    let partners = st.registry.store().partner_list().await?;
+    let map: HashMap<String, String> =
+        partners.into_iter().filter_map(|p| p.client_cert_sha256.map(|f| (f, p.id))).collect();
+    let found = map.get(&cert.sha256).cloned();
+    *sh.certs.lock().expect("certificate index") = (map, Some(Instant::now()));
+    Ok(found)
+}
+
 async fn admit(
     st: &AppState,
     service: Service,
     headers: &HeaderMap,
+    cert: Option<&crate::ClientCert>,
 ) -> Result<PartnerCaller, (Response, Option<AuditActor>)> {
     let now = unix_now();
-    let Some(token) = bearer(headers) else { return Err((invalid_token("no access token"), None)) };
-    let info = check_token(&st.sharing, token, now).map_err(|why| (invalid_token(why), None))?;
-    let p = match partner(st, &info.partner).await {
+    // A bearer token, or else (on the mutual-TLS port) the client certificate.
+    let info = match (bearer(headers), cert) {
+        (Some(token), _) => Some(check_token(&st.sharing, token, now).map_err(|why| (invalid_token(why), None))?),
+        (None, Some(_)) => None,
+        (None, None) => return Err((invalid_token("no access token"), None)),
+    };
+    let partner_id = match (&info, cert) {
+        (Some(i), _) => i.partner.clone(),
+        (None, Some(c)) => match partner_by_cert(st, c).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return Err((invalid_token("the client certificate is not registered to a partner"), None));
+            }
+            Err(e) => return Err((e.into_response(), None)),
+        },
+        (None, None) => unreachable!("refused above"),
+    };
+    let p = match partner(st, &partner_id).await {
         Ok(Some(p)) => p,
         Ok(None) => return Err((invalid_token("the partner is not registered"), None)),
         Err(e) => return Err((e.into_response(), None)),
@@ -314,10 +353,17 @@ async fn admit(
             refused(StatusCode::FORBIDDEN, "partner-inactive", "Đối tác không còn hiệu lực / Partner inactive", why);
         return Err((res, actor));
     }
-    if info.issued_at < p.updated_at {
+    if let Some(info) = &info
+        && info.issued_at < p.updated_at
+    {
         return Err((invalid_token("the partner's registration changed after this token was issued"), actor));
     }
-    if !info.scopes.contains(&service) || !p.allows(service) {
+    if info.is_none() && p.client_cert_sha256.as_deref() != cert.map(|c| c.sha256.as_str()) {
+        // The certificate index was older than the registration: it no longer names this partner.
+        return Err((invalid_token("the client certificate is not registered to a partner"), actor));
+    }
+    let token_scope = info.as_ref().is_none_or(|i| i.scopes.contains(&service));
+    if !token_scope || !p.allows(service) {
         let mut res = refused(
             StatusCode::FORBIDDEN,
             "insufficient-scope",
@@ -746,45 +792,8 @@ pub async fn events(State(st): State<AppState>, caller: PartnerCaller, q: QueryP
     let mut targets = Vec::new();
     for item in &items {
         next = item.position;
-        for kind in share::events(&item.before, &item.after) {
-            if !kind.in_scope(&p.fields) {
-                continue;
-            }
-            let person = &item.after;
-            let mut ev = serde_json::Map::new();
-            ev.insert("id".into(), json!(format!("{}:{}:{}", item.key, item.version, kind.code())));
-            ev.insert("kind".into(), json!(kind));
-            ev.insert("at".into(), json!(rfc3339(item.recorded_at.unix_timestamp())));
-            if let Some(id) = person.personal_id {
-                if p.sees(Field::PersonalId) {
-                    ev.insert("personal_id".into(), json!(id));
-                }
-                if let Some(k) = &key {
-                    ev.insert("pseudonym".into(), json!(share::pseudonym(k, id.as_str())));
-                }
-            }
-            match kind {
-                EventKind::Death | EventKind::Missing => {
-                    ev.insert("status".into(), json!(person.status));
-                    ev.insert("status_date".into(), json!(person.status_date));
-                }
-                EventKind::NameChange => {
-                    ev.insert("name".into(), json!(person.record.name));
-                }
-                EventKind::Move => {
-                    let r = &person.record;
-                    for (f, k, v) in [
-                        (Field::PermanentResidence, "permanent_residence", &r.permanent_residence),
-                        (Field::TemporaryResidence, "temporary_residence", &r.temporary_residence),
-                        (Field::CurrentResidence, "current_residence", &r.current_residence),
-                    ] {
-                        if p.sees(f) {
-                            ev.insert(k.into(), json!(v));
-                        }
-                    }
-                }
-            }
-            out.push(Value::Object(ev));
+        for (_, ev) in partner_events(p, key.as_deref(), item) {
+            out.push(ev);
             targets.push(item.key.to_string());
         }
     }
@@ -792,9 +801,62 @@ pub async fn events(State(st): State<AppState>, caller: PartnerCaller, q: QueryP
     Ok(Json(json!({"events": out, "next": next})).into_response())
 }
 
+/// The events one change of a record makes for a partner (those its field scopes see), each with
+/// its stable id (`{record key}:{version}:{kind}`) — the same for the feed and for webhooks.
+pub(crate) fn partner_events(p: &Partner, pseudonym_key: Option<&[u8]>, item: &FeedItem) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for kind in share::events(&item.before, &item.after) {
+        if !kind.in_scope(&p.fields) {
+            continue;
+        }
+        let person = &item.after;
+        let id = format!("{}:{}:{}", item.key, item.version, kind.code());
+        let mut ev = serde_json::Map::new();
+        ev.insert("id".into(), json!(id));
+        ev.insert("kind".into(), json!(kind));
+        ev.insert("at".into(), json!(rfc3339(item.recorded_at.unix_timestamp())));
+        if let Some(pid) = person.personal_id {
+            if p.sees(Field::PersonalId) {
+                ev.insert("personal_id".into(), json!(pid));
+            }
+            if let Some(k) = pseudonym_key {
+                ev.insert("pseudonym".into(), json!(share::pseudonym(k, pid.as_str())));
+            }
+        }
+        match kind {
+            EventKind::Death | EventKind::Missing => {
+                ev.insert("status".into(), json!(person.status));
+                ev.insert("status_date".into(), json!(person.status_date));
+            }
+            EventKind::NameChange => {
+                ev.insert("name".into(), json!(person.record.name));
+            }
+            EventKind::Move => {
+                let r = &person.record;
+                for (f, k, v) in [
+                    (Field::PermanentResidence, "permanent_residence", &r.permanent_residence),
+                    (Field::TemporaryResidence, "temporary_residence", &r.temporary_residence),
+                    (Field::CurrentResidence, "current_residence", &r.current_residence),
+                ] {
+                    if p.sees(f) {
+                        ev.insert(k.into(), json!(v));
+                    }
+                }
+            }
+        }
+        out.push((id, Value::Object(ev)));
+    }
+    out
+}
+
 /// One audit entry per person a call concerned (their access log shows it), durable before the
 /// answer.
-async fn record_each(st: &AppState, caller: &PartnerCaller, action: &str, targets: Vec<String>) -> ApiResult<()> {
+pub(crate) async fn record_each(
+    st: &AppState,
+    caller: &PartnerCaller,
+    action: &str,
+    targets: Vec<String>,
+) -> ApiResult<()> {
     let Some(writer) = &st.audit else { return Ok(()) };
     if targets.is_empty() {
         return Ok(());

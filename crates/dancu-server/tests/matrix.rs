@@ -243,6 +243,12 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
             (Who::Officer(&[CardOperator, ProductionOperator]), Area::Person)
         }
         (_, p) if p.starts_with("/api/v1/production/") => (Who::Officer(&[ProductionOperator]), Area::National),
+        ("PUT", "/api/v1/sharing/webhook") | ("GET", "/api/v1/sharing/webhook") => {
+            (Who::Partner(Service::Events), Area::None)
+        }
+        ("POST", "/api/v1/sharing/civil-events") | ("GET", "/api/v1/sharing/civil-events/{source_id}") => {
+            (Who::Partner(Service::CivilEvents), Area::None)
+        }
         _ => (Who::Public, Area::None),
     }
 }
@@ -531,6 +537,25 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         }
         ("GET", "/api/v1/cards/{serial}/faces/{side}") => {
             (format!("/api/v1/cards/{}/faces/front", f.card_serial), None, by_area(Expect::Ok(200)))
+        ("PUT", "/api/v1/sharing/webhook") => (
+            "/api/v1/sharing/webhook".to_string(),
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+            Expect::Problem(401, "invalid-token"),
+        ),
+        ("GET", "/api/v1/sharing/webhook") => {
+            ("/api/v1/sharing/webhook".to_string(), None, Expect::Problem(401, "invalid-token"))
+        }
+        ("POST", "/api/v1/sharing/civil-events") => (
+            "/api/v1/sharing/civil-events".to_string(),
+            Some(json!({"source_id": "KT-1", "kind": "death", "personal_id": f.personal_id, "date": "2026-11-01"})),
+            Expect::Problem(401, "invalid-token"),
+        ),
+        ("GET", "/api/v1/sharing/civil-events/{source_id}") => {
+            ("/api/v1/sharing/civil-events/KT-1".to_string(), None, Expect::Problem(401, "invalid-token"))
+        }
+        ("GET", "/api/v1/partners/{id}/webhook") => {
+            // The partner has no webhook: the administrators get a clear 404.
+            ("/api/v1/partners/matrix-partner/webhook".to_string(), None, Expect::Problem(404, "not-found"))
         }
         ("GET", "/api/v1/reference/communes/{scheme}/{code}") => {
             ("/api/v1/reference/communes/2025/00004".to_string(), None, Expect::Ok(200))

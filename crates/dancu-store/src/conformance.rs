@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             residence_separation_rules, residence_temporary_rules_and_expiry, residence_death_ends_residence,
             residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays,
             addresses_migrate_whole_and_review, partners_are_stored_once_and_updated,
+            webhook_queue_is_ordered_deduplicated_and_marked_once,
             client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once,
             citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once,
             cards_intake_rules_and_workflow, cards_production_stock_and_states);
@@ -1587,11 +1588,73 @@ pub fn partner(id: &str) -> dancu_core::sharing::Partner {
         status: PartnerStatus::Active,
         public_key_pem: "-----BEGIN PUBLIC KEY-----".into(),
         pseudonym_key_sealed: "sealed".into(),
+        client_cert_sha256: None,
         status_reason: None,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,
         oidc: None,
     }
+}
+
+pub async fn webhook_queue_is_ordered_deduplicated_and_marked_once(store: Arc<dyn Store>) {
+    use crate::{Attempt, DeliveryState, NewDelivery, Webhook};
+    store.partner_insert(&partner("hook-a")).await.unwrap();
+    let w = Webhook {
+        partner_id: "hook-a".into(),
+        url: "http://127.0.0.1:9/a".into(),
+        secret_sealed: "sealed-1".into(),
+        cursor: 7,
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+    };
+    assert_eq!(store.webhook_put(&w).await.unwrap(), w);
+    // Replacing keeps the cursor and the creation time.
+    let again = Webhook { url: "http://127.0.0.1:9/b".into(), cursor: 0, updated_at: 1_700_000_100, ..w.clone() };
+    let stored = store.webhook_put(&again).await.unwrap();
+    assert_eq!((stored.url.as_str(), stored.cursor, stored.created_at), ("http://127.0.0.1:9/b", 7, 1_700_000_000));
+    assert_eq!(store.webhooks().await.unwrap().len(), 1);
+    let ev = |id: &str, pos: i64| NewDelivery {
+        event_id: id.into(),
+        position: pos,
+        person_key: format!("person-{pos}"),
+        payload: format!("{{\"id\":\"{id}\"}}"),
+        created_at: 1_700_000_200,
+    };
+    // A stale cursor moves nothing and queues nothing.
+    assert!(!store.webhook_enqueue("hook-a", 3, 10, &[ev("e1", 8)]).await.unwrap());
+    assert_eq!(store.webhook_counts("hook-a").await.unwrap(), (0, 0));
+    assert!(store.webhook_enqueue("hook-a", 7, 10, &[ev("e1", 8), ev("e2", 9)]).await.unwrap());
+    // A replayed event id is not queued twice.
+    assert!(store.webhook_enqueue("hook-a", 10, 12, &[ev("e2", 9), ev("e3", 11)]).await.unwrap());
+    assert_eq!(store.webhook_get("hook-a").await.unwrap().unwrap().cursor, 12);
+    let pending = store.webhook_pending("hook-a", 10).await.unwrap();
+    let ids: Vec<&str> = pending.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(ids, ["e1", "e2", "e3"], "queue order");
+    assert_eq!(pending[0].next_attempt_ms, 1_700_000_200_000);
+    // A failure counts and schedules; a success marks once.
+    let failed = Attempt::Failed { status: Some(503), error: "HTTP 503".into(), retry_at_ms: 1_700_000_300_000 };
+    assert!(store.webhook_attempt("hook-a", "e1", &failed).await.unwrap());
+    let d = &store.webhook_pending("hook-a", 1).await.unwrap()[0];
+    assert_eq!((d.attempts, d.last_status, d.next_attempt_ms), (1, Some(503), 1_700_000_300_000));
+    let ok = Attempt::Delivered { at: 1_700_000_400, status: 200 };
+    assert!(store.webhook_attempt("hook-a", "e1", &ok).await.unwrap());
+    assert!(!store.webhook_attempt("hook-a", "e1", &ok).await.unwrap(), "never marked delivered twice");
+    assert!(!store.webhook_attempt("hook-a", "e1", &failed).await.unwrap(), "a delivered event stays delivered");
+    assert!(!store.webhook_attempt("hook-a", "nope", &ok).await.unwrap());
+    assert_eq!(store.webhook_counts("hook-a").await.unwrap(), (2, 1));
+    let delivered = store.webhook_deliveries("hook-a", Some(DeliveryState::Delivered), 0, 10).await.unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        (delivered[0].attempts, delivered[0].delivered_at, delivered[0].last_error.clone()),
+        (2, Some(1_700_000_400), None)
+    );
+    let all = store.webhook_deliveries("hook-a", None, 0, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let rest = store.webhook_deliveries("hook-a", None, all[0].seq, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e2", "e3"]);
+    assert_eq!(store.webhook_pending("hook-a", 10).await.unwrap()[0].event_id, "e2");
+    assert!(store.webhook_get("nobody").await.unwrap().is_none());
+    assert!(store.feed_head().await.unwrap() >= 0);
 }
 
 pub async fn partners_are_stored_once_and_updated(store: Arc<dyn Store>) {

@@ -828,6 +828,167 @@ pub struct OidcGrant {
         expected: dancu_card::application::CardState,
         audit: Option<&AuditEntry>,
     ) -> Result<()>;
+    /// The position of the latest settled version of the change feed (where a new subscriber
+    /// starts), 0 when there is none.
+    async fn feed_head(&self) -> Result<i64>;
+
+    // ---- webhooks -----------------------------------------------------------------------------
+
+    /// Registers or replaces a partner's webhook (URL and sealed secret). A new registration
+    /// starts at `w.cursor`; replacing one keeps its cursor and its deliveries.
+    async fn webhook_put(&self, w: &Webhook) -> Result<Webhook>;
+
+    async fn webhook_get(&self, partner_id: &str) -> Result<Option<Webhook>>;
+
+    /// Every registered webhook, ordered by partner id.
+    async fn webhooks(&self) -> Result<Vec<Webhook>>;
+
+    /// Queues events for a partner and moves its cursor from `from` to `to`, in one transaction;
+    /// false (nothing done) when the cursor is no longer at `from` (another worker went first).
+    /// An event id queued before is not queued again.
+    async fn webhook_enqueue(&self, partner_id: &str, from: i64, to: i64, events: &[NewDelivery]) -> Result<bool>;
+
+    /// A partner's pending deliveries, oldest first (the order they must arrive in).
+    async fn webhook_pending(&self, partner_id: &str, limit: u32) -> Result<Vec<Delivery>>;
+
+    /// Records one delivery attempt. A successful one marks the delivery delivered and returns
+    /// true — only if it was still pending: an event is never marked delivered twice. A failed one
+    /// counts the attempt, keeps the answer and schedules the next try.
+    async fn webhook_attempt(&self, partner_id: &str, event_id: &str, attempt: &Attempt) -> Result<bool>;
+
+    /// A partner's deliveries by queue order after `after` (0: from the start), optionally only
+    /// those in one state.
+    async fn webhook_deliveries(
+        &self,
+        partner_id: &str,
+        state: Option<DeliveryState>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+
+    /// (pending, delivered) deliveries of a partner.
+    async fn webhook_counts(&self, partner_id: &str) -> Result<(i64, i64)>;
+
+    // ---- inbound civil-status events --------------------------------------------------------
+
+    async fn civil_event_get(&self, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>>;
+
+    /// A registered birth: stores the pending person and the event together, in one transaction
+    /// — unless an event with this source id was stored before, which is returned instead
+    /// (`false`: nothing stored; the caller compares the bodies).
+    async fn civil_birth(&self, event: &CivilEvent, person: &Person, meta: &ChangeMeta) -> Result<(CivilEvent, bool)>;
+
+    /// A death, marriage or divorce: stores the change request and the event together, in one
+    /// transaction, with the same rule for a source id seen before.
+    async fn civil_change(
+        &self,
+        event: &CivilEvent,
+        request: &ChangeRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(CivilEvent, bool)>;
+}
+
+/// An inbound civil-status event as the registry keeps it (idempotency by its source id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CivilEvent {
+    pub partner_id: String,
+    /// The civil registration system's id of the event (its register entry).
+    pub source_id: String,
+    /// birth, death, marriage, divorce.
+    pub kind: String,
+    /// SHA-256 of the event's canonical JSON: a replay must carry the same.
+    pub body_hash: String,
+    /// The person the event created (birth) or concerns.
+    pub person_key: Uuid,
+    /// The change request it made (death, marriage, divorce).
+    pub change_request: Option<Uuid>,
+    /// Unix seconds.
+    pub received_at: i64,
+}
+
+/// A partner's webhook registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub partner_id: String,
+    /// `http://host[:port]/path` the events are POSTed to.
+    pub url: String,
+    /// The HMAC secret, sealed at rest.
+    pub secret_sealed: String,
+    /// Change-feed position up to which events have been queued.
+    pub cursor: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An event to queue for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// The event id (the change feed's): what receivers deduplicate by.
+    pub event_id: String,
+    /// The change-feed position the event comes from.
+    pub position: i64,
+    pub person_key: String,
+    /// The JSON body sent.
+    pub payload: String,
+    /// Unix seconds (also the first try, in milliseconds: `created_at * 1000`).
+    pub created_at: i64,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+}
+
+impl DeliveryState {
+    pub fn code(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<DeliveryState> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            _ => None,
+        }
+    }
+}
+
+/// One queued event and its delivery history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Queue order (per registry, increasing).
+    pub seq: i64,
+    pub partner_id: String,
+    pub event_id: String,
+    pub position: i64,
+    pub person_key: String,
+    pub payload: String,
+    pub state: DeliveryState,
+    pub attempts: i64,
+    /// Unix milliseconds: not tried again before.
+    pub next_attempt_ms: i64,
+    /// The receiver's last HTTP status (none: no answer).
+    pub last_status: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The receiver answered 2xx.
+    Delivered { at: i64, status: i64 },
+    /// No answer or not 2xx: try again at `retry_at_ms` (unix milliseconds).
+    Failed { status: Option<i64>, error: String, retry_at_ms: i64 },
 }
 
 /// One change of a record as the change feed gives it.
@@ -923,13 +1084,14 @@ pub(crate) fn guarded_to_text(g: &[Guarded]) -> String {
 }
 
 pub(crate) fn guarded_from_text(s: &str) -> Result<Vec<Guarded>> {
-    const ALL: [Guarded; 6] = [
+    const ALL: [Guarded; 7] = [
         Guarded::Name,
         Guarded::BirthDate,
         Guarded::Sex,
         Guarded::Nationality,
         Guarded::Death,
         Guarded::IdReestablishment,
+        Guarded::MaritalStatus,
     ];
     s.split(',')
         .filter(|r| !r.is_empty())

@@ -15,6 +15,7 @@ use crate::{
     RequestQuery, RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
 use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant};
+use crate::{Attempt, CivilEvent, Delivery, DeliveryState, NewDelivery, Webhook};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -386,6 +387,54 @@ CREATE INDEX person_versions_feed ON person_versions (feed_seq);
 "#,
     ),
     (9, "cards", cards::MIGRATION),
+    (
+        11,
+        "webhooks",
+        r#"
+-- A partner's webhook: where its change events are POSTed, the HMAC secret (sealed), and the
+-- change-feed position up to which its events have been queued.
+CREATE TABLE webhooks (
+    partner_id    text PRIMARY KEY REFERENCES partners (id),
+    url           text NOT NULL,
+    secret_sealed text NOT NULL,
+    cursor        bigint NOT NULL,
+    created_at    bigint NOT NULL,
+    updated_at    bigint NOT NULL
+);
+
+-- Every event queued for a partner and its delivery: one row per (partner, event id).
+CREATE TABLE webhook_deliveries (
+    seq             bigserial PRIMARY KEY,
+    partner_id      text NOT NULL REFERENCES partners (id),
+    event_id        text NOT NULL,
+    position        bigint NOT NULL,
+    person_key      text NOT NULL,
+    payload         text NOT NULL,
+    state           text NOT NULL CHECK (state IN ('pending', 'delivered')),
+    attempts        bigint NOT NULL DEFAULT 0,
+    next_attempt_ms bigint NOT NULL,
+    last_status     bigint,
+    last_error      text,
+    created_at      bigint NOT NULL,
+    delivered_at    bigint,
+    UNIQUE (partner_id, event_id)
+);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (partner_id, seq) WHERE state = 'pending';
+
+-- Inbound civil-status events (births, deaths, marriages, divorces), one per source id of the
+-- sending partner: a replay is answered from here, a different body under the same id refused.
+CREATE TABLE civil_events (
+    partner_id     text NOT NULL REFERENCES partners (id),
+    source_id      text NOT NULL,
+    kind           text NOT NULL,
+    body_hash      text NOT NULL,
+    person_key     uuid NOT NULL REFERENCES persons (key),
+    change_request uuid REFERENCES change_requests (id),
+    received_at    bigint NOT NULL,
+    PRIMARY KEY (partner_id, source_id)
+);
+"#,
+    ),
     (
         12,
         "citizens_and_oidc",
@@ -1415,25 +1464,7 @@ impl Store for PgStore {
     async fn change_request_insert(&self, r: &ChangeRequest, audit: Option<&AuditEntry>) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
-                 requested_unit, requested_at, reason, legal_basis, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &r.id,
-                &r.person_key,
-                &r.base_version,
-                &crate::guarded_to_text(&r.guarded),
-                &Json(&r.proposed),
-                &r.requested_by,
-                &r.requested_unit,
-                &r.requested_at,
-                &r.reason,
-                &r.legal_basis,
-                &r.state.code(),
-            ],
-        )
-        .await?;
+        insert_change_request(&tx, r).await?;
         if let Some(e) = audit {
             append_audit(&tx, std::slice::from_ref(e)).await?;
         }
@@ -2276,6 +2307,283 @@ impl Store for PgStore {
     ) -> Result<()> {
         self.card_set_state_impl(card, expected, audit).await
     }
+    async fn feed_head(&self) -> Result<i64> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(feed_seq), 0) FROM person_versions
+                 WHERE recorded_at < now() - make_interval(secs => $1)",
+                &[&FEED_SETTLE_SECONDS],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn webhook_put(&self, w: &Webhook) -> Result<Webhook> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO webhooks (partner_id, url, secret_sealed, cursor, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (partner_id) DO UPDATE SET url = excluded.url, secret_sealed = excluded.secret_sealed,
+                     updated_at = excluded.updated_at
+                 RETURNING partner_id, url, secret_sealed, cursor, created_at, updated_at",
+                &[&w.partner_id, &w.url, &w.secret_sealed, &w.cursor, &w.updated_at],
+            )
+            .await?;
+        Ok(webhook_row(&row))
+    }
+
+    async fn webhook_get(&self, partner_id: &str) -> Result<Option<Webhook>> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(&format!("{WEBHOOK_SELECT} WHERE partner_id = $1"), &[&partner_id]).await?;
+        Ok(row.as_ref().map(webhook_row))
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>> {
+        let client = self.pool.get().await?;
+        let rows = client.query(&format!("{WEBHOOK_SELECT} ORDER BY partner_id"), &[]).await?;
+        Ok(rows.iter().map(webhook_row).collect())
+    }
+
+    async fn webhook_enqueue(&self, partner_id: &str, from: i64, to: i64, events: &[NewDelivery]) -> Result<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                "UPDATE webhooks SET cursor = $3 WHERE partner_id = $1 AND cursor = $2",
+                &[&partner_id, &from, &to],
+            )
+            .await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let ins = tx
+            .prepare(
+                "INSERT INTO webhook_deliveries (partner_id, event_id, position, person_key, payload, state,
+                                                 next_attempt_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6::bigint * 1000, $6)
+                 ON CONFLICT (partner_id, event_id) DO NOTHING",
+            )
+            .await?;
+        for e in events {
+            tx.execute(&ins, &[&partner_id, &e.event_id, &e.position, &e.person_key, &e.payload, &e.created_at])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn webhook_pending(&self, partner_id: &str, limit: u32) -> Result<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("{DELIVERY_SELECT} WHERE partner_id = $1 AND state = 'pending' ORDER BY seq LIMIT $2"),
+                &[&partner_id, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    async fn webhook_attempt(&self, partner_id: &str, event_id: &str, attempt: &Attempt) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let n = match attempt {
+            Attempt::Delivered { at, status } => {
+                client
+                    .execute(
+                        "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1,
+                             delivered_at = $3, last_status = $4, last_error = NULL
+                         WHERE partner_id = $1 AND event_id = $2 AND state = 'pending'",
+                        &[&partner_id, &event_id, at, status],
+                    )
+                    .await?
+            }
+            Attempt::Failed { status, error, retry_at_ms } => {
+                client
+                    .execute(
+                        "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = $3, last_error = $4,
+                             next_attempt_ms = $5
+                         WHERE partner_id = $1 AND event_id = $2 AND state = 'pending'",
+                        &[&partner_id, &event_id, status, error, retry_at_ms],
+                    )
+                    .await?
+            }
+        };
+        Ok(n == 1)
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        partner_id: &str,
+        state: Option<DeliveryState>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{DELIVERY_SELECT} WHERE partner_id = $1 AND ($2::text IS NULL OR state = $2) AND seq > $3
+                     ORDER BY seq LIMIT $4"
+                ),
+                &[&partner_id, &state.map(DeliveryState::code), &after, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    async fn webhook_counts(&self, partner_id: &str) -> Result<(i64, i64)> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'delivered')
+                 FROM webhook_deliveries WHERE partner_id = $1",
+                &[&partner_id],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    async fn civil_event_get(&self, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>> {
+        let client = self.pool.get().await?;
+        Ok(client.query_opt(CIVIL_SELECT, &[&partner_id, &source_id]).await?.as_ref().map(civil_row))
+    }
+
+    async fn civil_birth(&self, event: &CivilEvent, person: &Person, meta: &ChangeMeta) -> Result<(CivilEvent, bool)> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(seen) = tx.query_opt(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await? {
+            return Ok((civil_row(&seen), false));
+        }
+        let key = crate::new_key();
+        let at = now();
+        insert_new(&tx, key, person, meta, at).await?;
+        if let Some(mut entry) = meta.audit.clone() {
+            entry.target.get_or_insert_with(|| key.to_string());
+            append_audit(&tx, &[entry]).await?;
+        }
+        let event = CivilEvent { person_key: key, ..event.clone() };
+        if !civil_insert(&tx, &event).await? {
+            // A concurrent call with this source id went first: nothing of this one stays.
+            tx.rollback().await?;
+            let seen = client.query_one(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await?;
+            return Ok((civil_row(&seen), false));
+        }
+        tx.commit().await?;
+        Ok((event, true))
+    }
+
+    async fn civil_change(
+        &self,
+        event: &CivilEvent,
+        request: &ChangeRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(CivilEvent, bool)> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(seen) = tx.query_opt(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await? {
+            return Ok((civil_row(&seen), false));
+        }
+        insert_change_request(&tx, request).await?;
+        if let Some(e) = audit {
+            append_audit(&tx, std::slice::from_ref(e)).await?;
+        }
+        if !civil_insert(&tx, event).await? {
+            tx.rollback().await?;
+            let seen = client.query_one(CIVIL_SELECT, &[&event.partner_id, &event.source_id]).await?;
+            return Ok((civil_row(&seen), false));
+        }
+        tx.commit().await?;
+        Ok((event.clone(), true))
+    }
+}
+
+async fn insert_change_request(tx: &deadpool_postgres::Transaction<'_>, r: &ChangeRequest) -> Result<()> {
+    tx.execute(
+        "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
+             requested_unit, requested_at, reason, legal_basis, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &r.id,
+            &r.person_key,
+            &r.base_version,
+            &crate::guarded_to_text(&r.guarded),
+            &Json(&r.proposed),
+            &r.requested_by,
+            &r.requested_unit,
+            &r.requested_at,
+            &r.reason,
+            &r.legal_basis,
+            &r.state.code(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+const CIVIL_SELECT: &str = "SELECT partner_id, source_id, kind, body_hash, person_key, change_request, received_at
+    FROM civil_events WHERE partner_id = $1 AND source_id = $2";
+
+fn civil_row(r: &Row) -> CivilEvent {
+    CivilEvent {
+        partner_id: r.get(0),
+        source_id: r.get(1),
+        kind: r.get(2),
+        body_hash: r.get(3),
+        person_key: r.get(4),
+        change_request: r.get(5),
+        received_at: r.get(6),
+    }
+}
+
+/// Records the event unless its source id is taken (then false: the caller rolls back).
+async fn civil_insert(tx: &deadpool_postgres::Transaction<'_>, e: &CivilEvent) -> Result<bool> {
+    let n = tx
+        .execute(
+            "INSERT INTO civil_events (partner_id, source_id, kind, body_hash, person_key, change_request,
+                                       received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (partner_id, source_id) DO NOTHING",
+            &[&e.partner_id, &e.source_id, &e.kind, &e.body_hash, &e.person_key, &e.change_request, &e.received_at],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+const WEBHOOK_SELECT: &str = "SELECT partner_id, url, secret_sealed, cursor, created_at, updated_at FROM webhooks";
+
+fn webhook_row(r: &Row) -> Webhook {
+    Webhook {
+        partner_id: r.get(0),
+        url: r.get(1),
+        secret_sealed: r.get(2),
+        cursor: r.get(3),
+        created_at: r.get(4),
+        updated_at: r.get(5),
+    }
+}
+
+const DELIVERY_SELECT: &str = "SELECT seq, partner_id, event_id, position, person_key, payload, state, attempts,
+    next_attempt_ms, last_status, last_error, created_at, delivered_at FROM webhook_deliveries";
+
+fn delivery_row(r: &Row) -> Result<Delivery> {
+    let state: String = r.get(6);
+    let state =
+        DeliveryState::from_code(&state).ok_or_else(|| StoreError::Corrupt(format!("delivery state {state:?}")))?;
+    Ok(Delivery {
+        seq: r.get(0),
+        partner_id: r.get(1),
+        event_id: r.get(2),
+        position: r.get(3),
+        person_key: r.get(4),
+        payload: r.get(5),
+        state,
+        attempts: r.get(7),
+        next_attempt_ms: r.get(8),
+        last_status: r.get(9),
+        last_error: r.get(10),
+        created_at: r.get(11),
+        delivered_at: r.get(12),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ use time::{Date, OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::{
-    ApprovedChange, ChangeKind, ChangeMeta, ChangeRequest, Decision, PersonRecord, PersonRef, PersonVersion,
-    ProposedChange, RequestState, SearchPage, SearchQuery, Store, StoreError,
+    ApprovedChange, ChangeKind, ChangeMeta, ChangeRequest, CivilEvent, Decision, PersonRecord, PersonRef,
+    PersonVersion, ProposedChange, RequestState, SearchPage, SearchQuery, Store, StoreError,
 };
 
 /// What became of a change an officer asked for.
@@ -296,6 +296,105 @@ impl Registry {
         };
         self.store.change_request_insert(&request, meta.audit.as_ref()).await?;
         Ok(ChangeOutcome::Pending(request))
+    }
+
+    /// A registered birth sent by the civil registration system: the child's record is created
+    /// pending (an officer's activation assigns the personal ID), together with the event, in one
+    /// transaction. `false`: the source id was seen before, nothing was created and the stored
+    /// event is returned (the caller compares the bodies).
+    pub async fn civil_birth(
+        &self,
+        event: CivilEvent,
+        input: PersonInput,
+        meta: &ChangeMeta,
+    ) -> Result<(CivilEvent, bool)> {
+        let meta = check_meta(meta);
+        let input = input.validate(today());
+        let (meta, input) = merge(meta, input)?;
+        Ok(self.store.civil_birth(&event, &Person::new_pending(input), &meta).await?)
+    }
+
+    /// A death, marriage or divorce sent by the civil registration system: validated now, and
+    /// held as a change request for an officer of `requested_unit` (or above) to approve, stored
+    /// with the event in one transaction. A marriage needs a person not married, a divorce a
+    /// married one; a death a person not yet dead.
+    pub async fn civil_change(
+        &self,
+        mut event: CivilEvent,
+        status: Option<(PersonStatus, PartialDate)>,
+        marital: Option<dancu_core::person::MaritalStatus>,
+        meta: &ChangeMeta,
+        requested_unit: &str,
+    ) -> Result<(CivilEvent, bool)> {
+        use dancu_core::person::MaritalStatus;
+        let meta = check_meta(meta)?;
+        let current = self.get(&PersonRef::Key(event.person_key)).await?;
+        let mut input = current.person.record.clone();
+        let mut guarded = Vec::new();
+        if let Some((to, date)) = status {
+            if to == current.person.status {
+                return Err(ValidationErrors::single(FieldError::new(
+                    "personal_id",
+                    "same_status",
+                    format!("the register holds this person as {} already", to.code()),
+                ))
+                .into());
+            }
+            current.person.check_status_change(to, Some(date), today())?;
+            if to == PersonStatus::Dead {
+                guarded.push(dancu_core::access::Guarded::Death);
+            }
+        }
+        if let Some(m) = marital {
+            let was = input.marital_status;
+            let refusal = match m {
+                MaritalStatus::Married if was == Some(MaritalStatus::Married) => {
+                    Some(("already_married", "the register holds this person as married already"))
+                }
+                MaritalStatus::Divorced if was != Some(MaritalStatus::Married) => {
+                    Some(("not_married", "the register does not hold this person as married"))
+                }
+                _ => None,
+            };
+            if let Some((code, reason)) = refusal {
+                return Err(ValidationErrors::single(FieldError::new("personal_id", code, reason)).into());
+            }
+            if current.person.status != PersonStatus::Active {
+                return Err(ValidationErrors::single(FieldError::new(
+                    "personal_id",
+                    "not_active",
+                    "the register holds this person as dead, missing or not yet active",
+                ))
+                .into());
+            }
+            input.marital_status = Some(m);
+            guarded.push(dancu_core::access::Guarded::MaritalStatus);
+        }
+        let proposed = ProposedChange {
+            person: input,
+            status: status.map(|s| s.0),
+            status_date: status.map(|s| s.1),
+            reestablish_id: false,
+        };
+        let request = ChangeRequest {
+            id: crate::new_key(),
+            person_key: event.person_key,
+            base_version: current.version,
+            guarded,
+            proposed,
+            requested_by: meta.actor.clone(),
+            requested_unit: requested_unit.to_string(),
+            requested_at: crate::now(),
+            reason: meta.reason.clone(),
+            legal_basis: meta.legal_basis.clone(),
+            state: RequestState::Pending,
+            decided_by: None,
+            decided_at: None,
+            decision_note: None,
+            result_version: None,
+        };
+        event.change_request = Some(request.id);
+        Ok(self.store.civil_change(&event, &request, meta.audit.as_ref()).await?)
     }
 
     /// The person a proposal makes of `current` (a new personal ID drawn when asked and

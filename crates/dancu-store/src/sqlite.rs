@@ -15,6 +15,7 @@ use crate::{
     RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
 use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant};
+use crate::{Attempt, CivilEvent, Delivery, DeliveryState, NewDelivery, Webhook};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -384,6 +385,54 @@ CREATE INDEX consents_person ON consents (person_key, partner_id);
 "#,
     ),
     (9, "cards", cards::MIGRATION),
+    (
+        11,
+        "webhooks",
+        r#"
+-- A partner's webhook: where its change events are POSTed, the HMAC secret (sealed), and the
+-- change-feed position up to which its events have been queued.
+CREATE TABLE webhooks (
+    partner_id    TEXT PRIMARY KEY REFERENCES partners (id),
+    url           TEXT NOT NULL,
+    secret_sealed TEXT NOT NULL,
+    cursor        INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+) STRICT;
+
+-- Every event queued for a partner and its delivery: one row per (partner, event id).
+CREATE TABLE webhook_deliveries (
+    seq             INTEGER PRIMARY KEY,
+    partner_id      TEXT NOT NULL REFERENCES partners (id),
+    event_id        TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    person_key      TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'delivered')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER,
+    UNIQUE (partner_id, event_id)
+) STRICT;
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (partner_id, seq) WHERE state = 'pending';
+
+-- Inbound civil-status events (births, deaths, marriages, divorces), one per source id of the
+-- sending partner: a replay is answered from here, a different body under the same id refused.
+CREATE TABLE civil_events (
+    partner_id     TEXT NOT NULL REFERENCES partners (id),
+    source_id      TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    body_hash      TEXT NOT NULL,
+    person_key     TEXT NOT NULL REFERENCES persons (key),
+    change_request TEXT REFERENCES change_requests (id),
+    received_at    INTEGER NOT NULL,
+    PRIMARY KEY (partner_id, source_id)
+) STRICT;
+"#,
+    ),
     (
         12,
         "citizens_and_oidc",
@@ -1817,25 +1866,7 @@ impl Store for SqliteStore {
         let audit = audit.cloned();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let proposed = serde_json::to_string(&r.proposed).map_err(backend)?;
-            tx.execute(
-                "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
-                     requested_unit, requested_at, reason, legal_basis, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    r.id.to_string(),
-                    r.person_key.to_string(),
-                    r.base_version,
-                    crate::guarded_to_text(&r.guarded),
-                    proposed,
-                    r.requested_by,
-                    r.requested_unit,
-                    ts(r.requested_at),
-                    r.reason,
-                    r.legal_basis,
-                    r.state.code()
-                ],
-            )?;
+            insert_change_request(&tx, &r)?;
             if let Some(e) = audit {
                 append_audit(&tx, &[e])?;
             }
@@ -2721,6 +2752,300 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         self.card_set_state_impl(card, expected, audit).await
     }
+    async fn feed_head(&self) -> Result<i64> {
+        self.read(|conn| Ok(conn.query_row("SELECT coalesce(max(rowid), 0) FROM person_versions", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn webhook_put(&self, w: &Webhook) -> Result<Webhook> {
+        let w = w.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO webhooks (partner_id, url, secret_sealed, cursor, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (partner_id) DO UPDATE SET url = excluded.url, secret_sealed = excluded.secret_sealed,
+                     updated_at = excluded.updated_at",
+                params![w.partner_id, w.url, w.secret_sealed, w.cursor, w.updated_at],
+            )?;
+            let stored =
+                tx.query_row(&format!("{WEBHOOK_SELECT} WHERE partner_id = ?1"), [&w.partner_id], webhook_row)?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn webhook_get(&self, partner_id: &str) -> Result<Option<Webhook>> {
+        let id = partner_id.to_string();
+        self.read_now(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("{WEBHOOK_SELECT} WHERE partner_id = ?1"))?
+                .query_row([&id], webhook_row)
+                .optional()?)
+        })
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("{WEBHOOK_SELECT} ORDER BY partner_id"))?;
+            let rows = stmt.query_map([], webhook_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn webhook_enqueue(&self, partner_id: &str, from: i64, to: i64, events: &[NewDelivery]) -> Result<bool> {
+        let (id, events) = (partner_id.to_string(), events.to_vec());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE webhooks SET cursor = ?3 WHERE partner_id = ?1 AND cursor = ?2",
+                params![id, from, to],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO webhook_deliveries (partner_id, event_id, position, person_key, payload, state,
+                                                     next_attempt_ms, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6 * 1000, ?6)
+                     ON CONFLICT (partner_id, event_id) DO NOTHING",
+                )?;
+                for e in &events {
+                    ins.execute(params![id, e.event_id, e.position, e.person_key, e.payload, e.created_at])?;
+                }
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn webhook_pending(&self, partner_id: &str, limit: u32) -> Result<Vec<Delivery>> {
+        let id = partner_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{DELIVERY_SELECT} WHERE partner_id = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![id, limit], delivery_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn webhook_attempt(&self, partner_id: &str, event_id: &str, attempt: &Attempt) -> Result<bool> {
+        let (id, event, attempt) = (partner_id.to_string(), event_id.to_string(), attempt.clone());
+        self.write(move |conn| {
+            let n = match attempt {
+                Attempt::Delivered { at, status } => conn.execute(
+                    "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = ?3,
+                         last_status = ?4, last_error = NULL
+                     WHERE partner_id = ?1 AND event_id = ?2 AND state = 'pending'",
+                    params![id, event, at, status],
+                )?,
+                Attempt::Failed { status, error, retry_at_ms } => conn.execute(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = ?3, last_error = ?4,
+                         next_attempt_ms = ?5
+                     WHERE partner_id = ?1 AND event_id = ?2 AND state = 'pending'",
+                    params![id, event, status, error, retry_at_ms],
+                )?,
+            };
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        partner_id: &str,
+        state: Option<DeliveryState>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let id = partner_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{DELIVERY_SELECT} WHERE partner_id = ?1 AND (?2 IS NULL OR state = ?2) AND seq > ?3
+                 ORDER BY seq LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(params![id, state.map(DeliveryState::code), after, limit], delivery_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn webhook_counts(&self, partner_id: &str) -> Result<(i64, i64)> {
+        let id = partner_id.to_string();
+        self.read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT coalesce(sum(state = 'pending'), 0), coalesce(sum(state = 'delivered'), 0)
+                 FROM webhook_deliveries WHERE partner_id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+    }
+
+    async fn civil_event_get(&self, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>> {
+        let (p, id) = (partner_id.to_string(), source_id.to_string());
+        self.read_now(move |conn| civil_get(conn, &p, &id))
+    }
+
+    async fn civil_birth(&self, event: &CivilEvent, person: &Person, meta: &ChangeMeta) -> Result<(CivilEvent, bool)> {
+        let (mut event, person, meta) = (event.clone(), person.clone(), meta.clone());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(seen) = civil_get(&tx, &event.partner_id, &event.source_id)? {
+                return Ok((seen, false));
+            }
+            let key = crate::new_key();
+            let at = now();
+            insert_new(&tx, &key.to_string(), &person, &meta, ChangeKind::Create, &ts(at))?;
+            if let Some(mut entry) = meta.audit.clone() {
+                entry.target.get_or_insert_with(|| key.to_string());
+                append_audit(&tx, &[entry])?;
+            }
+            event.person_key = key;
+            civil_insert(&tx, &event)?;
+            tx.commit()?;
+            Ok((event, true))
+        })
+        .await
+    }
+
+    async fn civil_change(
+        &self,
+        event: &CivilEvent,
+        request: &ChangeRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(CivilEvent, bool)> {
+        let (event, request, audit) = (event.clone(), request.clone(), audit.cloned());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(seen) = civil_get(&tx, &event.partner_id, &event.source_id)? {
+                return Ok((seen, false));
+            }
+            insert_change_request(&tx, &request)?;
+            if let Some(e) = audit {
+                append_audit(&tx, &[e])?;
+            }
+            civil_insert(&tx, &event)?;
+            tx.commit()?;
+            Ok((event, true))
+        })
+        .await
+    }
+}
+
+fn insert_change_request(tx: &rusqlite::Transaction<'_>, r: &ChangeRequest) -> Result<()> {
+    let proposed = serde_json::to_string(&r.proposed).map_err(backend)?;
+    tx.execute(
+        "INSERT INTO change_requests (id, person_key, base_version, guarded, proposed, requested_by,
+             requested_unit, requested_at, reason, legal_basis, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            r.id.to_string(),
+            r.person_key.to_string(),
+            r.base_version,
+            crate::guarded_to_text(&r.guarded),
+            proposed,
+            r.requested_by,
+            r.requested_unit,
+            ts(r.requested_at),
+            r.reason,
+            r.legal_basis,
+            r.state.code()
+        ],
+    )?;
+    Ok(())
+}
+
+const CIVIL_SELECT: &str = "SELECT partner_id, source_id, kind, body_hash, person_key, change_request, received_at
+    FROM civil_events WHERE partner_id = ?1 AND source_id = ?2";
+
+fn civil_get(conn: &Connection, partner_id: &str, source_id: &str) -> Result<Option<CivilEvent>> {
+    let row = conn
+        .prepare_cached(CIVIL_SELECT)?
+        .query_row(params![partner_id, source_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((partner_id, source_id, kind, body_hash, key, request, received_at)) = row else { return Ok(None) };
+    Ok(Some(CivilEvent {
+        partner_id,
+        source_id,
+        kind,
+        body_hash,
+        person_key: parse_key(&key)?,
+        change_request: request.as_deref().map(parse_key).transpose()?,
+        received_at,
+    }))
+}
+
+fn civil_insert(tx: &rusqlite::Transaction<'_>, e: &CivilEvent) -> Result<()> {
+    tx.execute(
+        "INSERT INTO civil_events (partner_id, source_id, kind, body_hash, person_key, change_request, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            e.partner_id,
+            e.source_id,
+            e.kind,
+            e.body_hash,
+            e.person_key.to_string(),
+            e.change_request.map(|k| k.to_string()),
+            e.received_at
+        ],
+    )?;
+    Ok(())
+}
+
+const WEBHOOK_SELECT: &str = "SELECT partner_id, url, secret_sealed, cursor, created_at, updated_at FROM webhooks";
+
+fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
+    Ok(Webhook {
+        partner_id: r.get(0)?,
+        url: r.get(1)?,
+        secret_sealed: r.get(2)?,
+        cursor: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+    })
+}
+
+const DELIVERY_SELECT: &str = "SELECT seq, partner_id, event_id, position, person_key, payload, state, attempts,
+    next_attempt_ms, last_status, last_error, created_at, delivered_at FROM webhook_deliveries";
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Delivery>> {
+    let state: String = r.get(6)?;
+    let Some(state) = DeliveryState::from_code(&state) else {
+        return Ok(Err(StoreError::Corrupt(format!("delivery state {state:?}"))));
+    };
+    Ok(Ok(Delivery {
+        seq: r.get(0)?,
+        partner_id: r.get(1)?,
+        event_id: r.get(2)?,
+        position: r.get(3)?,
+        person_key: r.get(4)?,
+        payload: r.get(5)?,
+        state,
+        attempts: r.get(7)?,
+        next_attempt_ms: r.get(8)?,
+        last_status: r.get(9)?,
+        last_error: r.get(10)?,
+        created_at: r.get(11)?,
+        delivered_at: r.get(12)?,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -389,6 +389,22 @@ struct SessionArgs {
     /// in their client assertions. Default http://LISTEN
     #[arg(long, env = "DANCU_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The longest wait between two tries of a webhook delivery (the wait doubles from 2 s)
+    #[arg(long, env = "DANCU_WEBHOOK_BACKOFF_MAX_SECONDS", default_value_t = 3600)]
+    webhook_backoff_max_seconds: u64,
+    /// Also serve the API over mutual TLS on this address: partners registered with a client
+    /// certificate fingerprint are authenticated by it (needs --mtls-cert, --mtls-key, --mtls-client-ca)
+    #[arg(long, env = "DANCU_MTLS_LISTEN")]
+    mtls_listen: Option<std::net::SocketAddr>,
+    /// The TLS port's certificate chain (PEM)
+    #[arg(long, env = "DANCU_MTLS_CERT")]
+    mtls_cert: Option<PathBuf>,
+    /// The TLS port's private key (PEM, PKCS#8 or SEC1)
+    #[arg(long, env = "DANCU_MTLS_KEY")]
+    mtls_key: Option<PathBuf>,
+    /// The CA certificates (PEM) partners' client certificates must chain to
+    #[arg(long, env = "DANCU_MTLS_CLIENT_CA")]
+    mtls_client_ca: Option<PathBuf>,
 }
 
 impl SessionArgs {
@@ -859,7 +875,31 @@ async fn serve(
         Some(s) => state.with_card_signer(Arc::new(s)),
         None => state,
     };
+    // Partners' webhooks: change events queued and delivered in the background (state in the
+    // store: a restart resumes where it stopped).
+    let webhooks = dancu_server::webhooks::spawn(
+        state.clone(),
+        dancu_server::webhooks::WebhookConfig {
+            backoff_max: std::time::Duration::from_secs(session.webhook_backoff_max_seconds.max(1)),
+            ..Default::default()
+        },
+    );
+    let mtls = match (&session.mtls_listen, &session.mtls_cert, &session.mtls_key, &session.mtls_client_ca) {
+        (None, ..) => None,
+        (Some(at), Some(cert), Some(key), Some(ca)) => {
+            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let tls = dancu_server::mtls_config(&read(cert)?, &read(key)?, &read(ca)?).map_err(anyhow::Error::msg)?;
+            let l = tokio::net::TcpListener::bind(at).await.with_context(|| format!("listening on {at}"))?;
+            tracing::info!(addr = %l.local_addr()?, "serving partners over mutual TLS");
+            Some(tokio::spawn(dancu_server::serve_mtls(l, state.clone(), tls, std::future::pending())))
+        }
+        _ => bail!("--mtls-listen needs --mtls-cert, --mtls-key and --mtls-client-ca"),
+    };
     dancu_server::serve(listener, state, shutdown_signal()).await?;
+    if let Some(m) = mtls {
+        m.abort();
+    }
+    webhooks.abort();
     indexer.abort();
     if let Some(a) = auditor {
         a.checkpoint().await.context("signing the final audit checkpoint")?;

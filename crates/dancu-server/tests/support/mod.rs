@@ -58,12 +58,25 @@ pub async fn start() -> Server {
 }
 
 pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
-    start_with_pki(store, config, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await
+    start_state(store, config).await.0
+}
+
+/// A server, and its state (to run background workers on it).
+pub async fn start_state(store: Arc<dyn Store>, config: AuthConfig) -> (Server, AppState) {
+    start_with_pki_state(store, config, time::OffsetDateTime::now_utc() - time::Duration::days(1)).await
 }
 
 /// A server whose card PKI was made at `pki_made` (more than a year ago: its Document Signer is
 /// past its key usage period).
 pub async fn start_with_pki(store: Arc<dyn Store>, config: AuthConfig, pki_made: time::OffsetDateTime) -> Server {
+    start_with_pki_state(store, config, pki_made).await.0
+}
+
+async fn start_with_pki_state(
+    store: Arc<dyn Store>,
+    config: AuthConfig,
+    pki_made: time::OffsetDateTime,
+) -> (Server, AppState) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
@@ -74,8 +87,8 @@ pub async fn start_with_pki(store: Arc<dyn Store>, config: AuthConfig, pki_made:
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())
         .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>)
         .with_card_signer(Arc::new(ds));
-    tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
-    Server { addr, store, key, secrets, csca, crl }
+    tokio::spawn(dancu_server::serve(listener, state.clone(), std::future::pending()));
+    (Server { addr, store, key, secrets, csca, crl }, state)
 }
 
 /// An officer's login: password, and the authenticator secret for those enrolled.

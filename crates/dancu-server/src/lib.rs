@@ -21,6 +21,7 @@ pub mod requests;
 pub mod residence;
 pub mod reviews;
 pub mod sharing;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -53,6 +54,11 @@ pub struct AppState {
     pub confirmation_key: Option<Arc<dyn dancu_keys::Signer>>,
     /// Data sharing: the signing key of tokens and responses, partner caches, rate limits.
     pub sharing: Arc<sharing::SharingState>,
+    /// The public key (SPKI DER) of the audit checkpoints, for verification from the web
+    /// application (`None`: no audit trail on this server).
+    pub audit_public_key: Option<Vec<u8>>,
+    /// The web application's per-server state.
+    pub web: Arc<web::pages::WebState>,
 }
 
 impl AppState {
@@ -83,7 +89,15 @@ impl AppState {
                 Arc::new(dancu_keys::SoftwareKey::generate().expect("the operating system's random source")),
                 "http://127.0.0.1:8080",
             )),
+            audit_public_key: None,
+            web: Arc::default(),
         }
+    }
+
+    /// The audit checkpoints are signed with the key whose public half (SPKI DER) this is.
+    pub fn with_audit_key(mut self, public_key_der: Vec<u8>) -> Self {
+        self.audit_public_key = Some(public_key_der);
+        self
     }
 
     /// Signs residence confirmations with this key.

@@ -783,6 +783,7 @@ async fn serve(
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let mut audit_public_key = None;
     let auditor = if audit.no_audit {
         tracing::warn!("the audit trail is OFF: reads and changes of personal data are not recorded");
         None
@@ -793,6 +794,7 @@ async fn serve(
                 .with_context(|| format!("audit checkpoint key {}", key_path.display()))?,
         );
         tracing::info!(key_id = dancu_keys::Signer::key_id(signer.as_ref()), "audit trail on");
+        audit_public_key = Some(dancu_keys::Signer::public_key_der(signer.as_ref()).to_vec());
         Some(dancu_store::audit::Auditor::new(store.clone(), signer))
     };
     let writer = auditor.clone().map(|a| dancu_store::audit::AuditWriter::spawn(a, audit.checkpoint_every.max(1)));
@@ -819,9 +821,12 @@ async fn serve(
             .with_context(|| format!("sharing signing key {}", sharing_path.display()))?,
     );
     let issuer = session.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let state = AppState::with_auth(registry, writer, auth, db.secrets()?)
+    let mut state = AppState::with_auth(registry, writer, auth, db.secrets()?)
         .with_confirmation_key(confirmation_key)
         .with_sharing(sharing_key, &issuer);
+    if let Some(pk) = audit_public_key {
+        state = state.with_audit_key(pk);
+    }
     dancu_server::serve(listener, state, shutdown_signal()).await?;
     indexer.abort();
     if let Some(a) = auditor {

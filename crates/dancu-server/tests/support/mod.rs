@@ -62,7 +62,8 @@ pub async fn start_on(store: Arc<dyn Store>, config: AuthConfig) -> Server {
     let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5);
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())
-        .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>);
+        .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>)
+        .with_audit_key(dancu_keys::Signer::public_key_der(key.as_ref()).to_vec());
     tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
     Server { addr, store, key, secrets }
 }

@@ -312,6 +312,7 @@ fn roles_label(l: Lang, roles: &[Role]) -> String {
 pub fn field_message(l: Lang, field: &str, code: &str, reason: &str) -> String {
     let vi = match code {
         "required" => Some("bắt buộc nhập"),
+        "invalid_code" => Some("mã xác thực không đúng hoặc đã được dùng"),
         "invalid_personal_id" | "invalid_id" | "invalid_reference" => {
             Some("số định danh cá nhân không hợp lệ (12 chữ số)")
         }

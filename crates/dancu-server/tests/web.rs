@@ -232,6 +232,8 @@ async fn forms_need_the_session_token_and_this_site() {
     good.extend_from_slice(&fields);
     let r = b.post("/ui/residence/temporary", &good, &[("Origin", "http://evil.example")]).await;
     assert_eq!(r.status, 403);
+    let r = b.post("/ui/residence/temporary", &good, &[("Sec-Fetch-Site", "cross-site")]).await;
+    assert_eq!(r.status, 403);
     let apps = s.store.applications(&dancu_store::ApplicationQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert!(apps.is_empty(), "nothing was filed");
     // Vietnamese validation messages naming the field

@@ -94,9 +94,15 @@ pub fn csrf_token(session_token: &str) -> String {
     dancu_core::auth::token_hash(&format!("dancu-csrf\0{session_token}"))[..32].to_string()
 }
 
-/// A request from another site (its `Origin` names another host) is refused on every form.
+/// A request from another site is refused on every form: browsers say so in `Sec-Fetch-Site`,
+/// and name the sending site in `Origin` (`null` under this server's no-referrer policy).
 fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return false;
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).filter(|o| *o != "null");
+    let Some(origin) = origin else { return true };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let bare = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).unwrap_or("");
     !host.is_empty() && bare == host
@@ -210,6 +216,7 @@ impl Ctx {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     title { (title) " — dancu" }
+                    link rel="icon" href="data:,";
                     link rel="stylesheet" href="/ui/assets/app.css";
                 }
                 body {

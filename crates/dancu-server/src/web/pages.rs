@@ -419,7 +419,7 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
                 a href="/ui/residence?overdue=true" { (l.t("Xem hồ sơ quá hạn", "See the overdue ones")) } }
         }
         h2 { (l.t("Dân số theo giới tính và độ tuổi", "Population by sex and age")) }
-        div.legend { span { i style="background:#2f6fab" {} (l.t("Nam", "Male")) } span { i style="background:#b04a6f" {} (l.t("Nữ", "Female")) } }
+        div.legend { span { i.male {} (l.t("Nam", "Male")) } span { i.female {} (l.t("Nữ", "Female")) } }
         (svg(pyramid))
         h2 { (l.t("Dân số theo", "Population by")) " " (place_word.to_lowercase()) }
         (svg(bars))

@@ -43,8 +43,7 @@ impl Browser {
         let mut h = vec![FORM, ("Cookie", c.as_str())];
         h.extend_from_slice(extra);
         let body = serde_urlencoded::to_string(fields).unwrap();
-        let r = call(self.addr, "POST", path, &h, Some(body.as_bytes())).await;
-        r
+        call(self.addr, "POST", path, &h, Some(body.as_bytes())).await
     }
 
     /// Posts a form of `page` (its CSRF token added).

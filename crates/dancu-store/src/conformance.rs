@@ -488,10 +488,9 @@ pub async fn population_counts_by_commune_year_and_sex(store: Arc<dyn Store>) {
         keys.push(reg.create(sample(i), &meta("thu thập")).await.unwrap().key);
     }
     // a dead person is not counted
-    let rec = reg.get(&PersonRef::Key(keys[6])).await.unwrap();
-    reg.update(rec.key, rec.version, rec.person.record.clone(), Some((PersonStatus::Dead, None)), &meta("khai tử"))
-        .await
-        .unwrap();
+    let rec = reg.activate(keys[6], None, &meta("cấp số")).await.unwrap();
+    let died = Some((PersonStatus::Dead, Some(PartialDate::Year(2020))));
+    reg.update(rec.key, rec.version, rec.person.record.clone(), died, &meta("khai tử")).await.unwrap();
     let total = |cells: &[crate::PopulationCell]| cells.iter().map(|c| c.count).sum::<u64>();
     let all = store.population(None).await.unwrap();
     assert_eq!(total(&all), 6);

@@ -150,11 +150,13 @@ impl Ctx {
         self.lang.t(vi, en)
     }
 
+    #[allow(clippy::result_large_err)] // the page itself is the error: no other use of it
     pub fn caller(&self) -> Result<&Caller, Response> {
         self.caller.as_ref().ok_or_else(|| redirect("/ui/login"))
     }
 
     /// A form must come from this site and carry the session's token.
+    #[allow(clippy::result_large_err)] // the page itself is the error: no other use of it
     pub fn check_form(&self, form: &FormData) -> Result<(), Response> {
         let token_ok = !self.csrf.is_empty() && constant_time_eq(form.get("csrf"), &self.csrf);
         if self.origin_ok && token_ok {
@@ -179,7 +181,7 @@ impl Ctx {
     pub fn api_error(&self, e: ApiError) -> Response {
         let mut detail = e.detail.clone();
         if let Some(f) = e.errors.first() {
-            detail = field_message(self.lang, &f.field, &f.code, &f.reason);
+            detail = field_message(self.lang, &f.field, f.code, &f.reason);
         }
         self.error_page(e.status, &self.lang.pick(e.title), &detail)
     }

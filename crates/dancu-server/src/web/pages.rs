@@ -31,10 +31,13 @@ use crate::problem::ApiError;
 /// How long the dashboard's population counts are reused (they scan the area's records).
 const POPULATION_CACHE: Duration = Duration::from_secs(60);
 
+/// Population counts of an area and when they were read.
+type CachedCells = (Instant, Arc<Vec<PopulationCell>>);
+
 /// Per-server state of the web application: the dashboard's cached counts by area.
 #[derive(Default)]
 pub struct WebState {
-    population: std::sync::Mutex<BTreeMap<String, (Instant, Arc<Vec<PopulationCell>>)>>,
+    population: std::sync::Mutex<BTreeMap<String, CachedCells>>,
 }
 
 type Q = Query<BTreeMap<String, String>>;
@@ -171,7 +174,7 @@ async fn after_code(ctx: &Ctx, res: Result<Response, ApiError>, title: &str, act
         }
         Err(e) => {
             let msg = match e.errors.first() {
-                Some(f) => field_message(ctx.lang, &f.field, &f.code, &f.reason),
+                Some(f) => field_message(ctx.lang, &f.field, f.code, &f.reason),
                 None => ctx.lang.pick(e.title),
             };
             let mut page = ctx.page(title, html! { h1 { (title) } (extra) (code_form(ctx, action, Some(&msg))) });
@@ -365,13 +368,7 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
     let reviews = st
         .registry
         .store()
-        .review_pairs(&ReviewQuery {
-            state: Some(ReviewState::Pending),
-            area: area.clone(),
-            offset: 0,
-            limit: CAP,
-            ..Default::default()
-        })
+        .review_pairs(&ReviewQuery { state: Some(ReviewState::Pending), area: area.clone(), offset: 0, limit: CAP })
         .await?
         .len();
     let requests = st
@@ -864,7 +861,7 @@ pub async fn edit(
         }
         Err(e) => {
             let msg = match e.errors.first() {
-                Some(f) => field_message(l, &f.field, &f.code, &f.reason),
+                Some(f) => field_message(l, &f.field, f.code, &f.reason),
                 None => format!("{}: {}", l.pick(e.title), e.detail),
             };
             again(&msg, e.status)
@@ -878,13 +875,7 @@ pub async fn edit(
 pub async fn reviews(State(st): State<AppState>, ctx: Ctx) -> Response {
     let l = ctx.lang;
     let Some(caller) = ctx.caller.as_ref() else { return redirect("/ui/login") };
-    let qy = ReviewQuery {
-        state: Some(ReviewState::Pending),
-        area: caller.area(),
-        offset: 0,
-        limit: 100,
-        ..Default::default()
-    };
+    let qy = ReviewQuery { state: Some(ReviewState::Pending), area: caller.area(), offset: 0, limit: 100 };
     let pairs = match st.registry.store().review_pairs(&qy).await {
         Ok(p) => p,
         Err(e) => return ctx.api_error(e.into()),
@@ -1027,7 +1018,7 @@ pub async fn review_decide(
         }
         Err(e) => {
             let msg = match e.errors.first() {
-                Some(f) => field_message(l, &f.field, &f.code, &f.reason),
+                Some(f) => field_message(l, &f.field, f.code, &f.reason),
                 None => format!("{}: {}", l.pick(e.title), e.detail),
             };
             let mut page =
@@ -1285,7 +1276,7 @@ pub async fn temporary(
             } else {
                 e.errors
                     .iter()
-                    .map(|x| (field(&x.field).to_string(), residence_message(l, &x.code, &x.reason)))
+                    .map(|x| (field(&x.field).to_string(), residence_message(l, x.code, &x.reason)))
                     .collect()
             };
             let status = if e.status == StatusCode::NOT_FOUND { StatusCode::UNPROCESSABLE_ENTITY } else { e.status };
@@ -1361,7 +1352,7 @@ async fn audit_entries(st: &AppState, query: &Q) -> Result<Vec<dancu_core::audit
         ..Default::default()
     };
     let mut entries = st.registry.store().audit_query(&aq).await?;
-    entries.sort_by(|a, b| b.seq.cmp(&a.seq));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
     Ok(entries)
 }
 

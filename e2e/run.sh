@@ -3,8 +3,9 @@
 # data (and an imported file with duplicates, for the review queue), then runs the Playwright tests
 # (playwright-core driving Debian's Chromium headless). Usage: e2e/run.sh [path/to/dancu]
 set -euo pipefail
+bin="$(realpath "${1:-$(dirname "$0")/../target/debug/dancu}")"
 cd "$(dirname "$0")"
-bin="$(realpath "${1:-../target/debug/dancu}")"
+command -v curl >/dev/null || { echo "e2e: curl is missing" >&2; exit 1; }
 chromium="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
 if [ -z "$chromium" ]; then echo "e2e: chromium is missing (apt-get install chromium)" >&2; exit 1; fi
 [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent

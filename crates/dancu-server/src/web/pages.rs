@@ -632,6 +632,25 @@ fn value_text(v: &Value) -> String {
     }
 }
 
+/// A field's value for the officer: sex, status and marital status in their language.
+fn display(l: Lang, key: &str, v: &Value) -> String {
+    let code = v.as_str().unwrap_or("");
+    let known = match (key, code) {
+        ("sex", "male") => Some(l.t("Nam", "Male")),
+        ("sex", "female") => Some(l.t("Nữ", "Female")),
+        ("status", "pending") => Some(l.t("chờ cấp số", "pending")),
+        ("status", "active") => Some(l.t("đang sống", "active")),
+        ("status", "dead") => Some(l.t("đã chết", "dead")),
+        ("status", "missing") => Some(l.t("mất tích", "missing")),
+        ("marital_status", "single") => Some(l.t("chưa kết hôn", "single")),
+        ("marital_status", "married") => Some(l.t("đã kết hôn", "married")),
+        ("marital_status", "divorced") => Some(l.t("đã ly hôn", "divorced")),
+        ("marital_status", "widowed") => Some(l.t("góa", "widowed")),
+        _ => None,
+    };
+    known.map(str::to_string).unwrap_or_else(|| value_text(v))
+}
+
 /// The fields of a person as the officer may see them (sensitive fields left out), in the
 /// record's order.
 fn visible_fields(rec: &PersonRecord) -> Vec<(String, Value)> {
@@ -714,12 +733,7 @@ async fn person_inner(
         dl.fields {
             @for (k, v) in visible_fields(rec) {
                 dt { (field_label(l, &k)) }
-                dd { @match k.as_str() {
-                    "sex" => (rec.person.record.sex.vietnamese()),
-                    "status" => (status_label(l, rec.person.status)),
-                    "birth_date" => (rec.person.record.birth_date.to_string()),
-                    _ => (value_text(&v)),
-                } }
+                dd { (display(l, &k, &v)) }
             }
             dt { (l.t("Phiên bản", "Version")) } dd { (rec.version) }
         }
@@ -932,7 +946,7 @@ fn review_view(
         table #compare {
             thead { tr { th scope="col" { (l.t("Trường", "Field")) } th scope="col" { "A" } th scope="col" { "B" } th scope="col" { (l.t("Kết quả", "Result")) } } }
             tbody { @for k in keys {
-                @let (va, vb) = (fa.get(k).map(value_text).unwrap_or_else(|| "—".into()), fb.get(k).map(value_text).unwrap_or_else(|| "—".into()));
+                @let (va, vb) = (fa.get(k).map(|v| display(l, k, v)).unwrap_or_else(|| "—".into()), fb.get(k).map(|v| display(l, k, v)).unwrap_or_else(|| "—".into()));
                 @let same = va == vb;
                 tr class=(if same { "same" } else { "different" }) {
                     th scope="row" { (field_label(l, k)) } td { (va) } td { (vb) }

@@ -316,3 +316,37 @@ async fn review_decided_edit_held_for_approval_and_audit_verified() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Chuỗi nhật ký toàn vẹn"), "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_enrols_an_authenticator_from_the_qr_page() {
+    use dancu_core::auth;
+    let s = start().await;
+    // an approver needs a second factor but has none yet
+    let creds = add_officer(&s, "pheduyet", "province:01", &[Role::Approver], &[], false).await;
+    let body = serde_urlencoded::to_string([("username", "pheduyet"), ("password", creds.password.as_str())]).unwrap();
+    let r = call(s.addr, "POST", "/ui/login", &[FORM], Some(body.as_bytes())).await;
+    let b = Browser { addr: s.addr, cookie: session_cookie(&r).unwrap() };
+    let r = b.get("/ui/persons").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/totp")), "no page before enrolment");
+    let page = b.get("/ui/totp").await;
+    assert_eq!(page.status, 200);
+    let shown = b.submit(&page.body, "/ui/totp", &[]).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("<svg"), "the QR code is shown");
+    let at = shown.body.find("id=\"totp-secret\">").unwrap() + 17;
+    let secret = &shown.body[at..at + shown.body[at..].find('<').unwrap()];
+    let key = auth::base32_decode(secret).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let code = format!("{:06}", auth::totp_code(&key, now / auth::TOTP_STEP));
+    let r = b.submit(&shown.body, "/ui/totp/confirm", &[("code", &code)]).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui")), "{}", r.body);
+    let b = Browser { addr: s.addr, cookie: session_cookie(&r).expect("a new session once enrolled") };
+    let dash = b.get("/ui").await;
+    assert_eq!(dash.status, 200);
+    assert!(
+        dash.body.contains("Lãnh đạo phê duyệt") && dash.body.contains("Công an Thành phố Hà Nội"),
+        "unit and roles shown"
+    );
+    let officer = s.store.officer_get("pheduyet").await.unwrap().unwrap();
+    assert!(officer.totp_secret.is_some() && officer.totp_pending.is_none());
+}

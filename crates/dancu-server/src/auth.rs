@@ -166,7 +166,7 @@ pub fn login_unfinished(stage: SessionStage) -> ApiError {
 }
 
 /// The token a request carries, and by which channel.
-fn presented(headers: &HeaderMap) -> Option<(String, SessionKind)> {
+pub(crate) fn presented(headers: &HeaderMap) -> Option<(String, SessionKind)> {
     if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
         return Some((t.trim().to_string(), SessionKind::Bearer));
@@ -611,6 +611,13 @@ pub struct TotpEnrolment {
         (status = 401, description = "the second factor must be given first", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn totp_enrol(State(st): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let mut res = Json(enrol(&st, &caller).await?).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// Starts an enrolment: a new secret (pending until confirmed), its URI and QR code.
+pub(crate) async fn enrol(st: &AppState, caller: &Caller) -> ApiResult<TotpEnrolment> {
     // With the password alone one may not replace an enrolled second factor.
     if caller.stage == SessionStage::MfaRequired {
         return Err(login_unfinished(caller.stage));
@@ -625,10 +632,7 @@ pub async fn totp_enrol(State(st): State<AppState>, caller: Caller) -> ApiResult
     let uri = core_auth::otpauth_uri(&secret, &o.username);
     let qr = qrcode::QrCode::new(uri.as_bytes()).map_err(|_| ApiError::internal())?;
     let svg = qr.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).build();
-    let mut res = Json(TotpEnrolment { secret: core_auth::base32_encode(&secret), otpauth_uri: uri, qr_svg: svg })
-        .into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(TotpEnrolment { secret: core_auth::base32_encode(&secret), otpauth_uri: uri, qr_svg: svg })
 }
 
 /// Confirm the authenticator being enrolled with a current code. A session waiting for

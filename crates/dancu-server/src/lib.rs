@@ -26,6 +26,7 @@ pub mod residence;
 pub mod reviews;
 pub mod sharing;
 pub mod webhooks;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -62,6 +63,11 @@ pub struct AppState {
     pub citizen: Arc<citizen::CitizenState>,
     /// The Document Signer that signs the chips personalized here (`None`: no personalization).
     pub card_signer: Option<Arc<dancu_card::DocumentSigner>>,
+    /// The public key (SPKI DER) of the audit checkpoints, for verification from the web
+    /// application (`None`: no audit trail on this server).
+    pub audit_public_key: Option<Vec<u8>>,
+    /// The web application's per-server state.
+    pub web: Arc<web::pages::WebState>,
 }
 
 impl AppState {
@@ -97,7 +103,15 @@ impl AppState {
                 channel: Arc::new(citizen::NoChannel),
                 challenges_per_window: dancu_core::citizen::CHALLENGES_PER_WINDOW,
             }),
+            audit_public_key: None,
+            web: Arc::default(),
         }
+    }
+
+    /// The audit checkpoints are signed with the key whose public half (SPKI DER) this is.
+    pub fn with_audit_key(mut self, public_key_der: Vec<u8>) -> Self {
+        self.audit_public_key = Some(public_key_der);
+        self
     }
 
     /// Signs residence confirmations with this key.

@@ -14,6 +14,7 @@ use dancu_core::sharing::Service;
 
 use crate::AppState;
 use crate::problem::ApiError;
+use crate::web::{self, pages};
 use crate::{
     audit, auth, cards, citizen, civil, officers, oidc, partners, persons, reference, requests, residence, reviews,
     sharing, webhooks,
@@ -58,12 +59,12 @@ pub struct RouteSpec {
     handler: fn() -> MethodRouter<AppState>,
 }
 
-const READERS: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator];
-const EDITORS: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver];
-const ISSUERS: &[Role] = &[Role::Verifier, Role::Approver];
+pub const READERS: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator];
+pub const EDITORS: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver];
+pub const ISSUERS: &[Role] = &[Role::Verifier, Role::Approver];
 const HISTORY: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator, Role::Auditor];
 const ACCESS_LOG: &[Role] = &[Role::Approver, Role::Auditor];
-const AUDITORS: &[Role] = &[Role::Auditor];
+pub const AUDITORS: &[Role] = &[Role::Auditor];
 const ADMINS: &[Role] = &[Role::SystemAdministrator];
 const PARTNER_ADMINS: &[Role] = &[Role::PartnerAdministrator];
 const CARD_READERS: &[Role] =
@@ -503,6 +504,44 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::GET, "/api/v1/reference/religions", None, Public, A::None, || get(reference::religions)),
         spec(Method::GET, "/api/v1/reference/countries", None, Public, A::None, || get(reference::countries)),
         spec(Method::GET, "/api/v1/reference/id-provinces", None, Public, A::None, || get(reference::id_provinces)),
+        // the officers' web application (HTML pages; same roles and areas as the API)
+        spec(Method::GET, "/ui/assets/{asset}", None, Public, A::None, || get(web::asset)),
+        spec(Method::GET, "/ui/lang/{lang}", None, Public, A::None, || get(web::switch_lang)),
+        spec(Method::GET, "/ui/login", None, Public, A::None, || get(pages::login_page)),
+        spec(Method::POST, "/ui/login", Some("auth.login"), Public, A::None, || post(pages::login)),
+        spec(Method::GET, "/ui/mfa", None, Login, A::None, || get(pages::mfa_page)),
+        spec(Method::POST, "/ui/mfa", Some("auth.mfa"), Login, A::None, || post(pages::mfa)),
+        spec(Method::GET, "/ui/totp", None, Login, A::None, || get(pages::totp_page)),
+        spec(Method::POST, "/ui/totp", Some("auth.totp_enrol"), Login, A::None, || post(pages::totp_start)),
+        spec(Method::POST, "/ui/totp/confirm", Some("auth.totp_confirm"), Login, A::None, || post(pages::totp_confirm)),
+        spec(Method::POST, "/ui/logout", Some("auth.logout"), Login, A::None, || post(pages::logout)),
+        spec(Method::GET, "/ui", None, Officer(&Role::ALL), A::None, || get(pages::dashboard)),
+        spec(Method::GET, "/ui/persons", Some("person.search"), Officer(READERS), A::Person, || get(pages::persons)),
+        spec(Method::GET, "/ui/persons/{ref}", Some("person.read"), Officer(READERS), A::Person, || get(pages::person)),
+        spec(Method::GET, "/ui/persons/{ref}/edit", Some("person.read"), Officer(EDITORS), A::Person, || {
+            get(pages::edit_page)
+        }),
+        spec(Method::POST, "/ui/persons/{ref}/edit", Some("person.update"), Officer(EDITORS), A::Person, || {
+            post(pages::edit)
+        }),
+        spec(Method::GET, "/ui/reviews", Some("review_pair.list"), Officer(ISSUERS), A::Person, || get(pages::reviews)),
+        spec(Method::GET, "/ui/reviews/{id}", Some("review_pair.read"), Officer(ISSUERS), A::Person, || {
+            get(pages::review)
+        }),
+        spec(Method::POST, "/ui/reviews/{id}", Some("review_pair.decide"), Officer(ISSUERS), A::Person, || {
+            post(pages::review_decide)
+        }),
+        spec(Method::GET, "/ui/residence", Some("residence.list"), Officer(READERS), A::Person, || {
+            get(pages::residence)
+        }),
+        spec(Method::GET, "/ui/residence/temporary", None, Officer(EDITORS), A::Person, || get(pages::temporary_page)),
+        spec(Method::POST, "/ui/residence/temporary", Some("residence.submit"), Officer(EDITORS), A::Person, || {
+            post(pages::temporary)
+        }),
+        spec(Method::GET, "/ui/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(pages::audit)),
+        spec(Method::POST, "/ui/audit/verify", Some("audit.verify"), Officer(AUDITORS), A::National, || {
+            post(pages::audit_verify)
+        }),
         // documentation and operations
         spec(Method::GET, "/api/openapi.json", None, Public, A::None, || get(crate::openapi)),
         spec(Method::GET, "/api/docs", None, Public, A::None, || get(crate::docs_page)),
@@ -546,40 +585,50 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         // Partners authenticate with access tokens, never with officer sessions.
         return sharing::authorize_partner(&st, service, req, next).await;
     }
+    let page = spec.path.starts_with("/ui");
+    let lang = web::lang_of(req.uri(), req.headers());
     let mut caller = match auth::authenticate(&st, req.headers()).await {
         Ok(c) => c,
+        Err(e) if page => return web::refusal(None, lang, e),
         Err(e) => return e.into_response(),
+    };
+    let refuse = |e: ApiError, stage: Option<SessionStage>| {
+        if page { web::refusal(stage, lang, e) } else { e.into_response() }
     };
     if let Who::Officer(roles) = spec.who {
         if caller.stage != SessionStage::Complete {
-            let mut res = auth::login_unfinished(caller.stage).into_response();
+            let mut res = refuse(auth::login_unfinished(caller.stage), Some(caller.stage));
             res.extensions_mut().insert(caller.audit_actor());
             return res;
         }
         let acting: Vec<Role> = caller.officer.roles.iter().copied().filter(|r| roles.contains(r)).collect();
         if acting.is_empty() {
             let needed: Vec<&str> = roles.iter().map(|r| r.code()).collect();
-            let mut res = ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Not permitted",
-                format!("this action needs one of the roles: {}", needed.join(", ")),
-            )
-            .into_response();
+            let mut res = refuse(
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Not permitted",
+                    format!("this action needs one of the roles: {}", needed.join(", ")),
+                ),
+                None,
+            );
             res.extensions_mut().insert(caller.audit_actor());
             return res;
         }
         caller.acting = acting;
     }
     if spec.area == Area::National && caller.officer.unit.level != UnitLevel::Ministry {
-        let mut res = ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Not permitted",
-            "this route acts on the whole country (the audit trail, partners, card production): ministry-level \
-             officers only; provincial and commune auditors read a person's access log",
-        )
-        .into_response();
+        let mut res = refuse(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not permitted",
+                "this route acts on the whole country (the audit trail, partners, card production): ministry-level \
+                 officers only; provincial and commune auditors read a person's access log",
+            ),
+            None,
+        );
         res.extensions_mut().insert(caller.audit_actor());
         return res;
     }

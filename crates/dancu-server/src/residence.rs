@@ -282,7 +282,7 @@ fn unit_name(a: &Address) -> String {
     format!("{}, {province}", c.name)
 }
 
-fn address_text(a: &Address) -> String {
+pub(crate) fn address_text(a: &Address) -> String {
     match &a.detail {
         Some(d) => format!("{d}, {}", unit_name(a)),
         None => unit_name(a),

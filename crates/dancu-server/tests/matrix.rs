@@ -174,6 +174,8 @@ struct Who2 {
 enum Expect {
     Ok(u16),
     Problem(u16, &'static str),
+    /// 303 See Other to this location.
+    Redirect(&'static str),
     OneOf(Vec<Expect>),
 }
 
@@ -192,6 +194,19 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
     const READERS: &[Role] = &[Collector, Verifier, Approver, CardOperator];
     const EDITORS: &[Role] = &[Collector, Verifier, Approver];
     match (method, path) {
+        // the web application: the same rules as the API route behind each page
+        ("GET", "/ui/assets/{asset}") | ("GET", "/ui/lang/{lang}") | (_, "/ui/login") => (Who::Public, Area::None),
+        (_, "/ui/mfa") | (_, "/ui/totp") | ("POST", "/ui/totp/confirm") | ("POST", "/ui/logout") => {
+            (Who::Login, Area::None)
+        }
+        ("GET", "/ui") => (Who::Officer(&Role::ALL), Area::None),
+        ("GET", "/ui/persons") | ("GET", "/ui/persons/{ref}") | ("GET", "/ui/residence") => {
+            (Who::Officer(READERS), Area::Person)
+        }
+        (_, "/ui/persons/{ref}/edit") | (_, "/ui/residence/temporary") => (Who::Officer(EDITORS), Area::Person),
+        (_, p) if p.starts_with("/ui/reviews") => (Who::Officer(&[Verifier, Approver]), Area::Person),
+        (_, p) if p.starts_with("/ui/audit") => (Who::Officer(&[Auditor]), Area::National),
+        (_, p) if p.starts_with("/ui") => panic!("the matrix has no rule for the page {method} {path}"),
         ("POST", "/api/v1/persons") | ("PUT", "/api/v1/persons/{ref}") => (Who::Officer(EDITORS), Area::Person),
         ("GET", "/api/v1/persons")
         | ("GET", "/api/v1/persons/{ref}")
@@ -253,13 +268,70 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
     }
 }
 
+/// A page's form as the browser sends it, with the session's CSRF token.
+fn form(w: &Who2, fields: &[(&str, &str)]) -> Option<Value> {
+    let csrf = w.client.as_ref().map(|c| dancu_server::web::csrf_token(&c.token)).unwrap_or_default();
+    let mut all = vec![("csrf", csrf.as_str())];
+    all.extend_from_slice(fields);
+    Some(Value::String(serde_urlencoded::to_string(all).unwrap()))
+}
+
 /// The request a route gets in the matrix, and what an officer permitted by role and area gets.
 fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<Value>, Expect) {
     let role = w.role;
     let person_ok = governs(w.unit);
     let by_area = |ok: Expect| if person_ok { ok } else { Expect::Problem(404, "not-found") };
     let officers_ok = contains_commune(w.unit);
+    let until = dancu_core::date::iso_date::format(dancu_store::registry::today() + time::Duration::days(300));
     let (path, body, permitted) = match (route.method.as_str(), route.path) {
+        // Pages: refusals are HTML pages of the same status (see `html` below).
+        ("GET", "/ui/assets/{asset}") => ("/ui/assets/app.css".to_string(), None, Expect::Ok(200)),
+        ("GET", "/ui/lang/{lang}") => ("/ui/lang/en".to_string(), None, Expect::Redirect("/ui")),
+        ("GET", "/ui/login") => ("/ui/login".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/login") => (
+            "/ui/login".to_string(),
+            form(w, &[("username", &format!("nobody-{tag}")), ("password", "not the password")]),
+            Expect::Ok(401),
+        ),
+        ("GET", "/ui/mfa") | ("GET", "/ui/totp") | ("GET", "/ui") => (route.path.to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/mfa") => ("/ui/mfa".to_string(), form(w, &[("code", "000000")]), Expect::Ok(409)),
+        ("POST", "/ui/totp") => ("/ui/totp".to_string(), form(w, &[]), Expect::Ok(200)),
+        ("POST", "/ui/totp/confirm") => (
+            "/ui/totp/confirm".to_string(),
+            form(w, &[("code", "000000")]),
+            Expect::OneOf(vec![Expect::Ok(401), Expect::Ok(409)]),
+        ),
+        ("POST", "/ui/logout") => ("/ui/logout".to_string(), form(w, &[]), Expect::Redirect("/ui/login")),
+        ("GET", "/ui/persons") => (format!("/ui/persons?name={}", f.name.replace(' ', "%20")), None, Expect::Ok(200)),
+        ("GET", "/ui/persons/{ref}") => (format!("/ui/persons/{}", f.personal_id), None, by_area(Expect::Ok(200))),
+        ("GET", "/ui/persons/{ref}/edit") => {
+            (format!("/ui/persons/{}/edit", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/ui/persons/{ref}/edit") => (
+            format!("/ui/persons/{}/edit", f.personal_id),
+            form(w, &[("version", "999"), ("surname", "Nguyễn"), ("given", "Minh"), ("reason", "cải chính")]),
+            by_area(Expect::Ok(409)),
+        ),
+        ("GET", "/ui/reviews") => ("/ui/reviews".to_string(), None, Expect::Ok(200)),
+        ("GET", "/ui/reviews/{id}") => (format!("/ui/reviews/{}", f.review_id), None, by_area(Expect::Ok(200))),
+        ("POST", "/ui/reviews/{id}") => {
+            let note = "x".repeat(501);
+            (
+                format!("/ui/reviews/{}", f.review_id),
+                form(w, &[("decision", "different"), ("note", &note)]),
+                by_area(Expect::Ok(422)),
+            )
+        }
+        ("GET", "/ui/residence") => ("/ui/residence".to_string(), None, Expect::Ok(200)),
+        ("GET", "/ui/residence/temporary") => ("/ui/residence/temporary".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/residence/temporary") => (
+            // In the commune of the person's permanent residence: refused, nothing filed.
+            "/ui/residence/temporary".to_string(),
+            form(w, &[("person", &f.personal_id), ("commune", "00004"), ("detail", "Số 9"), ("until", &until)]),
+            Expect::Ok(422),
+        ),
+        ("GET", "/ui/audit") => ("/ui/audit".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/audit/verify") => ("/ui/audit/verify".to_string(), form(w, &[]), Expect::Ok(200)),
         ("POST", "/api/v1/persons") => {
             let mut p = serde_json::to_value(dancu_store::conformance::sample(3)).unwrap();
             p["permanent_residence"] = json!({"scheme": "2025", "commune_code": "00004"});
@@ -568,6 +640,20 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
     };
     // What the policy says before the route does anything.
     let (who, area) = intended(route.method.as_str(), route.path);
+    if route.path.starts_with("/ui") {
+        // Pages: no login → the login page; refusals by role or area → an HTML page of that status.
+        let expected = match (who, &w.client) {
+            (Who::Public, _) => permitted,
+            (_, None) => Expect::Redirect("/ui/login"),
+            (Who::Officer(roles), Some(_))
+                if !role.is_some_and(|r| roles.contains(&r)) || (area == Area::National && w.unit != "ministry") =>
+            {
+                Expect::Ok(403)
+            }
+            _ => html(permitted),
+        };
+        return (path, body, expected);
+    }
     let expected = match (who, &w.client) {
         (Who::Public, _) => permitted,
         // Officer sessions are no partner tokens.
@@ -588,11 +674,21 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
     (path, body, expected)
 }
 
-fn matches(e: &Expect, status: u16, kind: Option<&str>) -> bool {
+/// A page answers a refusal with an HTML page of the same status (no problem document).
+fn html(e: Expect) -> Expect {
+    match e {
+        Expect::Problem(s, _) => Expect::Ok(s),
+        other => other,
+    }
+}
+
+fn matches(e: &Expect, r: &support::Resp, kind: Option<&str>) -> bool {
+    let status = r.status;
     match e {
         Expect::Ok(s) => *s == status,
         Expect::Problem(s, k) => *s == status && kind == Some(&format!("urn:dancu:problem:{k}")[..]),
-        Expect::OneOf(v) => v.iter().any(|e| matches(e, status, kind)),
+        Expect::Redirect(to) => status == 303 && r.header("location") == Some(to),
+        Expect::OneOf(v) => v.iter().any(|e| matches(e, r, kind)),
     }
 }
 
@@ -611,16 +707,24 @@ async fn matrix(store: Arc<dyn Store>) {
     }
     let mut routes = dancu_server::policy::routes();
     // Logging out ends the session the other cells use: last.
-    routes.sort_by_key(|r| r.path == "/api/v1/auth/logout");
+    routes.sort_by_key(|r| r.path.ends_with("/logout"));
     let mut cells = 0;
     let mut failures = Vec::new();
     for route in &routes {
         for (n, w) in cast.iter().enumerate() {
             let tag = format!("{n}-{}", route.path.len());
             let (path, body, expected) = cell(route, &f, &tag, w);
-            let r = match &w.client {
-                Some(c) => c.req(route.method.as_str(), &path, body.as_ref(), &[]).await,
-                None => {
+            let r = match (&w.client, &body) {
+                (c, Some(Value::String(form))) => {
+                    let auth = c.as_ref().map(|c| format!("Bearer {}", c.token));
+                    let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+                    if let Some(a) = &auth {
+                        h.push(("Authorization", a.as_str()));
+                    }
+                    call(s.addr, route.method.as_str(), &path, &h, Some(form.as_bytes())).await
+                }
+                (Some(c), _) => c.req(route.method.as_str(), &path, body.as_ref(), &[]).await,
+                (None, _) => {
                     let b = body.as_ref().map(|b| b.to_string());
                     let h: &[(&str, &str)] = if b.is_some() { &[support::JSON] } else { &[] };
                     call(s.addr, route.method.as_str(), &path, h, b.as_deref().map(str::as_bytes)).await
@@ -628,7 +732,7 @@ async fn matrix(store: Arc<dyn Store>) {
             };
             let kind = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["type"].as_str().map(str::to_string));
             cells += 1;
-            if !matches(&expected, r.status, kind.as_deref()) {
+            if !matches(&expected, &r, kind.as_deref()) {
                 failures.push(format!(
                     "{} {} as {:?}@{}: expected {expected:?}, got {} {}",
                     route.method,
@@ -642,7 +746,9 @@ async fn matrix(store: Arc<dyn Store>) {
             // Lists show the person (or the request about them) only inside the area.
             if r.status == 200 && route.method == "GET" {
                 let listed = match route.path {
-                    "/api/v1/persons" => Some(r.body.contains(&f.person_key)),
+                    "/api/v1/persons" | "/ui/persons" => Some(r.body.contains(&f.person_key)),
+                    "/ui/reviews" => Some(r.body.contains(&f.review_id)),
+                    "/ui/residence" => Some(r.body.contains(&f.application_id)),
                     "/api/v1/change-requests" => Some(r.body.contains(&f.request_id)),
                     "/api/v1/review-pairs" => Some(r.body.contains(&f.review_id)),
                     "/api/v1/residence/applications" => Some(r.body.contains(&f.application_id)),

@@ -30,7 +30,8 @@ macro_rules! conformance_tests {
             webhook_queue_is_ordered_deduplicated_and_marked_once,
             client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once,
             citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once,
-            cards_intake_rules_and_workflow, cards_production_stock_and_states);
+            cards_intake_rules_and_workflow, cards_production_stock_and_states,
+            population_counts_by_commune_year_and_sex);
     };
     (@each $make:path; $($case:ident),*) => {
         $(
@@ -480,6 +481,32 @@ pub async fn search_is_scoped_to_an_area(store: Arc<dyn Store>) {
     reg.update(rec.key, rec.version, input, None, &meta("xóa tạm trú")).await.unwrap();
     assert_eq!(reg.search(&page(Some(province))).await.unwrap().items.len(), 2);
     assert!(reg.search(&page(Some("c:2025:99999".into()))).await.unwrap().items.is_empty());
+}
+
+pub async fn population_counts_by_commune_year_and_sex(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    assert!(store.population(None).await.unwrap().is_empty());
+    let mut keys = Vec::new();
+    for i in 0..7 {
+        keys.push(reg.create(sample(i), &meta("thu thập")).await.unwrap().key);
+    }
+    // a dead person is not counted
+    let rec = reg.activate(keys[6], None, &meta("cấp số")).await.unwrap();
+    let died = Some((PersonStatus::Dead, Some(PartialDate::Year(2020))));
+    reg.update(rec.key, rec.version, rec.person.record.clone(), died, &meta("khai tử")).await.unwrap();
+    let total = |cells: &[crate::PopulationCell]| cells.iter().map(|c| c.count).sum::<u64>();
+    let all = store.population(None).await.unwrap();
+    assert_eq!(total(&all), 6);
+    // sample(i): born 1950 + i, male when i is even, commune 26506 when i is a multiple of 3
+    let c = all.iter().find(|c| c.birth_year == 1954).unwrap();
+    assert_eq!((c.commune_key.as_deref(), c.sex.as_str(), c.count), (Some("2025:00004"), "male", 1));
+    assert_eq!(c.province_2025.as_deref(), Some("01"));
+    let c = all.iter().find(|c| c.birth_year == 1953).unwrap();
+    assert_eq!((c.commune_key.as_deref(), c.sex.as_str()), (Some("2025:26506"), "female"));
+    let commune = store.population(Some("c:2025:00004")).await.unwrap();
+    assert_eq!(total(&commune), 4);
+    assert!(commune.iter().all(|c| c.commune_key.as_deref() == Some("2025:00004")));
+    assert!(store.population(Some("c:2025:99999")).await.unwrap().is_empty());
 }
 
 pub async fn change_requests_apply_only_when_approved(store: Arc<dyn Store>) {

@@ -162,6 +162,20 @@ pub struct SearchPage {
     pub has_more: bool,
 }
 
+/// One cell of the population count of an area (the officers' dashboard): living people
+/// (pending or active, not merged) by home commune, birth year and sex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PopulationCell {
+    /// `2025:00004` or `legacy:00004` (`None`: no home commune recorded).
+    pub commune_key: Option<String>,
+    /// 2025 province code of the home commune (`None`: not known).
+    pub province_2025: Option<String>,
+    pub birth_year: i32,
+    /// `male` or `female`.
+    pub sex: String,
+    pub count: u64,
+}
+
 /// A query over the audit trail; every given filter must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -470,6 +484,10 @@ pub trait Store: Send + Sync {
     async fn search(&self, q: &SearchQuery) -> Result<SearchPage>;
 
     async fn count_persons(&self) -> Result<u64>;
+
+    /// Living people (pending or active, not merged) counted by home commune, birth year and
+    /// sex; `area` as in [`SearchQuery::area`] (`None`: everyone).
+    async fn population(&self, area: Option<&str>) -> Result<Vec<PopulationCell>>;
 
     /// Bulk load in one transaction (seeding, imports): pending people (no ID) and active ones
     /// (with their ID, reserved here). Returns the indexes of the people whose personal ID was

@@ -9,7 +9,6 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use crate::FeedItem;
 use crate::{
     ApprovedChange, AuditQuery, CandidateKey, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord,
     RequestQuery, RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
@@ -20,6 +19,7 @@ use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
 };
+use crate::{FeedItem, PopulationCell};
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::auth::{Officer, SessionKind, SessionStage};
 use dancu_core::sharing::{Consent, Partner};
@@ -1083,6 +1083,30 @@ impl Store for PgStore {
         let client = self.pool.get().await?;
         let n: i64 = client.query_one("SELECT count(*) FROM persons", &[]).await?.get(0);
         Ok(n as u64)
+    }
+
+    async fn population(&self, area: Option<&str>) -> Result<Vec<PopulationCell>> {
+        let client = self.pool.get().await?;
+        let mut sql = "SELECT commune_key, province_2025, birth_year, data->>'sex', count(*) \
+                       FROM persons WHERE merged_into IS NULL AND status IN ('pending', 'active')"
+            .to_string();
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if let Some(a) = &area {
+            args.push(a);
+            sql += " AND key IN (SELECT person_key FROM person_areas WHERE area = $1)";
+        }
+        sql += " GROUP BY 1, 2, 3, 4";
+        let rows = client.query(&sql, &args).await?;
+        Ok(rows
+            .iter()
+            .map(|r| PopulationCell {
+                commune_key: r.get(0),
+                province_2025: r.get(1),
+                birth_year: r.get(2),
+                sex: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                count: r.get::<_, i64>(4) as u64,
+            })
+            .collect())
     }
 
     async fn insert_batch(&self, people: &[Person], meta: &ChangeMeta) -> Result<Vec<usize>> {

@@ -9,7 +9,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use crate::FeedItem;
 use crate::{
     ApprovedChange, AuditQuery, ChangeRequest, Decision, ImportBatch, ImportedRow, RawPersonRecord, RequestQuery,
     RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
@@ -20,6 +19,7 @@ use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
 };
+use crate::{FeedItem, PopulationCell};
 use dancu_core::audit::{self, AuditEntry, Checkpoint, StoredEntry};
 use dancu_core::auth::{Officer, SessionKind, SessionStage};
 use dancu_core::sharing::{Consent, Partner};
@@ -1521,6 +1521,33 @@ impl Store for SqliteStore {
 
     async fn count_persons(&self) -> Result<u64> {
         self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM persons", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
+    async fn population(&self, area: Option<&str>) -> Result<Vec<PopulationCell>> {
+        let area = area.map(str::to_string);
+        self.read(move |conn| {
+            let mut sql = "SELECT commune_key, province_2025, birth_year, json_extract(data, '$.sex'), count(*) \
+                           FROM persons WHERE merged_into IS NULL AND status IN ('pending', 'active')"
+                .to_string();
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(a) = area {
+                args.push(a.into());
+                sql += " AND key IN (SELECT person_key FROM person_areas WHERE area = ?1)";
+            }
+            sql += " GROUP BY 1, 2, 3, 4";
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(PopulationCell {
+                    commune_key: r.get(0)?,
+                    province_2025: r.get(1)?,
+                    birth_year: r.get(2)?,
+                    sex: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    count: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
     }
 
     async fn insert_batch(&self, people: &[Person], meta: &ChangeMeta) -> Result<Vec<usize>> {

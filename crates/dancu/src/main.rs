@@ -831,6 +831,7 @@ async fn serve(
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let mut audit_public_key = None;
     let auditor = if audit.no_audit {
         tracing::warn!("the audit trail is OFF: reads and changes of personal data are not recorded");
         None
@@ -841,6 +842,7 @@ async fn serve(
                 .with_context(|| format!("audit checkpoint key {}", key_path.display()))?,
         );
         tracing::info!(key_id = dancu_keys::Signer::key_id(signer.as_ref()), "audit trail on");
+        audit_public_key = Some(dancu_keys::Signer::public_key_der(signer.as_ref()).to_vec());
         Some(dancu_store::audit::Auditor::new(store.clone(), signer))
     };
     let writer = auditor.clone().map(|a| dancu_store::audit::AuditWriter::spawn(a, audit.checkpoint_every.max(1)));
@@ -871,10 +873,13 @@ async fn serve(
         .with_confirmation_key(confirmation_key)
         .with_sharing(sharing_key, &issuer)
         .with_code_channel(citizen_channel(db)?);
-    let state = match card_signer {
+    let mut state = match card_signer {
         Some(s) => state.with_card_signer(Arc::new(s)),
         None => state,
     };
+    if let Some(pk) = audit_public_key {
+        state = state.with_audit_key(pk);
+    }
     // Partners' webhooks: change events queued and delivered in the background (state in the
     // store: a restart resumes where it stopped).
     let webhooks = dancu_server::webhooks::spawn(

@@ -1,0 +1,352 @@
+//! The officers' web application over real HTTP, as a browser uses it: login with the session
+//! cookie and the second factor, every page rendered (and under 200 KB), CSRF and cross-site
+//! forms refused, an unauthenticated browser sent to the login page, the language switch, a
+//! temporary residence filed from the form with Vietnamese validation messages, a review pair
+//! decided, the audit chain verified.
+
+mod support;
+
+use dancu_core::auth::Role;
+use dancu_store::registry::Registry;
+use dancu_store::{ChangeMeta, Store};
+use serde_json::json;
+use support::{Creds, Resp, Server, add_officer, call, start};
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// A browser: one session cookie.
+struct Browser {
+    addr: std::net::SocketAddr,
+    cookie: String,
+}
+
+fn session_cookie(r: &Resp) -> Option<String> {
+    let v = r.header("set-cookie")?;
+    let token = v.strip_prefix("dancu_session=")?.split(';').next()?;
+    Some(token.to_string())
+}
+
+/// The CSRF token a page carries in its forms.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    page[at..at + 32].to_string()
+}
+
+impl Browser {
+    async fn get(&self, path: &str) -> Resp {
+        let c = format!("dancu_session={}", self.cookie);
+        call(self.addr, "GET", path, &[("Cookie", c.as_str())], None).await
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)], extra: &[(&str, &str)]) -> Resp {
+        let c = format!("dancu_session={}", self.cookie);
+        let mut h = vec![FORM, ("Cookie", c.as_str())];
+        h.extend_from_slice(extra);
+        let body = serde_urlencoded::to_string(fields).unwrap();
+        call(self.addr, "POST", path, &h, Some(body.as_bytes())).await
+    }
+
+    /// Posts a form of `page` (its CSRF token added).
+    async fn submit(&self, page: &str, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let csrf = csrf_of(page);
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post(path, &all, &[]).await
+    }
+}
+
+/// Logs in through the pages: password, then the code when enrolled.
+async fn browser_login(s: &Server, c: &Creds) -> Browser {
+    let body =
+        serde_urlencoded::to_string([("username", c.username.as_str()), ("password", c.password.as_str())]).unwrap();
+    let r = call(s.addr, "POST", "/ui/login", &[FORM], Some(body.as_bytes())).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui")), "{}", r.body);
+    let cookie = session_cookie(&r).expect("a session cookie");
+    assert!(
+        r.header("set-cookie").unwrap().contains("HttpOnly")
+            && r.header("set-cookie").unwrap().contains("SameSite=Strict")
+    );
+    let mut b = Browser { addr: s.addr, cookie };
+    let r = b.get("/ui").await;
+    if c.secret.is_some() {
+        assert_eq!((r.status, r.header("location")), (303, Some("/ui/mfa")));
+        let page = b.get("/ui/mfa").await;
+        assert_eq!(page.status, 200);
+        let wrong = b.submit(&page.body, "/ui/mfa", &[("code", "12345x")]).await;
+        assert_eq!(wrong.status, 401, "a wrong code shows the form again");
+        assert!(wrong.body.contains("mã xác thực không đúng"), "{}", wrong.body);
+        let r = b.submit(&page.body, "/ui/mfa", &[("code", &c.next_code())]).await;
+        assert_eq!((r.status, r.header("location")), (303, Some("/ui")), "{}", r.body);
+        b.cookie = session_cookie(&r).expect("a new session cookie after the second factor");
+    } else {
+        assert_eq!(r.status, 200);
+    }
+    b
+}
+
+struct Fixture {
+    person_key: String,
+    personal_id: String,
+    review_id: String,
+    /// A person of commune 26506.
+    other_id: String,
+}
+
+async fn fixture(store: &std::sync::Arc<dyn Store>) -> Fixture {
+    let reg = Registry::new(store.clone());
+    let meta = ChangeMeta::new("maker", "thu thập", None);
+    let rec = reg.create(dancu_store::conformance::sample(1), &meta).await.unwrap(); // Nguyễn Thị Bình, commune 00004
+    let rec = reg.activate(rec.key, None, &meta).await.unwrap();
+    let mut twin = dancu_store::conformance::sample(1);
+    twin.name.middle = String::new();
+    let twin = reg.create(twin, &meta).await.unwrap();
+    for i in 2..40 {
+        reg.create(dancu_store::conformance::sample(i), &meta).await.unwrap();
+    }
+    // a person living in commune 26506 (Hồ Chí Minh City)
+    let other = reg.create(dancu_store::conformance::sample(42), &meta).await.unwrap();
+    let other = reg.activate(other.key, None, &meta).await.unwrap();
+    let batch = dancu_store::ImportBatch {
+        id: "web".into(),
+        unit: "commune:00004".into(),
+        officer: "maker".into(),
+        file_sha256: "00".repeat(32),
+        started_at: time::OffsetDateTime::now_utc(),
+        finished_at: None,
+        summary: None,
+    };
+    let entry = dancu_core::audit::AuditEntry {
+        at: "2026-11-29T00:00:00Z".into(),
+        officer: "maker".into(),
+        role: "collector".into(),
+        unit: "commune:00004".into(),
+        action: "import.start".into(),
+        target: None,
+        purpose: None,
+        request_id: None,
+        client: None,
+        outcome: "started".into(),
+    };
+    store.import_begin(&batch, &entry).await.unwrap();
+    let review = dancu_store::ReviewPair {
+        id: uuid::Uuid::now_v7(),
+        batch_id: "web".into(),
+        a: rec.key,
+        b: twin.key,
+        weight: 12.0,
+        probability: 0.7,
+        explanation: json!({"fields": []}),
+        state: dancu_store::ReviewState::Pending,
+        created_at: time::OffsetDateTime::now_utc(),
+        decided_by: None,
+        decided_at: None,
+        note: None,
+        survivor: None,
+    };
+    store.review_pairs_insert(std::slice::from_ref(&review)).await.unwrap();
+    Fixture {
+        person_key: rec.key.to_string(),
+        personal_id: rec.person.personal_id.unwrap().to_string(),
+        review_id: review.id.to_string(),
+        other_id: other.person.personal_id.unwrap().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_render_under_200_kb_behind_the_login() {
+    let s = start().await;
+    let f = fixture(&s.store).await;
+    // anonymous: every page behind the login sends the browser to the login page
+    for path in ["/ui", "/ui/persons", &format!("/ui/persons/{}", f.person_key), "/ui/audit", "/ui/mfa"] {
+        let r = call(s.addr, "GET", path, &[] as &[(&str, &str)], None).await;
+        assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")), "{path}");
+    }
+    let login = call(s.addr, "GET", "/ui/login", &[] as &[(&str, &str)], None).await;
+    assert_eq!(login.status, 200);
+    assert!(login.body.contains("<html lang=\"vi\"") && login.body.contains("Đăng nhập"));
+    assert!(login.header("content-security-policy").unwrap().contains("default-src 'none'"));
+    let css = call(s.addr, "GET", "/ui/assets/app.css", &[] as &[(&str, &str)], None).await;
+    assert_eq!(css.status, 200);
+    // a wrong password: the form again, in Vietnamese, with 401
+    let body = "username=nobody&password=wrong";
+    let r = call(s.addr, "POST", "/ui/login", &[FORM], Some(body.as_bytes())).await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("Sai tên đăng nhập hoặc mật khẩu"), "{}", r.body);
+
+    let creds = add_officer(&s, "lanhdao", "ministry", &Role::ALL, &[], true).await;
+    let b = browser_login(&s, &creds).await;
+    let paths = [
+        "/ui".to_string(),
+        "/ui/persons?name=nguyen%20thi%20binh".into(),
+        format!("/ui/persons/{}", f.person_key),
+        format!("/ui/persons/{}/edit", f.person_key),
+        "/ui/reviews".into(),
+        format!("/ui/reviews/{}", f.review_id),
+        "/ui/residence".into(),
+        "/ui/residence/temporary".into(),
+        "/ui/audit".into(),
+        "/ui/login".into(),
+    ];
+    for p in &paths {
+        let r = b.get(p).await;
+        assert_eq!(r.status, 200, "{p}: {}", r.body);
+        assert!(r.body.len() < 200 * 1024, "{p} is {} bytes", r.body.len());
+        assert!(r.header("content-type").unwrap().starts_with("text/html"), "{p}");
+        assert!(r.body.contains("lanhdao") || p == "/ui/login", "{p} names the officer");
+    }
+    // the dashboard: the age pyramid and the population of the area
+    let dash = b.get("/ui").await;
+    assert!(dash.body.contains("<svg class=\"chart\""));
+    assert!(dash.body.contains("id=\"population\">41<"), "41 people in the store");
+    // accent-insensitive search finds the person
+    let found = b.get("/ui/persons?name=nguyen%20thi%20binh").await;
+    assert!(found.body.contains(&f.person_key));
+    assert!(found.body.contains("Nguyễn Thị Bình"));
+    // English on request
+    let en = b.get("/ui/persons?lang=en").await;
+    assert!(en.body.contains("<html lang=\"en\"") && en.body.contains("Find a person"));
+    let sw = call(s.addr, "GET", "/ui/lang/en", &[] as &[(&str, &str)], None).await;
+    assert!(sw.header("set-cookie").unwrap().starts_with("dancu_lang=en"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_need_the_session_token_and_this_site() {
+    let s = start().await;
+    let f = fixture(&s.store).await;
+    let creds = add_officer(&s, "xa", "commune:00004", &[Role::Collector, Role::Verifier], &[], false).await;
+    let b = browser_login(&s, &creds).await;
+    let page = b.get("/ui/residence/temporary").await;
+    let csrf = csrf_of(&page.body);
+    assert_eq!(csrf, dancu_server::web::csrf_token(&b.cookie));
+    let fields =
+        [("person", f.personal_id.as_str()), ("commune", "26506"), ("detail", "Số 1"), ("until", "2099-01-01")];
+    // no token, a wrong token, a foreign origin: refused, nothing filed
+    let r = b.post("/ui/residence/temporary", &fields, &[]).await;
+    assert_eq!(r.status, 403);
+    let mut wrong = vec![("csrf", "0".repeat(32))];
+    wrong.extend(fields.iter().map(|(k, v)| (*k, v.to_string())));
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(b.post("/ui/residence/temporary", &wrong, &[]).await.status, 403);
+    let mut good = vec![("csrf", csrf.as_str())];
+    good.extend_from_slice(&fields);
+    let r = b.post("/ui/residence/temporary", &good, &[("Origin", "http://evil.example")]).await;
+    assert_eq!(r.status, 403);
+    let r = b.post("/ui/residence/temporary", &good, &[("Sec-Fetch-Site", "cross-site")]).await;
+    assert_eq!(r.status, 403);
+    let apps = s.store.applications(&dancu_store::ApplicationQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert!(apps.is_empty(), "nothing was filed");
+    // Vietnamese validation messages naming the field
+    let bad =
+        [("csrf", csrf.as_str()), ("person", "12345"), ("commune", "99999"), ("detail", ""), ("until", "2020-01-01")];
+    let r = b.post("/ui/residence/temporary", &bad, &[]).await;
+    assert_eq!(r.status, 422);
+    for m in [
+        "Số định danh cá nhân phải gồm 12 chữ số",
+        "Mã xã/phường không có trong danh mục",
+        "Địa chỉ chi tiết: bắt buộc nhập",
+        "Ngày hết hạn tạm trú phải sau hôm nay",
+    ] {
+        assert!(r.body.contains(m), "{m}: {}", r.body);
+    }
+    // the registry's own rule, in Vietnamese: not in the commune of permanent residence
+    let until = dancu_core::date::iso_date::format(dancu_store::registry::today() + time::Duration::days(200));
+    let same = [
+        ("csrf", csrf.as_str()),
+        ("person", &f.personal_id),
+        ("commune", "00004"),
+        ("detail", "Số 2"),
+        ("until", &until),
+    ];
+    let r = b.post("/ui/residence/temporary", &same, &[]).await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Không đăng ký tạm trú tại xã/phường nơi đang thường trú"), "{}", r.body);
+    // a valid one is filed and listed: a person of another province staying in this commune
+    let ok =
+        [("csrf", csrf.as_str()), ("person", &f.other_id), ("commune", "00004"), ("detail", "Số 3"), ("until", &until)];
+    let r = b.post("/ui/residence/temporary", &ok, &[]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let listed = b.get(r.header("location").unwrap()).await;
+    assert!(listed.body.contains("id=\"created\""), "{}", listed.body);
+    let apps = s.store.applications(&dancu_store::ApplicationQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(apps.len(), 1);
+    assert!(listed.body.contains(&format!("app-{}", apps[0].id)));
+    // logging out ends the session
+    let page = b.get("/ui").await;
+    let r = b.submit(&page.body, "/ui/logout", &[]).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+    assert_eq!(b.get("/ui").await.header("location"), Some("/ui/login"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_decided_edit_held_for_approval_and_audit_verified() {
+    let s = start().await;
+    let f = fixture(&s.store).await;
+    let creds = add_officer(&s, "kiemtra", "commune:00004", &[Role::Collector, Role::Verifier], &[], false).await;
+    let b = browser_login(&s, &creds).await;
+    // the pair side by side: the middle name differs, the surname is the same
+    let page = b.get(&format!("/ui/reviews/{}", f.review_id)).await;
+    assert!(page.body.contains("class=\"different\"") && page.body.contains("class=\"same\""));
+    let r = b.submit(&page.body, &format!("/ui/reviews/{}", f.review_id), &[("decision", "different")]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let pair = s.store.review_pair_get(f.review_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(pair.state, dancu_store::ReviewState::Different);
+    // a change of name waits for an approver
+    let page = b.get(&format!("/ui/persons/{}/edit", f.person_key)).await;
+    let version =
+        s.store.get_person(&dancu_store::PersonRef::Key(f.person_key.parse().unwrap())).await.unwrap().unwrap().version;
+    let v = version.to_string();
+    let fields =
+        [("version", v.as_str()), ("surname", "Nguyễn"), ("middle", "Thị"), ("given", "Minh"), ("reason", "cải chính")];
+    let r = b.submit(&page.body, &format!("/ui/persons/{}/edit", f.person_key), &fields).await;
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/ui/persons/{}?notice=pending", f.person_key).as_str()),
+        "{}",
+        r.body
+    );
+    let reqs = s.store.change_requests(&dancu_store::RequestQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(reqs.len(), 1);
+    // the auditor verifies the chain, which recorded those page views
+    let auditor = add_officer(&s, "kiemtoan", "ministry", &[Role::Auditor], &[], true).await;
+    let a = browser_login(&s, &auditor).await;
+    assert_eq!(a.get("/ui/persons").await.status, 403, "an auditor does not search people");
+    let page = a.get("/ui/audit").await;
+    assert!(page.body.contains("review_pair.decide") && page.body.contains("person.update"));
+    let r = a.submit(&page.body, "/ui/audit/verify", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Chuỗi nhật ký toàn vẹn"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_enrols_an_authenticator_from_the_qr_page() {
+    use dancu_core::auth;
+    let s = start().await;
+    // an approver needs a second factor but has none yet
+    let creds = add_officer(&s, "pheduyet", "province:01", &[Role::Approver], &[], false).await;
+    let body = serde_urlencoded::to_string([("username", "pheduyet"), ("password", creds.password.as_str())]).unwrap();
+    let r = call(s.addr, "POST", "/ui/login", &[FORM], Some(body.as_bytes())).await;
+    let b = Browser { addr: s.addr, cookie: session_cookie(&r).unwrap() };
+    let r = b.get("/ui/persons").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/totp")), "no page before enrolment");
+    let page = b.get("/ui/totp").await;
+    assert_eq!(page.status, 200);
+    let shown = b.submit(&page.body, "/ui/totp", &[]).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("<svg"), "the QR code is shown");
+    let at = shown.body.find("id=\"totp-secret\">").unwrap() + 17;
+    let secret = &shown.body[at..at + shown.body[at..].find('<').unwrap()];
+    let key = auth::base32_decode(secret).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let code = format!("{:06}", auth::totp_code(&key, now / auth::TOTP_STEP));
+    let r = b.submit(&shown.body, "/ui/totp/confirm", &[("code", &code)]).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui")), "{}", r.body);
+    let b = Browser { addr: s.addr, cookie: session_cookie(&r).expect("a new session once enrolled") };
+    let dash = b.get("/ui").await;
+    assert_eq!(dash.status, 200);
+    assert!(
+        dash.body.contains("Lãnh đạo phê duyệt") && dash.body.contains("Công an Thành phố Hà Nội"),
+        "unit and roles shown"
+    );
+    let officer = s.store.officer_get("pheduyet").await.unwrap().unwrap();
+    assert!(officer.totp_secret.is_some() && officer.totp_pending.is_none());
+}

@@ -953,7 +953,8 @@ pub struct Application {
     /// The reason of a rejection (or a note on an approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
-    /// A stay notified after its due time (23:00 / 08:00 rule).
+    /// A stay notified after its due time (23:00 / 08:00 rule), or a civil-status update filed
+    /// more than 30 days after the change was registered.
     #[serde(default)]
     pub late: bool,
     /// For a permanent registration: the permanent residence (history row) the person held when

@@ -572,6 +572,69 @@ impl Registry {
                 }
                 plan.households.push((Household { head: Some(nh.rec.key), ..h.clone() }, Some(h.version)));
             }
+            Procedure::CivilStatusUpdate { person, changes, .. } => {
+                let l = self.load_person("procedure.person", *person).await?;
+                Self::alive(&l, "procedure.person")?;
+                let old = &l.rec.person.record;
+                let mut new = old.clone();
+                if let Some(name) = &changes.name {
+                    new.name = name.clone();
+                }
+                if let Some(b) = changes.birth_date {
+                    if b.year() != old.birth_date.year() {
+                        return Err(invalid_v(
+                            "procedure.changes.birth_date",
+                            "birth_year_change",
+                            "the personal ID encodes the birth year: a new year is a record change that issues a \
+                             new personal ID (approved by a second officer), not a residence update",
+                            b.to_string(),
+                        ));
+                    }
+                    new.birth_date = b;
+                }
+                if let Some(e) = &changes.ethnicity {
+                    new.ethnicity = e.clone();
+                }
+                if let Some(n) = &changes.nationalities {
+                    new.nationalities = n.clone();
+                }
+                if let Some(m) = changes.marital_status {
+                    new.marital_status = Some(m);
+                }
+                if new == *old {
+                    return Err(invalid(
+                        "procedure.changes",
+                        "no_change",
+                        "the register holds these items already: nothing to update",
+                    ));
+                }
+                // The changed items obey the rules of any record (codes, names, dates).
+                let new = new.validate(on).map_err(|errs| {
+                    ValidationErrors(
+                        errs.0
+                            .into_iter()
+                            .map(|mut e| {
+                                e.field = format!("procedure.changes.{}", e.field);
+                                e
+                            })
+                            .collect(),
+                    )
+                })?;
+                let renamed = new.name != old.name;
+                people.get(&l.rec).record = new.clone();
+                // A head's new name is in every member's household link.
+                if renamed && let Some(hid) = self.store().household_of(l.rec.key).await? {
+                    let h = self.store().household_get(hid).await?.ok_or(RegistryError::NotFound)?;
+                    if h.head == Some(l.rec.key) {
+                        for m in h.current_members().filter(|m| m.person_key != l.rec.key) {
+                            let rec = self.person_by_key(m.person_key).await?;
+                            if let Some(link) = people.get(&rec).record.household.as_mut() {
+                                link.head_name = new.name.full();
+                            }
+                        }
+                    }
+                }
+            }
             Procedure::PermanentDeletion { person, cause, effective } => {
                 let l = self.load_person("procedure.person", *person).await?;
                 if l.address(ResidenceKind::Permanent).is_none() {
@@ -658,6 +721,12 @@ impl Registry {
             Procedure::TemporaryAbsence { person, .. } | Procedure::PermanentDeletion { person, .. } => {
                 self.load_person("procedure.person", *person).await?.address(ResidenceKind::Permanent).cloned()
             }
+            // Handled where the person's residence file is: the permanent residence, else the
+            // temporary one.
+            Procedure::CivilStatusUpdate { person, .. } => {
+                let l = self.load_person("procedure.person", *person).await?;
+                l.address(ResidenceKind::Permanent).or_else(|| l.address(ResidenceKind::Temporary)).cloned()
+            }
         };
         Ok(address.map(|a| dancu_core::access::residence_areas([&a])).unwrap_or_default())
     }
@@ -733,6 +802,9 @@ impl Registry {
             app.decided_by = Some(actor.to_string());
             app.decided_at = Some(now);
             drop(plan);
+        }
+        if let Procedure::CivilStatusUpdate { registered_on, .. } = &app.procedure {
+            app.late = today > *registered_on + Duration::days(rules::CIVIL_STATUS_UPDATE_DAYS);
         }
         self.store()
             .residence_apply(&ResidencePlan {

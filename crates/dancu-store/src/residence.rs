@@ -1048,6 +1048,10 @@ impl Registry {
                                 field: field.to_string(),
                                 address: a.clone(),
                                 candidates,
+                                queued_at: None,
+                                resolved_at: None,
+                                resolved_by: None,
+                                resolved_commune_code: None,
                             });
                             report.queued_for_review += 1;
                         }
@@ -1064,5 +1068,92 @@ impl Registry {
             progress(&report);
         }
         Ok(report)
+    }
+}
+
+/// The fields of a person record the 2025 address migration moves.
+pub const MIGRATED_FIELDS: [&str; 3] = ["permanent_residence", "temporary_residence", "current_residence"];
+
+impl Registry {
+    /// Address reviews of the 2025 migration (see [`crate::AddressReviewQuery`]).
+    pub async fn address_reviews(&self, q: &crate::AddressReviewQuery) -> Result<Vec<crate::AddressReview>> {
+        Ok(self.store().address_reviews(q).await?)
+    }
+
+    /// An officer resolves an address review: the person's address in `field` moves to the
+    /// chosen 2025 commune (one of the candidates; the detail is kept), as a new version of the
+    /// record whose history keeps the legacy code, in one transaction with the review's
+    /// resolution and the audit entry. `allowed` says whether the record, changed, still lies
+    /// in the officer's area. Refused when the review is resolved already or the address was
+    /// changed since it was queued.
+    pub async fn resolve_address_review(
+        &self,
+        person_key: Uuid,
+        field: &str,
+        commune_code: &str,
+        actor: &str,
+        allowed: impl Fn(&[String]) -> bool,
+        audit: Option<AuditEntry>,
+    ) -> Result<crate::AddressReview> {
+        if !MIGRATED_FIELDS.contains(&field) {
+            return Err(invalid_v(
+                "field",
+                "unknown_field",
+                "permanent_residence, temporary_residence or current_residence",
+                field.to_string(),
+            ));
+        }
+        let mut review = self.store().address_review_get(person_key, field).await?.ok_or(RegistryError::NotFound)?;
+        if review.resolved_at.is_some() {
+            return Err(crate::StoreError::State(format!(
+                "the address review was resolved already (commune {})",
+                review.resolved_commune_code.as_deref().unwrap_or("?")
+            ))
+            .into());
+        }
+        if !review.candidates.iter().any(|c| c == commune_code) {
+            return Err(invalid_v(
+                "commune_code",
+                "not_a_candidate",
+                format!("choose one of the 2025 communes the old commune went into: {}", review.candidates.join(", ")),
+                commune_code.to_string(),
+            ));
+        }
+        let rec = self.person_by_key(person_key).await?;
+        let mut person = rec.person.clone();
+        let r = &mut person.record;
+        let slot = match field {
+            "permanent_residence" => &mut r.permanent_residence,
+            "temporary_residence" => &mut r.temporary_residence,
+            _ => &mut r.current_residence,
+        };
+        if slot.as_ref() != Some(&review.address) {
+            return Err(crate::StoreError::State(
+                "the address was changed since it was queued for review: the review no longer applies".into(),
+            )
+            .into());
+        }
+        *slot = Some(Address {
+            scheme: dancu_core::reference::Scheme::Y2025,
+            commune_code: commune_code.to_string(),
+            detail: review.address.detail.clone(),
+        });
+        if !allowed(&person.areas()) {
+            return Err(invalid_v(
+                "commune_code",
+                "outside_area",
+                "the person would leave your area: an officer of the province decides",
+                commune_code.to_string(),
+            ));
+        }
+        let mut meta = ChangeMeta::new(
+            actor,
+            format!("Chuyển địa chỉ sang xã mới (sắp xếp đơn vị hành chính 2025), xã được chọn: {commune_code}"),
+            Some("Nghị quyết 202/2025/QH15; Nghị quyết của UBTVQH về sắp xếp đơn vị hành chính cấp xã năm 2025".into()),
+        );
+        meta.audit = audit;
+        review.resolved_commune_code = Some(commune_code.to_string());
+        self.store().address_review_resolve(&review, rec.version, &person, &meta).await?;
+        Ok(self.store().address_review_get(person_key, field).await?.unwrap_or(review))
     }
 }

@@ -11,7 +11,7 @@ fn temp_path() -> std::path::PathBuf {
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let store = SqliteStore::open(temp_path()).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 8);
+    assert_eq!(store.migrate().await.unwrap(), 9);
     Some(Arc::new(store))
 }
 

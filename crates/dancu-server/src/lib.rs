@@ -13,6 +13,7 @@ pub mod jose;
 pub mod metrics;
 pub mod officers;
 pub mod partners;
+pub mod pdf;
 pub mod persons;
 pub mod policy;
 pub mod problem;
@@ -116,7 +117,7 @@ impl AppState {
         reviews::list, reviews::get, reviews::decide,
         residence::submit, residence::list, residence::get, residence::receive, residence::decide,
         residence::household, residence::residences, residence::at_address, residence::confirmation,
-        residence::verify,
+        residence::verify, residence::confirmation_pdf, residence::address_reviews, residence::resolve_address_review,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
         partners::list, partners::create, partners::get, partners::update, partners::set_status,

@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Duration, OffsetDateTime, Time, UtcOffset};
 use utoipa::ToSchema;
 
+use crate::date::PartialDate;
 use crate::date::iso_date;
 use crate::error::{FieldError, ValidationErrors};
 use crate::id::PersonalId;
-use crate::person::{Address, HeadRelationship};
+use crate::person::{Address, HeadRelationship, MaritalStatus, Name};
 use crate::reference::{self, Scheme};
 
 /// The kinds of residence application.
@@ -24,12 +25,13 @@ pub enum ProcedureKind {
     TemporaryAbsence,
     HouseholdSeparation,
     HeadChange,
+    CivilStatusUpdate,
     PermanentDeletion,
     TemporaryDeletion,
 }
 
 impl ProcedureKind {
-    pub const ALL: [ProcedureKind; 9] = [
+    pub const ALL: [ProcedureKind; 10] = [
         ProcedureKind::PermanentRegistration,
         ProcedureKind::TemporaryRegistration,
         ProcedureKind::TemporaryRenewal,
@@ -37,6 +39,7 @@ impl ProcedureKind {
         ProcedureKind::TemporaryAbsence,
         ProcedureKind::HouseholdSeparation,
         ProcedureKind::HeadChange,
+        ProcedureKind::CivilStatusUpdate,
         ProcedureKind::PermanentDeletion,
         ProcedureKind::TemporaryDeletion,
     ];
@@ -50,6 +53,7 @@ impl ProcedureKind {
             ProcedureKind::TemporaryAbsence => "temporary_absence",
             ProcedureKind::HouseholdSeparation => "household_separation",
             ProcedureKind::HeadChange => "head_change",
+            ProcedureKind::CivilStatusUpdate => "civil_status_update",
             ProcedureKind::PermanentDeletion => "permanent_deletion",
             ProcedureKind::TemporaryDeletion => "temporary_deletion",
         }
@@ -68,6 +72,7 @@ impl ProcedureKind {
             ProcedureKind::TemporaryAbsence => 1,
             ProcedureKind::HouseholdSeparation => 5,
             ProcedureKind::HeadChange => 3,
+            ProcedureKind::CivilStatusUpdate => 3,
             ProcedureKind::PermanentDeletion => 5,
             ProcedureKind::TemporaryDeletion => 2,
         }
@@ -82,6 +87,7 @@ impl ProcedureKind {
             ProcedureKind::TemporaryAbsence => "Khai báo tạm vắng",
             ProcedureKind::HouseholdSeparation => "Tách hộ",
             ProcedureKind::HeadChange => "Thay đổi chủ hộ",
+            ProcedureKind::CivilStatusUpdate => "Điều chỉnh thông tin về cư trú (thay đổi hộ tịch)",
             ProcedureKind::PermanentDeletion => "Xóa đăng ký thường trú",
             ProcedureKind::TemporaryDeletion => "Xóa đăng ký tạm trú",
         }
@@ -309,6 +315,21 @@ pub enum Procedure {
         /// Every other member's relationship to the new head.
         relationships: Vec<MemberRelationship>,
     },
+    /// Update of the residence information after a civil-status change (điều chỉnh thông tin
+    /// về cư trú, Residence Law 2020 Art. 26(1)(b)): a change registered in civil status (hộ
+    /// tịch) carried into the person's residence information; a head's new name reaches every
+    /// member's household link. Due within 30 days of the civil-status registration (filed later:
+    /// flagged `late`).
+    CivilStatusUpdate {
+        person: PersonalId,
+        /// The civil-status extract or decision (trích lục / quyết định hộ tịch).
+        document: String,
+        /// The day the change was registered in civil status.
+        #[serde(with = "iso_date")]
+        #[schema(value_type = String, format = Date)]
+        registered_on: Date,
+        changes: CivilStatusChanges,
+    },
     PermanentDeletion {
         person: PersonalId,
         cause: PermanentDeletionCause,
@@ -325,6 +346,34 @@ pub enum Procedure {
         effective: Date,
     },
 }
+
+/// The items a civil-status change alters (only those given change). Sex and the birth year are
+/// not among them: the personal ID encodes them, and a new ID is a record change decided by a
+/// second officer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CivilStatusChanges {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Name>,
+    /// A corrected day or month of birth (same year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<PartialDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethnicity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nationalities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marital_status: Option<MaritalStatus>,
+}
+
+impl CivilStatusChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Days within which a civil-status change is to be carried into residence information.
+pub const CIVIL_STATUS_UPDATE_DAYS: i64 = 30;
 
 /// A member's relationship to the (new) head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -436,6 +485,7 @@ impl Procedure {
             Procedure::TemporaryAbsence { .. } => ProcedureKind::TemporaryAbsence,
             Procedure::HouseholdSeparation { .. } => ProcedureKind::HouseholdSeparation,
             Procedure::HeadChange { .. } => ProcedureKind::HeadChange,
+            Procedure::CivilStatusUpdate { .. } => ProcedureKind::CivilStatusUpdate,
             Procedure::PermanentDeletion { .. } => ProcedureKind::PermanentDeletion,
             Procedure::TemporaryDeletion { .. } => ProcedureKind::TemporaryDeletion,
         }
@@ -449,6 +499,7 @@ impl Procedure {
             | Procedure::TemporaryRenewal { person, .. }
             | Procedure::StayNotification { person, .. }
             | Procedure::TemporaryAbsence { person, .. }
+            | Procedure::CivilStatusUpdate { person, .. }
             | Procedure::PermanentDeletion { person, .. }
             | Procedure::TemporaryDeletion { person, .. } => *person,
             Procedure::HouseholdSeparation { new_head, .. } | Procedure::HeadChange { new_head, .. } => *new_head,
@@ -617,6 +668,24 @@ impl Procedure {
                         "invalid_relationship",
                         "the new head is the head; list the other members",
                     ));
+                }
+            }
+            Procedure::CivilStatusUpdate { document, registered_on, changes, .. } => {
+                if document.trim().is_empty() {
+                    e.push(FieldError::new(
+                        f("document"),
+                        "required",
+                        "the civil-status extract or decision (trích lục / quyết định hộ tịch)",
+                    ));
+                }
+                if *registered_on > today {
+                    e.push(
+                        FieldError::new(f("registered_on"), "future_date", "the date lies in the future")
+                            .with_value(iso_date::format(*registered_on)),
+                    );
+                }
+                if changes.is_empty() {
+                    e.push(FieldError::new(f("changes"), "required", "name at least one item the change alters"));
                 }
             }
             Procedure::PermanentDeletion { effective, .. } | Procedure::TemporaryDeletion { effective, .. } => {
@@ -894,6 +963,32 @@ mod tests {
             migrate_address(&Address { scheme: Scheme::Y2025, commune_code: "00004".into(), detail: None }),
             None
         );
+    }
+
+    #[test]
+    fn civil_status_updates_name_a_document_a_past_day_and_a_change() {
+        let today = Date::from_calendar_date(2026, time::Month::March, 10).unwrap();
+        let mk = |v: serde_json::Value| serde_json::from_value::<Procedure>(v).unwrap();
+        let mut ok = mk(serde_json::json!({"kind": "civil_status_update", "person": "001090012345",
+            "document": "Trích lục 45", "registered_on": "2026-03-01", "changes": {"marital_status": "divorced"}}));
+        assert_eq!(ok.validate(today), Ok(()));
+        assert_eq!(ok.kind().working_days(), 3);
+        let mut bad = mk(serde_json::json!({"kind": "civil_status_update", "person": "001090012345",
+            "document": " ", "registered_on": "2026-03-11", "changes": {}}));
+        let codes: Vec<(String, &str)> =
+            bad.validate(today).unwrap_err().0.into_iter().map(|e| (e.field, e.code)).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("procedure.document".to_string(), "required"),
+                ("procedure.registered_on".to_string(), "future_date"),
+                ("procedure.changes".to_string(), "required"),
+            ]
+        );
+        // sex is not a residence update (the personal ID encodes it)
+        let v = serde_json::json!({"kind": "civil_status_update", "person": "001090012345", "document": "x",
+            "registered_on": "2026-03-01", "changes": {"sex": "female"}});
+        assert!(serde_json::from_value::<Procedure>(v).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod officers;
 pub mod oidc;
 pub mod partners;
+pub mod pdf;
 pub mod persons;
 pub mod policy;
 pub mod problem;
@@ -165,6 +166,7 @@ impl AppState {
         cards::apply, cards::list, cards::get, cards::step, cards::status, cards::centres, cards::add_centre,
         cards::restock, cards::run, cards::person_cards, cards::card, cards::set_state, cards::chip, cards::face,
         cards::validity,
+        residence::verify, residence::confirmation_pdf, residence::address_reviews, residence::resolve_address_review,
         auth::login, auth::mfa, auth::totp_enrol, auth::totp_confirm, auth::logout, auth::session,
         officers::list, officers::create, officers::get, officers::update,
         partners::list, partners::create, partners::get, partners::update, partners::set_status,

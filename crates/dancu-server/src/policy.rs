@@ -309,6 +309,24 @@ pub fn routes() -> Vec<RouteSpec> {
             Officer(CARD_PRINTERS),
             A::Person,
             || get(cards::face),
+        spec(
+            Method::GET,
+            "/api/v1/persons/{ref}/residence-confirmation.pdf",
+            Some("residence.confirmation"),
+            Officer(EDITORS),
+            A::Person,
+            || get(residence::confirmation_pdf),
+        ),
+        spec(Method::GET, "/api/v1/address-reviews", Some("address_review.list"), Officer(READERS), A::Person, || {
+            get(residence::address_reviews)
+        }),
+        spec(
+            Method::POST,
+            "/api/v1/persons/{ref}/address-reviews/{field}",
+            Some("address_review.resolve"),
+            Officer(ISSUERS),
+            A::Person,
+            || post(residence::resolve_address_review),
         ),
         // audit trail
         spec(Method::GET, "/api/v1/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(audit::query)),

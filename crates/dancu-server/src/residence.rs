@@ -309,19 +309,29 @@ fn relationship_vi(r: dancu_core::person::HeadRelationship) -> &'static str {
     }
 }
 
-/// The print view of a residence confirmation (HTML; print to paper or PDF from the browser).
-/// The QR code holds the signed statement; anyone can check it at
-/// `/api/v1/residence-confirmations/verify`.
-#[utoipa::path(get, path = "/api/v1/persons/{ref}/residence-confirmation", tag = "residence",
-    params(("ref" = String, Path, description = "12-digit personal ID, or the record key")),
-    responses(
-        (status = 200, description = "the confirmation, HTML print view", content_type = "text/html"),
-        (status = 404, description = "no such person (in your area)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "the person has no personal ID", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "no signing key configured", body = Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn confirmation(State(st): State<AppState>, caller: Caller, Path(r): Path<String>) -> ApiResult<Response> {
-    let rec = st.registry.get(&crate::persons::parse_ref(&r)?).await?;
+/// A residence confirmation, signed: what the HTML and the PDF views print.
+struct Confirmation {
+    person_key: Uuid,
+    statement: ConfirmationStatement,
+    code: String,
+    short: String,
+    key_id: String,
+    /// (label, value) in print order.
+    rows: Vec<(&'static str, String)>,
+}
+
+impl Confirmation {
+    fn issued(&self) -> String {
+        self.statement.issued_on.format(time::macros::format_description!("[day]/[month]/[year]")).unwrap_or_default()
+    }
+    fn qr(&self) -> ApiResult<qrcode::QrCode> {
+        qrcode::QrCode::with_error_correction_level(self.code.as_bytes(), qrcode::EcLevel::L)
+            .map_err(|_| ApiError::internal())
+    }
+}
+
+async fn confirm(st: &AppState, caller: &Caller, r: &str) -> ApiResult<Confirmation> {
+    let rec = st.registry.get(&crate::persons::parse_ref(r)?).await?;
     caller.see(&rec.person.areas())?;
     let Some(key) = st.confirmation_key.clone() else {
         return Err(ApiError::new(
@@ -353,31 +363,47 @@ pub async fn confirmation(State(st): State<AppState>, caller: Caller, Path(r): P
         issued_by: caller.officer.unit.code_str(),
     };
     let sig = key.sign(&statement.to_message()).map_err(|_| ApiError::internal())?;
-    let code = statement.code(&sig);
-    let qr = qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::L)
-        .map_err(|_| ApiError::internal())?;
-    let svg = qr.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).build();
-    let short = dancu_core::residence::short_code(&sig);
-    let row = |label: &str, value: &str| format!("<tr><th>{label}</th><td>{}</td></tr>", esc(value));
-    let mut rows = String::new();
-    rows += &row("Họ, chữ đệm và tên (Full name)", &statement.name);
-    rows += &row("Số định danh cá nhân (Personal ID)", personal_id.as_str());
-    rows += &row("Ngày sinh (Date of birth)", &p.birth_date.to_vietnamese());
-    rows += &row(
-        "Nơi thường trú (Permanent residence)",
-        &p.permanent_residence.as_ref().map(address_text).unwrap_or_else(|| "Không có (none)".into()),
-    );
-    rows += &row(
-        "Nơi tạm trú (Temporary residence)",
-        &p.temporary_residence.as_ref().map(address_text).unwrap_or_else(|| "Không có (none)".into()),
-    );
+    let none = || "Không có (none)".to_string();
+    let mut rows = vec![
+        ("Họ, chữ đệm và tên (Full name)", statement.name.clone()),
+        ("Số định danh cá nhân (Personal ID)", personal_id.as_str().to_string()),
+        ("Ngày sinh (Date of birth)", p.birth_date.to_vietnamese()),
+        ("Nơi thường trú (Permanent residence)", p.permanent_residence.as_ref().map(address_text).unwrap_or_else(none)),
+        ("Nơi tạm trú (Temporary residence)", p.temporary_residence.as_ref().map(address_text).unwrap_or_else(none)),
+    ];
     if let Some(h) = &p.household {
-        rows += &row("Họ tên chủ hộ (Household head)", &h.head_name);
-        rows += &row("Quan hệ với chủ hộ (Relationship to head)", relationship_vi(h.relationship_to_head));
+        rows.push(("Họ tên chủ hộ (Household head)", h.head_name.clone()));
+        rows.push(("Quan hệ với chủ hộ (Relationship to head)", relationship_vi(h.relationship_to_head).to_string()));
     }
     if let Some(n) = &p.residence_file_number {
-        rows += &row("Số hồ sơ cư trú (Residence file number)", n);
+        rows.push(("Số hồ sơ cư trú (Residence file number)", n.clone()));
     }
+    Ok(Confirmation {
+        person_key: rec.key,
+        code: statement.code(&sig),
+        short: dancu_core::residence::short_code(&sig),
+        key_id: key.key_id().to_string(),
+        statement,
+        rows,
+    })
+}
+
+/// The print view of a residence confirmation (HTML; the same document as a PDF file at
+/// `residence-confirmation.pdf`). The QR code holds the signed statement; anyone can check it
+/// at `/api/v1/residence-confirmations/verify`.
+#[utoipa::path(get, path = "/api/v1/persons/{ref}/residence-confirmation", tag = "residence",
+    params(("ref" = String, Path, description = "12-digit personal ID, or the record key")),
+    responses(
+        (status = 200, description = "the confirmation, HTML print view", content_type = "text/html"),
+        (status = 404, description = "no such person (in your area)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the person has no personal ID", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "no signing key configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn confirmation(State(st): State<AppState>, caller: Caller, Path(r): Path<String>) -> ApiResult<Response> {
+    let c = confirm(&st, &caller, &r).await?;
+    let svg = c.qr()?.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).build();
+    let rows: String =
+        c.rows.iter().map(|(label, value)| format!("<tr><th>{label}</th><td>{}</td></tr>", esc(value))).collect();
     let html = format!(
         "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\"><title>Xác nhận thông tin về cư trú</title>\
 <style>body{{font-family:'Times New Roman',serif;max-width:190mm;margin:12mm auto;color:#000}}\
@@ -393,14 +419,112 @@ th,td{{border:1px solid #000;padding:4px 6px;text-align:left;vertical-align:top}
 <p>Quét mã QR hoặc nhập mã đầy đủ dưới đây tại /api/v1/residence-confirmations/verify để kiểm tra \
 (scan the QR code, or enter the full code below, to verify). Khóa ký (signing key): {kid}</p>\
 <p><code>{code}</code></p></div></div></body></html>",
-        issued =
-            statement.issued_on.format(time::macros::format_description!("[day]/[month]/[year]")).unwrap_or_default(),
-        unit = esc(&statement.issued_by),
-        kid = esc(key.key_id()),
-        code = esc(&code),
+        issued = c.issued(),
+        unit = esc(&c.statement.issued_by),
+        short = c.short,
+        kid = esc(&c.key_id),
+        code = esc(&c.code),
     );
     let mut res = Html(html).into_response();
-    res.extensions_mut().insert(AuditTarget(rec.key.to_string()));
+    res.extensions_mut().insert(AuditTarget(c.person_key.to_string()));
+    Ok(res)
+}
+
+/// The residence confirmation as a PDF file (A4, Vietnamese text in an embedded font), with the
+/// same signed QR code, short reference and full code as the print view.
+#[utoipa::path(get, path = "/api/v1/persons/{ref}/residence-confirmation.pdf", tag = "residence",
+    params(("ref" = String, Path, description = "12-digit personal ID, or the record key")),
+    responses(
+        (status = 200, description = "the confirmation, PDF", content_type = "application/pdf"),
+        (status = 404, description = "no such person (in your area)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the person has no personal ID", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "no signing key configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn confirmation_pdf(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(r): Path<String>,
+) -> ApiResult<Response> {
+    use crate::pdf::{A4, Page, wrap};
+    let c = confirm(&st, &caller, &r).await?;
+    let (left, right) = (56.0, A4.0 - 56.0);
+    let mid = A4.0 / 2.0;
+    let mut pg = Page::new();
+    let mut y = A4.1 - 64.0;
+    pg.centered(mid, y, 12.0, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM");
+    y -= 16.0;
+    pg.centered(mid, y, 11.0, "Độc lập - Tự do - Hạnh phúc");
+    y -= 40.0;
+    pg.centered(mid, y, 15.0, "XÁC NHẬN THÔNG TIN VỀ CƯ TRÚ");
+    y -= 16.0;
+    pg.centered(mid, y, 10.0, "Confirmation of residence information");
+    y -= 28.0;
+    let label_w = 210.0;
+    pg.line(left, y + 12.0, right, y + 12.0);
+    for (label, value) in &c.rows {
+        let labels = wrap(label, 9.5, label_w - 8.0);
+        let values = wrap(value, 10.5, right - left - label_w - 8.0);
+        let n = labels.len().max(values.len());
+        for (i, l) in labels.iter().enumerate() {
+            pg.text(left + 4.0, y - 14.0 * i as f32, 9.5, l);
+        }
+        for (i, v) in values.iter().enumerate() {
+            pg.text(left + label_w + 4.0, y - 14.0 * i as f32, 10.5, v);
+        }
+        y -= 14.0 * n as f32 + 6.0;
+        pg.line(left, y + 12.0, right, y + 12.0);
+    }
+    y -= 8.0;
+    pg.text(
+        left,
+        y,
+        10.0,
+        &format!("Ngày cấp (Issued on): {} · Đơn vị cấp (Issued by): {}", c.issued(), c.statement.issued_by),
+    );
+    y -= 24.0;
+    // The QR code, 4 modules of quiet zone included in the size.
+    let qr = c.qr()?;
+    let n = qr.width();
+    let size = 170.0;
+    let module = size / (n as f32 + 8.0);
+    let (qx, qy) = (left, y - size);
+    for (i, color) in qr.to_colors().iter().enumerate() {
+        if *color == qrcode::Color::Dark {
+            let (col, row) = ((i % n) as f32, (i / n) as f32);
+            pg.rect(qx + module * (col + 4.0), qy + size - module * (row + 5.0), module, module);
+        }
+    }
+    let tx = left + size + 16.0;
+    let tw = right - tx;
+    let mut ty = y - 12.0;
+    pg.text(tx, ty, 10.0, "Mã xác minh (Verification reference):");
+    ty -= 16.0;
+    pg.text(tx, ty, 13.0, &c.short);
+    ty -= 20.0;
+    let note = "Quét mã QR hoặc nhập mã đầy đủ dưới đây tại /api/v1/residence-confirmations/verify để kiểm tra \
+                (scan the QR code, or enter the full code below, to verify).";
+    for l in wrap(note, 8.5, tw) {
+        pg.text(tx, ty, 8.5, &l);
+        ty -= 11.0;
+    }
+    pg.text(tx, ty, 8.5, &format!("Khóa ký (signing key): {}", c.key_id));
+    y = ty.min(qy) - 18.0;
+    pg.text(left, y, 8.0, "Mã đầy đủ (full code):");
+    y -= 11.0;
+    for l in wrap(&c.code, 6.5, right - left) {
+        pg.text(left, y, 6.5, &l);
+        y -= 8.5;
+    }
+    let pdf = pg.finish("Xác nhận thông tin về cư trú").ok_or_else(ApiError::internal)?;
+    let mut res = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/pdf")),
+            (header::CONTENT_DISPOSITION, HeaderValue::from_static("inline; filename=\"xac-nhan-cu-tru.pdf\"")),
+        ],
+        pdf,
+    )
+        .into_response();
+    res.extensions_mut().insert(AuditTarget(c.person_key.to_string()));
     Ok(res)
 }
 
@@ -456,4 +580,81 @@ pub async fn verify(State(st): State<AppState>, q: QueryPairs) -> ApiResult<Resp
         key_id: key.key_id().to_string(),
     };
     Ok(Json(body).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The 2025 reform's address review queue.
+
+/// Address reviews of the people in the caller's area: legacy addresses of partially merged
+/// communes (`dancu addresses migrate`), oldest first.
+#[utoipa::path(get, path = "/api/v1/address-reviews", tag = "residence",
+    params(("state" = Option<String>, Query, description = "pending (default), resolved or all"),
+           ("person" = Option<String>, Query, description = "record key of the person"),
+           ("page" = Option<u32>, Query, description = "page number from 1"),
+           ("per_page" = Option<u32>, Query, description = "1-200, default 50")),
+    responses(
+        (status = 200, description = "address reviews", body = Vec<dancu_store::AddressReview>),
+        (status = 400, description = "invalid parameter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn address_reviews(State(st): State<AppState>, caller: Caller, q: QueryPairs) -> ApiResult<Response> {
+    q.check(&["state", "person", "page", "per_page"])?;
+    let (offset, limit) = q.paging(200, 50)?;
+    let pending = match q.get("state").unwrap_or("pending") {
+        "pending" => Some(true),
+        "resolved" => Some(false),
+        "all" => None,
+        s => return Err(bad_param("state", "unknown_state", "pending, resolved or all", s)),
+    };
+    let person_key = q.get("person").map(|p| parse_uuid("person", p)).transpose()?;
+    let query = dancu_store::AddressReviewQuery { pending, area: caller.area(), person_key, offset, limit };
+    Ok(Json(st.registry.address_reviews(&query).await?).into_response())
+}
+
+/// The decision on an address review.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveAddressReview {
+    /// The 2025 commune chosen among the review's candidates.
+    pub commune_code: String,
+}
+
+/// Resolve an address review: the person's address (`field`: permanent_residence,
+/// temporary_residence or current_residence) moves to the chosen 2025 commune, a new version of
+/// the record (its history keeps the legacy code); audited.
+#[utoipa::path(post, path = "/api/v1/persons/{ref}/address-reviews/{field}", tag = "residence",
+    request_body = ResolveAddressReview,
+    params(("ref" = String, Path, description = "12-digit personal ID, or the record key"),
+           ("field" = String, Path, description = "permanent_residence, temporary_residence or current_residence")),
+    responses(
+        (status = 200, description = "resolved", body = dancu_store::AddressReview),
+        (status = 404, description = "no such person or review (in your area)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "resolved already, or the address changed since", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "not a candidate commune, or outside your area", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn resolve_address_review(
+    State(st): State<AppState>,
+    caller: Caller,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
+    Path((r, field)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ResolveAddressReview>,
+) -> ApiResult<Response> {
+    let rec = st.registry.get(&crate::persons::parse_ref(&r)?).await?;
+    caller.see(&rec.person.areas())?;
+    let target = Some(rec.key.to_string());
+    let entry = audit::for_change(&st, &caller, "address_review.resolve", &headers, &ctx, target, StatusCode::OK);
+    let review = st
+        .registry
+        .resolve_address_review(
+            rec.key,
+            &field,
+            body.commune_code.trim(),
+            caller.username(),
+            |a| caller.governs(a),
+            entry,
+        )
+        .await?;
+    let mut res = targeted(StatusCode::OK, &review, rec.key);
+    res.extensions_mut().insert(AuditRecorded);
+    Ok(res)
 }

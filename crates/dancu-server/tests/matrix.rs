@@ -220,8 +220,13 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         (_, p) if p.starts_with("/api/v1/review-pairs") => (Who::Officer(&[Verifier, Approver]), Area::Person),
         ("POST", "/api/v1/residence/applications")
         | ("POST", "/api/v1/residence/applications/{id}/receive")
-        | ("GET", "/api/v1/persons/{ref}/residence-confirmation") => (Who::Officer(EDITORS), Area::Person),
-        ("POST", "/api/v1/residence/applications/{id}/decision") => (Who::Officer(&[Verifier, Approver]), Area::Person),
+        | ("GET", "/api/v1/persons/{ref}/residence-confirmation")
+        | ("GET", "/api/v1/persons/{ref}/residence-confirmation.pdf") => (Who::Officer(EDITORS), Area::Person),
+        ("POST", "/api/v1/residence/applications/{id}/decision")
+        | ("POST", "/api/v1/persons/{ref}/address-reviews/{field}") => {
+            (Who::Officer(&[Verifier, Approver]), Area::Person)
+        }
+        ("GET", "/api/v1/address-reviews") => (Who::Officer(READERS), Area::Person),
         ("GET", "/api/v1/residence/applications")
         | ("GET", "/api/v1/residence/applications/{id}")
         | ("GET", "/api/v1/households/{id}")
@@ -437,6 +442,16 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         ("GET", "/api/v1/persons/{ref}/residence-confirmation") => {
             (format!("/api/v1/persons/{}/residence-confirmation", f.personal_id), None, by_area(Expect::Ok(200)))
         }
+        ("GET", "/api/v1/persons/{ref}/residence-confirmation.pdf") => {
+            (format!("/api/v1/persons/{}/residence-confirmation.pdf", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/api/v1/address-reviews") => ("/api/v1/address-reviews?state=all".to_string(), None, Expect::Ok(200)),
+        ("POST", "/api/v1/persons/{ref}/address-reviews/{field}") => (
+            // A field the migration does not move: refused after the area check, nothing changed.
+            format!("/api/v1/persons/{}/address-reviews/birth_place", f.personal_id),
+            Some(json!({"commune_code": "00004"})),
+            by_area(Expect::Problem(422, "validation")),
+        ),
         ("GET", "/api/v1/residence-confirmations/verify") => (
             "/api/v1/residence-confirmations/verify?code=AAAA.BBBB".to_string(),
             None,

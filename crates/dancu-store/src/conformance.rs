@@ -26,7 +26,8 @@ macro_rules! conformance_tests {
             residence_joining_needs_the_heads_consent, residence_head_must_be_a_member,
             residence_separation_rules, residence_temporary_rules_and_expiry, residence_death_ends_residence,
             residence_concurrent_moves_one_wins, residence_workflow_overdue_and_stays,
-            addresses_migrate_whole_and_review, partners_are_stored_once_and_updated,
+            addresses_migrate_whole_and_review, address_review_of_a_changed_address_is_refused,
+            partners_are_stored_once_and_updated,
             webhook_queue_is_ordered_deduplicated_and_marked_once,
             client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once,
             citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once,
@@ -1597,6 +1598,81 @@ pub async fn addresses_migrate_whole_and_review(store: Arc<dyn Store>) {
     // a second run moves nothing more and queues nothing twice
     let again = reg.migrate_addresses(500, "officer-test", |_| {}).await.unwrap();
     assert_eq!((again.people_scanned, again.moved_automatically, again.people_updated), (1, 0, 0));
+
+    // the queue, and its resolution by an officer
+    let pending = crate::AddressReviewQuery { pending: Some(true), limit: 50, ..Default::default() };
+    let queued = reg.address_reviews(&pending).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!((queued[0].person_key, queued[0].field.as_str()), (b.key, "permanent_residence"));
+    assert!(queued[0].queued_at.is_some() && queued[0].resolved_at.is_none());
+    let candidates = queued[0].candidates.clone();
+    let area = |code: &str| crate::AddressReviewQuery {
+        area: Some(format!("c:2025:{code}")),
+        limit: 50,
+        ..Default::default()
+    };
+    assert_eq!(reg.address_reviews(&area(&candidates[0])).await.unwrap().len(), 1, "listed in a candidate's area");
+    assert_eq!(reg.address_reviews(&area("26506")).await.unwrap().len(), 0);
+    let yes = |_: &[String]| true;
+    let err = reg.resolve_address_review(b.key, "permanent_residence", "99999", "o2", yes, None).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Invalid(ref v) if v.0[0].code == "not_a_candidate"), "{err:?}");
+    let err = reg.resolve_address_review(b.key, "permanent_residence", &candidates[0], "o2", |_| false, None).await;
+    assert!(matches!(err, Err(RegistryError::Invalid(ref v)) if v.0[0].code == "outside_area"), "{err:?}");
+    let err = reg.resolve_address_review(a.key, "permanent_residence", &candidates[0], "o2", yes, None).await;
+    assert!(matches!(err, Err(RegistryError::NotFound)), "no review for this person: {err:?}");
+    let done = reg.resolve_address_review(b.key, "permanent_residence", &candidates[0], "o2", yes, None).await.unwrap();
+    assert_eq!(
+        (done.resolved_by.as_deref(), done.resolved_commune_code.as_deref()),
+        (Some("o2"), Some(&candidates[0][..]))
+    );
+    assert!(done.resolved_at.is_some());
+    let now = reg.get(&PersonRef::Key(b.key)).await.unwrap();
+    assert_eq!(now.version, b.version + 1);
+    let p = now.person.record.permanent_residence.unwrap();
+    assert_eq!(
+        (p.scheme, p.commune_code.as_str(), p.detail.as_deref()),
+        (Scheme::Y2025, &candidates[0][..], Some("Thôn 3"))
+    );
+    let h = reg.history(b.key).await.unwrap();
+    assert_eq!(h[h.len() - 2].person.record.permanent_residence.as_ref().unwrap().scheme, Scheme::Legacy);
+    assert_eq!(h.last().unwrap().meta.actor, "o2");
+    // decided once
+    let again = reg.resolve_address_review(b.key, "permanent_residence", &candidates[0], "o3", yes, None).await;
+    assert!(matches!(again, Err(RegistryError::Store(StoreError::State(_)))), "{again:?}");
+    assert!(reg.address_reviews(&pending).await.unwrap().is_empty());
+    let resolved = crate::AddressReviewQuery { pending: Some(false), limit: 50, ..Default::default() };
+    assert_eq!(reg.address_reviews(&resolved).await.unwrap(), vec![done]);
+}
+
+/// A review whose address was changed after it was queued no longer applies, and a record
+/// changed between the read and the write is a conflict: nothing is written.
+pub async fn address_review_of_a_changed_address_is_refused(store: Arc<dyn Store>) {
+    use dancu_core::reference::{self, MergeKind, Scheme};
+    let reg = Registry::new(store.clone());
+    let part = reference::conversions().iter().find(|c| c.kind == MergeKind::Part).unwrap();
+    let legacy = dancu_core::person::Address {
+        scheme: Scheme::Legacy,
+        commune_code: part.old_commune_code.clone(),
+        detail: None,
+    };
+    let b = person(&reg, 63, Some(legacy)).await;
+    reg.migrate_addresses(500, "officer-test", |_| {}).await.unwrap();
+    let review = store.address_review_get(b.key, "permanent_residence").await.unwrap().unwrap();
+    // a stale version: Conflict, the review stays pending
+    let mut moved = b.person.clone();
+    moved.record.permanent_residence = Some(addr("00004", "Số 1"));
+    let mut chosen = review.clone();
+    chosen.resolved_commune_code = Some(review.candidates[0].clone());
+    let stale = store.address_review_resolve(&chosen, b.version + 5, &moved, &ChangeMeta::new("o", "r", None)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{stale:?}");
+    assert!(store.address_review_get(b.key, "permanent_residence").await.unwrap().unwrap().resolved_at.is_none());
+    // the address changed meanwhile (an officer's correction): the review no longer applies
+    store
+        .update_person(b.key, b.version, &moved, ChangeKind::Update, &ChangeMeta::new("o", "sửa địa chỉ", None))
+        .await
+        .unwrap();
+    let r = reg.resolve_address_review(b.key, "permanent_residence", &review.candidates[0], "o", |_| true, None).await;
+    assert!(matches!(r, Err(RegistryError::Store(StoreError::State(_)))), "{r:?}");
 }
 
 pub fn partner(id: &str) -> dancu_core::sharing::Partner {

@@ -637,6 +637,25 @@ pub trait Store: Send + Sync {
         meta: &ChangeMeta,
     ) -> Result<(u64, u64)>;
 
+    /// Address reviews (2025 reform), oldest first.
+    async fn address_reviews(&self, q: &AddressReviewQuery) -> Result<Vec<AddressReview>>;
+
+    /// One address review (person and field).
+    async fn address_review_get(&self, person_key: Uuid, field: &str) -> Result<Option<AddressReview>>;
+
+    /// Resolves a pending address review in one transaction: the person's record (at the
+    /// version read; it carries the chosen 2025 commune) as a new version with the change's
+    /// audit entry, and the review marked resolved with the officer and the commune chosen.
+    /// [`StoreError::State`] when the review is resolved already, [`StoreError::NotFound`] when
+    /// there is none, [`StoreError::Conflict`] when the record changed since it was read.
+    async fn address_review_resolve(
+        &self,
+        review: &AddressReview,
+        version: i64,
+        person: &Person,
+        meta: &ChangeMeta,
+    ) -> Result<()>;
+
     /// A sample of up to `n` issued personal IDs (for benchmarks and smoke tests).
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>>;
 
@@ -1304,7 +1323,8 @@ pub struct Application {
     /// The reason of a rejection (or a note on an approval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
-    /// A stay notified after its due time (23:00 / 08:00 rule).
+    /// A stay notified after its due time (23:00 / 08:00 rule), or a civil-status update filed
+    /// more than 30 days after the change was registered.
     #[serde(default)]
     pub late: bool,
     /// For a permanent registration: the permanent residence (history row) the person held when
@@ -1373,7 +1393,33 @@ pub struct AddressReview {
     pub person_key: Uuid,
     /// `permanent_residence`, `temporary_residence` or `current_residence`.
     pub field: String,
+    /// The legacy address as it was queued (the record's history keeps it too).
     pub address: dancu_core::person::Address,
     /// 2025 commune codes the old commune went into, in part.
     pub candidates: Vec<String>,
+    /// When the migration queued it (set by the store).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub queued_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub resolved_at: Option<OffsetDateTime>,
+    /// The officer who chose the commune.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    /// The 2025 commune chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_commune_code: Option<String>,
+}
+
+/// Which address reviews to list.
+#[derive(Debug, Clone, Default)]
+pub struct AddressReviewQuery {
+    /// `Some(true)`: waiting for a decision; `Some(false)`: resolved; `None`: all.
+    pub pending: Option<bool>,
+    /// Only people lying in this area (`person_areas`).
+    pub area: Option<String>,
+    pub person_key: Option<Uuid>,
+    pub offset: u32,
+    pub limit: u32,
 }

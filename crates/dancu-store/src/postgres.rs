@@ -388,6 +388,16 @@ CREATE INDEX person_versions_feed ON person_versions (feed_seq);
     ),
     (9, "cards", cards::MIGRATION),
     (
+        10,
+        "address_review_decisions",
+        r#"
+-- Who resolved an address review and which 2025 commune they chose; the pending queue in order.
+ALTER TABLE address_reviews ADD COLUMN resolved_by text;
+ALTER TABLE address_reviews ADD COLUMN resolved_code text;
+CREATE INDEX address_reviews_pending ON address_reviews (queued_at) WHERE resolved_at IS NULL;
+"#,
+    ),
+    (
         11,
         "webhooks",
         r#"
@@ -1899,6 +1909,69 @@ impl Store for PgStore {
         Ok((done, skipped))
     }
 
+    async fn address_reviews(&self, q: &crate::AddressReviewQuery) -> Result<Vec<crate::AddressReview>> {
+        let client = self.pool.get().await?;
+        let (limit, offset) = (i64::from(q.limit), i64::from(q.offset));
+        let mut sql = format!("{ADDRESS_REVIEW_SELECT} WHERE true");
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        match q.pending {
+            Some(true) => sql += " AND resolved_at IS NULL",
+            Some(false) => sql += " AND resolved_at IS NOT NULL",
+            None => {}
+        }
+        if let Some(k) = &q.person_key {
+            args.push(k);
+            sql += &format!(" AND person_key = ${}", args.len());
+        }
+        if let Some(a) = &q.area {
+            args.push(a);
+            sql += &format!(" AND person_key IN (SELECT person_key FROM person_areas WHERE area = ${})", args.len());
+        }
+        args.push(&limit);
+        args.push(&offset);
+        sql += &format!(" ORDER BY queued_at, person_key, field LIMIT ${} OFFSET ${}", args.len() - 1, args.len());
+        let rows = client.query(&sql, &args).await?;
+        rows.iter().map(address_review_row).collect()
+    }
+
+    async fn address_review_get(&self, person_key: Uuid, field: &str) -> Result<Option<crate::AddressReview>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(&format!("{ADDRESS_REVIEW_SELECT} WHERE person_key = $1 AND field = $2"), &[&person_key, &field])
+            .await?;
+        row.as_ref().map(address_review_row).transpose()
+    }
+
+    async fn address_review_resolve(
+        &self,
+        review: &crate::AddressReview,
+        version: i64,
+        person: &Person,
+        meta: &ChangeMeta,
+    ) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT resolved_at FROM address_reviews WHERE person_key = $1 AND field = $2 FOR UPDATE",
+                &[&review.person_key, &review.field],
+            )
+            .await?;
+        let Some(row) = row else { return Err(StoreError::NotFound) };
+        if row.get::<_, Option<OffsetDateTime>>(0).is_some() {
+            return Err(StoreError::State("the address review is resolved already".into()));
+        }
+        update_in_tx(&tx, review.person_key, version, person, ChangeKind::Update, meta).await?;
+        tx.execute(
+            "UPDATE address_reviews SET resolved_at = $3, resolved_by = $4, resolved_code = $5
+             WHERE person_key = $1 AND field = $2",
+            &[&review.person_key, &review.field, &now(), &meta.actor, &review.resolved_commune_code],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {
         let client = self.pool.get().await?;
         let rows = client
@@ -2627,6 +2700,28 @@ fn relationship_code(r: HeadRelationship) -> Result<String> {
 fn parse_relationship(s: &str) -> Result<HeadRelationship> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|_| StoreError::Corrupt(format!("relationship {s:?}")))
+}
+
+const ADDRESS_REVIEW_SELECT: &str = "SELECT person_key, field, scheme, commune_code, detail, candidates, queued_at,
+    resolved_at, resolved_by, resolved_code FROM address_reviews";
+
+fn address_review_row(r: &Row) -> Result<crate::AddressReview> {
+    let scheme: String = r.get(2);
+    let candidates: String = r.get(5);
+    Ok(crate::AddressReview {
+        person_key: r.get(0),
+        field: r.get(1),
+        address: Address {
+            scheme: Scheme::from_code(&scheme).ok_or_else(|| StoreError::Corrupt(format!("scheme {scheme:?}")))?,
+            commune_code: r.get(3),
+            detail: r.get(4),
+        },
+        candidates: candidates.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+        queued_at: Some(r.get(6)),
+        resolved_at: r.get(7),
+        resolved_by: r.get(8),
+        resolved_commune_code: r.get(9),
+    })
 }
 
 const RESIDENCE_SELECT: &str = "SELECT id, person_key, kind, scheme, commune_code, detail, household_id, valid_from,

@@ -572,6 +572,69 @@ impl Registry {
                 }
                 plan.households.push((Household { head: Some(nh.rec.key), ..h.clone() }, Some(h.version)));
             }
+            Procedure::CivilStatusUpdate { person, changes, .. } => {
+                let l = self.load_person("procedure.person", *person).await?;
+                Self::alive(&l, "procedure.person")?;
+                let old = &l.rec.person.record;
+                let mut new = old.clone();
+                if let Some(name) = &changes.name {
+                    new.name = name.clone();
+                }
+                if let Some(b) = changes.birth_date {
+                    if b.year() != old.birth_date.year() {
+                        return Err(invalid_v(
+                            "procedure.changes.birth_date",
+                            "birth_year_change",
+                            "the personal ID encodes the birth year: a new year is a record change that issues a \
+                             new personal ID (approved by a second officer), not a residence update",
+                            b.to_string(),
+                        ));
+                    }
+                    new.birth_date = b;
+                }
+                if let Some(e) = &changes.ethnicity {
+                    new.ethnicity = e.clone();
+                }
+                if let Some(n) = &changes.nationalities {
+                    new.nationalities = n.clone();
+                }
+                if let Some(m) = changes.marital_status {
+                    new.marital_status = Some(m);
+                }
+                if new == *old {
+                    return Err(invalid(
+                        "procedure.changes",
+                        "no_change",
+                        "the register holds these items already: nothing to update",
+                    ));
+                }
+                // The changed items obey the rules of any record (codes, names, dates).
+                let new = new.validate(on).map_err(|errs| {
+                    ValidationErrors(
+                        errs.0
+                            .into_iter()
+                            .map(|mut e| {
+                                e.field = format!("procedure.changes.{}", e.field);
+                                e
+                            })
+                            .collect(),
+                    )
+                })?;
+                let renamed = new.name != old.name;
+                people.get(&l.rec).record = new.clone();
+                // A head's new name is in every member's household link.
+                if renamed && let Some(hid) = self.store().household_of(l.rec.key).await? {
+                    let h = self.store().household_get(hid).await?.ok_or(RegistryError::NotFound)?;
+                    if h.head == Some(l.rec.key) {
+                        for m in h.current_members().filter(|m| m.person_key != l.rec.key) {
+                            let rec = self.person_by_key(m.person_key).await?;
+                            if let Some(link) = people.get(&rec).record.household.as_mut() {
+                                link.head_name = new.name.full();
+                            }
+                        }
+                    }
+                }
+            }
             Procedure::PermanentDeletion { person, cause, effective } => {
                 let l = self.load_person("procedure.person", *person).await?;
                 if l.address(ResidenceKind::Permanent).is_none() {
@@ -658,6 +721,12 @@ impl Registry {
             Procedure::TemporaryAbsence { person, .. } | Procedure::PermanentDeletion { person, .. } => {
                 self.load_person("procedure.person", *person).await?.address(ResidenceKind::Permanent).cloned()
             }
+            // Handled where the person's residence file is: the permanent residence, else the
+            // temporary one.
+            Procedure::CivilStatusUpdate { person, .. } => {
+                let l = self.load_person("procedure.person", *person).await?;
+                l.address(ResidenceKind::Permanent).or_else(|| l.address(ResidenceKind::Temporary)).cloned()
+            }
         };
         Ok(address.map(|a| dancu_core::access::residence_areas([&a])).unwrap_or_default())
     }
@@ -733,6 +802,9 @@ impl Registry {
             app.decided_by = Some(actor.to_string());
             app.decided_at = Some(now);
             drop(plan);
+        }
+        if let Procedure::CivilStatusUpdate { registered_on, .. } = &app.procedure {
+            app.late = today > *registered_on + Duration::days(rules::CIVIL_STATUS_UPDATE_DAYS);
         }
         self.store()
             .residence_apply(&ResidencePlan {
@@ -976,6 +1048,10 @@ impl Registry {
                                 field: field.to_string(),
                                 address: a.clone(),
                                 candidates,
+                                queued_at: None,
+                                resolved_at: None,
+                                resolved_by: None,
+                                resolved_commune_code: None,
                             });
                             report.queued_for_review += 1;
                         }
@@ -992,5 +1068,92 @@ impl Registry {
             progress(&report);
         }
         Ok(report)
+    }
+}
+
+/// The fields of a person record the 2025 address migration moves.
+pub const MIGRATED_FIELDS: [&str; 3] = ["permanent_residence", "temporary_residence", "current_residence"];
+
+impl Registry {
+    /// Address reviews of the 2025 migration (see [`crate::AddressReviewQuery`]).
+    pub async fn address_reviews(&self, q: &crate::AddressReviewQuery) -> Result<Vec<crate::AddressReview>> {
+        Ok(self.store().address_reviews(q).await?)
+    }
+
+    /// An officer resolves an address review: the person's address in `field` moves to the
+    /// chosen 2025 commune (one of the candidates; the detail is kept), as a new version of the
+    /// record whose history keeps the legacy code, in one transaction with the review's
+    /// resolution and the audit entry. `allowed` says whether the record, changed, still lies
+    /// in the officer's area. Refused when the review is resolved already or the address was
+    /// changed since it was queued.
+    pub async fn resolve_address_review(
+        &self,
+        person_key: Uuid,
+        field: &str,
+        commune_code: &str,
+        actor: &str,
+        allowed: impl Fn(&[String]) -> bool,
+        audit: Option<AuditEntry>,
+    ) -> Result<crate::AddressReview> {
+        if !MIGRATED_FIELDS.contains(&field) {
+            return Err(invalid_v(
+                "field",
+                "unknown_field",
+                "permanent_residence, temporary_residence or current_residence",
+                field.to_string(),
+            ));
+        }
+        let mut review = self.store().address_review_get(person_key, field).await?.ok_or(RegistryError::NotFound)?;
+        if review.resolved_at.is_some() {
+            return Err(crate::StoreError::State(format!(
+                "the address review was resolved already (commune {})",
+                review.resolved_commune_code.as_deref().unwrap_or("?")
+            ))
+            .into());
+        }
+        if !review.candidates.iter().any(|c| c == commune_code) {
+            return Err(invalid_v(
+                "commune_code",
+                "not_a_candidate",
+                format!("choose one of the 2025 communes the old commune went into: {}", review.candidates.join(", ")),
+                commune_code.to_string(),
+            ));
+        }
+        let rec = self.person_by_key(person_key).await?;
+        let mut person = rec.person.clone();
+        let r = &mut person.record;
+        let slot = match field {
+            "permanent_residence" => &mut r.permanent_residence,
+            "temporary_residence" => &mut r.temporary_residence,
+            _ => &mut r.current_residence,
+        };
+        if slot.as_ref() != Some(&review.address) {
+            return Err(crate::StoreError::State(
+                "the address was changed since it was queued for review: the review no longer applies".into(),
+            )
+            .into());
+        }
+        *slot = Some(Address {
+            scheme: dancu_core::reference::Scheme::Y2025,
+            commune_code: commune_code.to_string(),
+            detail: review.address.detail.clone(),
+        });
+        if !allowed(&person.areas()) {
+            return Err(invalid_v(
+                "commune_code",
+                "outside_area",
+                "the person would leave your area: an officer of the province decides",
+                commune_code.to_string(),
+            ));
+        }
+        let mut meta = ChangeMeta::new(
+            actor,
+            format!("Chuyển địa chỉ sang xã mới (sắp xếp đơn vị hành chính 2025), xã được chọn: {commune_code}"),
+            Some("Nghị quyết 202/2025/QH15; Nghị quyết của UBTVQH về sắp xếp đơn vị hành chính cấp xã năm 2025".into()),
+        );
+        meta.audit = audit;
+        review.resolved_commune_code = Some(commune_code.to_string());
+        self.store().address_review_resolve(&review, rec.version, &person, &meta).await?;
+        Ok(self.store().address_review_get(person_key, field).await?.unwrap_or(review))
     }
 }

@@ -386,6 +386,16 @@ CREATE INDEX consents_person ON consents (person_key, partner_id);
     ),
     (9, "cards", cards::MIGRATION),
     (
+        10,
+        "address_review_decisions",
+        r#"
+-- Who resolved an address review and which 2025 commune they chose; the pending queue in order.
+ALTER TABLE address_reviews ADD COLUMN resolved_by TEXT;
+ALTER TABLE address_reviews ADD COLUMN resolved_code TEXT;
+CREATE INDEX address_reviews_pending ON address_reviews (queued_at) WHERE resolved_at IS NULL;
+"#,
+    ),
+    (
         11,
         "webhooks",
         r#"
@@ -2311,6 +2321,88 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn address_reviews(&self, q: &crate::AddressReviewQuery) -> Result<Vec<crate::AddressReview>> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let mut sql = format!("{ADDRESS_REVIEW_SELECT} WHERE 1=1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            match q.pending {
+                Some(true) => sql += " AND resolved_at IS NULL",
+                Some(false) => sql += " AND resolved_at IS NOT NULL",
+                None => {}
+            }
+            if let Some(k) = q.person_key {
+                args.push(k.to_string().into());
+                sql += &format!(" AND person_key = ?{}", args.len());
+            }
+            if let Some(a) = &q.area {
+                args.push(a.clone().into());
+                sql +=
+                    &format!(" AND person_key IN (SELECT person_key FROM person_areas WHERE area = ?{})", args.len());
+            }
+            args.push(i64::from(q.limit).into());
+            args.push(i64::from(q.offset).into());
+            sql += &format!(" ORDER BY queued_at, person_key, field LIMIT ?{} OFFSET ?{}", args.len() - 1, args.len());
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), address_review_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn address_review_get(&self, person_key: Uuid, field: &str) -> Result<Option<crate::AddressReview>> {
+        let field = field.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("{ADDRESS_REVIEW_SELECT} WHERE person_key = ?1 AND field = ?2"))?
+                .query_row(params![person_key.to_string(), field], address_review_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn address_review_resolve(
+        &self,
+        review: &crate::AddressReview,
+        version: i64,
+        person: &Person,
+        meta: &ChangeMeta,
+    ) -> Result<()> {
+        let review = review.clone();
+        let person = person.clone();
+        let meta = meta.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let resolved: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT resolved_at FROM address_reviews WHERE person_key = ?1 AND field = ?2",
+                    params![review.person_key.to_string(), review.field],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match resolved {
+                None => return Err(StoreError::NotFound),
+                Some(Some(_)) => return Err(StoreError::State("the address review is resolved already".into())),
+                Some(None) => {}
+            }
+            update_in_tx(&tx, review.person_key, version, &person, ChangeKind::Update, &meta)?;
+            tx.execute(
+                "UPDATE address_reviews SET resolved_at = ?3, resolved_by = ?4, resolved_code = ?5
+                 WHERE person_key = ?1 AND field = ?2",
+                params![
+                    review.person_key.to_string(),
+                    review.field,
+                    ts(now()),
+                    meta.actor,
+                    review.resolved_commune_code
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn sample_personal_ids(&self, n: u32) -> Result<Vec<PersonalId>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare(
@@ -3089,6 +3181,32 @@ fn day(d: time::Date) -> String {
 
 fn parse_day(s: &str) -> Result<time::Date> {
     iso_date::parse(s).ok_or_else(|| StoreError::Corrupt(format!("date {s:?}")))
+}
+
+const ADDRESS_REVIEW_SELECT: &str = "SELECT person_key, field, scheme, commune_code, detail, candidates, queued_at,
+    resolved_at, resolved_by, resolved_code FROM address_reviews";
+
+fn address_review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<crate::AddressReview>> {
+    let (key, field, scheme): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+    let (code, detail, candidates): (String, Option<String>, String) = (r.get(3)?, r.get(4)?, r.get(5)?);
+    let (queued, resolved): (String, Option<String>) = (r.get(6)?, r.get(7)?);
+    let (by, chosen): (Option<String>, Option<String>) = (r.get(8)?, r.get(9)?);
+    Ok((|| {
+        Ok(crate::AddressReview {
+            person_key: Uuid::parse_str(&key).map_err(|_| StoreError::Corrupt(format!("key {key:?}")))?,
+            field,
+            address: Address {
+                scheme: Scheme::from_code(&scheme).ok_or_else(|| StoreError::Corrupt(format!("scheme {scheme:?}")))?,
+                commune_code: code,
+                detail,
+            },
+            candidates: candidates.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+            queued_at: Some(parse_ts(&queued)?),
+            resolved_at: resolved.as_deref().map(parse_ts).transpose()?,
+            resolved_by: by,
+            resolved_commune_code: chosen,
+        })
+    })())
 }
 
 fn relationship_code(r: HeadRelationship) -> Result<String> {

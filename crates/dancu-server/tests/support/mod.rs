@@ -173,7 +173,9 @@ pub const JSON: (&str, &str) = ("Content-Type", "application/json");
 pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body as text (invalid UTF-8 replaced: see `bytes` for binary bodies).
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -249,7 +251,7 @@ pub async fn call<H: HeaderPair>(
         }
         body = out;
     }
-    Resp { status, headers, body: String::from_utf8(body).unwrap() }
+    Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned(), bytes: body }
 }
 
 /// A header name and value.

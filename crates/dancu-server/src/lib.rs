@@ -8,8 +8,8 @@
 
 pub mod audit;
 pub mod auth;
-pub mod citizen;
 pub mod cards;
+pub mod citizen;
 pub mod civil;
 pub mod extract;
 pub mod jose;
@@ -26,8 +26,8 @@ pub mod requests;
 pub mod residence;
 pub mod reviews;
 pub mod sharing;
-pub mod webhooks;
 pub mod web;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
@@ -118,7 +118,6 @@ impl AppState {
     /// Signs residence confirmations with this key.
     pub fn with_confirmation_key(mut self, key: Arc<dyn dancu_keys::Signer>) -> Self {
         self.confirmation_key = Some(key);
-
         self
     }
 
@@ -133,6 +132,9 @@ impl AppState {
     pub fn with_codes_per_window(mut self, n: u32) -> Self {
         self.citizen =
             Arc::new(citizen::CitizenState { channel: self.citizen.channel.clone(), challenges_per_window: n });
+        self
+    }
+
     /// Personalizes chips with this Document Signer.
     pub fn with_card_signer(mut self, signer: Arc<dancu_card::DocumentSigner>) -> Self {
         self.card_signer = Some(signer);
@@ -162,7 +164,6 @@ impl AppState {
         reviews::list, reviews::get, reviews::decide,
         residence::submit, residence::list, residence::get, residence::receive, residence::decide,
         residence::household, residence::residences, residence::at_address, residence::confirmation,
-        residence::verify,
         cards::apply, cards::list, cards::get, cards::step, cards::status, cards::centres, cards::add_centre,
         cards::restock, cards::run, cards::person_cards, cards::card, cards::set_state, cards::chip, cards::face,
         cards::validity,
@@ -172,7 +173,6 @@ impl AppState {
         partners::list, partners::create, partners::get, partners::update, partners::set_status,
         partners::consents, partners::grant, partners::revoke,
         sharing::token, sharing::verify, sharing::verify_batch, sharing::retrieve, sharing::pseudonym,
-        sharing::events,
         citizen::login, citizen::verify, citizen::logout, citizen::me, citizen::applications, citizen::consents,
         citizen::grant, citizen::revoke, citizen::access_log,
         sharing::events, webhooks::register, webhooks::partner_status, webhooks::admin_status,

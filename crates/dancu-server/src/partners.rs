@@ -46,6 +46,10 @@ pub struct PartnerInput {
     /// An e-government portal's OpenID Connect registration (citizens log in to it here).
     #[serde(default)]
     pub oidc: Option<OidcInput>,
+    /// SHA-256 of the partner's client certificate (DER; hex, colons allowed) for mutual TLS
+    /// on the server's TLS port, instead of access tokens.
+    #[serde(default)]
+    pub client_cert_sha256: Option<String>,
 }
 
 /// A portal's OpenID Connect registration.
@@ -59,10 +63,6 @@ pub struct OidcInput {
     pub token_endpoint_auth_method: ClientAuth,
     /// `pairwise` (a per-portal pseudonym) or `personal_id` (needs the personal_id field).
     pub subject_type: SubjectKind,
-    /// SHA-256 of the partner's client certificate (DER; hex, colons allowed) for mutual TLS
-    /// on the server's TLS port, instead of access tokens.
-    #[serde(default)]
-    pub client_cert_sha256: Option<String>,
 }
 
 /// A partner as administrators see it (the pseudonym key is never shown).

@@ -309,6 +309,7 @@ pub fn routes() -> Vec<RouteSpec> {
             Officer(CARD_PRINTERS),
             A::Person,
             || get(cards::face),
+        ),
         spec(
             Method::GET,
             "/api/v1/persons/{ref}/residence-confirmation.pdf",

@@ -44,7 +44,9 @@ async fn start(store: Arc<dyn Store>, codes_per_window: u32) -> (Server, Arc<Fil
         .with_code_channel(channel.clone())
         .with_codes_per_window(codes_per_window);
     tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
-    (Server { addr, store, key, secrets }, channel)
+    // This server personalizes no cards; the fields name a card PKI all the same.
+    let (_, csca, crl) = dancu_store::conformance::test_card_pki(time::OffsetDateTime::now_utc());
+    (Server { addr, store, key, secrets, csca, crl }, channel)
 }
 
 async fn post_json(s: &Server, path: &str, body: &Value) -> Resp {

@@ -624,6 +624,7 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         }
         ("GET", "/api/v1/cards/{serial}/faces/{side}") => {
             (format!("/api/v1/cards/{}/faces/front", f.card_serial), None, by_area(Expect::Ok(200)))
+        }
         ("PUT", "/api/v1/sharing/webhook") => (
             "/api/v1/sharing/webhook".to_string(),
             Some(json!({"url": "http://127.0.0.1:9/hook"})),

@@ -1944,6 +1944,8 @@ pub async fn oidc_codes_redeem_once(store: Arc<dyn Store>) {
     store.oidc_grant_insert(&later).await.unwrap();
     assert!(store.oidc_grant_redeem("c1", "a4", 10_400, 10_010).await.unwrap().is_none());
     assert!(store.oidc_grant_redeem("c2", "a5", 10_400, 10_010).await.unwrap().unwrap().used_at.is_none());
+}
+
 // ---- identity cards ---------------------------------------------------------------------------
 
 /// The synthetic portrait the card tests use (a drawn face, 6 KB JPEG).

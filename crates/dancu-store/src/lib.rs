@@ -737,67 +737,7 @@ pub trait Store: Send + Sync {
 
     /// The grant an access token was issued for.
     async fn oidc_grant_by_access(&self, access_hash: &str) -> Result<Option<OidcGrant>>;
-}
 
-/// A citizen's login in progress: a one-time code sent for a personal ID (stored hashed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CitizenChallenge {
-    pub id: String,
-    /// [`dancu_core::citizen::login_key`] of the personal ID as typed (limits count under it).
-    pub login_key: String,
-    /// Record key of the person holding the ID; `None` for an unknown ID (no code matches).
-    pub person_key: Option<String>,
-    pub code_hash: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-}
-
-/// The limits a new challenge is checked against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChallengeLimits {
-    pub challenges_since: i64,
-    pub max_challenges: u32,
-    pub failures_since: i64,
-    pub max_failures: u32,
-}
-
-/// What a code attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChallengeOutcome {
-    /// The right code: the person's record key. The challenge is spent.
-    Accepted(String),
-    /// A wrong code; tries left on this challenge.
-    Wrong(u32),
-    /// Unknown, expired, used, or out of tries.
-    Spent,
-}
-
-/// A citizen's session (bearer token stored as SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CitizenSession {
-    pub token_hash: String,
-    pub person_key: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
-/// An OpenID Connect authorization: the code (hashed) and what it grants a portal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OidcGrant {
-    pub code_hash: String,
-    pub client_id: String,
-    pub person_key: String,
-    pub redirect_uri: String,
-    /// PKCE S256 challenge.
-    pub code_challenge: String,
-    /// Granted scopes, space-separated.
-    pub scope: String,
-    pub nonce: Option<String>,
-    pub auth_time: i64,
-    pub expires_at: i64,
-    pub used_at: Option<i64>,
-    pub access_expires_at: Option<i64>,
     // ---- identity cards -----------------------------------------------------------------------
 
     /// Stores a new card application with its images and audit entry. [`StoreError::Duplicate`]
@@ -923,6 +863,67 @@ pub struct OidcGrant {
         request: &ChangeRequest,
         audit: Option<&AuditEntry>,
     ) -> Result<(CivilEvent, bool)>;
+}
+
+/// A citizen's login in progress: a one-time code sent for a personal ID (stored hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CitizenChallenge {
+    pub id: String,
+    /// [`dancu_core::citizen::login_key`] of the personal ID as typed (limits count under it).
+    pub login_key: String,
+    /// Record key of the person holding the ID; `None` for an unknown ID (no code matches).
+    pub person_key: Option<String>,
+    pub code_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The limits a new challenge is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeLimits {
+    pub challenges_since: i64,
+    pub max_challenges: u32,
+    pub failures_since: i64,
+    pub max_failures: u32,
+}
+
+/// What a code attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChallengeOutcome {
+    /// The right code: the person's record key. The challenge is spent.
+    Accepted(String),
+    /// A wrong code; tries left on this challenge.
+    Wrong(u32),
+    /// Unknown, expired, used, or out of tries.
+    Spent,
+}
+
+/// A citizen's session (bearer token stored as SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CitizenSession {
+    pub token_hash: String,
+    pub person_key: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An OpenID Connect authorization: the code (hashed) and what it grants a portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcGrant {
+    pub code_hash: String,
+    pub client_id: String,
+    pub person_key: String,
+    pub redirect_uri: String,
+    /// PKCE S256 challenge.
+    pub code_challenge: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub access_expires_at: Option<i64>,
 }
 
 /// An inbound civil-status event as the registry keeps it (idempotency by its source id).

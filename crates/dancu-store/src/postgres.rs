@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use time::OffsetDateTime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
@@ -1637,29 +1638,70 @@ impl Store for PgStore {
                 .map(StoreError::IdTaken)
                 .unwrap_or_else(|_| StoreError::Corrupt("a stored personal ID is malformed".into())));
         }
-        tx.execute(
-            "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
-                                  version, data, created_at, updated_at, merged_into)
-             SELECT k, pid, l, s, n, y, c, p, 1, d, $10, $10, m
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[],
-                         $9::jsonb[], $11::text[])
-                  AS t(k, pid, l, s, n, y, c, p, d, m)",
-            &[&keys, &pids, &legacy, &status, &names, &years, &communes, &provinces, &data, &at, &merged],
-        )
-        .await
-        .map_err(|e| {
+        // The two big tables by binary COPY (the records and their first version), the rest set-based.
+        let sink = tx
+            .copy_in(
+                "COPY persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
+                               version, data, created_at, updated_at, merged_into) FROM STDIN BINARY",
+            )
+            .await?;
+        let types = [
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::JSONB,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+        ];
+        let taken_meanwhile = |e: tokio_postgres::Error| {
             if is_unique_violation(&e) {
                 StoreError::Backend("a personal ID of the chunk was issued meanwhile; retry".into())
             } else {
                 e.into()
             }
-        })?;
-        tx.execute(
-            "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, recorded_at, data)
-             SELECT k, 1, 'create', $3, $4, $5, $6, d FROM UNNEST($1::uuid[], $2::jsonb[]) AS t(k, d)",
-            &[&keys, &data, &meta.actor, &meta.reason, &meta.legal_basis, &at],
-        )
-        .await?;
+        };
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for i in 0..keys.len() {
+            let row: [&(dyn ToSql + Sync); 13] = [
+                &keys[i],
+                &pids[i],
+                &legacy[i],
+                &status[i],
+                &names[i],
+                &years[i],
+                &communes[i],
+                &provinces[i],
+                &1i64,
+                &data[i],
+                &at,
+                &at,
+                &merged[i],
+            ];
+            writer.as_mut().write(&row).await.map_err(taken_meanwhile)?;
+        }
+        writer.finish().await.map_err(taken_meanwhile)?;
+        let sink = tx
+            .copy_in(
+                "COPY person_versions (key, version, change, actor, reason, legal_basis, recorded_at, data)
+                 FROM STDIN BINARY",
+            )
+            .await?;
+        let types =
+            [Type::UUID, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ, Type::JSONB];
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for i in 0..keys.len() {
+            let row: [&(dyn ToSql + Sync); 8] =
+                [&keys[i], &1i64, &"create", &meta.actor, &meta.reason, &meta.legal_basis, &at, &data[i]];
+            writer.as_mut().write(&row).await?;
+        }
+        writer.finish().await?;
         tx.execute(
             "INSERT INTO issued_ids (personal_id, key, issued_at)
              SELECT pid, k, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(pid, k) WHERE pid IS NOT NULL",

@@ -28,7 +28,8 @@ use dancu_core::audit::AuditEntry;
 use dancu_core::auth::{Role, Unit};
 use dancu_core::intake::em::{Band, Thresholds};
 use dancu_core::intake::linkage::{LinkConfig, LinkRecord, Origin, link};
-use dancu_core::intake::row::{CellProblem, ColumnMap, ImportUnit, RowNormalizer};
+use dancu_core::intake::par;
+use dancu_core::intake::row::{CellProblem, ColumnMap, ImportUnit, NormalizedRow, RowNormalizer};
 use dancu_core::{Person, PersonStatus, PersonalId};
 use dancu_store::registry::{draw_personal_id, today};
 use dancu_store::{CandidateKey, ChangeMeta, ImportBatch, ImportedRow, ReviewPair, ReviewState, Store, StoreError};
@@ -84,7 +85,11 @@ pub struct Summary {
     /// Rows stored by an earlier run of the same batch.
     pub already_imported: u64,
     pub registry_candidates: u64,
+    /// Candidate pairs compared by the linkage (all blocking passes).
+    pub candidate_pairs: u64,
     pub seconds: f64,
+    /// Seconds per phase of this run.
+    pub phases: std::collections::BTreeMap<String, f64>,
     pub report: String,
     /// True when the batch had finished before (nothing done now).
     pub already_finished: bool,
@@ -94,7 +99,51 @@ pub struct Summary {
 type Row = (u64, Vec<String>);
 
 /// A stream of rows; an unreadable record is its line and why.
-type Rows = Box<dyn Iterator<Item = Result<Row, (u64, String)>>>;
+type Rows = Box<dyn Iterator<Item = Result<Row, (u64, String)>> + Send>;
+
+/// A row of the file after normalization (blank rows are left out).
+enum Item {
+    Unreadable(u64, String),
+    Row(u64, Box<Result<NormalizedRow, Vec<CellProblem>>>),
+}
+
+/// Rows normalized per batch.
+const BATCH: usize = 16_384;
+
+/// Reads and normalizes the rows on a thread of its own, in batches, each batch normalized on
+/// all cores ([`par::map_with`], one normalizer per thread); batches arrive in file order. With
+/// `wanted` (sorted lines), only those lines are normalized and sent.
+fn normalize_in_background(
+    mut source: Rows,
+    norm: RowNormalizer,
+    wanted: Option<Arc<Vec<u64>>>,
+) -> tokio::sync::mpsc::Receiver<Vec<Item>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut norms = vec![norm; par::threads()];
+        loop {
+            let batch: Vec<Result<Row, (u64, String)>> = source.by_ref().take(BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let items = par::map_with(&mut norms, &batch, |norm, r| match r {
+                Err((line, reason)) => wanted.is_none().then(|| Item::Unreadable(*line, reason.clone())),
+                Ok((line, cells)) => {
+                    if wanted.as_ref().is_some_and(|w| w.binary_search(line).is_err())
+                        || cells.iter().all(|c| c.trim().is_empty())
+                    {
+                        return None;
+                    }
+                    Some(Item::Row(*line, Box::new(norm.normalize(cells))))
+                }
+            });
+            if tx.blocking_send(items.into_iter().flatten().collect()).is_err() {
+                break; // the import stopped
+            }
+        }
+    });
+    rx
+}
 
 /// Streams the rows of a file (the header first).
 fn rows(path: &Path, format: Format) -> Result<Rows> {
@@ -327,64 +376,65 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     };
     let map = ColumnMap::new(&header, &mapping).map_err(|e| anyhow::anyhow!("{}: {e}", o.file.display()))?;
     let today = today();
-    let mut norm = RowNormalizer::new(map.clone(), unit.clone(), today, o.format == Format::Xlsx);
+    let norm = RowNormalizer::new(map.clone(), unit.clone(), today, o.format == Format::Xlsx);
     let mut lines: Vec<u64> = Vec::new();
     let mut records: Vec<LinkRecord> = Vec::new();
     let mut keys: HashSet<CandidateKey> = HashSet::new();
     let mut file_ids: Vec<(usize, PersonalId)> = Vec::new();
     let pb = bar(None, "reading / đọc");
-    for r in source {
-        summary.rows_read += 1;
-        if summary.rows_read.is_multiple_of(4096) {
-            pb.set_position(summary.rows_read);
-        }
-        let (line, cells) = match r {
-            Ok(x) => x,
-            Err((line, reason)) => {
-                reject(
-                    &mut summary,
-                    &mut report,
-                    line,
-                    &CellProblem { field: String::new(), value: String::new(), code: "unreadable", reason },
-                )?;
-                continue;
+    let mut phase = Instant::now();
+    let mut batches = normalize_in_background(source, norm, None);
+    while let Some(batch) = batches.recv().await {
+        for item in batch {
+            summary.rows_read += 1;
+            if summary.rows_read.is_multiple_of(4096) {
+                pb.set_position(summary.rows_read);
             }
-        };
-        if cells.iter().all(|c| c.trim().is_empty()) {
-            summary.rows_read -= 1; // blank line
-            continue;
-        }
-        match norm.normalize(&cells) {
-            Err(problems) => {
-                *summary.rejected_by_reason.entry(problems[0].code.to_string()).or_default() += 1;
-                summary.rows_rejected += 1;
-                for p in &problems {
-                    report.rejected(line, p)?;
+            let (line, normalized) = match item {
+                Item::Row(line, n) => (line, *n),
+                Item::Unreadable(line, reason) => {
+                    reject(
+                        &mut summary,
+                        &mut report,
+                        line,
+                        &CellProblem { field: String::new(), value: String::new(), code: "unreadable", reason },
+                    )?;
+                    continue;
                 }
-            }
-            Ok(row) => {
-                for n in &row.notes {
-                    *summary.notes.entry(n.code.to_string()).or_default() += 1;
-                    let kind = if n.code == "part_merge" { "flagged" } else { "converted" };
-                    report.note(line, kind, &n.field, &n.value, n.code, &n.reason)?;
+            };
+            match normalized {
+                Err(problems) => {
+                    *summary.rejected_by_reason.entry(problems[0].code.to_string()).or_default() += 1;
+                    summary.rows_rejected += 1;
+                    for p in &problems {
+                        report.rejected(line, p)?;
+                    }
                 }
-                let p = &row.person;
-                let facts = p.search_facts();
-                keys.insert(CandidateKey::NameYear(facts.name_key, facts.birth_year));
-                if let Some(l) = &p.record.legacy_id {
-                    keys.insert(CandidateKey::LegacyId(l.to_string()));
+                Ok(row) => {
+                    for n in &row.notes {
+                        *summary.notes.entry(n.code.to_string()).or_default() += 1;
+                        let kind = if n.code == "part_merge" { "flagged" } else { "converted" };
+                        report.note(line, kind, &n.field, &n.value, n.code, &n.reason)?;
+                    }
+                    let p = &row.person;
+                    let facts = p.search_facts();
+                    keys.insert(CandidateKey::NameYear(facts.name_key, facts.birth_year));
+                    if let Some(l) = &p.record.legacy_id {
+                        keys.insert(CandidateKey::LegacyId(l.to_string()));
+                    }
+                    if let Some(id) = p.personal_id
+                        && !done.contains_key(&line)
+                    {
+                        file_ids.push((records.len(), id));
+                    }
+                    lines.push(line);
+                    records.push(LinkRecord::from_input(&p.record, Origin::Batch));
                 }
-                if let Some(id) = p.personal_id
-                    && !done.contains_key(&line)
-                {
-                    file_ids.push((records.len(), id));
-                }
-                lines.push(line);
-                records.push(LinkRecord::from_input(&p.record, Origin::Batch));
             }
         }
     }
     pb.finish_and_clear();
+    summary.phase("read_normalize", &mut phase);
     // Personal IDs the file carries must be free (rows stored earlier hold theirs already).
     let mut refused: HashSet<usize> = HashSet::new();
     if !file_ids.is_empty() {
@@ -439,6 +489,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         records.extend(reg);
     }
     summary.registry_candidates = registry_keys.len() as u64;
+    summary.phase("registry_candidates", &mut phase);
     // Rows refused for their ID take no part in linkage.
     let linked_records: Vec<LinkRecord> = if refused.is_empty() {
         records
@@ -466,6 +517,8 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     let outcome = tokio::task::block_in_place(|| link(&linked_records, &config));
     spinner.finish_and_clear();
     drop(linked_records);
+    summary.candidate_pairs = outcome.pairs.len() as u64;
+    summary.phase("link", &mut phase);
 
     // Survivors: a registry record of the cluster if any, else its earliest row.
     let mut survivor: Vec<Option<usize>> = vec![None; n_batch + registry_keys.len()];
@@ -489,70 +542,73 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         None,
     );
     let mut key_of: Vec<Option<Uuid>> = vec![None; n_batch];
-    let mut norm = RowNormalizer::new(map, unit.clone(), today, o.format == Format::Xlsx);
+    let norm = RowNormalizer::new(map, unit.clone(), today, o.format == Format::Xlsx);
     let pb = bar(Some(n_batch as u64), "storing / lưu");
     let mut chunk: Vec<ImportedRow> = Vec::with_capacity(o.chunk);
     let mut in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
     let mut idx = 0usize;
     let mut source = rows(&o.file, o.format)?;
     source.next(); // header
-    for r in source {
-        let Ok((line, cells)) = r else { continue };
-        if idx >= n_batch || lines[idx] != line {
-            continue; // rejected or blank in pass 1
-        }
-        let i = idx;
-        idx += 1;
-        if let Some(k) = done.get(&line) {
-            key_of[i] = Some(*k);
-            summary.already_imported += 1;
-            continue;
-        }
-        if refused.contains(&i) {
-            continue;
-        }
-        let row = norm
-            .normalize(&cells)
-            .map_err(|_| anyhow::anyhow!("line {line} changed between the two readings of the file"))?;
-        let mut person: Person = row.person;
-        let key = Uuid::now_v7();
-        key_of[i] = Some(key);
-        if let Some(s) = survivor[i] {
-            let target = if s >= n_batch {
-                registry_keys[s - n_batch]
-            } else {
-                key_of[s].ok_or_else(|| anyhow::anyhow!("line {line}: its survivor was not stored first"))?
-            };
-            person.merged_into = Some(target.to_string());
-            if s >= n_batch {
-                summary.linked_to_registry += 1;
-            } else {
-                summary.linked_within_batch += 1;
+    let lines = Arc::new(lines);
+    let mut batches = normalize_in_background(source, norm, Some(lines.clone()));
+    while let Some(batch) = batches.recv().await {
+        for item in batch {
+            let Item::Row(line, normalized) = item else { continue };
+            if idx >= n_batch || lines[idx] != line {
+                continue; // rejected or blank in pass 1
             }
-        } else {
-            summary.new_people += 1;
-        }
-        if person.personal_id.is_some() {
-            summary.ids_kept += 1;
-        } else if person.merged_into.is_none() {
-            match draw_personal_id(&person) {
-                Ok(id) => {
-                    person.personal_id = Some(id);
-                    person.status = PersonStatus::Active;
-                    summary.ids_assigned += 1;
+            let i = idx;
+            idx += 1;
+            if let Some(k) = done.get(&line) {
+                key_of[i] = Some(*k);
+                summary.already_imported += 1;
+                continue;
+            }
+            if refused.contains(&i) {
+                continue;
+            }
+            let row = (*normalized)
+                .map_err(|_| anyhow::anyhow!("line {line} changed between the two readings of the file"))?;
+            let mut person: Person = row.person;
+            let key = Uuid::now_v7();
+            key_of[i] = Some(key);
+            if let Some(s) = survivor[i] {
+                let target = if s >= n_batch {
+                    registry_keys[s - n_batch]
+                } else {
+                    key_of[s].ok_or_else(|| anyhow::anyhow!("line {line}: its survivor was not stored first"))?
+                };
+                person.merged_into = Some(target.to_string());
+                if s >= n_batch {
+                    summary.linked_to_registry += 1;
+                } else {
+                    summary.linked_within_batch += 1;
                 }
-                Err(_) => summary.pending_without_id += 1,
+            } else {
+                summary.new_people += 1;
             }
-        }
-        chunk.push(ImportedRow { line, key, person });
-        if chunk.len() >= o.chunk {
-            if let Some(h) = in_flight.take() {
-                h.await??;
+            if person.personal_id.is_some() {
+                summary.ids_kept += 1;
+            } else if person.merged_into.is_none() {
+                match draw_personal_id(&person) {
+                    Ok(id) => {
+                        person.personal_id = Some(id);
+                        person.status = PersonStatus::Active;
+                        summary.ids_assigned += 1;
+                    }
+                    Err(_) => summary.pending_without_id += 1,
+                }
             }
-            let rows = std::mem::replace(&mut chunk, Vec::with_capacity(o.chunk));
-            pb.inc(rows.len() as u64);
-            let (store, batch_id, meta) = (store.clone(), batch_id.clone(), meta.clone());
-            in_flight = Some(tokio::spawn(async move { store_chunk(store, &batch_id, rows, &meta).await }));
+            chunk.push(ImportedRow { line, key, person });
+            if chunk.len() >= o.chunk {
+                if let Some(h) = in_flight.take() {
+                    h.await??;
+                }
+                let rows = std::mem::replace(&mut chunk, Vec::with_capacity(o.chunk));
+                pb.inc(rows.len() as u64);
+                let (store, batch_id, meta) = (store.clone(), batch_id.clone(), meta.clone());
+                in_flight = Some(tokio::spawn(async move { store_chunk(store, &batch_id, rows, &meta).await }));
+            }
         }
     }
     if let Some(h) = in_flight.take() {
@@ -563,6 +619,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         store_chunk(store.clone(), &batch_id, chunk, &meta).await?;
     }
     pb.finish_and_clear();
+    summary.phase("store", &mut phase);
 
     // ---- review pairs between the records kept (survivors)
     let key = |i: usize| if i >= n_batch { Some(registry_keys[i - n_batch]) } else { key_of[i] };
@@ -610,6 +667,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     for chunk in pairs.chunks(5000) {
         store.review_pairs_insert(chunk).await?;
     }
+    summary.phase("review_pairs", &mut phase);
     report.w.flush()?;
     summary.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     let json = serde_json::to_string_pretty(&summary)?;
@@ -624,6 +682,14 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     );
     store.import_finish(&batch_id, &json, &audit_entry(&officer, "import.finish", &batch_id, outcome)).await?;
     Ok(summary)
+}
+
+impl Summary {
+    /// Records the seconds since `since` as `name`, and restarts the clock.
+    fn phase(&mut self, name: &str, since: &mut Instant) {
+        self.phases.insert(name.to_string(), (since.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+        *since = Instant::now();
+    }
 }
 
 fn round(x: f64) -> f64 {

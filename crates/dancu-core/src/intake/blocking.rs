@@ -173,6 +173,33 @@ pub struct Candidates {
     pub stats: BlockingStats,
 }
 
+/// The union of two sorted lists without duplicates, sorted (one linear pass).
+fn merge_sorted(a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
+    use std::cmp::Ordering;
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 /// Applies the rules to the records and returns the distinct candidate pairs.
 pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &BlockingConfig) -> Candidates {
     assert!(records.len() < u32::MAX as usize, "too many records for one linkage run");
@@ -216,12 +243,20 @@ pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &Blo
         found.dedup();
         s.pairs = found.len();
         let before = all.len();
-        all.extend(found);
-        all.sort_unstable();
-        all.dedup();
+        all = merge_sorted(all, found);
         s.new_pairs = all.len() - before;
         stats.rules.push(s);
     }
     stats.pairs = all.len();
     Candidates { pairs: all.into_iter().map(|p| ((p >> 32) as u32, p as u32)).collect(), stats }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn merging_sorted_lists_is_their_sorted_union() {
+        assert_eq!(super::merge_sorted(vec![1, 3, 5, 9], vec![2, 3, 9, 10]), vec![1, 2, 3, 5, 9, 10]);
+        assert_eq!(super::merge_sorted(vec![], vec![4]), vec![4]);
+        assert_eq!(super::merge_sorted(vec![4], vec![]), vec![4]);
+    }
 }

@@ -269,9 +269,16 @@ impl Model {
                 model.m[f] = total.iter().map(|x| x / n as f64).collect();
             }
         }
-        // λ with m and u held.
+        // λ with m and u held, over the distinct comparison patterns (a few thousand, however many
+        // millions of candidates), each weighted by its count, in a fixed order.
+        let mut counts: std::collections::HashMap<Comparison, f64> = std::collections::HashMap::new();
+        for c in candidates {
+            *counts.entry(*c).or_default() += 1.0;
+        }
+        let mut patterns: Vec<(Comparison, f64)> = counts.into_iter().collect();
+        patterns.sort_by_key(|a| a.0.0);
         for _ in 0..config.max_iterations {
-            let mean = candidates.iter().map(|c| Model::probability_of(model.match_weight(c))).sum::<f64>()
+            let mean = patterns.iter().map(|(c, n)| n * Model::probability_of(model.match_weight(c))).sum::<f64>()
                 / candidates.len().max(1) as f64;
             let lambda = mean.clamp(MIN_PROBABILITY, 0.5);
             let moved = (lambda - model.lambda).abs();

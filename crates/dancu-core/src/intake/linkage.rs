@@ -17,7 +17,7 @@ use crate::text;
 use super::blocking::{self, BlockingConfig, BlockingStats};
 use super::cluster::{self, Refusal};
 use super::em::{Band, EmConfig, Model, Thresholds};
-use super::phonetic;
+use super::{par, phonetic};
 
 /// Where a record comes from. Registry records are taken as already deduplicated among themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -570,10 +570,12 @@ fn background_pairs(n: usize, count: usize) -> impl Iterator<Item = (usize, usiz
 
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
-    let features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
+    let features: Vec<LinkFeatures> = par::map(records, LinkFeatures::new);
     let candidates = blocking::candidates(&features, &blocking::default_rules(), &config.blocking);
-    let comparisons: Vec<Comparison> =
-        candidates.pairs.iter().map(|&(a, b)| compare(&features[a as usize], &features[b as usize])).collect();
+    let compare_all = |pairs: &[(u32, u32)]| -> Vec<Comparison> {
+        par::map(pairs, |&(a, b)| compare(&features[a as usize], &features[b as usize]))
+    };
+    let comparisons: Vec<Comparison> = compare_all(&candidates.pairs);
     let background: Vec<Comparison> = background_pairs(records.len(), config.em.background_pairs)
         .map(|(a, b)| compare(&features[a], &features[b]))
         .collect();
@@ -586,8 +588,7 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
             .filter_map(|(name, ignored)| {
                 let rule = rules.iter().find(|r| r.name == *name)?;
                 let pairs = blocking::candidates(&features, std::slice::from_ref(rule), &config.blocking).pairs;
-                let compared =
-                    pairs.iter().map(|&(a, b)| compare(&features[a as usize], &features[b as usize])).collect();
+                let compared = compare_all(&pairs);
                 Some((compared, ignored.to_vec()))
             })
             .collect();

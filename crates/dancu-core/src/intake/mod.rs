@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod em;
 pub mod fields;
 pub mod linkage;
+pub mod par;
 pub mod phonetic;
 pub mod row;
 pub mod vnenc;

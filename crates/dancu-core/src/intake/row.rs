@@ -190,6 +190,7 @@ fn scheme_of(raw: &str) -> Result<Option<Scheme>, FieldProblem> {
 type CommuneResult = Result<(Address, Option<CellNote>), FieldProblem>;
 
 /// Turns rows into person records. Keeps lookup caches (one per thread).
+#[derive(Debug, Clone)]
 pub struct RowNormalizer {
     map: ColumnMap,
     unit: ImportUnit,

@@ -17,11 +17,15 @@ use crate::{Result, Store, StoreError};
 pub struct Auditor {
     store: Arc<dyn Store>,
     signer: Arc<dyn Signer>,
+    /// The sequence number the last checkpoint signed, as this process knows it (-1: not read
+    /// yet): checkpoints come every few hundred milliseconds under load, and reading every one
+    /// stored to find the last would grow with the trail.
+    last_signed: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Auditor {
     pub fn new(store: Arc<dyn Store>, signer: Arc<dyn Signer>) -> Self {
-        Auditor { store, signer }
+        Auditor { store, signer, last_signed: Arc::new(std::sync::atomic::AtomicI64::new(-1)) }
     }
 
     pub async fn append(&self, entries: &[AuditEntry]) -> Result<i64> {
@@ -30,7 +34,12 @@ impl Auditor {
 
     /// Signs the current head of the chain, unless the last checkpoint already covers it.
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
-        let last = self.store.audit_checkpoints().await?.last().map(|c| c.seq).unwrap_or(0);
+        use std::sync::atomic::Ordering;
+        let mut last = self.last_signed.load(Ordering::Acquire);
+        if last < 0 {
+            last = self.store.audit_checkpoints().await?.last().map(|c| c.seq).unwrap_or(0);
+            self.last_signed.fetch_max(last, Ordering::AcqRel);
+        }
         let head = self.store.audit_head().await?.filter(|(seq, _)| *seq > last);
         let Some((seq, hash)) = head else { return Ok(None) };
         let signed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("RFC 3339 formatting of a UTC time");
@@ -40,6 +49,7 @@ impl Auditor {
             .map_err(|e| StoreError::Backend(format!("signing an audit checkpoint: {e}")))?;
         let c = Checkpoint { seq, hash, signed_at, key_id: self.signer.key_id().to_string(), signature };
         self.store.audit_add_checkpoint(&c).await?;
+        self.last_signed.fetch_max(seq, Ordering::AcqRel);
         Ok(Some(c))
     }
 }

@@ -59,44 +59,7 @@ async fn fixture(store: &Arc<dyn Store>) -> Fixture {
     let mut twin = dancu_store::conformance::sample(1);
     twin.name.middle = String::new();
     let twin = reg.create(twin, &meta).await.unwrap();
-    let batch = dancu_store::ImportBatch {
-        id: "matrix".into(),
-        unit: COMMUNE.into(),
-        officer: "maker".into(),
-        file_sha256: "00".repeat(32),
-        started_at: time::OffsetDateTime::now_utc(),
-        finished_at: None,
-        summary: None,
-    };
-    let entry = dancu_core::audit::AuditEntry {
-        at: "2026-11-29T00:00:00Z".into(),
-        officer: "maker".into(),
-        role: "collector".into(),
-        unit: COMMUNE.into(),
-        action: "import.start".into(),
-        target: None,
-        purpose: None,
-        request_id: None,
-        client: None,
-        outcome: "started".into(),
-    };
-    store.import_begin(&batch, &entry).await.unwrap();
-    let review = dancu_store::ReviewPair {
-        id: uuid::Uuid::now_v7(),
-        batch_id: "matrix".into(),
-        a: rec.key,
-        b: twin.key,
-        weight: 12.0,
-        probability: 0.7,
-        explanation: json!({"fields": []}),
-        state: dancu_store::ReviewState::Pending,
-        created_at: time::OffsetDateTime::now_utc(),
-        decided_by: None,
-        decided_at: None,
-        note: None,
-        survivor: None,
-    };
-    store.review_pairs_insert(std::slice::from_ref(&review)).await.unwrap();
+    let review = support::plant_review_pair(store, "matrix", COMMUNE, rec.key, twin.key).await;
     // residence: a household in the commune, and a stay notification of the person there
     let mut head = dancu_store::conformance::sample(5);
     head.permanent_residence = None;

@@ -9,7 +9,6 @@ mod support;
 use dancu_core::auth::Role;
 use dancu_store::registry::Registry;
 use dancu_store::{ChangeMeta, Store};
-use serde_json::json;
 use support::{Creds, Resp, Server, add_officer, call, start};
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
@@ -106,44 +105,7 @@ async fn fixture(store: &std::sync::Arc<dyn Store>) -> Fixture {
     // a person living in commune 26506 (Hồ Chí Minh City)
     let other = reg.create(dancu_store::conformance::sample(42), &meta).await.unwrap();
     let other = reg.activate(other.key, None, &meta).await.unwrap();
-    let batch = dancu_store::ImportBatch {
-        id: "web".into(),
-        unit: "commune:00004".into(),
-        officer: "maker".into(),
-        file_sha256: "00".repeat(32),
-        started_at: time::OffsetDateTime::now_utc(),
-        finished_at: None,
-        summary: None,
-    };
-    let entry = dancu_core::audit::AuditEntry {
-        at: "2026-11-29T00:00:00Z".into(),
-        officer: "maker".into(),
-        role: "collector".into(),
-        unit: "commune:00004".into(),
-        action: "import.start".into(),
-        target: None,
-        purpose: None,
-        request_id: None,
-        client: None,
-        outcome: "started".into(),
-    };
-    store.import_begin(&batch, &entry).await.unwrap();
-    let review = dancu_store::ReviewPair {
-        id: uuid::Uuid::now_v7(),
-        batch_id: "web".into(),
-        a: rec.key,
-        b: twin.key,
-        weight: 12.0,
-        probability: 0.7,
-        explanation: json!({"fields": []}),
-        state: dancu_store::ReviewState::Pending,
-        created_at: time::OffsetDateTime::now_utc(),
-        decided_by: None,
-        decided_at: None,
-        note: None,
-        survivor: None,
-    };
-    store.review_pairs_insert(std::slice::from_ref(&review)).await.unwrap();
+    let review = support::plant_review_pair(store, "web", "commune:00004", rec.key, twin.key).await;
     Fixture {
         person_key: rec.key.to_string(),
         personal_id: rec.person.personal_id.unwrap().to_string(),

@@ -306,3 +306,53 @@ impl Client {
 pub async fn client(addr: SocketAddr, c: &Creds) -> Client {
     Client { addr, token: login(addr, c).await }
 }
+
+/// A pending review pair of `a` and `b` in an import batch `batch_id` of `unit` (its start audited),
+/// as an import would queue it.
+pub async fn plant_review_pair(
+    store: &Arc<dyn Store>,
+    batch_id: &str,
+    unit: &str,
+    a: uuid::Uuid,
+    b: uuid::Uuid,
+) -> dancu_store::ReviewPair {
+    let batch = dancu_store::ImportBatch {
+        id: batch_id.into(),
+        unit: unit.into(),
+        officer: "maker".into(),
+        file_sha256: "00".repeat(32),
+        started_at: time::OffsetDateTime::now_utc(),
+        finished_at: None,
+        summary: None,
+    };
+    let entry = dancu_core::audit::AuditEntry {
+        at: "2026-11-29T00:00:00Z".into(),
+        officer: "maker".into(),
+        role: "collector".into(),
+        unit: unit.into(),
+        action: "import.start".into(),
+        target: None,
+        purpose: None,
+        request_id: None,
+        client: None,
+        outcome: "started".into(),
+    };
+    store.import_begin(&batch, &entry).await.unwrap();
+    let review = dancu_store::ReviewPair {
+        id: uuid::Uuid::now_v7(),
+        batch_id: batch_id.into(),
+        a,
+        b,
+        weight: 12.0,
+        probability: 0.7,
+        explanation: serde_json::json!({"fields": []}),
+        state: dancu_store::ReviewState::Pending,
+        created_at: time::OffsetDateTime::now_utc(),
+        decided_by: None,
+        decided_at: None,
+        note: None,
+        survivor: None,
+    };
+    store.review_pairs_insert(std::slice::from_ref(&review)).await.unwrap();
+    review
+}

@@ -24,6 +24,12 @@ use crate::auth::Caller;
 use crate::extract::{ApiJson, QueryPairs, bad_param, optional_note};
 use crate::problem::{ApiError, ApiResult, Problem};
 
+/// What chips are verified against: the Country Signing CA certificates and their CRLs.
+pub struct CardTrust {
+    pub cscas: Vec<dancu_card::Certificate>,
+    pub crls: Vec<dancu_card::CertificateList>,
+}
+
 impl From<CardServiceError> for ApiError {
     fn from(e: CardServiceError) -> Self {
         let detail = e.to_string();
@@ -260,7 +266,7 @@ async fn person_areas(st: &AppState, key: Uuid) -> ApiResult<Vec<String>> {
     Ok(rec.person.areas())
 }
 
-async fn visible(st: &AppState, caller: &Caller, id: &str) -> ApiResult<CardApplication> {
+pub(crate) async fn visible(st: &AppState, caller: &Caller, id: &str) -> ApiResult<CardApplication> {
     let app = st.registry.card_application(parse_uuid("id", id)?).await?;
     caller.see(&person_areas(st, app.person_key).await?)?;
     Ok(app)
@@ -506,7 +512,7 @@ fn view(card: Card) -> CardView {
     CardView { card, state_today: s, trang_thai: s.vietnamese().into() }
 }
 
-async fn visible_card(st: &AppState, caller: &Caller, serial: &str) -> ApiResult<Card> {
+pub(crate) async fn visible_card(st: &AppState, caller: &Caller, serial: &str) -> ApiResult<Card> {
     let card = st.registry.store().card_get(serial).await?.ok_or_else(ApiError::not_found)?;
     caller.see(&person_areas(st, card.person_key).await?)?;
     Ok(card)

@@ -64,6 +64,9 @@ pub struct AppState {
     pub citizen: Arc<citizen::CitizenState>,
     /// The Document Signer that signs the chips personalized here (`None`: no personalization).
     pub card_signer: Option<Arc<dancu_card::DocumentSigner>>,
+    /// The trust anchors of passive authentication on the card verification page: the CSCA
+    /// certificates and their CRLs (`None`: no card PKI configured).
+    pub card_trust: Option<Arc<cards::CardTrust>>,
     /// The public key (SPKI DER) of the audit checkpoints, for verification from the web
     /// application (`None`: no audit trail on this server).
     pub audit_public_key: Option<Vec<u8>>,
@@ -96,6 +99,7 @@ impl AppState {
             routes: Arc::new(policy::routes()),
             confirmation_key: None,
             card_signer: None,
+            card_trust: None,
             sharing: Arc::new(sharing::SharingState::new(
                 Arc::new(dancu_keys::SoftwareKey::generate().expect("the operating system's random source")),
                 "http://127.0.0.1:8080",
@@ -138,6 +142,17 @@ impl AppState {
     /// Personalizes chips with this Document Signer.
     pub fn with_card_signer(mut self, signer: Arc<dancu_card::DocumentSigner>) -> Self {
         self.card_signer = Some(signer);
+        self
+    }
+
+    /// Verifies chips (the web application's verification page) against these CSCA
+    /// certificates and CRLs.
+    pub fn with_card_trust(
+        mut self,
+        cscas: Vec<dancu_card::Certificate>,
+        crls: Vec<dancu_card::CertificateList>,
+    ) -> Self {
+        self.card_trust = Some(Arc::new(cards::CardTrust { cscas, crls }));
         self
     }
 

@@ -67,12 +67,12 @@ const ACCESS_LOG: &[Role] = &[Role::Approver, Role::Auditor];
 pub const AUDITORS: &[Role] = &[Role::Auditor];
 const ADMINS: &[Role] = &[Role::SystemAdministrator];
 const PARTNER_ADMINS: &[Role] = &[Role::PartnerAdministrator];
-const CARD_READERS: &[Role] =
+pub const CARD_READERS: &[Role] =
     &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator, Role::ProductionOperator];
-const CARD_STEPS: &[Role] = &[Role::Verifier, Role::Approver, Role::CardOperator, Role::ProductionOperator];
-const CARD_OPERATORS: &[Role] = &[Role::CardOperator];
-const CARD_PRINTERS: &[Role] = &[Role::CardOperator, Role::ProductionOperator];
-const PRODUCTION: &[Role] = &[Role::ProductionOperator];
+pub const CARD_STEPS: &[Role] = &[Role::Verifier, Role::Approver, Role::CardOperator, Role::ProductionOperator];
+pub const CARD_OPERATORS: &[Role] = &[Role::CardOperator];
+pub const CARD_PRINTERS: &[Role] = &[Role::CardOperator, Role::ProductionOperator];
+pub const PRODUCTION: &[Role] = &[Role::ProductionOperator];
 
 fn spec(
     method: Method,
@@ -560,6 +560,60 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::GET, "/ui/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(pages::audit)),
         spec(Method::POST, "/ui/audit/verify", Some("audit.verify"), Officer(AUDITORS), A::National, || {
             post(pages::audit_verify)
+        }),
+        // identity cards: intake, workflow board, production centres, cards, chip verification
+        spec(
+            Method::GET,
+            "/ui/persons/{ref}/card-application",
+            Some("person.read"),
+            Officer(CARD_OPERATORS),
+            A::Person,
+            || get(web::cards::intake_page),
+        ),
+        spec(
+            Method::POST,
+            "/ui/persons/{ref}/card-application",
+            Some("card.apply"),
+            Officer(CARD_OPERATORS),
+            A::Person,
+            || post(web::cards::intake).layer(axum::extract::DefaultBodyLimit::max(web::cards::INTAKE_MAX_BYTES)),
+        ),
+        spec(Method::GET, "/ui/cards", Some("card.list"), Officer(CARD_READERS), A::Person, || get(web::cards::board)),
+        spec(Method::GET, "/ui/cards/applications/{id}", Some("card.read"), Officer(CARD_READERS), A::Person, || {
+            get(web::cards::application)
+        }),
+        spec(
+            Method::POST,
+            "/ui/cards/applications/{id}/steps",
+            Some("card.step"),
+            Officer(CARD_STEPS),
+            A::Person,
+            || post(web::cards::step),
+        ),
+        spec(Method::GET, "/ui/production", None, Officer(PRODUCTION), A::National, || get(web::cards::production)),
+        spec(
+            Method::POST,
+            "/ui/production/{id}/restock",
+            Some("production.restock"),
+            Officer(PRODUCTION),
+            A::National,
+            || post(web::cards::restock),
+        ),
+        spec(
+            Method::POST,
+            "/ui/production/{id}/run",
+            Some("card.personalize"),
+            Officer(PRODUCTION),
+            A::National,
+            || post(web::cards::run),
+        ),
+        spec(Method::GET, "/ui/cards/verify", None, Officer(CARD_READERS), A::None, || get(web::cards::verify_page)),
+        spec(Method::POST, "/ui/cards/verify", None, Officer(CARD_READERS), A::None, || post(web::cards::verify)),
+        spec(Method::GET, "/ui/cards/{serial}", Some("card.read"), Officer(CARD_READERS), A::Person, || {
+            get(web::cards::card)
+        }),
+        spec(Method::GET, "/ui/cards/{serial}/chip/{file}", Some("card.chip"), Officer(PRODUCTION), A::Person, || {
+            get(web::cards::chip_file)
         }),
         // documentation and operations
         spec(Method::GET, "/api/openapi.json", None, Public, A::None, || get(crate::openapi)),

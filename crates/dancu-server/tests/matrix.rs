@@ -169,6 +169,19 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         (_, "/ui/persons/{ref}/edit") | (_, "/ui/residence/temporary") => (Who::Officer(EDITORS), Area::Person),
         (_, p) if p.starts_with("/ui/reviews") => (Who::Officer(&[Verifier, Approver]), Area::Person),
         (_, p) if p.starts_with("/ui/audit") => (Who::Officer(&[Auditor]), Area::National),
+        // identity cards: intake, board, application, production, card, chip verification
+        (_, "/ui/persons/{ref}/card-application") => (Who::Officer(&[CardOperator]), Area::Person),
+        ("GET", "/ui/cards") | ("GET", "/ui/cards/applications/{id}") | ("GET", "/ui/cards/{serial}") => {
+            (Who::Officer(&[Collector, Verifier, Approver, CardOperator, ProductionOperator]), Area::Person)
+        }
+        ("POST", "/ui/cards/applications/{id}/steps") => {
+            (Who::Officer(&[Verifier, Approver, CardOperator, ProductionOperator]), Area::Person)
+        }
+        (_, "/ui/cards/verify") => {
+            (Who::Officer(&[Collector, Verifier, Approver, CardOperator, ProductionOperator]), Area::None)
+        }
+        ("GET", "/ui/cards/{serial}/chip/{file}") => (Who::Officer(&[ProductionOperator]), Area::Person),
+        (_, p) if p.starts_with("/ui/production") => (Who::Officer(&[ProductionOperator]), Area::National),
         (_, p) if p.starts_with("/ui") => panic!("the matrix has no rule for the page {method} {path}"),
         ("POST", "/api/v1/persons") | ("PUT", "/api/v1/persons/{ref}") => (Who::Officer(EDITORS), Area::Person),
         ("GET", "/api/v1/persons")
@@ -300,6 +313,39 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         ),
         ("GET", "/ui/audit") => ("/ui/audit".to_string(), None, Expect::Ok(200)),
         ("POST", "/ui/audit/verify") => ("/ui/audit/verify".to_string(), form(w, &[]), Expect::Ok(200)),
+        // identity cards: each change refused after the checks (nothing taken, moved or restocked)
+        ("GET", "/ui/persons/{ref}/card-application") => {
+            (format!("/ui/persons/{}/card-application", f.personal_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/ui/persons/{ref}/card-application") => (
+            // No photo: the form comes back with its errors.
+            format!("/ui/persons/{}/card-application", f.personal_id),
+            form(w, &[("kind", "first_issue")]),
+            by_area(Expect::Ok(422)),
+        ),
+        ("GET", "/ui/cards") => ("/ui/cards".to_string(), None, Expect::Ok(200)),
+        ("GET", "/ui/cards/applications/{id}") => {
+            (format!("/ui/cards/applications/{}", f.card_application_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/ui/cards/applications/{id}/steps") => (
+            // The application is personalized: verifying it again is no step from there.
+            format!("/ui/cards/applications/{}/steps", f.card_application_id),
+            form(w, &[("to", "verified")]),
+            by_area(Expect::Ok(409)),
+        ),
+        ("GET", "/ui/production") => ("/ui/production".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/production/{id}/restock") => {
+            ("/ui/production/matrix-centre/restock".to_string(), form(w, &[("cards", "0")]), Expect::Ok(422))
+        }
+        ("POST", "/ui/production/{id}/run") => {
+            ("/ui/production/no-such-centre/run".to_string(), form(w, &[("max", "1")]), Expect::Ok(404))
+        }
+        ("GET", "/ui/cards/verify") => ("/ui/cards/verify".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/cards/verify") => ("/ui/cards/verify".to_string(), form(w, &[]), Expect::Ok(422)),
+        ("GET", "/ui/cards/{serial}") => (format!("/ui/cards/{}", f.card_serial), None, by_area(Expect::Ok(200))),
+        ("GET", "/ui/cards/{serial}/chip/{file}") => {
+            (format!("/ui/cards/{}/chip/dg1.bin", f.card_serial), None, by_area(Expect::Ok(200)))
+        }
         ("POST", "/api/v1/persons") => {
             let mut p = serde_json::to_value(dancu_store::conformance::sample(3)).unwrap();
             p["permanent_residence"] = json!({"scheme": "2025", "commune_code": "00004"});
@@ -728,6 +774,7 @@ async fn matrix(store: Arc<dyn Store>) {
                     "/api/v1/persons" | "/ui/persons" => Some(r.body.contains(&f.person_key)),
                     "/ui/reviews" => Some(r.body.contains(&f.review_id)),
                     "/ui/residence" => Some(r.body.contains(&f.application_id)),
+                    "/ui/cards" => Some(r.body.contains(&f.card_application_id)),
                     "/api/v1/change-requests" => Some(r.body.contains(&f.request_id)),
                     "/api/v1/review-pairs" => Some(r.body.contains(&f.review_id)),
                     "/api/v1/residence/applications" => Some(r.body.contains(&f.application_id)),

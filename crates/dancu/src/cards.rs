@@ -319,6 +319,25 @@ pub fn pki_command(command: PkiCommand) -> Result<()> {
     Ok(())
 }
 
+/// The trust anchors of passive authentication in a PKI folder: its CSCA certificate and CRL.
+pub fn trust_anchors(dir: &Path) -> Result<(x509_cert::Certificate, x509_cert::crl::CertificateList)> {
+    let csca = read_cert(&dir.join("csca.pem"))?;
+    let path = dir.join("csca.crl.pem");
+    let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+    let crl = crl_from_bytes(&bytes).with_context(|| path.display().to_string())?;
+    Ok((csca, crl))
+}
+
+/// The demo's card PKI: made in `dir` with software keys on the first run (as `dancu pki init`),
+/// its CRL published again on later runs (a CRL is due every 30 days).
+pub fn demo_pki(dir: &Path) -> Result<()> {
+    let pki = PkiArgs { pki: dir.to_path_buf() };
+    if !dir.join("pki.json").exists() {
+        return pki_command(PkiCommand::Init { pki, token: TokenArgs::default(), ds_days: 365, csca_days: 5 * 365 });
+    }
+    pki_command(PkiCommand::Crl { pki, revoke: Vec::new(), days: 30 })
+}
+
 /// The current Document Signer, ready to sign (refuses a revoked one or one past its usage period).
 pub fn document_signer(dir: &Path) -> Result<DocumentSigner> {
     let state = PkiState::load(dir)?;

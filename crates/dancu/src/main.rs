@@ -496,6 +496,12 @@ async fn demo_logins(
             vec![Role::Approver, Role::Auditor],
             "phê duyệt, kiểm toán; cần mã OTP",
         ),
+        (
+            "demo.sanxuat",
+            "ministry".to_string(),
+            vec![Role::ProductionOperator],
+            "trung tâm sản xuất thẻ: cá nhân hóa, dữ liệu chip",
+        ),
     ];
     let secrets = db.secrets()?;
     let mut out = Vec::new();
@@ -797,15 +803,22 @@ async fn serve(
     // The Document Signer of personalization: the named PKI folder (which must load), else
     // DATA/pki when one was made there.
     let default_pki = db.data.join("pki");
-    let card_signer = match pki {
-        Some(dir) => Some(cards::document_signer(dir).with_context(|| format!("card PKI {}", dir.display()))?),
-        None if default_pki.join("pki.json").exists() => {
-            Some(cards::document_signer(&default_pki).with_context(|| format!("card PKI {}", default_pki.display()))?)
-        }
+    let pki_dir = match pki {
+        Some(dir) => Some(dir.to_path_buf()),
+        None if default_pki.join("pki.json").exists() => Some(default_pki),
         None => {
-            tracing::warn!("no card PKI: production runs (chip personalization) are refused");
+            tracing::warn!("no card PKI: production runs (chip personalization) and chip verification are refused");
             None
         }
+    };
+    let card_signer = match &pki_dir {
+        Some(dir) => Some(cards::document_signer(dir).with_context(|| format!("card PKI {}", dir.display()))?),
+        None => None,
+    };
+    // The web application verifies chips against the PKI's CSCA certificate and CRL.
+    let card_trust = match &pki_dir {
+        Some(dir) => Some(cards::trust_anchors(dir).with_context(|| format!("card PKI {}", dir.display()))?),
+        None => None,
     };
     let registry = Registry::new(store.clone()).with_calendar(residence.calendar()?);
     let confirmation_path =
@@ -877,6 +890,9 @@ async fn serve(
         Some(s) => state.with_card_signer(Arc::new(s)),
         None => state,
     };
+    if let Some((csca, crl)) = card_trust {
+        state = state.with_card_trust(vec![csca], vec![crl]);
+    }
     if let Some(pk) = audit_public_key {
         state = state.with_audit_key(pk);
     }
@@ -1029,6 +1045,19 @@ async fn main() -> Result<()> {
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
             let logins = demo_logins(&store, &db, sample.as_ref()).await?;
+            if pki.is_none() {
+                // A card PKI (software CSCA and Document Signer) and a production centre, so that
+                // cards can be personalized and verified.
+                cards::demo_pki(&db.data.join("pki"))?;
+            }
+            if store.centres(time::OffsetDateTime::now_utc()).await?.is_empty() {
+                let centre = dancu_store::cards::Centre {
+                    id: "tt-ha-noi".into(),
+                    name: "Trung tâm cá nhân hóa thẻ Hà Nội".into(),
+                    stock: 200,
+                };
+                Registry::new(store.clone()).centre_add(&centre, None).await?;
+            }
             serve(store, &db, listen, &audit, &session, &residence, pki.as_deref(), |addr| {
                 say(String::new());
                 say(format!("  dancu đang chạy / dancu is running: http://{addr}/"));

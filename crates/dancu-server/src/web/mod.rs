@@ -8,6 +8,7 @@
 //! Pages read and change data through the same registry calls and checks as the API handlers
 //! (often by calling those handlers); nothing here holds a rule of its own.
 
+pub mod cards;
 pub mod charts;
 pub mod pages;
 
@@ -206,6 +207,8 @@ impl Ctx {
             ("/ui/reviews", l.t("Xem xét trùng lặp", "Review queue"), crate::policy::ISSUERS),
             ("/ui/residence", l.t("Hồ sơ cư trú", "Residence"), crate::policy::READERS),
             ("/ui/audit", l.t("Nhật ký truy cập", "Audit trail"), crate::policy::AUDITORS),
+            ("/ui/cards", l.t("Thẻ căn cước", "Identity cards"), crate::policy::CARD_READERS),
+            ("/ui/production", l.t("Sản xuất thẻ", "Card production"), crate::policy::PRODUCTION),
         ];
         let other = match l {
             Lang::Vi => ("en", "English"),
@@ -365,13 +368,18 @@ pub fn refusal(stage: Option<SessionStage>, lang: Lang, e: ApiError) -> Response
     }
 }
 
-/// `GET /ui/assets/{asset}`: the stylesheet.
+/// `GET /ui/assets/{asset}`: the stylesheet and the card intake's script.
 pub async fn asset(axum::extract::Path(asset): axum::extract::Path<String>) -> Response {
     match asset.as_str() {
         "app.css" => {
             ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], CSS)
                 .into_response()
         }
+        "cards.js" => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+            cards::JS,
+        )
+            .into_response(),
         _ => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }

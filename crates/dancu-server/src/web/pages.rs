@@ -400,6 +400,7 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
     let top: Vec<(String, u64)> = places.iter().take(15).cloned().collect();
     let place_word = if by_commune { l.t("Xã/phường", "Commune") } else { l.t("Tỉnh/thành phố", "Province") };
     let bars = charts::bars(&format!("{} — {}", l.t("Dân số", "Population"), place_word), &top);
+    let card_block = super::cards::dashboard_block(st, ctx, caller).await?;
     let body = html! {
         h1 { (l.t("Tổng quan", "Dashboard")) " — " (super::unit_label(l, &caller.officer.unit)) }
         div.grid {
@@ -415,6 +416,7 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
                       span.due { (due_today) " " (l.t("đến hạn hôm nay", "due today")) } }
                 a href="/ui/residence?overdue=true" { (l.t("Xem hồ sơ quá hạn", "See the overdue ones")) } }
         }
+        (card_block)
         h2 { (l.t("Dân số theo giới tính và độ tuổi", "Population by sex and age")) }
         div.legend { span { i.male {} (l.t("Nam", "Male")) } span { i.female {} (l.t("Nữ", "Female")) } }
         (svg(pyramid))
@@ -713,6 +715,7 @@ async fn person_inner(
         }
     }
     let editor = caller.officer.roles.iter().any(|r| crate::policy::EDITORS.contains(r));
+    let card_block = super::cards::person_block(st, ctx, caller, rec).await?;
     let title = full_name(rec);
     let body = html! {
         h1 { (title) }
@@ -746,6 +749,7 @@ async fn person_inner(
                   td { (serde_json::to_value(rel).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
               } } } }
         } @else { p.muted { (l.t("Chưa thuộc hộ gia đình nào.", "Not in a household.")) } }
+        (card_block)
         h2 { (l.t("Lịch sử cư trú", "Residence history")) }
         @if residences.is_empty() { p.muted { (l.t("Chưa có đăng ký cư trú.", "No residence registered.")) } }
         ol.timeline {
@@ -1435,5 +1439,9 @@ pub fn page_paths(person_key: &str, review_id: &str) -> Vec<String> {
         "/ui/residence".into(),
         "/ui/residence/temporary".into(),
         "/ui/audit".into(),
+        "/ui/cards".into(),
+        "/ui/production".into(),
+        "/ui/cards/verify".into(),
+        format!("/ui/persons/{person_key}/card-application"),
     ]
 }

@@ -87,6 +87,7 @@ async fn start_with_pki_state(
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())
         .with_confirmation_key(key.clone() as Arc<dyn dancu_keys::Signer>)
         .with_card_signer(Arc::new(ds))
+        .with_card_trust(vec![csca.clone()], vec![crl.clone()])
         .with_audit_key(dancu_keys::Signer::public_key_der(key.as_ref()).to_vec());
     tokio::spawn(dancu_server::serve(listener, state.clone(), std::future::pending()));
     (Server { addr, store, key, secrets, csca, crl }, state)

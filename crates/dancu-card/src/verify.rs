@@ -1,6 +1,7 @@
 //! Passive authentication (ICAO 9303 Part 11, 5.1): what any verifier checks on a chip.
 //!
-//! 1. The DS certificate in EF.SOD chains to a trusted CSCA, is valid, and is not on the CSCA's CRL.
+//! 1. The DS certificate in EF.SOD chains to a trusted CSCA and is valid; it is not on the CSCA's
+//!    current CRL (two checks).
 //! 2. The SignerInfo signature verifies over the DER of the signed attributes with the DS key;
 //!    content-type is the LDS Security Object and message-digest is SHA-256 of the eContent.
 //! 3. Every data group read hashes to its entry in the LDS Security Object.
@@ -93,20 +94,24 @@ pub fn passive_authentication(
         return r;
     };
     r.ds_subject = Some(ds.tbs_certificate.subject.to_string());
-    // 1. Chain.
+    // 1. Chain, then revocation (the CSCA's current CRL).
     let csca = cscas.iter().find(|c| c.tbs_certificate.subject == ds.tbs_certificate.issuer);
     let chain = match csca {
         None => Err(format!("no trusted CSCA named {}", ds.tbs_certificate.issuer)),
-        Some(csca) => pki::check_csca(csca, now).and_then(|_| {
-            let crl = crls.iter().find(|c| c.tbs_cert_list.issuer == csca.tbs_certificate.subject);
-            match crl {
-                None => Err("no CRL of the CSCA was given: revocation cannot be checked".to_string()),
-                Some(crl) => pki::check_ds(ds, csca, Some(crl), now)
-                    .map(|_| format!("{} → {}; not revoked", csca.tbs_certificate.subject, ds.tbs_certificate.subject)),
-            }
-        }),
+        Some(csca) => pki::check_csca(csca, now)
+            .and_then(|_| pki::check_ds(ds, csca, None, now))
+            .map(|_| format!("{} → {}", csca.tbs_certificate.subject, ds.tbs_certificate.subject)),
     };
-    r.push("DS certificate chains to the CSCA, valid, not revoked", chain);
+    let chained = r.push("DS certificate chains to the CSCA and is valid", chain);
+    let revocation = match csca {
+        Some(csca) if chained => match crls.iter().find(|c| c.tbs_cert_list.issuer == csca.tbs_certificate.subject) {
+            None => Err("no CRL of the CSCA was given: revocation cannot be checked".to_string()),
+            Some(crl) => pki::check_ds(ds, csca, Some(crl), now)
+                .map(|_| format!("not on the CSCA's CRL (number of entries: {})", revoked_count(crl))),
+        },
+        _ => Err("not checked: the DS certificate does not chain to a trusted CSCA".to_string()),
+    };
+    r.push("DS certificate not revoked (the CSCA's current CRL)", revocation);
     // 2. SignerInfo.
     let sig_check = (|| -> Result<String, String> {
         if signer.digest_alg.oid != SHA256 || signer.signature_algorithm.oid != ECDSA_WITH_SHA256 {
@@ -194,6 +199,10 @@ pub fn passive_authentication(
         }
     }
     r
+}
+
+fn revoked_count(crl: &CertificateList) -> usize {
+    crl.tbs_cert_list.revoked_certificates.as_ref().map_or(0, |v| v.len())
 }
 
 /// Reads the first certificate of a PEM or DER file's contents.

@@ -286,7 +286,8 @@ async fn a_card_from_intake_to_verified_chip_data() {
     assert!(!r.body.contains("check-fail"), "{}", r.body);
     for check in [
         "SignerInfo signature",
-        "DS certificate chains to the CSCA, valid, not revoked",
+        "DS certificate chains to the CSCA and is valid",
+        "DS certificate not revoked (the CSCA's current CRL)",
         "DG1 hash",
         "DG2 hash",
         "DG13 hash",

@@ -1140,8 +1140,9 @@ fn check_label(l: Lang, name: &str) -> String {
         "EF.SOD structure" => "Cấu trúc EF.SOD (đối tượng bảo mật)",
         "SignerInfo" => "Thông tin người ký trong EF.SOD",
         "DS certificate" => "Chứng thư người ký tài liệu (DS)",
-        "DS certificate chains to the CSCA, valid, not revoked" => {
-            "Chứng thư DS: do CSCA cấp, còn hiệu lực, không bị thu hồi (CRL)"
+        "DS certificate chains to the CSCA and is valid" => "Chứng thư DS do CSCA tin cậy cấp và còn hiệu lực",
+        "DS certificate not revoked (the CSCA's current CRL)" => {
+            "Chứng thư DS không bị thu hồi (danh sách thu hồi CRL hiện hành của CSCA)"
         }
         "SignerInfo signature" => "Chữ ký số của EF.SOD",
         "data-group hashes" => "Mã băm các nhóm dữ liệu",
@@ -1247,7 +1248,12 @@ pub async fn verify(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
             } }
         }
         @if let Some(m) = &report.mrz_text { h3 { (l.t("Vùng MRZ (DG1)", "MRZ (DG1)")) } pre.mrz { (m) } }
-        @if let Some(d) = &report.dg13 { h3 { (l.t("Thông tin công dân (DG13)", "Citizen data (DG13)")) } pre.dg13 { (d.to_text()) } }
+        @if let Some(d) = &report.dg13 {
+            h3 { (l.t("Thông tin công dân (DG13)", "Citizen data (DG13)")) }
+            dl.fields #dg13 { @for line in d.to_text().lines() {
+                @if let Some((k, v)) = line.split_once(':') { dt { (l.pick(k.trim())) } dd { (v.trim()) } }
+            } }
+        }
     };
     let body = html! { (verify_form(&ctx, None)) (result) };
     ctx.page(title, body)

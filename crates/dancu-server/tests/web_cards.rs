@@ -116,6 +116,19 @@ fn text(html: &str) -> String {
     out
 }
 
+/// The test portrait grown to the largest photo the chip takes (a comment segment of padding
+/// after the start marker): the pages must stay under 200 KB with it.
+fn largest_photo() -> Vec<u8> {
+    let pad = dancu_card::photo::MAX_PHOTO_BYTES - FACE_JPEG.len() - 4;
+    let mut jpeg = FACE_JPEG[..2].to_vec();
+    jpeg.extend_from_slice(&[0xFF, 0xFE]);
+    jpeg.extend_from_slice(&((pad + 2) as u16).to_be_bytes());
+    jpeg.resize(jpeg.len() + pad, b' ');
+    jpeg.extend_from_slice(&FACE_JPEG[2..]);
+    assert_eq!(jpeg.len(), dancu_card::photo::MAX_PHOTO_BYTES);
+    jpeg
+}
+
 fn check_row<'a>(page: &'a str, check: &str) -> &'a str {
     let at = page.find(&format!("data-check=\"{check}\"")).unwrap_or_else(|| panic!("no row {check}: {page}"));
     let start = page[..at].rfind("<tr").unwrap();
@@ -196,9 +209,10 @@ async fn a_card_from_intake_to_verified_chip_data() {
     assert_eq!(r.status, 403);
 
     // Taken; a second application while it is open is refused.
+    let photo = largest_photo();
     let fields = [
         ("kind", None, &b"first_issue"[..]),
-        ("photo", Some("face.jpg"), FACE_JPEG),
+        ("photo", Some("face.jpg"), photo.as_slice()),
         ("fingerprints", Some("f.jpg"), FACE_JPEG),
     ];
     let r = op.upload(&form.body, &intake_path, &fields).await;
@@ -316,6 +330,24 @@ async fn a_card_from_intake_to_verified_chip_data() {
     let r = sx.upload(&vpage.body, "/ui/cards/verify", &upload).await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("Thiếu tệp ef_sod.bin"), "{}", r.body);
+
+    // Every card page under 200 KB, with the largest photo the chip takes.
+    let pages = [
+        (&op, intake_path.clone()),
+        (&op, "/ui/cards".to_string()),
+        (&op, app_path.clone()),
+        (&op, format!("/ui/cards/{serial}")),
+        (&sx, format!("/ui/cards/{serial}")),
+        (&sx, "/ui/production".to_string()),
+        (&sx, "/ui/cards/verify".to_string()),
+        (&sx, "/ui".to_string()),
+    ];
+    for (b, path) in pages {
+        let r = b.get(&path).await;
+        assert_eq!(r.status, 200, "{path}");
+        eprintln!("page size {path}: {} bytes", r.body.len());
+        assert!(r.body.len() < 200 * 1024, "{path} is {} bytes", r.body.len());
+    }
 
     // The application reads personalized, with its card.
     let page = op.get(&app_path).await;

@@ -91,6 +91,21 @@ pub struct CardImages {
 }
 
 /// A query over card applications; every given filter must hold. Earliest deadline first.
+/// How many card applications of an area are at each stage, and how many are overdue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardCounts {
+    /// Stages with at least one application.
+    pub by_stage: Vec<(Stage, u64)>,
+    /// Open, not yet dispatched, past their due date.
+    pub overdue: u64,
+}
+
+impl CardCounts {
+    pub fn count(&self, stage: Stage) -> u64 {
+        self.by_stage.iter().find(|(s, _)| *s == stage).map_or(0, |(_, n)| *n)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CardApplicationQuery {
     pub stage: Option<Stage>,

@@ -2085,6 +2085,19 @@ pub async fn cards_intake_rules_and_workflow(store: Arc<dyn Store>) {
     assert!(store.card_applications(&overdue(app.due_on)).await.unwrap().is_empty());
     let late = store.card_applications(&overdue(app.due_on.next_day().unwrap())).await.unwrap();
     assert_eq!(late.len(), 2, "the two open applications, not the cancelled one");
+    // Counts by stage (the dashboard): the same area and overdue rules in one grouped scan.
+    let counts = store.card_application_counts(Some("c:2025:00004"), app.due_on.next_day().unwrap()).await.unwrap();
+    assert_eq!(
+        (counts.count(Stage::Received), counts.count(Stage::Approved), counts.count(Stage::Cancelled)),
+        (1, 1, 1),
+        "{counts:?}"
+    );
+    assert_eq!(counts.by_stage.iter().map(|(_, n)| n).sum::<u64>(), 3);
+    assert_eq!(counts.overdue, 2);
+    assert_eq!(store.card_application_counts(Some("c:2025:00004"), app.due_on).await.unwrap().overdue, 0);
+    assert_eq!(store.card_application_counts(Some("c:2025:26506"), app.due_on).await.unwrap(), Default::default());
+    let all = store.card_application_counts(None, app.due_on.next_day().unwrap()).await.unwrap();
+    assert!(all.by_stage.iter().map(|(_, n)| n).sum::<u64>() >= 3);
 }
 
 pub async fn cards_production_stock_and_states(store: Arc<dyn Store>) {

@@ -756,6 +756,10 @@ pub trait Store: Send + Sync {
 
     async fn card_applications(&self, q: &cards::CardApplicationQuery) -> Result<Vec<cards::CardApplication>>;
 
+    /// The applications of an area (`None`: the country) counted by stage, and those overdue on
+    /// `overdue_on` (open, not yet dispatched, due before it): one grouped scan.
+    async fn card_application_counts(&self, area: Option<&str>, overdue_on: time::Date) -> Result<cards::CardCounts>;
+
     /// Stores an application's next step if it is still at `expected` ([`StoreError::State`]
     /// otherwise), with the audit entry.
     async fn card_application_step(

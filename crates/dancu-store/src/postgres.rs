@@ -2391,6 +2391,14 @@ impl Store for PgStore {
         self.card_applications_impl(q).await
     }
 
+    async fn card_application_counts(
+        &self,
+        area: Option<&str>,
+        overdue_on: time::Date,
+    ) -> Result<crate::cards::CardCounts> {
+        self.card_application_counts_impl(area, overdue_on).await
+    }
+
     async fn card_application_step(
         &self,
         app: &crate::cards::CardApplication,

@@ -2816,6 +2816,14 @@ impl Store for SqliteStore {
         self.card_applications_impl(q).await
     }
 
+    async fn card_application_counts(
+        &self,
+        area: Option<&str>,
+        overdue_on: time::Date,
+    ) -> Result<crate::cards::CardCounts> {
+        self.card_application_counts_impl(area, overdue_on).await
+    }
+
     async fn card_application_step(
         &self,
         app: &crate::cards::CardApplication,

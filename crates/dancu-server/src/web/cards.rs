@@ -1268,27 +1268,22 @@ pub async fn dashboard_block(st: &AppState, ctx: &Ctx, caller: &Caller) -> Resul
     if !has(caller, crate::policy::CARD_READERS) {
         return Ok(html! {});
     }
-    const CAP: u32 = 1000;
     let store = st.registry.store();
     let today = dancu_store::registry::today();
-    let mut counts = Vec::new();
-    for s in Stage::ALL.into_iter().filter(|s| s.is_open()) {
-        let qy = CardApplicationQuery { stage: Some(s), area: caller.area(), limit: CAP, ..Default::default() };
-        counts.push((s, store.card_applications(&qy).await?.len()));
-    }
-    let qy = CardApplicationQuery { overdue_on: Some(today), area: caller.area(), limit: CAP, ..Default::default() };
-    let late = store.card_applications(&qy).await?.len();
+    let counts = store.card_application_counts(caller.area().as_deref(), today).await?;
+    let open: Vec<(Stage, u64)> =
+        Stage::ALL.into_iter().filter(|s| s.is_open()).map(|s| (s, counts.count(s))).collect();
     let centres = store.centres(time::OffsetDateTime::now_utc()).await?;
-    let n = |c: usize| if c >= CAP as usize { format!("{CAP}+") } else { c.to_string() };
     Ok(html! {
         h2 { (l.t("Thẻ căn cước", "Identity cards")) }
         div.grid #card-dashboard {
             div.card {
                 div { (l.t("Hồ sơ cấp thẻ đang xử lý", "Card applications in progress")) }
-                table.compact { tbody { @for (s, c) in &counts { tr {
-                    td { a href={ "/ui/cards?stage=" (s.code()) } { (stage_label(l, *s)) } } td.num { (n(*c)) }
+                table.compact { tbody { @for (s, c) in &open { tr {
+                    td { a href={ "/ui/cards?stage=" (s.code()) } { (stage_label(l, *s)) } } td.num { (c) }
                 } } } }
-                div { span.overdue { (n(late)) " " (l.t("quá hạn", "overdue")) } " · " a href="/ui/cards?overdue=true" { (l.t("xem", "see")) } }
+                div { span.overdue #card-overdue { (counts.overdue) " " (l.t("quá hạn", "overdue")) } " · "
+                      a href="/ui/cards?overdue=true" { (l.t("xem", "see")) } }
             }
             @for c in &centres {
                 div.card {

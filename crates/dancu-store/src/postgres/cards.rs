@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::{PgStore, append_audit};
 use crate::cards::{
-    Card, CardApplication, CardApplicationQuery, CardImages, Centre, CentreStatus, ChipRecord, Personalized, StockAlert,
+    Card, CardApplication, CardApplicationQuery, CardCounts, CardImages, Centre, CentreStatus, ChipRecord,
+    Personalized, StockAlert,
 };
 use crate::{Result, StoreError};
 use dancu_card::application::{CardState, Stage};
@@ -193,6 +194,34 @@ impl PgStore {
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
         let rows = client.query(&sql, &refs).await?;
         rows.into_iter().map(|r| parse_app(r.get::<_, Json<serde_json::Value>>(0).0)).collect()
+    }
+
+    pub(crate) async fn card_application_counts_impl(
+        &self,
+        area: Option<&str>,
+        overdue_on: time::Date,
+    ) -> Result<CardCounts> {
+        let client = self.pool.get().await?;
+        let mut sql =
+            "SELECT stage, COUNT(*), COUNT(*) FILTER (WHERE is_open AND stage <> 'dispatched' AND due_on < $1) \
+                       FROM card_applications"
+                .to_string();
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(overdue_on)];
+        if let Some(a) = area {
+            args.push(Box::new(a.to_string()));
+            sql += " WHERE person_key IN (SELECT person_key FROM person_areas WHERE area = $2)";
+        }
+        sql += " GROUP BY stage";
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let mut counts = CardCounts::default();
+        for row in client.query(&sql, &refs).await? {
+            let stage: String = row.get(0);
+            let stage = Stage::from_code(&stage)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown card application stage {stage:?}")))?;
+            counts.by_stage.push((stage, row.get::<_, i64>(1) as u64));
+            counts.overdue += row.get::<_, i64>(2) as u64;
+        }
+        Ok(counts)
     }
 
     pub(crate) async fn card_application_step_impl(

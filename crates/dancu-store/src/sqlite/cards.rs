@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use super::{SqliteStore, append_audit, day, parse_ts, ts};
 use crate::cards::{
-    Card, CardApplication, CardApplicationQuery, CardImages, Centre, CentreStatus, ChipRecord, Personalized, StockAlert,
+    Card, CardApplication, CardApplicationQuery, CardCounts, CardImages, Centre, CentreStatus, ChipRecord,
+    Personalized, StockAlert,
 };
 use crate::{Result, StoreError};
 use dancu_card::application::{CardState, Stage};
@@ -208,6 +209,41 @@ impl SqliteStore {
                 out.push(parse_app(&r?)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn card_application_counts_impl(
+        &self,
+        area: Option<&str>,
+        overdue_on: time::Date,
+    ) -> Result<CardCounts> {
+        let area = area.map(str::to_string);
+        self.read(move |conn| {
+            let mut sql = "SELECT stage, COUNT(*), \
+                           SUM(CASE WHEN is_open = 1 AND stage <> 'dispatched' AND due_on < ?1 THEN 1 ELSE 0 END) \
+                           FROM card_applications"
+                .to_string();
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(day(overdue_on))];
+            if let Some(a) = area {
+                args.push(Box::new(a));
+                sql += " WHERE person_key IN (SELECT person_key FROM person_areas WHERE area = ?2)";
+            }
+            sql += " GROUP BY stage";
+            let mut stmt = conn.prepare(&sql)?;
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            let rows = stmt.query_map(refs.as_slice(), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })?;
+            let mut counts = CardCounts::default();
+            for row in rows {
+                let (stage, n, late) = row?;
+                let stage = Stage::from_code(&stage)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown card application stage {stage:?}")))?;
+                counts.by_stage.push((stage, n as u64));
+                counts.overdue += late as u64;
+            }
+            Ok(counts)
         })
         .await
     }

@@ -829,13 +829,20 @@ fn prune_outbox(inner: &Inner, moved: i64) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` in a write transaction of the audit file after moving the outbox into the chain,
-/// then prunes the outbox: every read and append of the trail sees each committed change.
-fn with_audit_writer<T>(inner: &Inner, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+/// Runs `f` in a write transaction of the audit file, after moving the outbox into the chain
+/// when `move_first` (then prunes the outbox). Every read of the trail moves first, so it sees
+/// each committed change; the group commit of appends does not (it would read the main file
+/// once per batch for an outbox that is nearly always empty): changes reach the chain at the
+/// next read of the trail or indexer tick.
+fn with_audit_writer<T>(
+    inner: &Inner,
+    move_first: bool,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+) -> Result<T> {
     let (out, moved) = {
         let mut conn = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
         let atx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let moved = move_outbox(inner, &atx)?;
+        let moved = if move_first { move_outbox(inner, &atx)? } else { None };
         let out = f(&atx)?;
         atx.commit()?;
         (out, moved)
@@ -1252,7 +1259,7 @@ impl SqliteStore {
                 Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_outbox)")?.query_row([], |r| r.get(0))?)
             })?;
             if pending {
-                with_audit_writer(&inner, |_| Ok(()))?;
+                with_audit_writer(&inner, true, |_| Ok(()))?;
             }
             with_audit_reader(&inner, f)
         })
@@ -1266,7 +1273,7 @@ impl SqliteStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || with_audit_writer(&inner, f)).await.map_err(backend)?
+        tokio::task::spawn_blocking(move || with_audit_writer(&inner, false, f)).await.map_err(backend)?
     }
 
     /// Runs a read on the calling thread. Only for indexed point lookups (tens of
@@ -1675,7 +1682,7 @@ impl Store for SqliteStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             // Entries of changes reach the chain within the indexer's period, even with no other traffic.
-            with_audit_writer(&inner, |_| Ok(()))?;
+            with_audit_writer(&inner, true, |_| Ok(()))?;
             let mut conn = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
             // Derived data: rebuilt from the chain after a power loss, so no wait for the disk.
             conn.pragma_update(None, "synchronous", "NORMAL")?;

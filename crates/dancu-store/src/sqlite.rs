@@ -702,6 +702,8 @@ struct AuditFile {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Connection>,
+    /// A connection of the main file and its last `data_version` (see [`outbox_may_have_rows`]).
+    outbox_watch: Mutex<Option<(Connection, i64)>>,
 }
 
 /// The SQLite store.
@@ -829,13 +831,36 @@ fn prune_outbox(inner: &Inner, moved: i64) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` in a write transaction of the audit file after moving the outbox into the chain,
-/// then prunes the outbox: every read and append of the trail sees each committed change.
-fn with_audit_writer<T>(inner: &Inner, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+/// Whether the main file may have gained outbox rows since the last look: its `data_version`
+/// (seen on a connection of its own) changes whenever any connection, in this process or
+/// another, commits to it. Lookups never write the main file, so under a read load the group
+/// commit skips reading the outbox; after any change it moves it before its append, keeping a
+/// change's entry ahead of reads recorded after it.
+fn outbox_may_have_rows(inner: &Inner) -> Result<bool> {
+    let mut watch = inner.audit.outbox_watch.lock().unwrap_or_else(|p| p.into_inner());
+    if watch.is_none() {
+        *watch = Some((open_reader(&inner.path, false)?, i64::MIN));
+    }
+    let (conn, seen) = watch.as_mut().expect("opened above");
+    let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    let changed = version != *seen;
+    *seen = version;
+    Ok(changed)
+}
+
+/// Runs `f` in a write transaction of the audit file, after moving the outbox into the chain
+/// when `move_first` (then prunes the outbox). Every read of the trail moves first, so it sees
+/// each committed change; appends move first when the main file changed since the last look
+/// ([`outbox_may_have_rows`]).
+fn with_audit_writer<T>(
+    inner: &Inner,
+    move_first: bool,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+) -> Result<T> {
     let (out, moved) = {
         let mut conn = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
         let atx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let moved = move_outbox(inner, &atx)?;
+        let moved = if move_first { move_outbox(inner, &atx)? } else { None };
         let out = f(&atx)?;
         atx.commit()?;
         (out, moved)
@@ -1234,7 +1259,12 @@ impl SqliteStore {
         let audit_path = audit_path(&path);
         let audit_writer = Connection::open(&audit_path)?;
         configure(&audit_writer)?;
-        let audit = AuditFile { path: audit_path, readers: Mutex::new(Vec::new()), writer: Mutex::new(audit_writer) };
+        let audit = AuditFile {
+            path: audit_path,
+            readers: Mutex::new(Vec::new()),
+            writer: Mutex::new(audit_writer),
+            outbox_watch: Mutex::new(None),
+        };
         Ok(SqliteStore {
             inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer), audit }),
         })
@@ -1252,7 +1282,7 @@ impl SqliteStore {
                 Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_outbox)")?.query_row([], |r| r.get(0))?)
             })?;
             if pending {
-                with_audit_writer(&inner, |_| Ok(()))?;
+                with_audit_writer(&inner, true, |_| Ok(()))?;
             }
             with_audit_reader(&inner, f)
         })
@@ -1266,7 +1296,12 @@ impl SqliteStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || with_audit_writer(&inner, f)).await.map_err(backend)?
+        tokio::task::spawn_blocking(move || {
+            let move_first = outbox_may_have_rows(&inner)?;
+            with_audit_writer(&inner, move_first, f)
+        })
+        .await
+        .map_err(backend)?
     }
 
     /// Runs a read on the calling thread. Only for indexed point lookups (tens of
@@ -1675,7 +1710,7 @@ impl Store for SqliteStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             // Entries of changes reach the chain within the indexer's period, even with no other traffic.
-            with_audit_writer(&inner, |_| Ok(()))?;
+            with_audit_writer(&inner, true, |_| Ok(()))?;
             let mut conn = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
             // Derived data: rebuilt from the chain after a power loss, so no wait for the disk.
             conn.pragma_update(None, "synchronous", "NORMAL")?;

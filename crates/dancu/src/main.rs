@@ -500,12 +500,7 @@ async fn demo_logins(
             vec![Role::Approver, Role::Auditor],
             "phê duyệt, kiểm toán; cần mã OTP",
         ),
-        (
-            "demo.doitac",
-            "ministry".to_string(),
-            vec![Role::PartnerAdministrator],
-            "quản trị đối tác khai thác dữ liệu; cần mã OTP",
-        ),
+        ("demo.doitac", "ministry".to_string(), vec![Role::PartnerAdministrator], "quản trị đối tác khai thác dữ liệu"),
     ];
     let secrets = db.secrets()?;
     let mut out = Vec::new();

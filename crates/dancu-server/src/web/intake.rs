@@ -112,6 +112,14 @@ fn stage_label(l: Lang, s: Stage) -> &'static str {
     }
 }
 
+fn review_state(l: Lang, s: dancu_store::ReviewState) -> &'static str {
+    match s {
+        dancu_store::ReviewState::Pending => l.t("chờ xem xét", "pending"),
+        dancu_store::ReviewState::Same => l.t("cùng một người", "one person"),
+        dancu_store::ReviewState::Different => l.t("hai người khác nhau", "two people"),
+    }
+}
+
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
@@ -658,8 +666,8 @@ pub async fn batch(
                     @if issuer {
                         @if pairs.is_empty() { p.muted { (l.t("Không còn cặp nào trong địa bàn của bạn.", "None left in your area.")) } }
                         ul #batch-pairs { @for p in &pairs {
-                            li { a href={ "/ui/reviews/" (p.id) } { (l.t("So sánh", "Compare")) " " (p.id.to_string()[..8]) }
-                                 " — " (format!("{:.0} %", p.probability * 100.0)) " · " (p.state.code()) }
+                            li { a href={ "/ui/reviews/" (p.id) } { (l.t("So sánh", "Compare")) " " (p.id.to_string()[24..]) }
+                                 " — " (format!("{:.0} %", p.probability * 100.0)) " · " (review_state(l, p.state)) }
                         } }
                         p { a href="/ui/reviews" { (l.t("Mở hàng đợi xem xét", "Open the review queue")) } }
                     } @else {

@@ -1477,5 +1477,8 @@ pub fn page_paths(person_key: &str, review_id: &str) -> Vec<String> {
         "/ui/residence".into(),
         "/ui/residence/temporary".into(),
         "/ui/audit".into(),
+        "/ui/intake".into(),
+        "/ui/requests".into(),
+        "/ui/partners".into(),
     ]
 }

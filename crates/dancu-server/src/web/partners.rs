@@ -47,6 +47,14 @@ fn field_code(f: Field) -> String {
     serde_json::to_value(f).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
+/// A field scope named as the person page names the record's field.
+fn scope_label(l: Lang, f: Field) -> String {
+    match f {
+        Field::FullName => super::pages::field_label(l, "name"),
+        other => super::pages::field_label(l, &field_code(other)),
+    }
+}
+
 fn status_label(l: Lang, s: PartnerStatus) -> &'static str {
     match s {
         PartnerStatus::Active => l.t("đang hoạt động", "active"),
@@ -156,7 +164,7 @@ fn register_form(ctx: &Ctx, form: Option<&FormData>, errors: &[FieldError]) -> M
                 legend { (l.t("Trường dữ liệu được khai thác", "Fields in scope")) }
                 @for f in Field::ALL {
                     @let code = field_code(f);
-                    label.inline { input type="checkbox" name="fields" value=(code) checked[checked(form, "fields", &code)]; " " (super::pages::field_label(l, &code)) }
+                    label.inline { input type="checkbox" name="fields" value=(code) checked[checked(form, "fields", &code)]; " " (scope_label(l, f)) }
                 }
                 @for m in err("fields") { p.field-error { (m) } }
             }
@@ -341,7 +349,7 @@ fn partner_view(ctx: &Ctx, p: &PartnerView, error: Option<&str>) -> Markup {
             dt { (l.t("Căn cứ pháp lý", "Legal basis")) } dd { (p.legal_basis) }
             dt { (l.t("Dịch vụ", "Services")) } dd #partner-services { ul { @for s in &p.services { li { (service_label(l, *s)) " (" (s.code()) ")" } } } }
             dt { (l.t("Trường dữ liệu", "Fields")) } dd { @if p.fields.is_empty() { "—" } @else {
-                (p.fields.iter().map(|f| super::pages::field_label(l, &field_code(*f))).collect::<Vec<_>>().join(", ")) } }
+                (p.fields.iter().map(|f| scope_label(l, *f)).collect::<Vec<_>>().join(", ")) } }
             dt { (l.t("Cần sự đồng ý của công dân", "Needs consent")) } dd { (if p.consent_required { l.t("có", "yes") } else { l.t("không", "no") }) }
             dt { (l.t("Giới hạn lượt gọi mỗi giây", "Calls per second")) } dd { (p.rate_limit_per_second) }
             dt { (l.t("Hiệu lực", "Valid")) } dd { (p.valid_from) " → " (p.valid_until) }

@@ -65,7 +65,7 @@ pub(crate) fn requests_table(l: Lang, items: &[(ChangeRequest, Option<String>)])
                 th scope="col" { (l.t("Trạng thái", "State")) }
             } }
             tbody { @for (r, name) in items { tr {
-                td { a href={ "/ui/requests/" (r.id) } { (l.t("Xem", "Open")) " " (r.id.to_string()[..8]) } }
+                td { a href={ "/ui/requests/" (r.id) } { (l.t("Xem", "Open")) " " (r.id.to_string()[24..]) } }
                 td { (name.clone().unwrap_or_else(|| "—".into())) }
                 td { (guarded_text(r)) }
                 td { (r.requested_by) }

@@ -471,6 +471,27 @@ async fn intake_uploads_are_checked_then_imported_in_the_background() {
     s.store.import_begin(&stale, &entry).await.unwrap();
     let r = b.get(&format!("/ui/intake/{}", stale.id)).await;
     assert!(r.body.contains("Bị gián đoạn") && !r.body.contains("http-equiv=\"refresh\""), "{}", r.body);
+    // an interrupted batch resumes when its file is uploaded again, and finishes
+    let second = "full_name,sex,birth_date,birth_registration_province,ethnicity\nVũ Thị Hoa,nữ,1990,01,01\n";
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(second.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let begun = dancu_store::ImportBatch { id: sha.clone(), file_sha256: sha.clone(), ..stale.clone() };
+    s.store.import_begin(&begun, &entry).await.unwrap();
+    assert!(b.get(&format!("/ui/intake/{sha}")).await.body.contains("Bị gián đoạn"));
+    let r = b.upload(&ok, Some(("lo-2.csv", second.as_bytes()))).await;
+    assert_eq!(r.header("location"), Some(format!("/ui/intake/{sha}").as_str()), "{}", r.body);
+    let mut page = b.get(&format!("/ui/intake/{sha}")).await;
+    for _ in 0..200 {
+        if page.body.contains("Đã nhập xong") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        page = b.get(&format!("/ui/intake/{sha}")).await;
+    }
+    assert!(page.body.contains("id=\"new-people\">1<"), "{}", page.body);
+    assert_eq!(s.store.count_persons().await.unwrap(), people + 1);
     // another commune's officer sees neither the batch nor its report
     let other = add_officer(&s, "xakhac", "commune:26506", &[Role::Collector], &[], false).await;
     let o = browser_login(&s, &other).await;

@@ -72,6 +72,16 @@ impl IntakeState {
         };
     }
 
+    /// Marks a batch running unless it runs already (one import of a batch at a time here).
+    fn start(&self, id: &str, at: Snapshot) -> bool {
+        let mut jobs = self.jobs.lock().expect("intake jobs");
+        if matches!(jobs.get(id), Some(Job::Running(_))) {
+            return false;
+        }
+        jobs.insert(id.to_string(), Job::Running(at));
+        true
+    }
+
     /// Imports running on this server now.
     pub fn running(&self) -> usize {
         self.jobs.lock().expect("intake jobs").values().filter(|j| matches!(j, Job::Running(_))).count()
@@ -517,7 +527,10 @@ pub async fn upload(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
     }
     let start =
         Snapshot { stage: Stage::Reading, done: 0, total: None, rows_read: 0, rows_rejected: 0, rows_stored: 0 };
-    st.intake.set(&id, Some(Job::Running(start)));
+    if !st.intake.start(&id, start) {
+        // The same file, uploaded twice at once: the first upload's import runs it.
+        return redirect(&format!("/ui/intake/{id}"));
+    }
     let options = intake::Options {
         file: upload.clone(),
         format,

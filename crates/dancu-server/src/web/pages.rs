@@ -396,6 +396,7 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
     let batches: Vec<&dancu_store::ImportBatch> = batches.iter().filter(in_area).collect();
     let batches_finished = batches.iter().filter(|b| b.finished_at.is_some()).count();
     let batches_open = batches.len() - batches_finished;
+    let editor = caller.officer.roles.iter().any(|r| crate::policy::EDITORS.contains(r));
     let overdue = open.iter().filter(|a| a.deadline < today).count();
     let due_today = open.iter().filter(|a| a.deadline == today).count();
     let pyramid = charts::pyramid(
@@ -415,13 +416,14 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
             div.card { div { (l.t("Cặp hồ sơ chờ xem xét trùng lặp", "Possible duplicates awaiting review")) }
                 div.stat { (capped(reviews, CAP)) } a href="/ui/reviews" { (l.t("Xem hàng đợi", "Open the queue")) } }
             div.card { div { (l.t("Yêu cầu thay đổi chờ phê duyệt", "Changes awaiting approval")) }
-                div.stat { (capped(requests, CAP)) } a href="/ui/requests" { (l.t("Xem yêu cầu", "Open the requests")) } }
+                div.stat { (capped(requests, CAP)) }
+                @if editor { a href="/ui/requests" { (l.t("Xem yêu cầu", "Open the requests")) } } }
             div.card #intake-progress { div { (l.t("Nhập dữ liệu (500 lô gần nhất)", "Intake (latest 500 batches)")) }
                 div.stat #batches-finished { (batches_finished) }
                 div.muted { (l.t("lô đã xong", "batches finished")) " · " span #batches-open { (batches_open) } " "
                     (l.t("lô đang nhập hoặc bị gián đoạn", "running or interrupted")) " · " (st.intake.running()) " "
                     (l.t("đang chạy trên máy chủ này", "running on this server")) }
-                a href="/ui/intake" { (l.t("Xem các lô", "See the batches")) } }
+                @if editor { a href="/ui/intake" { (l.t("Xem các lô", "See the batches")) } } }
             div.card { div { (l.t("Hồ sơ cư trú đang giải quyết", "Open residence applications")) }
                 div.stat { (capped(open.len(), 2 * CAP)) }
                 div { span.overdue { (overdue) " " (l.t("quá hạn", "overdue")) } " · "

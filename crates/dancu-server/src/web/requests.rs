@@ -37,10 +37,17 @@ fn when(t: time::OffsetDateTime) -> String {
     t.format(time::macros::format_description!("[day]/[month]/[year] [hour]:[minute]")).unwrap_or_default()
 }
 
-fn guarded_text(r: &ChangeRequest) -> String {
+/// What in a request needs approval, named as the person page names the fields.
+fn guarded_text(l: Lang, r: &ChangeRequest) -> String {
     r.guarded
         .iter()
         .map(|g| serde_json::to_value(g).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+        .map(|code| match code.as_str() {
+            "death" => l.t("khai tử", "death").to_string(),
+            "nationality" => field_label(l, "nationalities"),
+            "id_reestablishment" => l.t("cấp lại số định danh", "a new personal ID").to_string(),
+            other => field_label(l, other),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -67,7 +74,7 @@ pub(crate) fn requests_table(l: Lang, items: &[(ChangeRequest, Option<String>)])
             tbody { @for (r, name) in items { tr {
                 td { a href={ "/ui/requests/" (r.id) } { (l.t("Xem", "Open")) " " (r.id.to_string()[24..]) } }
                 td { (name.clone().unwrap_or_else(|| "—".into())) }
-                td { (guarded_text(r)) }
+                td { (guarded_text(l, r)) }
                 td { (r.requested_by) }
                 td { (when(r.requested_at)) }
                 td { (r.reason) }
@@ -153,7 +160,7 @@ fn request_view(ctx: &Ctx, caller: &Caller, r: &ChangeRequest, rec: &PersonRecor
         @if let Some(e) = error { p.errors role="alert" #decision-error { (e) } }
         dl.fields {
             dt { (l.t("Công dân", "Person")) } dd { a href={ "/ui/persons/" (rec.key) } { (full_name(rec)) } }
-            dt { (l.t("Nội dung cần duyệt", "To approve")) } dd { (guarded_text(r)) }
+            dt { (l.t("Nội dung cần duyệt", "To approve")) } dd { (guarded_text(l, r)) }
             dt { (l.t("Người đề nghị", "Requested by")) } dd #maker { (r.requested_by) " (" (r.requested_unit) ")" }
             dt { (l.t("Thời điểm", "When")) } dd { (when(r.requested_at)) }
             dt { (l.t("Lý do", "Reason")) } dd #reason { (r.reason) }

@@ -12,6 +12,7 @@ pub mod cards;
 pub mod citizen;
 pub mod civil;
 pub mod extract;
+pub mod intake;
 pub mod jose;
 pub mod metrics;
 pub mod officers;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub audit_public_key: Option<Vec<u8>>,
     /// The web application's per-server state.
     pub web: Arc<web::pages::WebState>,
+    /// Intake uploads: where files and reports are kept, the size limit, the imports running.
+    pub intake: Arc<web::intake::IntakeState>,
 }
 
 impl AppState {
@@ -110,6 +113,7 @@ impl AppState {
             }),
             audit_public_key: None,
             web: Arc::default(),
+            intake: Arc::default(),
         }
     }
 
@@ -136,6 +140,12 @@ impl AppState {
     pub fn with_codes_per_window(mut self, n: u32) -> Self {
         self.citizen =
             Arc::new(citizen::CitizenState { channel: self.citizen.channel.clone(), challenges_per_window: n });
+        self
+    }
+
+    /// Accepts intake uploads of at most `max_bytes`, kept (with their error reports) in `dir`.
+    pub fn with_intake(mut self, dir: std::path::PathBuf, max_bytes: usize) -> Self {
+        self.intake = Arc::new(web::intake::IntakeState::new(dir, max_bytes));
         self
     }
 

@@ -66,13 +66,14 @@ const HISTORY: &[Role] = &[Role::Collector, Role::Verifier, Role::Approver, Role
 const ACCESS_LOG: &[Role] = &[Role::Approver, Role::Auditor];
 pub const AUDITORS: &[Role] = &[Role::Auditor];
 const ADMINS: &[Role] = &[Role::SystemAdministrator];
-const PARTNER_ADMINS: &[Role] = &[Role::PartnerAdministrator];
 pub const CARD_READERS: &[Role] =
     &[Role::Collector, Role::Verifier, Role::Approver, Role::CardOperator, Role::ProductionOperator];
 pub const CARD_STEPS: &[Role] = &[Role::Verifier, Role::Approver, Role::CardOperator, Role::ProductionOperator];
 pub const CARD_OPERATORS: &[Role] = &[Role::CardOperator];
 pub const CARD_PRINTERS: &[Role] = &[Role::CardOperator, Role::ProductionOperator];
 pub const PRODUCTION: &[Role] = &[Role::ProductionOperator];
+pub const PARTNER_ADMINS: &[Role] = &[Role::PartnerAdministrator];
+pub const IMPORTERS: &[Role] = &[Role::Collector];
 
 fn spec(
     method: Method,
@@ -615,6 +616,41 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::GET, "/ui/cards/{serial}/chip/{file}", Some("card.chip"), Officer(PRODUCTION), A::Person, || {
             get(web::cards::chip_file)
         }),
+        // web: intake uploads, change-request approval, partner administration
+        spec(Method::GET, "/ui/intake", None, Officer(EDITORS), A::Person, || get(web::intake::list)),
+        spec(Method::POST, "/ui/intake", Some("import.upload"), Officer(IMPORTERS), A::Person, || {
+            post(web::intake::upload)
+        }),
+        spec(Method::GET, "/ui/intake/{id}", None, Officer(EDITORS), A::Person, || get(web::intake::batch)),
+        spec(Method::GET, "/ui/intake/{id}/report.csv", Some("import.report"), Officer(EDITORS), A::Person, || {
+            get(web::intake::report)
+        }),
+        spec(Method::GET, "/ui/requests", Some("change_request.list"), Officer(EDITORS), A::Person, || {
+            get(web::requests::list)
+        }),
+        spec(Method::GET, "/ui/requests/{id}", Some("change_request.read"), Officer(EDITORS), A::Person, || {
+            get(web::requests::request)
+        }),
+        spec(Method::POST, "/ui/requests/{id}", Some("change_request.decide"), Officer(EDITORS), A::Person, || {
+            post(web::requests::decide)
+        }),
+        spec(Method::GET, "/ui/partners", Some("partner.list"), Officer(PARTNER_ADMINS), A::National, || {
+            get(web::partners::list)
+        }),
+        spec(Method::POST, "/ui/partners", Some("partner.create"), Officer(PARTNER_ADMINS), A::National, || {
+            post(web::partners::create)
+        }),
+        spec(Method::GET, "/ui/partners/{id}", Some("partner.read"), Officer(PARTNER_ADMINS), A::National, || {
+            get(web::partners::partner)
+        }),
+        spec(
+            Method::POST,
+            "/ui/partners/{id}/status",
+            Some("partner.status"),
+            Officer(PARTNER_ADMINS),
+            A::National,
+            || post(web::partners::set_status),
+        ),
         // documentation and operations
         spec(Method::GET, "/api/openapi.json", None, Public, A::None, || get(crate::openapi)),
         spec(Method::GET, "/api/docs", None, Public, A::None, || get(crate::docs_page)),

@@ -46,7 +46,7 @@ async fn start(store: Arc<dyn Store>, codes_per_window: u32) -> (Server, Arc<Fil
     tokio::spawn(dancu_server::serve(listener, state, std::future::pending()));
     // This server personalizes no cards; the fields name a card PKI all the same.
     let (_, csca, crl) = dancu_store::conformance::test_card_pki(time::OffsetDateTime::now_utc());
-    (Server { addr, store, key, secrets, csca, crl }, channel)
+    (Server { addr, store, key, secrets, csca, crl, intake_dir: dir }, channel)
 }
 
 async fn post_json(s: &Server, path: &str, body: &Value) -> Resp {

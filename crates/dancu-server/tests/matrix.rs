@@ -38,6 +38,8 @@ struct Fixture {
     card_application_id: String,
     card_number: String,
     card_serial: String,
+    /// A finished import batch of commune 00004.
+    batch_id: String,
 }
 
 async fn fixture(store: &Arc<dyn Store>) -> Fixture {
@@ -101,7 +103,32 @@ async fn fixture(store: &Arc<dyn Store>) -> Fixture {
     reg.card_step(card_app.id, Stage::Queued, "c", &[Role::CardOperator], None, queue, None).await.unwrap();
     let (ds, _, _) = dancu_store::conformance::test_card_pki(time::OffsetDateTime::now_utc() - time::Duration::days(1));
     let (made, _) = reg.card_produce("matrix-centre", 1, &ds, "p", None).await.unwrap();
+    // an import batch of the commune, finished
+    let batch = dancu_store::ImportBatch {
+        id: "matrix-batch".into(),
+        unit: COMMUNE.into(),
+        officer: "maker".into(),
+        file_sha256: "ab".repeat(32),
+        started_at: time::OffsetDateTime::now_utc(),
+        finished_at: None,
+        summary: None,
+    };
+    let entry = |action: &str| dancu_core::audit::AuditEntry {
+        at: dancu_server::audit::now_rfc3339(),
+        officer: "maker".into(),
+        role: "collector".into(),
+        unit: COMMUNE.into(),
+        action: action.into(),
+        target: None,
+        purpose: None,
+        request_id: None,
+        client: None,
+        outcome: "ok".into(),
+    };
+    store.import_begin(&batch, &entry("import.start")).await.unwrap();
+    store.import_finish("matrix-batch", r#"{"rows_read": 3}"#, &entry("import.finish")).await.unwrap();
     Fixture {
+        batch_id: "matrix-batch".into(),
         card_application_id: card_app.id.to_string(),
         card_number: card_app.number.clone(),
         card_serial: made[0].serial.clone(),
@@ -182,6 +209,11 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         }
         ("GET", "/ui/cards/{serial}/chip/{file}") => (Who::Officer(&[ProductionOperator]), Area::Person),
         (_, p) if p.starts_with("/ui/production") => (Who::Officer(&[ProductionOperator]), Area::National),
+        // web: intake, change requests, partners
+        ("POST", "/ui/intake") => (Who::Officer(&[Collector]), Area::Person),
+        (_, p) if p.starts_with("/ui/intake") => (Who::Officer(EDITORS), Area::Person),
+        (_, p) if p.starts_with("/ui/requests") => (Who::Officer(EDITORS), Area::Person),
+        (_, p) if p.starts_with("/ui/partners") => (Who::Officer(&[PartnerAdministrator]), Area::National),
         (_, p) if p.starts_with("/ui") => panic!("the matrix has no rule for the page {method} {path}"),
         ("POST", "/api/v1/persons") | ("PUT", "/api/v1/persons/{ref}") => (Who::Officer(EDITORS), Area::Person),
         ("GET", "/api/v1/persons")
@@ -346,6 +378,48 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         ("GET", "/ui/cards/{serial}/chip/{file}") => {
             (format!("/ui/cards/{}/chip/dg1.bin", f.card_serial), None, by_area(Expect::Ok(200)))
         }
+        // web: intake, change requests, partners
+        ("GET", "/ui/intake") => ("/ui/intake".to_string(), None, Expect::Ok(200)),
+        // Not a multipart upload: refused before anything is read or stored.
+        ("POST", "/ui/intake") => ("/ui/intake".to_string(), form(w, &[("unit", COMMUNE)]), Expect::Ok(415)),
+        ("GET", "/ui/intake/{id}") => (format!("/ui/intake/{}", f.batch_id), None, by_area(Expect::Ok(200))),
+        ("GET", "/ui/intake/{id}/report.csv") => {
+            (format!("/ui/intake/{}/report.csv", f.batch_id), None, by_area(Expect::Ok(200)))
+        }
+        ("GET", "/ui/requests") => ("/ui/requests".to_string(), None, Expect::Ok(200)),
+        ("GET", "/ui/requests/{id}") => (format!("/ui/requests/{}", f.request_id), None, by_area(Expect::Ok(200))),
+        ("POST", "/ui/requests/{id}") => {
+            // A rejection without a reason: approvers get to the reason check, other editors
+            // are refused by the maker-checker rule. Nothing is decided either way.
+            let e = if role == Some(Role::Approver) { Expect::Ok(422) } else { Expect::Ok(403) };
+            (format!("/ui/requests/{}", f.request_id), form(w, &[("decision", "reject")]), by_area(e))
+        }
+        ("GET", "/ui/partners") => ("/ui/partners".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/partners") => (
+            // An invalid id: refused, nothing registered.
+            "/ui/partners".to_string(),
+            form(
+                w,
+                &[
+                    ("id", "Not An Id"),
+                    ("name", "Ngân hàng"),
+                    ("kind", "business"),
+                    ("legal_basis", "Nghị định 59"),
+                    ("services", "verify"),
+                    ("rate_limit_per_second", "5"),
+                    ("valid_until", "2030-01-01"),
+                    ("public_key_pem", "not a key"),
+                ],
+            ),
+            Expect::Ok(422),
+        ),
+        ("GET", "/ui/partners/{id}") => ("/ui/partners/matrix-partner".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/partners/{id}/status") => (
+            // No reason: refused, the partner stays active.
+            "/ui/partners/matrix-partner/status".to_string(),
+            form(w, &[("status", "suspended"), ("reason", "")]),
+            Expect::Ok(422),
+        ),
         ("POST", "/api/v1/persons") => {
             let mut p = serde_json::to_value(dancu_store::conformance::sample(3)).unwrap();
             p["permanent_residence"] = json!({"scheme": "2025", "commune_code": "00004"});
@@ -720,6 +794,9 @@ fn matches(e: &Expect, r: &support::Resp, kind: Option<&str>) -> bool {
 async fn matrix(store: Arc<dyn Store>) {
     let s = start_on(store.clone(), Default::default()).await;
     let f = fixture(&store).await;
+    std::fs::create_dir_all(&s.intake_dir).unwrap();
+    std::fs::write(s.intake_dir.join("matrix-batch.report.csv"), "line,kind,field,value,code,reason,message\n")
+        .unwrap();
     add_officer(&s, "target.officer", COMMUNE, &[Role::Collector], &[], false).await;
     store.partner_insert(&dancu_store::conformance::partner("matrix-partner")).await.unwrap();
     let mut cast = vec![Who2 { role: None, unit: "-", client: None }];
@@ -773,6 +850,8 @@ async fn matrix(store: Arc<dyn Store>) {
                 let listed = match route.path {
                     "/api/v1/persons" | "/ui/persons" => Some(r.body.contains(&f.person_key)),
                     "/ui/reviews" => Some(r.body.contains(&f.review_id)),
+                    "/ui/intake" => Some(r.body.contains(&f.batch_id)),
+                    "/ui/requests" => Some(r.body.contains(&f.request_id)),
                     "/ui/residence" => Some(r.body.contains(&f.application_id)),
                     "/ui/cards" => Some(r.body.contains(&f.card_application_id)),
                     "/api/v1/change-requests" => Some(r.body.contains(&f.request_id)),
@@ -809,6 +888,13 @@ async fn matrix(store: Arc<dyn Store>) {
     let centres = store.centres(time::OffsetDateTime::now_utc()).await.unwrap();
     assert_eq!(centres.len(), 1);
     assert_eq!(centres[0].stock, 0);
+    // Nor a partner registered or suspended, nor an import started.
+    let partners = store.partner_list().await.unwrap();
+    assert_eq!(partners.len(), 1);
+    assert_eq!(partners[0].status, dancu_core::sharing::PartnerStatus::Active);
+    let mut batches: Vec<String> = store.import_batches(10).await.unwrap().into_iter().map(|b| b.id).collect();
+    batches.sort();
+    assert_eq!(batches, ["matrix", "matrix-batch"], "the fixture's batches only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,3 +312,337 @@ async fn an_approver_enrols_an_authenticator_from_the_qr_page() {
     let officer = s.store.officer_get("pheduyet").await.unwrap().unwrap();
     assert!(officer.totp_secret.is_some() && officer.totp_pending.is_none());
 }
+
+/// A `multipart/form-data` body as a browser sends the upload form.
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "----dancuTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    if let Some((name, data)) = file {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Browser {
+    async fn upload(&self, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Resp {
+        let c = format!("dancu_session={}", self.cookie);
+        let (ct, body) = multipart(fields, file);
+        call(self.addr, "POST", "/ui/intake", &[("Content-Type", ct.as_str()), ("Cookie", c.as_str())], Some(&body))
+            .await
+    }
+}
+
+const BATCH_CSV: &str = "full_name,sex,birth_date,birth_registration_province,ethnicity
+Trần Thị Bình,nữ,1975,01,01
+Trần Thị Bình,nữ,1975,01,01
+Lê Văn An,nam,31/02/1990,01,01
+Phạm Văn Cường,x,1980,01,01
+Đỗ Minh Châu,nam,1988,01,01
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_uploads_are_checked_then_imported_in_the_background() {
+    let s = start().await;
+    let creds = add_officer(&s, "nhaplieu", "commune:00004", &[Role::Collector, Role::Verifier], &[], false).await;
+    let b = browser_login(&s, &creds).await;
+    let page = b.get("/ui/intake").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("enctype=\"multipart/form-data\"") && page.body.contains("value=\"commune:00004\""));
+    let csrf = csrf_of(&page.body);
+    let ok = [("csrf", csrf.as_str()), ("unit", "commune:00004")];
+    // refused uploads, each with its reason in Vietnamese; nothing is imported
+    let r = b.upload(&ok, Some(("trong.csv", b""))).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("Tệp: tệp rỗng"), "{}", r.body);
+    let r = b.upload(&ok, Some(("danh-sach.pdf", b"%PDF-1.7 ..."))).await;
+    assert_eq!(r.status, 415);
+    assert!(r.body.contains("chỉ nhận tệp CSV (.csv) hoặc Excel (.xlsx)"), "{}", r.body);
+    let r = b.upload(&ok, Some(("gia.xlsx", BATCH_CSV.as_bytes()))).await;
+    assert_eq!(r.status, 415, "a text file named .xlsx is refused");
+    let big = "a".repeat(support::INTAKE_MAX_BYTES + 1024);
+    let r = b.upload(&ok, Some(("lon.csv", big.as_bytes()))).await;
+    assert_eq!(r.status, 413);
+    assert!(
+        r.body.contains("Tệp quá lớn") && r.body.contains("0 MB") || r.body.contains("vượt quá giới hạn"),
+        "{}",
+        r.body
+    );
+    let r =
+        b.upload(&[("csrf", csrf.as_str()), ("unit", "commune:26506")], Some(("a.csv", BATCH_CSV.as_bytes()))).await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Đơn vị: ngoài địa bàn quản lý"), "{}", r.body);
+    let r =
+        b.upload(&[("csrf", csrf.as_str()), ("unit", "commune:00004")], Some(("a.csv", b"cot_la,khac\n1,2\n"))).await;
+    assert_eq!(r.status, 422, "a header without the needed columns is refused before importing: {}", r.body);
+    let r = b.upload(&[("unit", "commune:00004")], Some(("a.csv", BATCH_CSV.as_bytes()))).await;
+    assert_eq!(r.status, 403, "no CSRF token");
+    let plain = b.post("/ui/intake", &[("csrf", csrf.as_str())], &[]).await;
+    assert_eq!(plain.status, 415, "not multipart");
+    assert!(s.store.import_batches(10).await.unwrap().is_empty(), "nothing was imported");
+    assert_eq!(s.store.count_persons().await.unwrap(), 0);
+    // a good upload: the batch page shows progress, then the summary and the report
+    let r = b.upload(&ok, Some(("lo-1.csv", BATCH_CSV.as_bytes()))).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let at = r.header("location").unwrap().to_string();
+    assert!(at.starts_with("/ui/intake/"), "{at}");
+    let mut page = b.get(&at).await;
+    for _ in 0..200 {
+        if page.body.contains("Đã nhập xong") {
+            break;
+        }
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("http-equiv=\"refresh\""), "a running batch's page reloads itself");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        page = b.get(&at).await;
+    }
+    assert!(page.body.contains("Đã nhập xong"), "{}", page.body);
+    assert!(!page.body.contains("http-equiv=\"refresh\""));
+    assert!(page.body.contains("id=\"rows-read\">5<"), "{}", page.body);
+    assert!(page.body.contains("id=\"rows-rejected\">2<"), "{}", page.body);
+    assert!(page.body.contains("id=\"new-people\">3<"), "{}", page.body);
+    assert!(page.body.contains("ngày không hợp lệ (ngày/tháng/năm) (invalid_date): 1"), "{}", page.body);
+    let report = b.get(&format!("{at}/report.csv")).await;
+    assert_eq!(report.status, 200);
+    assert!(report.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(report.header("content-disposition").unwrap().starts_with("attachment"));
+    let lines: Vec<&str> = report.body.lines().collect();
+    assert_eq!(lines[0].trim_start_matches('\u{feff}'), "line,kind,field,value,code,reason,message");
+    assert!(
+        lines.iter().any(|l| l.starts_with("4,rejected,birth_date,31/02/1990,")
+            && l.contains("Trường birth_date: ngày không hợp lệ")),
+        "{}",
+        report.body
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("5,rejected,sex,x,") && l.contains("giới tính không hợp lệ")),
+        "{}",
+        report.body
+    );
+    // the upload file is gone once imported; the same file again is not applied twice
+    let upload_files: Vec<_> = std::fs::read_dir(&s.intake_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "upload"))
+        .collect();
+    assert!(upload_files.is_empty());
+    let people = s.store.count_persons().await.unwrap();
+    assert_eq!(people, 3);
+    let again = b.upload(&ok, Some(("lo-1-lan-2.csv", BATCH_CSV.as_bytes()))).await;
+    assert_eq!(again.header("location"), Some(format!("{at}?notice=already").as_str()));
+    assert_eq!(s.store.count_persons().await.unwrap(), people);
+    // the list shows the batch; the dashboard counts it
+    let list = b.get("/ui/intake").await;
+    assert!(list.body.contains(&at), "{}", list.body);
+    let dash = b.get("/ui").await;
+    assert!(dash.body.contains("id=\"batches-finished\">1<"), "{}", dash.body);
+    // a batch the store holds unfinished and nobody runs here shows as interrupted
+    let entry = dancu_core::audit::AuditEntry {
+        at: dancu_server::audit::now_rfc3339(),
+        officer: "nhaplieu".into(),
+        role: "collector".into(),
+        unit: "commune:00004".into(),
+        action: "import.start".into(),
+        target: None,
+        purpose: None,
+        request_id: None,
+        client: None,
+        outcome: "started".into(),
+    };
+    let stale = dancu_store::ImportBatch {
+        id: "cd".repeat(32),
+        unit: "commune:00004".into(),
+        officer: "nhaplieu".into(),
+        file_sha256: "cd".repeat(32),
+        started_at: time::OffsetDateTime::now_utc(),
+        finished_at: None,
+        summary: None,
+    };
+    s.store.import_begin(&stale, &entry).await.unwrap();
+    let r = b.get(&format!("/ui/intake/{}", stale.id)).await;
+    assert!(r.body.contains("Bị gián đoạn") && !r.body.contains("http-equiv=\"refresh\""), "{}", r.body);
+    // an interrupted batch resumes when its file is uploaded again, and finishes
+    let second = "full_name,sex,birth_date,birth_registration_province,ethnicity\nVũ Thị Hoa,nữ,1990,01,01\n";
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(second.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let begun = dancu_store::ImportBatch { id: sha.clone(), file_sha256: sha.clone(), ..stale.clone() };
+    s.store.import_begin(&begun, &entry).await.unwrap();
+    assert!(b.get(&format!("/ui/intake/{sha}")).await.body.contains("Bị gián đoạn"));
+    let r = b.upload(&ok, Some(("lo-2.csv", second.as_bytes()))).await;
+    assert_eq!(r.header("location"), Some(format!("/ui/intake/{sha}").as_str()), "{}", r.body);
+    let mut page = b.get(&format!("/ui/intake/{sha}")).await;
+    for _ in 0..200 {
+        if page.body.contains("Đã nhập xong") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        page = b.get(&format!("/ui/intake/{sha}")).await;
+    }
+    assert!(page.body.contains("id=\"new-people\">1<"), "{}", page.body);
+    assert_eq!(s.store.count_persons().await.unwrap(), people + 1);
+    // another commune's officer sees neither the batch nor its report
+    let other = add_officer(&s, "xakhac", "commune:26506", &[Role::Collector], &[], false).await;
+    let o = browser_login(&s, &other).await;
+    assert_eq!(o.get(&at).await.status, 404);
+    assert_eq!(o.get(&format!("{at}/report.csv")).await.status, 404);
+    assert!(!o.get("/ui/intake").await.body.contains(&at));
+    // a card operator has no intake pages; a verifier sees batches but cannot upload
+    let card = add_officer(&s, "the", "commune:00004", &[Role::CardOperator], &[], false).await;
+    assert_eq!(browser_login(&s, &card).await.get("/ui/intake").await.status, 403);
+    let verifier = add_officer(&s, "kiemtra", "commune:00004", &[Role::Verifier], &[], false).await;
+    let v = browser_login(&s, &verifier).await;
+    let vp = v.get("/ui/intake").await;
+    assert_eq!(vp.status, 200);
+    assert!(!vp.body.contains("enctype=\"multipart/form-data\""), "no upload form for a verifier");
+    assert_eq!(v.upload(&[("csrf", &csrf_of(&b.get("/ui/intake").await.body))], None).await.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_requests_and_partners_pages_follow_the_api_rules() {
+    let s = start().await;
+    let f = fixture(&s.store).await;
+    // a collector's name edit waits for approval and shows on the person's page
+    let maker = add_officer(&s, "thuthap", "commune:00004", &[Role::Collector], &[], false).await;
+    let m = browser_login(&s, &maker).await;
+    let edit = m.get(&format!("/ui/persons/{}/edit", f.person_key)).await;
+    let version = s
+        .store
+        .get_person(&dancu_store::PersonRef::Key(f.person_key.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap()
+        .version
+        .to_string();
+    let r = m
+        .submit(
+            &edit.body,
+            &format!("/ui/persons/{}/edit", f.person_key),
+            &[
+                ("version", &version),
+                ("surname", "Nguyễn"),
+                ("middle", "Thị"),
+                ("given", "Bích"),
+                ("reason", "cải chính theo giấy khai sinh"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let person = m.get(&format!("/ui/persons/{}", f.person_key)).await;
+    assert!(person.body.contains("id=\"pending-requests\""), "{}", person.body);
+    let list = m.get("/ui/requests").await;
+    assert_eq!(list.status, 200);
+    let at = list.body.find("href=\"/ui/requests/").expect("the request is listed") + 6;
+    let path = list.body[at..].split('"').next().unwrap().to_string();
+    let own = m.get(&path).await;
+    assert!(own.body.contains("id=\"own-request\"") && own.body.contains("Bích"), "{}", own.body);
+    // the maker cannot approve their own request
+    let r = m.submit(&own.body, &path, &[("decision", "approve")]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("Bạn không được quyết định yêu cầu này"), "{}", r.body);
+    // an approver of another province sees nothing of it
+    let far = add_officer(&s, "lanhdao.xa", "province:79", &[Role::Approver], &[], true).await;
+    assert_eq!(browser_login(&s, &far).await.get(&path).await.status, 404);
+    // the approver: a rejection needs a note; an approval applies the change, naming both officers
+    let checker = add_officer(&s, "lanhdao.tinh", "province:01", &[Role::Approver], &[], true).await;
+    let c = browser_login(&s, &checker).await;
+    let page = c.get(&path).await;
+    assert!(page.body.contains("id=\"decide\"") && page.body.contains("thuthap"), "{}", page.body);
+    let r = c.submit(&page.body, &path, &[("decision", "reject")]).await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("Ghi chú: bắt buộc nhập lý do khi từ chối"), "{}", r.body);
+    let r = c.submit(&page.body, &path, &[("decision", "approve")]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let done = c.get(&path).await;
+    assert!(done.body.contains("đã phê duyệt") && done.body.contains("id=\"checker\">lanhdao.tinh<"), "{}", done.body);
+    let rec = s.store.get_person(&dancu_store::PersonRef::Key(f.person_key.parse().unwrap())).await.unwrap().unwrap();
+    assert_eq!(rec.person.record.name.given, "Bích");
+
+    // partners: only partner administrators of the ministry
+    assert_eq!(m.get("/ui/partners").await.status, 403);
+    let padmin_far = add_officer(&s, "doitac.tinh", "province:01", &[Role::PartnerAdministrator], &[], true).await;
+    assert_eq!(browser_login(&s, &padmin_far).await.get("/ui/partners").await.status, 403);
+    let padmin = add_officer(&s, "doitac", "ministry", &[Role::PartnerAdministrator], &[], true).await;
+    let p = browser_login(&s, &padmin).await;
+    let page = p.get("/ui/partners").await;
+    assert_eq!(page.status, 200);
+    let key = dancu_keys::SoftwareKey::generate().unwrap();
+    let pem = dancu_keys::PublicKey::from_spki_der(dancu_keys::Signer::public_key_der(&key)).unwrap().to_pem();
+    let fields = |id: &'static str, pem: &str| -> Vec<(String, String)> {
+        vec![
+            ("id".into(), id.into()),
+            ("name".into(), "Cổng dịch vụ công tỉnh".into()),
+            ("kind".into(), "portal".into()),
+            ("legal_basis".into(), "Nghị định 59/2022/NĐ-CP".into()),
+            ("services".into(), "verify".into()),
+            ("fields".into(), "full_name".into()),
+            ("rate_limit_per_second".into(), "20".into()),
+            ("valid_until".into(), "2030-12-31".into()),
+            ("public_key_pem".into(), pem.into()),
+            ("redirect_uris".into(), "https://dichvucong.example/callback".into()),
+            ("auth_method".into(), "client_secret_basic".into()),
+            ("subject_type".into(), "pairwise".into()),
+        ]
+    };
+    let as_refs = |v: &Vec<(String, String)>| -> Vec<(String, String)> { v.clone() };
+    let bad = as_refs(&fields("cong-dvc", "not a key"));
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = p.submit(&page.body, "/ui/partners", &bad).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("khóa công khai phải là khóa P-256"), "{}", r.body);
+    assert!(s.store.partner_list().await.unwrap().is_empty());
+    let good = fields("cong-dvc", &pem);
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = p.submit(&page.body, "/ui/partners", &good).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let at = r.body.find("id=\"client-secret\">").expect("the secret is shown once") + 18;
+    let secret = r.body[at..].split('<').next().unwrap().to_string();
+    assert!(secret.len() >= 32, "{secret}");
+    let view = p.get("/ui/partners/cong-dvc").await;
+    assert_eq!(view.status, 200);
+    assert!(!view.body.contains(&secret), "never shown again");
+    assert!(view.body.contains("Xác thực thông tin"));
+    let r = p.submit(&view.body, "/ui/partners/cong-dvc/status", &[("status", "suspended"), ("reason", "")]).await;
+    assert_eq!(r.status, 422);
+    let r = p
+        .submit(
+            &view.body,
+            "/ui/partners/cong-dvc/status",
+            &[("status", "suspended"), ("reason", "vi phạm thỏa thuận")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(p.get("/ui/partners/cong-dvc").await.body.contains("tạm dừng"));
+    let again = p.submit(&page.body, "/ui/partners", &good).await;
+    assert_eq!(again.status, 409, "the id is taken: {}", again.body);
+    assert!(again.body.contains("mã đối tác đã được dùng"), "{}", again.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_viewer_filters_by_officer_person_and_time() {
+    let s = start().await;
+    let f = fixture(&s.store).await;
+    let auditor = add_officer(&s, "kiemtoan", "ministry", &[Role::Auditor, Role::Collector], &[], true).await;
+    let a = browser_login(&s, &auditor).await;
+    a.get(&format!("/ui/persons/{}", f.person_key)).await;
+    let today = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(7, 0, 0).unwrap()).date();
+    let r = a.get(&format!("/ui/audit?officer=kiemtoan&person={}&from={today}&to={today}", f.person_key)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("person.read"), "{}", r.body);
+    let r = a.get(&format!("/ui/audit?person={}&from=2001-01-01&to=2001-01-02", f.person_key)).await;
+    assert!(!r.body.contains("person.read"), "nothing then");
+    let r = a.get("/ui/audit?from=31-12-2026").await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("from: ngày không hợp lệ"), "{}", r.body);
+}

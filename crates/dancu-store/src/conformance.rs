@@ -687,6 +687,17 @@ pub async fn imports_resume_by_line_and_reserve_ids(store: Arc<dyn Store>) {
     let done = store.import_begin(&batch("batch-1"), &audit_entry(5)).await.unwrap();
     assert_eq!(done.summary.as_deref(), Some("{\"rows\":3}"));
     assert_eq!(store.audit_read(0, 10).await.unwrap().len(), 2);
+    // batches are read back one by one and listed newest first
+    let got = store.import_batch_get("batch-1").await.unwrap().unwrap();
+    assert_eq!((got.summary.as_deref(), got.finished_at.is_some()), (Some("{\"rows\":3}"), true));
+    assert!(store.import_batch_get("no-such-batch").await.unwrap().is_none());
+    let mut later = batch("batch-2");
+    later.started_at = got.started_at + time::Duration::seconds(5);
+    store.import_begin(&later, &audit_entry(6)).await.unwrap();
+    let listed: Vec<String> = store.import_batches(10).await.unwrap().into_iter().map(|b| b.id).collect();
+    assert_eq!(listed, ["batch-2", "batch-1"]);
+    assert_eq!(store.import_batches(1).await.unwrap().len(), 1);
+    assert!(store.import_batch_get("batch-2").await.unwrap().unwrap().finished_at.is_none());
 }
 
 pub async fn review_pairs_merge_or_keep_both(store: Arc<dyn Store>) {

@@ -588,6 +588,12 @@ pub trait Store: Send + Sync {
     /// Finishes a batch: its summary and its audit entry, in one transaction.
     async fn import_finish(&self, batch_id: &str, summary: &str, audit: &AuditEntry) -> Result<()>;
 
+    /// One import batch.
+    async fn import_batch_get(&self, batch_id: &str) -> Result<Option<ImportBatch>>;
+
+    /// The latest import batches, newest first (at most `limit`).
+    async fn import_batches(&self, limit: u32) -> Result<Vec<ImportBatch>>;
+
     async fn review_pairs(&self, q: &ReviewQuery) -> Result<Vec<ReviewPair>>;
 
     async fn review_pair_get(&self, id: Uuid) -> Result<Option<ReviewPair>>;

@@ -1594,6 +1594,18 @@ impl Store for PgStore {
         Ok(batch.clone())
     }
 
+    async fn import_batch_get(&self, batch_id: &str) -> Result<Option<ImportBatch>> {
+        let client = self.pool.get().await?;
+        Ok(client.query_opt(&format!("{BATCH_SELECT} WHERE id = $1"), &[&batch_id]).await?.map(|r| batch_row(&r)))
+    }
+
+    async fn import_batches(&self, limit: u32) -> Result<Vec<ImportBatch>> {
+        let client = self.pool.get().await?;
+        let rows =
+            client.query(&format!("{BATCH_SELECT} ORDER BY started_at DESC, id LIMIT $1"), &[&(limit as i64)]).await?;
+        Ok(rows.iter().map(batch_row).collect())
+    }
+
     async fn import_rows(&self, batch_id: &str) -> Result<Vec<(u64, Uuid)>> {
         let client = self.pool.get().await?;
         let rows = client

@@ -2054,6 +2054,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn import_batch_get(&self, batch_id: &str) -> Result<Option<ImportBatch>> {
+        let batch_id = batch_id.to_string();
+        self.read(move |conn| {
+            conn.query_row(&format!("{BATCH_SELECT} WHERE id = ?1"), [&batch_id], batch_row).optional()?.transpose()
+        })
+        .await
+    }
+
+    async fn import_batches(&self, limit: u32) -> Result<Vec<ImportBatch>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!("{BATCH_SELECT} ORDER BY started_at DESC, id LIMIT ?1"))?;
+            let rows = stmt.query_map([limit as i64], batch_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn import_rows(&self, batch_id: &str) -> Result<Vec<(u64, Uuid)>> {
         let batch_id = batch_id.to_string();
         self.read(move |conn| {

@@ -405,6 +405,10 @@ struct SessionArgs {
     /// The CA certificates (PEM) partners' client certificates must chain to
     #[arg(long, env = "DANCU_MTLS_CLIENT_CA")]
     mtls_client_ca: Option<PathBuf>,
+    /// The largest file the web application's intake upload accepts, in MiB (uploads and their
+    /// error reports are kept in DATA/intake)
+    #[arg(long, env = "DANCU_INTAKE_MAX_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    intake_max_mb: u64,
 }
 
 impl SessionArgs {
@@ -502,6 +506,7 @@ async fn demo_logins(
             vec![Role::ProductionOperator],
             "trung tâm sản xuất thẻ: cá nhân hóa, dữ liệu chip",
         ),
+        ("demo.doitac", "ministry".to_string(), vec![Role::PartnerAdministrator], "quản trị đối tác khai thác dữ liệu"),
     ];
     let secrets = db.secrets()?;
     let mut out = Vec::new();
@@ -885,7 +890,8 @@ async fn serve(
     let state = AppState::with_auth(registry, writer, auth, db.secrets()?)
         .with_confirmation_key(confirmation_key)
         .with_sharing(sharing_key, &issuer)
-        .with_code_channel(citizen_channel(db)?);
+        .with_code_channel(citizen_channel(db)?)
+        .with_intake(db.data.join("intake"), (session.intake_max_mb as usize) << 20);
     let mut state = match card_signer {
         Some(s) => state.with_card_signer(Arc::new(s)),
         None => state,

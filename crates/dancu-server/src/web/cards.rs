@@ -20,6 +20,7 @@ use dancu_store::{PersonRecord, PersonRef};
 use maud::{Markup, PreEscaped, html};
 use serde_json::Value;
 
+use super::multipart::{self, Part};
 use super::{Ctx, FormData, Lang, redirect};
 use crate::AppState;
 use crate::audit::{AuditTarget, RequestContext};
@@ -133,83 +134,19 @@ const REISSUE: [(&str, ReissueReason); 2] = [("lost", ReissueReason::Lost), ("da
 
 // ---------------------------------------------------------------- multipart forms
 
-/// One part of a `multipart/form-data` body.
-pub struct Part {
-    pub name: String,
-    /// The file's name as the browser sent it (a folder upload sends `folder/file`).
-    pub filename: Option<String>,
-    pub data: Vec<u8>,
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
-}
-
-/// Parses a `multipart/form-data` body (RFC 7578) as browsers send it; `None` when the body is
-/// not one (no boundary, truncated, more than 64 parts).
-pub fn multipart(headers: &HeaderMap, body: &[u8]) -> Option<Vec<Part>> {
-    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let (mime, params) = ct.split_once(';')?;
-    if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
-        return None;
-    }
-    let boundary = params
-        .split(';')
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| k.eq_ignore_ascii_case("boundary"))
-        .map(|(_, v)| v.trim().trim_matches('"').to_string())
-        .filter(|b| !b.is_empty() && b.len() <= 70)?;
-    let delimiter = format!("--{boundary}");
-    let separator = format!("\r\n--{boundary}");
-    let mut pos = find(body, delimiter.as_bytes(), 0)? + delimiter.len();
-    let mut parts = Vec::new();
-    loop {
-        if body.get(pos..pos + 2) == Some(b"--") {
-            return Some(parts);
-        }
-        if body.get(pos..pos + 2) != Some(b"\r\n") || parts.len() >= 64 {
-            return None;
-        }
-        pos += 2;
-        let head_end = find(body, b"\r\n\r\n", pos)?;
-        let head = std::str::from_utf8(&body[pos..head_end]).ok()?;
-        let start = head_end + 4;
-        let end = find(body, separator.as_bytes(), start)?;
-        let (mut name, mut filename) = (None, None);
-        for line in head.split("\r\n") {
-            let Some((k, v)) = line.split_once(':') else { continue };
-            if !k.trim().eq_ignore_ascii_case("content-disposition") {
-                continue;
-            }
-            for p in v.split(';').skip(1) {
-                if let Some((pk, pv)) = p.trim().split_once('=') {
-                    let pv = pv.trim().trim_matches('"').to_string();
-                    match pk.trim() {
-                        "name" => name = Some(pv),
-                        "filename" => filename = Some(pv),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        parts.push(Part { name: name?, filename, data: body[start..end].to_vec() });
-        pos = end + separator.len();
-    }
-}
-
 /// The parts of a form: multipart as the card forms send it, or URL-encoded fields (no files).
-fn form_parts(headers: &HeaderMap, body: &[u8]) -> Vec<Part> {
-    multipart(headers, body).unwrap_or_else(|| {
+fn form_parts<'a>(headers: &HeaderMap, body: &'a [u8]) -> Vec<Part<'a>> {
+    multipart::of_request(headers, body).unwrap_or_else(|| {
         FormData::parse(body)
             .0
             .into_iter()
-            .map(|(name, v)| Part { name, filename: None, data: v.into_bytes() })
+            .map(|(name, v)| Part { name, filename: None, data: v.into_bytes().into() })
             .collect()
     })
 }
 
 /// The text fields of a multipart form (for the CSRF check and the choices).
-fn text_fields(parts: &[Part]) -> FormData {
+fn text_fields(parts: &[Part<'_>]) -> FormData {
     FormData(
         parts
             .iter()
@@ -220,7 +157,7 @@ fn text_fields(parts: &[Part]) -> FormData {
 }
 
 /// The files of a field (an empty file input sends one empty part: none).
-fn files<'a>(parts: &'a [Part], name: &str) -> Vec<&'a Part> {
+fn files<'a, 'b>(parts: &'a [Part<'b>], name: &str) -> Vec<&'a Part<'b>> {
     parts.iter().filter(|p| p.name == name && p.filename.as_deref().is_some_and(|f| !f.is_empty())).collect()
 }
 
@@ -1340,14 +1277,14 @@ mod tests {
         let body = b"------WebKitX\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n\
 ------WebKitX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"card/dg1.bin\"\r\n\
 Content-Type: application/octet-stream\r\n\r\n\x00\r\n--\xff\r\n------WebKitX--\r\n";
-        let parts = multipart(&h, body).unwrap();
+        let parts = multipart::of_request(&h, body).unwrap();
         assert_eq!(parts.len(), 2);
-        assert_eq!((parts[0].name.as_str(), parts[0].data.as_slice()), ("csrf", &b"abc"[..]));
+        assert_eq!((parts[0].name.as_str(), &*parts[0].data), ("csrf", &b"abc"[..]));
         assert_eq!(parts[1].filename.as_deref(), Some("card/dg1.bin"));
-        assert_eq!(parts[1].data, b"\x00\r\n--\xff");
-        assert!(multipart(&h, &body[..body.len() - 10]).is_none(), "a truncated body is refused");
+        assert_eq!(&*parts[1].data, b"\x00\r\n--\xff");
+        assert!(multipart::of_request(&h, &body[..body.len() - 10]).is_none(), "a truncated body is refused");
         let mut other = HeaderMap::new();
         other.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
-        assert!(multipart(&other, body).is_none());
+        assert!(multipart::of_request(&other, body).is_none());
     }
 }

@@ -10,7 +10,11 @@
 
 pub mod cards;
 pub mod charts;
+pub mod intake;
+pub mod multipart;
 pub mod pages;
+pub mod partners;
+pub mod requests;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -200,11 +204,19 @@ impl Ctx {
 
     /// A whole page: header with the officer, navigation by role, language switch, logout.
     pub fn page(&self, title: &str, body: Markup) -> Response {
+        self.page_with(title, body, None)
+    }
+
+    /// A page that reloads itself every `refresh` seconds (progress of a running job).
+    pub fn page_with(&self, title: &str, body: Markup, refresh: Option<u32>) -> Response {
         let l = self.lang;
         let nav: Vec<(&str, &str, &[Role])> = vec![
             ("/ui", l.t("Tổng quan", "Dashboard"), &Role::ALL),
             ("/ui/persons", l.t("Tra cứu công dân", "People"), crate::policy::READERS),
             ("/ui/reviews", l.t("Xem xét trùng lặp", "Review queue"), crate::policy::ISSUERS),
+            ("/ui/intake", l.t("Nhập dữ liệu", "Intake"), crate::policy::EDITORS),
+            ("/ui/requests", l.t("Phê duyệt thay đổi", "Change requests"), crate::policy::EDITORS),
+            ("/ui/partners", l.t("Đối tác", "Partners"), crate::policy::PARTNER_ADMINS),
             ("/ui/residence", l.t("Hồ sơ cư trú", "Residence"), crate::policy::READERS),
             ("/ui/audit", l.t("Nhật ký truy cập", "Audit trail"), crate::policy::AUDITORS),
             ("/ui/cards", l.t("Thẻ căn cước", "Identity cards"), crate::policy::CARD_READERS),
@@ -220,6 +232,7 @@ impl Ctx {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
+                    @if let Some(s) = refresh { meta http-equiv="refresh" content=(s); }
                     title { (title) " — dancu" }
                     link rel="icon" href="data:,";
                     link rel="stylesheet" href="/ui/assets/app.css";

@@ -40,19 +40,19 @@ pub struct WebState {
     population: std::sync::Mutex<BTreeMap<String, CachedCells>>,
 }
 
-type Q = Query<BTreeMap<String, String>>;
+pub(crate) type Q = Query<BTreeMap<String, String>>;
 
-fn q<'a>(query: &'a Q, key: &str) -> &'a str {
+pub(crate) fn q<'a>(query: &'a Q, key: &str) -> &'a str {
     query.0.get(key).map(|s| s.trim()).unwrap_or("")
 }
 
 /// Moves the audit facts of an API handler's answer onto the page's answer.
-fn carry(from: &Response, mut to: Response) -> Response {
+pub(crate) fn carry(from: &Response, mut to: Response) -> Response {
     *to.extensions_mut() = from.extensions().clone();
     to
 }
 
-async fn problem_title(res: Response, l: Lang) -> (StatusCode, String) {
+pub(crate) async fn problem_title(res: Response, l: Lang) -> (StatusCode, String) {
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 64 * 1024).await.unwrap_or_default();
     let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -389,6 +389,14 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
             ApplicationQuery { state: Some(state), area: area.clone(), offset: 0, limit: CAP, ..Default::default() };
         open.extend(st.registry.applications(&qy).await?);
     }
+    let batches = st.registry.store().import_batches(500).await?;
+    let in_area = |b: &&dancu_store::ImportBatch| {
+        dancu_core::auth::Unit::parse(&b.unit).is_ok_and(|u| caller.officer.unit.contains(&u))
+    };
+    let batches: Vec<&dancu_store::ImportBatch> = batches.iter().filter(in_area).collect();
+    let batches_finished = batches.iter().filter(|b| b.finished_at.is_some()).count();
+    let batches_open = batches.len() - batches_finished;
+    let editor = caller.officer.roles.iter().any(|r| crate::policy::EDITORS.contains(r));
     let overdue = open.iter().filter(|a| a.deadline < today).count();
     let due_today = open.iter().filter(|a| a.deadline == today).count();
     let pyramid = charts::pyramid(
@@ -409,7 +417,14 @@ async fn dashboard_inner(st: &AppState, ctx: &Ctx) -> Result<Response, ApiError>
             div.card { div { (l.t("Cặp hồ sơ chờ xem xét trùng lặp", "Possible duplicates awaiting review")) }
                 div.stat { (capped(reviews, CAP)) } a href="/ui/reviews" { (l.t("Xem hàng đợi", "Open the queue")) } }
             div.card { div { (l.t("Yêu cầu thay đổi chờ phê duyệt", "Changes awaiting approval")) }
-                div.stat { (capped(requests, CAP)) } }
+                div.stat { (capped(requests, CAP)) }
+                @if editor { a href="/ui/requests" { (l.t("Xem yêu cầu", "Open the requests")) } } }
+            div.card #intake-progress { div { (l.t("Nhập dữ liệu (500 lô gần nhất)", "Intake (latest 500 batches)")) }
+                div.stat #batches-finished { (batches_finished) }
+                div.muted { (l.t("lô đã xong", "batches finished")) " · " span #batches-open { (batches_open) } " "
+                    (l.t("lô đang nhập hoặc bị gián đoạn", "running or interrupted")) " · " (st.intake.running()) " "
+                    (l.t("đang chạy trên máy chủ này", "running on this server")) }
+                @if editor { a href="/ui/intake" { (l.t("Xem các lô", "See the batches")) } } }
             div.card { div { (l.t("Hồ sơ cư trú đang giải quyết", "Open residence applications")) }
                 div.stat { (capped(open.len(), 2 * CAP)) }
                 div { span.overdue { (overdue) " " (l.t("quá hạn", "overdue")) } " · "
@@ -450,7 +465,7 @@ fn sex_label(l: Lang, s: dancu_core::Sex) -> &'static str {
     }
 }
 
-fn full_name(r: &PersonRecord) -> String {
+pub(crate) fn full_name(r: &PersonRecord) -> String {
     r.person.record.name.full()
 }
 
@@ -570,14 +585,14 @@ pub async fn persons(State(st): State<AppState>, ctx: Ctx, query: Q) -> Response
 }
 
 /// The record a path names, when it lies in the caller's area (else: not found).
-async fn visible_person(st: &AppState, caller: &Caller, r: &str) -> Result<PersonRecord, ApiError> {
+pub(crate) async fn visible_person(st: &AppState, caller: &Caller, r: &str) -> Result<PersonRecord, ApiError> {
     let rec = st.registry.get(&crate::persons::parse_ref(r)?).await?;
     caller.see(&rec.person.areas())?;
     Ok(rec)
 }
 
 /// Labels of the person record's fields.
-fn field_label(l: Lang, key: &str) -> String {
+pub(crate) fn field_label(l: Lang, key: &str) -> String {
     let (vi, en) = match key {
         "name" => ("Họ, chữ đệm và tên", "Name"),
         "other_names" => ("Tên gọi khác", "Other names"),
@@ -635,7 +650,7 @@ fn value_text(v: &Value) -> String {
 }
 
 /// A field's value for the officer: sex, status and marital status in their language.
-fn display(l: Lang, key: &str, v: &Value) -> String {
+pub(crate) fn display(l: Lang, key: &str, v: &Value) -> String {
     let code = v.as_str().unwrap_or("");
     let known = match (key, code) {
         ("sex", "male") => Some(l.t("Nam", "Male")),
@@ -716,6 +731,7 @@ async fn person_inner(
     }
     let editor = caller.officer.roles.iter().any(|r| crate::policy::EDITORS.contains(r));
     let card_block = super::cards::person_block(st, ctx, caller, rec).await?;
+    let pending = super::requests::pending_of(st, rec.key).await?;
     let title = full_name(rec);
     let body = html! {
         h1 { (title) }
@@ -723,6 +739,12 @@ async fn person_inner(
             "updated" => p.notice role="status" { (l.t("Đã cập nhật hồ sơ.", "The record was updated.")) },
             "pending" => p.notice role="status" #pending-approval { (l.t("Thay đổi đã được gửi, chờ lãnh đạo phê duyệt.", "The change waits for an approver.")) },
             _ => {}
+        }
+        @if !pending.is_empty() {
+            section #pending-requests {
+                h2 { (l.t("Yêu cầu thay đổi đang chờ phê duyệt", "Changes awaiting approval")) }
+                (super::requests::requests_table(l, &pending))
+            }
         }
         p.noprint {
             @if editor {
@@ -1347,6 +1369,8 @@ fn audit_view(ctx: &Ctx, entries: &[dancu_core::audit::StoredEntry], query: &Q, 
         form.filters method="get" action="/ui/audit" {
             div { label for="officer" { (l.t("Cán bộ", "Officer")) } input #officer name="officer" value=(q(query, "officer")); }
             div { label for="person" { (l.t("Mã hồ sơ công dân", "Person record key")) } input #person name="person" value=(q(query, "person")); }
+            div { label for="from" { (l.t("Từ ngày", "From")) } input #from name="from" type="date" value=(q(query, "from")); }
+            div { label for="to" { (l.t("Đến ngày", "To")) } input #to name="to" type="date" value=(q(query, "to")); }
             div { button type="submit" { (l.t("Lọc", "Filter")) } }
         }
         table #entries {
@@ -1362,12 +1386,32 @@ fn audit_view(ctx: &Ctx, entries: &[dancu_core::audit::StoredEntry], query: &Q, 
 }
 
 async fn audit_entries(st: &AppState, query: &Q) -> Result<Vec<dancu_core::audit::StoredEntry>, ApiError> {
+    // Days in Việt Nam's time (UTC+7), `to` inclusive; the trail holds UTC times.
+    let day = |name: &str, next: bool| -> Result<Option<String>, ApiError> {
+        let v = q(query, name);
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let d = time::Date::parse(v, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| {
+            ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid query parameter",
+                dancu_core::FieldError::new(name, "invalid_date", "a date, year-month-day").with_value(v),
+            )
+        })?;
+        let d = if next { d.next_day().unwrap_or(d) } else { d };
+        let at = d.midnight().assume_offset(time::UtcOffset::from_hms(7, 0, 0).expect("UTC+7"));
+        let utc = at.to_offset(time::UtcOffset::UTC);
+        Ok(Some(utc.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339")))
+    };
     let aq = dancu_store::AuditQuery {
         officer: Some(q(query, "officer").to_string()).filter(|s| !s.is_empty()),
         target: Some(q(query, "person").to_string()).filter(|s| !s.is_empty()),
+        from: day("from", false)?,
+        to: day("to", true)?,
         offset: 0,
         limit: 100,
-        ..Default::default()
     };
     let mut entries = st.registry.store().audit_query(&aq).await?;
     entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
@@ -1443,5 +1487,8 @@ pub fn page_paths(person_key: &str, review_id: &str) -> Vec<String> {
         "/ui/production".into(),
         "/ui/cards/verify".into(),
         format!("/ui/persons/{person_key}/card-application"),
+        "/ui/intake".into(),
+        "/ui/requests".into(),
+        "/ui/partners".into(),
     ]
 }

@@ -25,7 +25,12 @@ pub struct Server {
     /// The card PKI the server personalizes chips with: its CSCA certificate and CRL.
     pub csca: dancu_card::Certificate,
     pub crl: dancu_card::CertificateList,
+    /// Where the server keeps intake uploads and their error reports.
+    pub intake_dir: std::path::PathBuf,
 }
+
+/// The intake upload limit of the test servers (small: the tests send files over it).
+pub const INTAKE_MAX_BYTES: usize = 256 * 1024;
 
 pub async fn sqlite_store() -> Arc<dyn Store> {
     let path = std::env::temp_dir().join(format!("dancu-http-{}", uuid::Uuid::new_v4())).join("dancu.sqlite");
@@ -89,8 +94,10 @@ async fn start_with_pki_state(
         .with_card_signer(Arc::new(ds))
         .with_card_trust(vec![csca.clone()], vec![crl.clone()])
         .with_audit_key(dancu_keys::Signer::public_key_der(key.as_ref()).to_vec());
+    let intake_dir = std::env::temp_dir().join(format!("dancu-intake-{}", uuid::Uuid::new_v4()));
+    let state = state.with_intake(intake_dir.clone(), INTAKE_MAX_BYTES);
     tokio::spawn(dancu_server::serve(listener, state.clone(), std::future::pending()));
-    (Server { addr, store, key, secrets, csca, crl }, state)
+    (Server { addr, store, key, secrets, csca, crl, intake_dir }, state)
 }
 
 /// An officer's login: password, and the authenticator secret for those enrolled.

@@ -1,0 +1,954 @@
+//! The import pipeline (`dancu import` and the web application's intake upload): loads a CSV or
+//! XLSX file of people collected by a unit. Progress goes to a [`Progress`] sink (the command
+//! line's progress bars, the web application's batch page).
+//!
+//! Two passes over the file, so that memory holds one compact linkage record per row, never the
+//! rows themselves:
+//! 1. every row is normalized ([`dancu_core::intake::row`]); failures go to the report (line,
+//!    field, value, reason), repairs and doubtful conversions too; valid rows give a
+//!    [`LinkRecord`]. Registry people sharing a folded name + birth year or a legacy number are
+//!    fetched by indexed lookups, and [`link`] finds the rows of one person (Link: merged;
+//!    Review: the clerical queue; Distinct).
+//! 2. the file is read again (normalizing is deterministic), and each row is stored in chunks
+//!    of one transaction each: a person under a key chosen here, its personal ID drawn and
+//!    reserved, and the (batch, line) → key row that makes a re-run skip it. A duplicate is stored
+//!    too, pending, naming its survivor (`merged_into`).
+//!
+//! Crash safety: a chunk is stored whole or not at all; a re-run of the same batch (its id is the
+//! file's SHA-256 unless given) skips the lines stored, recomputes the same linkage (the batch's
+//! own records are left out of the registry candidates) and finishes. No person is lost or stored
+//! twice, no personal ID is issued twice (the store's `issued_ids`).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dancu_core::audit::AuditEntry;
+use dancu_core::auth::{Role, Unit};
+use dancu_core::intake::em::{Band, Thresholds};
+use dancu_core::intake::linkage::{LinkConfig, LinkRecord, Origin, link};
+use dancu_core::intake::par;
+use dancu_core::intake::row::{CellProblem, ColumnMap, ImportUnit, NormalizedRow, RowNormalizer};
+use dancu_core::{Person, PersonStatus, PersonalId};
+use dancu_store::registry::{draw_personal_id, today};
+use dancu_store::{CandidateKey, ChangeMeta, ImportBatch, ImportedRow, ReviewPair, ReviewState, Store, StoreError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// An import that cannot go on: the input or the request is wrong (`Input`, a message for the
+/// officer that names the file line or field), or the store or the disk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+type Result<T, E = ImportError> = std::result::Result<T, E>;
+
+fn input(msg: impl Into<String>) -> ImportError {
+    ImportError::Input(msg.into())
+}
+
+fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> ImportError {
+    ImportError::Io(format!("{what}: {e}"))
+}
+
+impl From<csv::Error> for ImportError {
+    fn from(e: csv::Error) -> Self {
+        ImportError::Io(format!("writing the report: {e}"))
+    }
+}
+
+impl From<std::io::Error> for ImportError {
+    fn from(e: std::io::Error) -> Self {
+        ImportError::Io(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for ImportError {
+    fn from(e: serde_json::Error) -> Self {
+        ImportError::Io(format!("the summary: {e}"))
+    }
+}
+
+/// The input format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Xlsx,
+}
+
+/// What an import was asked to do.
+pub struct Options {
+    pub file: PathBuf,
+    pub format: Format,
+    pub unit: String,
+    pub officer: String,
+    /// The column mapping: CSV text of `field,column` lines.
+    pub mapping: Option<String>,
+    pub batch_id: Option<String>,
+    pub report: Option<PathBuf>,
+    /// Rows per stored chunk (one transaction each).
+    pub chunk: usize,
+    /// Where progress goes.
+    pub progress: Arc<dyn Progress>,
+    /// What started the import, for the audit trail (`cli`, `web`).
+    pub client: &'static str,
+}
+
+/// The stages of an import, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Pass 1: rows read, normalized, checked.
+    Reading,
+    /// Registry people that may be the same as rows of the file.
+    RegistryCandidates,
+    /// Record linkage.
+    Linking,
+    /// Pass 2: rows stored.
+    Storing,
+    /// Possible duplicates queued for clerical review.
+    ReviewPairs,
+    Done,
+}
+
+impl Stage {
+    pub fn code(self) -> &'static str {
+        match self {
+            Stage::Reading => "reading",
+            Stage::RegistryCandidates => "registry_candidates",
+            Stage::Linking => "linking",
+            Stage::Storing => "storing",
+            Stage::ReviewPairs => "review_pairs",
+            Stage::Done => "done",
+        }
+    }
+}
+
+/// Where an import stands: its stage, the position in the stage (of `total` when known), and
+/// the rows read, rejected and stored so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub stage: Stage,
+    pub done: u64,
+    pub total: Option<u64>,
+    pub rows_read: u64,
+    pub rows_rejected: u64,
+    pub rows_stored: u64,
+}
+
+/// A sink for an import's progress; called at each stage change and every few thousand rows.
+pub trait Progress: Send + Sync {
+    fn update(&self, at: &Snapshot);
+}
+
+/// No progress shown.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn update(&self, _: &Snapshot) {}
+}
+
+/// Counts what an import has done, for its progress sink.
+struct Tracker {
+    sink: Arc<dyn Progress>,
+    at: Snapshot,
+}
+
+impl Tracker {
+    fn stage(&mut self, stage: Stage, total: Option<u64>) {
+        self.at.stage = stage;
+        self.at.done = 0;
+        self.at.total = total;
+        self.sink.update(&self.at);
+    }
+    fn position(&mut self, done: u64) {
+        self.at.done = done;
+        self.sink.update(&self.at);
+    }
+}
+
+/// The outcome of a run, printed and written as JSON.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub batch_id: String,
+    pub unit: String,
+    pub officer: String,
+    pub rows_read: u64,
+    pub rows_rejected: u64,
+    /// Rejected rows by the code of their first problem.
+    pub rejected_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Notes (repaired encodings, converted communes, part merges) by code.
+    pub notes: std::collections::BTreeMap<String, u64>,
+    /// Rows found to be a person already in this batch (stored merged into that row's record).
+    pub linked_within_batch: u64,
+    /// Rows found to be a person already in the registry (stored merged into that record).
+    pub linked_to_registry: u64,
+    pub review_pairs: u64,
+    pub new_people: u64,
+    pub ids_assigned: u64,
+    /// Personal IDs the file carried, kept.
+    pub ids_kept: u64,
+    /// New people left pending: no lawful ID prefix (births registered abroad).
+    pub pending_without_id: u64,
+    /// Rows stored by an earlier run of the same batch.
+    pub already_imported: u64,
+    pub registry_candidates: u64,
+    /// Candidate pairs compared by the linkage (all blocking passes).
+    pub candidate_pairs: u64,
+    pub seconds: f64,
+    /// Seconds per phase of this run.
+    pub phases: std::collections::BTreeMap<String, f64>,
+    pub report: String,
+    /// True when the batch had finished before (nothing done now).
+    pub already_finished: bool,
+}
+
+/// One data row: its file line and cells.
+type Row = (u64, Vec<String>);
+
+/// A stream of rows; an unreadable record is its line and why.
+type Rows = Box<dyn Iterator<Item = Result<Row, (u64, String)>> + Send>;
+
+/// A row of the file after normalization (blank rows are left out).
+enum Item {
+    Unreadable(u64, String),
+    Row(u64, Box<Result<NormalizedRow, Vec<CellProblem>>>),
+}
+
+/// Rows normalized per batch.
+const BATCH: usize = 16_384;
+
+/// Reads and normalizes the rows on a thread of its own, in batches, each batch normalized on
+/// all cores ([`par::map_with`], one normalizer per thread); batches arrive in file order. With
+/// `wanted` (sorted lines), only those lines are normalized and sent.
+fn normalize_in_background(
+    mut source: Rows,
+    norm: RowNormalizer,
+    wanted: Option<Arc<Vec<u64>>>,
+) -> tokio::sync::mpsc::Receiver<Vec<Item>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut norms = vec![norm; par::threads()];
+        loop {
+            let batch: Vec<Result<Row, (u64, String)>> = source.by_ref().take(BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let items = par::map_with(&mut norms, &batch, |norm, r| match r {
+                Err((line, reason)) => wanted.is_none().then(|| Item::Unreadable(*line, reason.clone())),
+                Ok((line, cells)) => {
+                    if wanted.as_ref().is_some_and(|w| w.binary_search(line).is_err())
+                        || cells.iter().all(|c| c.trim().is_empty())
+                    {
+                        return None;
+                    }
+                    Some(Item::Row(*line, Box::new(norm.normalize(cells))))
+                }
+            });
+            if tx.blocking_send(items.into_iter().flatten().collect()).is_err() {
+                break; // the import stopped
+            }
+        }
+    });
+    rx
+}
+
+/// Streams the rows of a file (the header first).
+fn rows(path: &Path, format: Format) -> Result<Rows> {
+    match format {
+        Format::Csv => {
+            let file = std::fs::File::open(path).map_err(|e| io(format!("opening {}", path.display()), e))?;
+            let reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .buffer_capacity(1 << 20)
+                .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+            let mut records = reader.into_byte_records();
+            let mut last_line = 0u64;
+            Ok(Box::new(std::iter::from_fn(move || {
+                let r = records.next()?;
+                Some(match r {
+                    Ok(rec) => {
+                        let line = rec.position().map_or(last_line + 1, |p| p.line());
+                        last_line = line;
+                        Ok((line, rec.iter().map(text_of).collect()))
+                    }
+                    Err(e) => {
+                        let line = e.position().map_or(last_line + 1, |p| p.line());
+                        last_line = line;
+                        Err((line, format!("unreadable CSV record / dòng CSV không đọc được: {}", e.kind_summary())))
+                    }
+                })
+            })))
+        }
+        Format::Xlsx => {
+            use calamine::{Data, Reader};
+            let mut book: calamine::Xlsx<_> =
+                calamine::open_workbook(path).map_err(|e| input(format!("not a readable XLSX workbook: {e}")))?;
+            let range = book
+                .worksheet_range_at(0)
+                .ok_or_else(|| input("the workbook has no sheet / sổ tính không có trang nào"))?
+                .map_err(|e| input(format!("reading the first sheet: {e}")))?;
+            let start = range.start().map_or(0, |(r, _)| r as u64);
+            let rows: Vec<Row> = range
+                .rows()
+                .enumerate()
+                .map(|(i, cells)| {
+                    let cells = cells
+                        .iter()
+                        .map(|c| match c {
+                            Data::Empty => String::new(),
+                            Data::String(s) => s.clone(),
+                            Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+                            Data::Float(f) => f.to_string(),
+                            Data::Int(i) => i.to_string(),
+                            Data::Bool(b) => b.to_string(),
+                            // Dates as their serial day number: the date normalizer reads Excel serials.
+                            Data::DateTime(d) => format!("{}", d.as_f64().floor() as i64),
+                            Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+                            Data::Error(e) => format!("#{e:?}"),
+                        })
+                        .collect();
+                    (start + i as u64 + 1, cells)
+                })
+                .collect();
+            Ok(Box::new(rows.into_iter().map(Ok)))
+        }
+    }
+}
+
+trait KindSummary {
+    fn kind_summary(&self) -> String;
+}
+
+impl KindSummary for csv::Error {
+    fn kind_summary(&self) -> String {
+        match self.kind() {
+            csv::ErrorKind::Io(e) => format!("read error: {e}"),
+            csv::ErrorKind::UnequalLengths { .. } => "unequal number of fields".into(),
+            _ => "malformed record".into(),
+        }
+    }
+}
+
+/// A cell as text: UTF-8 if it is, else each byte as its Windows-1252/Latin-1 character (how a
+/// TCVN3 or VNI file reads), for the legacy-encoding repair to convert.
+fn text_of(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.trim_start_matches('\u{feff}').to_string(),
+        Err(_) => b.iter().map(|&c| c as char).collect(),
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| io(format!("opening {}", path.display()), e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The error report: one line per rejected row problem and per note.
+struct Report {
+    w: csv::Writer<std::fs::File>,
+}
+
+impl Report {
+    fn create(path: &Path) -> Result<Report> {
+        let mut w =
+            csv::Writer::from_path(path).map_err(|e| io(format!("creating the report {}", path.display()), e))?;
+        w.write_record(["line", "kind", "field", "value", "code", "reason", "message"])?;
+        Ok(Report { w })
+    }
+    fn rejected(&mut self, line: u64, p: &CellProblem) -> Result<()> {
+        let message = message_vi(p.code, &p.field);
+        self.w.write_record([&line.to_string(), "rejected", &p.field, &p.value, p.code, &p.reason, &message])?;
+        Ok(())
+    }
+    fn note(&mut self, line: u64, kind: &str, field: &str, value: &str, code: &str, reason: &str) -> Result<()> {
+        let message = message_vi(code, field);
+        self.w.write_record([&line.to_string(), kind, field, value, code, reason, &message])?;
+        Ok(())
+    }
+}
+
+/// The report's message for an officer, in Vietnamese: what is wrong with the field (or what
+/// was done to it), by the problem's code.
+pub fn message_vi(code: &str, field: &str) -> String {
+    let what = problem_vi(code);
+    if field.is_empty() { format!("Dòng: {what}") } else { format!("Trường {field}: {what}") }
+}
+
+/// What a problem's code means, in Vietnamese.
+pub fn problem_vi(code: &str) -> &'static str {
+    match code {
+        "required" | "empty" => "bắt buộc nhập, ô đang trống",
+        "invalid_date" => "ngày không hợp lệ (ngày/tháng/năm)",
+        "future_date" => "ngày ở tương lai",
+        "before_start" | "before_issue" => "ngày trước ngày bắt đầu",
+        "invalid_sex" => "giới tính không hợp lệ (Nam/Nữ)",
+        "invalid_phone" => "số điện thoại không hợp lệ",
+        "invalid_email" => "thư điện tử không hợp lệ",
+        "unknown_commune" => "mã xã/phường không có trong danh mục",
+        "unknown_province" => "mã tỉnh/thành phố không có trong danh mục",
+        "unknown_scheme" => "không rõ danh mục mã địa giới (2025 hay cũ)",
+        "unknown_ethnicity" => "dân tộc không có trong danh mục",
+        "unknown_religion" => "tôn giáo không có trong danh mục",
+        "unknown_marital_status" => "tình trạng hôn nhân không hợp lệ",
+        "unknown_country" | "unknown_nationality" => "quốc tịch không có trong danh mục",
+        "invalid_characters" | "control_character" => "có ký tự không hợp lệ",
+        "incomplete_name" => "họ tên phải có ít nhất họ và tên",
+        "too_long" => "quá dài",
+        "too_many" => "quá nhiều giá trị",
+        "duplicate" => "giá trị lặp lại",
+        "contradiction" => "mâu thuẫn với giới tính hoặc năm sinh",
+        "id_taken" => "số định danh đã cấp cho người khác",
+        "invalid_personal_id" | "invalid_id" | "invalid_checksum" | "invalid_century" | "invalid_province_code" => {
+            "số định danh cá nhân không hợp lệ (12 chữ số)"
+        }
+        "invalid_legacy_id" => "số CMND cũ không hợp lệ (9 hoặc 12 chữ số)",
+        "outside_unit" => "địa chỉ ngoài đơn vị nhập liệu",
+        "unreadable" => "dòng không đọc được (sai định dạng CSV)",
+        "encoding_repaired" => "đã chuyển bảng mã tiếng Việt cũ (TCVN3/VNI) sang Unicode",
+        "legacy_commune_converted" => "đã chuyển mã xã cũ sang mã xã năm 2025",
+        "part_merge" => "xã cũ sáp nhập một phần: cần xác minh xã mới",
+        _ => "giá trị không hợp lệ",
+    }
+}
+
+/// Reads the header of a file and maps its columns (with the mapping, CSV text of
+/// `field,column` lines): what an upload checks before its import starts.
+pub fn check_header(path: &Path, format: Format, mapping: Option<&str>) -> Result<()> {
+    let mapping = match mapping {
+        None => HashMap::new(),
+        Some(text) => dancu_core::intake::row::parse_mapping(text).map_err(|e| input(format!("mapping: {e}")))?,
+    };
+    let header = match rows(path, format)?.next() {
+        Some(Ok((_, h))) => h,
+        Some(Err((line, e))) => return Err(input(format!("line {line}: {e}"))),
+        None => return Err(input("the file is empty / tệp rỗng")),
+    };
+    ColumnMap::new(&header, &mapping).map(|_| ()).map_err(|e| input(e.to_string()))
+}
+
+/// The SHA-256 of a file (hex): the default batch id.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    sha256_file(path)
+}
+
+fn audit_entry(
+    officer: &dancu_core::auth::Officer,
+    action: &str,
+    batch: &str,
+    outcome: String,
+    client: &str,
+) -> AuditEntry {
+    AuditEntry {
+        at: crate::audit::now_rfc3339(),
+        officer: officer.username.clone(),
+        role: Role::Collector.code().into(),
+        unit: officer.unit.code_str(),
+        action: action.into(),
+        target: None,
+        purpose: Some(format!("nhập dữ liệu / import batch {batch}")),
+        request_id: Some(batch.to_string()),
+        client: Some(client.into()),
+        outcome,
+    }
+}
+
+/// Runs an import; returns its summary.
+pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
+    let started = Instant::now();
+    let unit = ImportUnit::parse(&o.unit).map_err(|e| input(format!("--unit: {e}")))?;
+    let officer = store
+        .officer_get(&o.officer)
+        .await?
+        .ok_or_else(|| input(format!("--officer: no officer account {:?} / không có tài khoản này", o.officer)))?;
+    if !officer.active {
+        return Err(input(format!("--officer: the account {:?} is deactivated / tài khoản đã bị khóa", o.officer)));
+    }
+    if !officer.has_role(Role::Collector) {
+        return Err(input(format!(
+            "--officer: {:?} does not hold the collector role / không có vai trò thu thập",
+            o.officer
+        )));
+    }
+    let import_unit = Unit::parse(&unit.code_str()).map_err(|e| input(format!("--unit: {e}")))?;
+    if !officer.unit.contains(&import_unit) {
+        return Err(input(format!(
+            "--unit: {} does not lie within the officer's unit {} / đơn vị không thuộc đơn vị của cán bộ",
+            unit.code_str(),
+            officer.unit.code_str()
+        )));
+    }
+    let mapping = match &o.mapping {
+        None => HashMap::new(),
+        Some(text) => dancu_core::intake::row::parse_mapping(text).map_err(|e| input(format!("mapping: {e}")))?,
+    };
+    let sha = sha256_file(&o.file)?;
+    let batch_id = o.batch_id.clone().unwrap_or_else(|| sha.clone());
+    let report_path = o.report.clone().unwrap_or_else(|| sibling(&o.file, "report.csv"));
+    let mut summary = Summary {
+        batch_id: batch_id.clone(),
+        unit: unit.code_str(),
+        officer: officer.username.clone(),
+        report: report_path.display().to_string(),
+        ..Summary::default()
+    };
+    let batch = ImportBatch {
+        id: batch_id.clone(),
+        unit: unit.code_str(),
+        officer: officer.username.clone(),
+        file_sha256: sha.clone(),
+        started_at: time::OffsetDateTime::now_utc(),
+        finished_at: None,
+        summary: None,
+    };
+    let begun = store
+        .import_begin(&batch, &audit_entry(&officer, "import.start", &batch_id, "started".into(), o.client))
+        .await?;
+    if begun.file_sha256 != sha {
+        return Err(input(format!(
+            "batch {batch_id} was started with another file (SHA-256 {}): give another --batch-id",
+            begun.file_sha256
+        )));
+    }
+    if begun.unit != batch.unit {
+        return Err(input(format!("batch {batch_id} was started for unit {}, not {}", begun.unit, batch.unit)));
+    }
+    if let Some(s) = &begun.summary {
+        let mut prev: Summary = serde_json::from_str(s).unwrap_or_default();
+        prev.already_finished = true;
+        return Ok(prev);
+    }
+    let done: HashMap<u64, Uuid> = store.import_rows(&batch_id).await?.into_iter().collect();
+    let own_keys: HashSet<Uuid> = done.values().copied().collect();
+
+    // ---- pass 1: normalize, report, linkage records
+    let mut report = Report::create(&report_path)?;
+    let mut source = rows(&o.file, o.format)?;
+    let header = match source.next() {
+        Some(Ok((_, h))) => h,
+        Some(Err((line, e))) => return Err(input(format!("line {line}: {e}"))),
+        None => return Err(input("the file is empty / tệp rỗng")),
+    };
+    let map = ColumnMap::new(&header, &mapping).map_err(|e| input(e.to_string()))?;
+    let today = today();
+    let norm = RowNormalizer::new(map.clone(), unit.clone(), today, o.format == Format::Xlsx);
+    let mut lines: Vec<u64> = Vec::new();
+    let mut records: Vec<LinkRecord> = Vec::new();
+    let mut keys: HashSet<CandidateKey> = HashSet::new();
+    let mut file_ids: Vec<(usize, PersonalId)> = Vec::new();
+    let mut track = Tracker {
+        sink: o.progress.clone(),
+        at: Snapshot { stage: Stage::Reading, done: 0, total: None, rows_read: 0, rows_rejected: 0, rows_stored: 0 },
+    };
+    track.stage(Stage::Reading, None);
+    let mut phase = Instant::now();
+    let mut batches = normalize_in_background(source, norm, None);
+    while let Some(batch) = batches.recv().await {
+        for item in batch {
+            summary.rows_read += 1;
+            if summary.rows_read.is_multiple_of(4096) {
+                track.at.rows_read = summary.rows_read;
+                track.at.rows_rejected = summary.rows_rejected;
+                track.position(summary.rows_read);
+            }
+            let (line, normalized) = match item {
+                Item::Row(line, n) => (line, *n),
+                Item::Unreadable(line, reason) => {
+                    reject(
+                        &mut summary,
+                        &mut report,
+                        line,
+                        &CellProblem { field: String::new(), value: String::new(), code: "unreadable", reason },
+                    )?;
+                    continue;
+                }
+            };
+            match normalized {
+                Err(problems) => {
+                    *summary.rejected_by_reason.entry(problems[0].code.to_string()).or_default() += 1;
+                    summary.rows_rejected += 1;
+                    for p in &problems {
+                        report.rejected(line, p)?;
+                    }
+                }
+                Ok(row) => {
+                    for n in &row.notes {
+                        *summary.notes.entry(n.code.to_string()).or_default() += 1;
+                        let kind = if n.code == "part_merge" { "flagged" } else { "converted" };
+                        report.note(line, kind, &n.field, &n.value, n.code, &n.reason)?;
+                    }
+                    let p = &row.person;
+                    let facts = p.search_facts();
+                    keys.insert(CandidateKey::NameYear(facts.name_key, facts.birth_year));
+                    if let Some(l) = &p.record.legacy_id {
+                        keys.insert(CandidateKey::LegacyId(l.to_string()));
+                    }
+                    if let Some(id) = p.personal_id
+                        && !done.contains_key(&line)
+                    {
+                        file_ids.push((records.len(), id));
+                    }
+                    lines.push(line);
+                    records.push(LinkRecord::from_input(&p.record, Origin::Batch));
+                }
+            }
+        }
+    }
+    track.at.rows_read = summary.rows_read;
+    track.at.rows_rejected = summary.rows_rejected;
+    track.position(summary.rows_read);
+    summary.phase("read_normalize", &mut phase);
+    // Personal IDs the file carries must be free (rows stored earlier hold theirs already).
+    let mut refused: HashSet<usize> = HashSet::new();
+    if !file_ids.is_empty() {
+        let mut seen = HashSet::new();
+        let mut issued = HashSet::new();
+        for chunk in file_ids.chunks(5000) {
+            let ids: Vec<PersonalId> = chunk.iter().map(|(_, id)| *id).collect();
+            issued.extend(store.ids_issued(&ids).await?);
+        }
+        for (i, id) in &file_ids {
+            if issued.contains(id) || !seen.insert(*id) {
+                refused.insert(*i);
+                reject(
+                    &mut summary,
+                    &mut report,
+                    lines[*i],
+                    &CellProblem {
+                        field: "personal_id".into(),
+                        value: id.to_string(),
+                        code: "id_taken",
+                        reason:
+                            "this personal ID is already issued to another record / số định danh đã cấp cho người khác"
+                                .into(),
+                    },
+                )?;
+            }
+        }
+    }
+    let n_batch = records.len();
+    // Registry candidates: only when the registry holds people other than this batch's.
+    let mut registry_keys: Vec<Uuid> = Vec::new();
+    if store.count_persons().await? > own_keys.len() as u64 {
+        let keys: Vec<CandidateKey> = keys.into_iter().collect();
+        track.stage(Stage::RegistryCandidates, Some(keys.len() as u64));
+        let mut looked = 0u64;
+        for chunk in keys.chunks(5000) {
+            for rec in store.link_candidates(chunk).await? {
+                if !own_keys.contains(&rec.key) && rec.person.merged_into.is_none() {
+                    registry_keys.push(rec.key);
+                    records.push(LinkRecord::from_person(&rec.person));
+                }
+            }
+            looked += chunk.len() as u64;
+            track.position(looked);
+        }
+        // Fetched by several keys: each once, in a stable order.
+        let mut order: Vec<usize> = (0..registry_keys.len()).collect();
+        order.sort_by_key(|&i| registry_keys[i]);
+        order.dedup_by_key(|i| registry_keys[*i]);
+        let reg: Vec<LinkRecord> = order.iter().map(|&i| records[n_batch + i].clone()).collect();
+        registry_keys = order.iter().map(|&i| registry_keys[i]).collect();
+        records.truncate(n_batch);
+        records.extend(reg);
+    }
+    summary.registry_candidates = registry_keys.len() as u64;
+    summary.phase("registry_candidates", &mut phase);
+    // Rows refused for their ID take no part in linkage.
+    let linked_records: Vec<LinkRecord> = if refused.is_empty() {
+        records
+    } else {
+        records
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                if refused.contains(&i) {
+                    r.family.clear();
+                    r.middle.clear();
+                    r.given.clear();
+                    r.birth_date = None;
+                    r.legacy_id = None;
+                    r.phone = None;
+                    r.commune_key = None;
+                }
+                r
+            })
+            .collect()
+    };
+    track.at.rows_rejected = summary.rows_rejected;
+    track.stage(Stage::Linking, None);
+    let config = LinkConfig::default();
+    let outcome = tokio::task::block_in_place(|| link(&linked_records, &config));
+    drop(linked_records);
+    summary.candidate_pairs = outcome.pairs.len() as u64;
+    summary.phase("link", &mut phase);
+
+    // Survivors: a registry record of the cluster if any, else its earliest row.
+    let mut survivor: Vec<Option<usize>> = vec![None; n_batch + registry_keys.len()];
+    for c in &outcome.clusters {
+        let c: Vec<usize> = c.iter().copied().filter(|i| !refused.contains(i)).collect();
+        let keep = c.iter().copied().find(|&i| i >= n_batch).or_else(|| c.iter().copied().min());
+        if let Some(keep) = keep {
+            for &i in &c {
+                if i != keep && i < n_batch {
+                    survivor[i] = Some(keep);
+                }
+            }
+        }
+    }
+    let root = |i: usize| survivor[i].unwrap_or(i);
+
+    // ---- pass 2: store
+    let meta = ChangeMeta::new(
+        officer.username.clone(),
+        format!("Nhập dữ liệu từ tệp / imported from file (batch {batch_id})"),
+        None,
+    );
+    let mut key_of: Vec<Option<Uuid>> = vec![None; n_batch];
+    let norm = RowNormalizer::new(map, unit.clone(), today, o.format == Format::Xlsx);
+    track.stage(Stage::Storing, Some(n_batch as u64));
+    let mut stored = 0u64;
+    let mut chunk: Vec<ImportedRow> = Vec::with_capacity(o.chunk);
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
+    let mut idx = 0usize;
+    let mut source = rows(&o.file, o.format)?;
+    source.next(); // header
+    let lines = Arc::new(lines);
+    let mut batches = normalize_in_background(source, norm, Some(lines.clone()));
+    while let Some(batch) = batches.recv().await {
+        for item in batch {
+            let Item::Row(line, normalized) = item else { continue };
+            if idx >= n_batch || lines[idx] != line {
+                continue; // rejected or blank in pass 1
+            }
+            let i = idx;
+            idx += 1;
+            if let Some(k) = done.get(&line) {
+                key_of[i] = Some(*k);
+                summary.already_imported += 1;
+                continue;
+            }
+            if refused.contains(&i) {
+                continue;
+            }
+            let row = (*normalized)
+                .map_err(|_| input(format!("line {line} changed between the two readings of the file")))?;
+            let mut person: Person = row.person;
+            let key = Uuid::now_v7();
+            key_of[i] = Some(key);
+            if let Some(s) = survivor[i] {
+                let target = if s >= n_batch {
+                    registry_keys[s - n_batch]
+                } else {
+                    key_of[s].ok_or_else(|| input(format!("line {line}: its survivor was not stored first")))?
+                };
+                person.merged_into = Some(target.to_string());
+                if s >= n_batch {
+                    summary.linked_to_registry += 1;
+                } else {
+                    summary.linked_within_batch += 1;
+                }
+            } else {
+                summary.new_people += 1;
+            }
+            if person.personal_id.is_some() {
+                summary.ids_kept += 1;
+            } else if person.merged_into.is_none() {
+                match draw_personal_id(&person) {
+                    Ok(id) => {
+                        person.personal_id = Some(id);
+                        person.status = PersonStatus::Active;
+                        summary.ids_assigned += 1;
+                    }
+                    Err(_) => summary.pending_without_id += 1,
+                }
+            }
+            chunk.push(ImportedRow { line, key, person });
+            if chunk.len() >= o.chunk {
+                if let Some(h) = in_flight.take() {
+                    h.await.map_err(|e| ImportError::Io(e.to_string()))??;
+                }
+                let rows = std::mem::replace(&mut chunk, Vec::with_capacity(o.chunk));
+                stored += rows.len() as u64;
+                track.at.rows_stored = stored;
+                track.position(stored);
+                let (store, batch_id, meta) = (store.clone(), batch_id.clone(), meta.clone());
+                in_flight = Some(tokio::spawn(async move { store_chunk(store, &batch_id, rows, &meta).await }));
+            }
+        }
+    }
+    if let Some(h) = in_flight.take() {
+        h.await.map_err(|e| ImportError::Io(e.to_string()))??;
+    }
+    if !chunk.is_empty() {
+        stored += chunk.len() as u64;
+        store_chunk(store.clone(), &batch_id, chunk, &meta).await?;
+    }
+    track.at.rows_stored = stored;
+    track.position(stored);
+    summary.phase("store", &mut phase);
+
+    // ---- review pairs between the records kept (survivors)
+    track.stage(Stage::ReviewPairs, None);
+    let key = |i: usize| if i >= n_batch { Some(registry_keys[i - n_batch]) } else { key_of[i] };
+    let thresholds = Thresholds::default();
+    let mut seen = HashSet::new();
+    let mut pairs = Vec::new();
+    for p in outcome.pairs.iter().filter(|p| p.band == Band::Review) {
+        if refused.contains(&p.a) || refused.contains(&p.b) {
+            continue;
+        }
+        let (ra, rb) = (root(p.a), root(p.b));
+        let (Some(ka), Some(kb)) = (key(ra), key(rb)) else { continue };
+        if ka == kb || !seen.insert((ka.min(kb), ka.max(kb))) {
+            continue;
+        }
+        let e = outcome.model.explain(&p.comparison, &thresholds);
+        let line_of = |i: usize| if i < n_batch { serde_json::json!(lines[i]) } else { serde_json::Value::Null };
+        let explanation = serde_json::json!({
+            "fields": e.fields.iter().map(|f| serde_json::json!({
+                "field": f.field.code(), "level": f.level, "weight": round(f.weight)
+            })).collect::<Vec<_>>(),
+            "prior_weight": round(e.prior_weight),
+            "weight": round(e.weight),
+            "probability": round(e.probability),
+            "band": e.band.code(),
+            "lines": [line_of(p.a), line_of(p.b)],
+        });
+        pairs.push(ReviewPair {
+            id: Uuid::now_v7(),
+            batch_id: batch_id.clone(),
+            a: ka.min(kb),
+            b: ka.max(kb),
+            weight: p.weight,
+            probability: p.probability,
+            explanation,
+            state: ReviewState::Pending,
+            created_at: time::OffsetDateTime::now_utc(),
+            decided_by: None,
+            decided_at: None,
+            note: None,
+            survivor: None,
+        });
+    }
+    summary.review_pairs = pairs.len() as u64;
+    for chunk in pairs.chunks(5000) {
+        store.review_pairs_insert(chunk).await?;
+    }
+    summary.phase("review_pairs", &mut phase);
+    report.w.flush()?;
+    summary.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let json = serde_json::to_string_pretty(&summary)?;
+    let outcome = format!(
+        "rows={} rejected={} new={} linked={} review={} ids={}",
+        summary.rows_read,
+        summary.rows_rejected,
+        summary.new_people,
+        summary.linked_within_batch + summary.linked_to_registry,
+        summary.review_pairs,
+        summary.ids_assigned
+    );
+    store
+        .import_finish(&batch_id, &json, &audit_entry(&officer, "import.finish", &batch_id, outcome, o.client))
+        .await?;
+    track.stage(Stage::Done, None);
+    Ok(summary)
+}
+
+impl Summary {
+    /// Records the seconds since `since` as `name`, and restarts the clock.
+    fn phase(&mut self, name: &str, since: &mut Instant) {
+        self.phases.insert(name.to_string(), (since.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+        *since = Instant::now();
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn reject(summary: &mut Summary, report: &mut Report, line: u64, p: &CellProblem) -> Result<()> {
+    summary.rows_rejected += 1;
+    *summary.rejected_by_reason.entry(p.code.to_string()).or_default() += 1;
+    report.rejected(line, p)
+}
+
+/// `FILE.suffix` beside the input (`people.csv` → `people.report.csv`).
+pub fn sibling(file: &Path, suffix: &str) -> PathBuf {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "import".into());
+    file.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// Stores one chunk; personal IDs found issued meanwhile are redrawn (never a file's own ID:
+/// those were checked free before).
+async fn store_chunk(
+    store: Arc<dyn Store>,
+    batch_id: &str,
+    mut rows: Vec<ImportedRow>,
+    meta: &ChangeMeta,
+) -> Result<(), StoreError> {
+    for _ in 0..64 {
+        // Collisions with numbers already issued, and inside the chunk, redrawn before storing.
+        let ids: Vec<PersonalId> = rows.iter().filter_map(|r| r.person.personal_id).collect();
+        let mut taken: HashSet<PersonalId> = store.ids_issued(&ids).await?.into_iter().collect();
+        let mut seen = HashSet::with_capacity(rows.len());
+        for id in &ids {
+            if !seen.insert(*id) {
+                taken.insert(*id);
+            }
+        }
+        if !taken.is_empty() {
+            let mut kept = HashSet::new();
+            for r in rows.iter_mut() {
+                if let Some(id) = r.person.personal_id
+                    && taken.contains(&id)
+                    && !kept.insert(id)
+                {
+                    redraw(&mut r.person)?;
+                }
+            }
+            // The first holder of a number already issued elsewhere redraws too.
+            let issued: HashSet<PersonalId> = store.ids_issued(&ids).await?.into_iter().collect();
+            for r in rows.iter_mut() {
+                if r.person.personal_id.is_some_and(|id| issued.contains(&id)) {
+                    redraw(&mut r.person)?;
+                }
+            }
+            continue;
+        }
+        match store.import_chunk(batch_id, &rows, meta).await {
+            Err(StoreError::IdTaken(id)) => {
+                for r in rows.iter_mut().filter(|r| r.person.personal_id == Some(id)) {
+                    redraw(&mut r.person)?;
+                }
+            }
+            other => return other,
+        }
+    }
+    Err(StoreError::State("could not draw unused personal IDs for a chunk after 64 attempts".into()))
+}
+
+fn redraw(p: &mut Person) -> Result<(), StoreError> {
+    p.personal_id = Some(draw_personal_id(p).map_err(|e| StoreError::State(e.to_string()))?);
+    Ok(())
+}

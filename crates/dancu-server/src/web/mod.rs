@@ -10,6 +10,7 @@
 
 pub mod charts;
 pub mod pages;
+pub mod residence;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -50,8 +50,10 @@ echo "| --- | ---: | ---: | ---: |"
 cold="$(curl -fsS -o /dev/null -b "$officer" -w '%{time_total}' "$base/ui" | awk '{print $1 * 1000}')"
 for p in /ui/login /ui "/ui/persons?name=nguyen" "/ui/persons?name=nguyen&birth_year=1990&province=01" \
          "/ui/persons/$person" "/ui/persons/$person/edit" /ui/reviews "/ui/reviews/$pair" /ui/residence \
-         /ui/residence/temporary; do
+         /ui/residence/temporary /ui/residence/new /ui/residence/new/permanent_registration /ui/address-reviews; do
   measure "$officer" "$p"
 done
+app="$(curl -fsS -b "$officer" "$base/ui/residence" | grep -o 'href="/ui/residence/applications/[0-9a-f-]\{36\}"' | head -1 | cut -d/ -f5 | tr -d '"' || true)"
+if [ -n "$app" ]; then measure "$officer" "/ui/residence/applications/$app"; fi
 measure "$auditor" /ui/audit
 echo "dashboard, first request (population counts computed, then cached 60 s): ${cold} ms"

@@ -2,7 +2,8 @@
 // records console errors and failed requests, the demo logins, and a TOTP code computed from the
 // enrolled secret as an authenticator app would (RFC 6238, SHA-1, 30 s, 6 digits).
 import { createHmac } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
@@ -56,6 +57,19 @@ export async function shot(page, name) {
   await page.screenshot({ path: `screenshots/${name}.png`, fullPage: true });
 }
 
+/** A code of the authenticator for `who` that no earlier login of the run has used: the server
+ * takes each code once per account, so a login in the same 30-second step as the last one of that
+ * account (in any test file: the mark is a file beside the demo logins) waits for the next step. */
+async function freshCode(who) {
+  const mark = join(dirname(process.env.DANCU_E2E_LOGINS), `totp-used-${who.username}`);
+  const used = existsSync(mark) ? Number(readFileSync(mark, 'utf8')) : -1;
+  const step = () => Math.floor(Date.now() / 30000);
+  if (step() <= used) await new Promise((r) => setTimeout(r, (used + 1) * 30000 - Date.now() + 200));
+  const now = Date.now();
+  writeFileSync(mark, String(Math.floor(now / 30000)));
+  return totp(who.secret, now);
+}
+
 /** Logs in through the login page (and the second factor when the account has one). */
 export async function login(page, who) {
   await page.goto(`${BASE}/ui`);
@@ -65,7 +79,7 @@ export async function login(page, who) {
   await page.getByRole('button', { name: 'Đăng nhập' }).click();
   if (who.secret) {
     await page.waitForURL(/\/ui\/mfa$/);
-    await page.getByLabel('Mã 6 chữ số trong ứng dụng xác thực').fill(totp(who.secret));
+    await page.getByLabel('Mã 6 chữ số trong ứng dụng xác thực').fill(await freshCode(who));
     await page.getByRole('button', { name: 'Xác nhận' }).click();
   }
   await page.waitForURL(/\/ui$/);

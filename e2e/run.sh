@@ -25,6 +25,10 @@ curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null
 # possible duplicates for the review queue: a file of people of Hà Nội with duplicates, imported
 "$bin" generate --people 200 --seed 7 --provinces 01 --duplicates 0.2 --out "$data/dup.csv" 2>/dev/null
 "$bin" import --data "$data" "$data/dup.csv" --unit province:01 --officer demo >/dev/null
+# addresses still on the legacy commune list, for the 2025 address review queue
+"$bin" generate --people 100 --seed 11 --provinces 01 --legacy-share 1 --out "$data/legacy.csv" 2>/dev/null
+"$bin" import --data "$data" "$data/legacy.csv" --unit province:01 --officer demo >/dev/null
+"$bin" addresses migrate --data "$data" >/dev/null
 export DANCU_E2E_URL="http://127.0.0.1:$port" DANCU_E2E_LOGINS="$data/demo-logins.txt" CHROMIUM="$chromium" DANCU_E2E_BIN="$bin"
 mkdir -p screenshots
 node --test --test-concurrency=1 tests/

@@ -701,6 +701,17 @@ impl Procedure {
     }
 }
 
+/// The expiry rule of a temporary residence (after today, at most 2 years ahead) on its own, for
+/// a form that reports it together with items it could not read.
+pub fn check_temporary_expiry(field: &str, until: Date, today: Date) -> Result<(), FieldError> {
+    let mut e = ValidationErrors::default();
+    check_expiry(&mut e, field, until, today);
+    match e.into_result() {
+        Ok(()) => Ok(()),
+        Err(v) => Err(v.0.into_iter().next().expect("one error")),
+    }
+}
+
 fn check_expiry(e: &mut ValidationErrors, field: &str, until: Date, today: Date) {
     if until <= today {
         e.push(

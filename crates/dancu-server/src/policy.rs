@@ -552,11 +552,13 @@ pub fn routes() -> Vec<RouteSpec> {
             post(pages::review_decide)
         }),
         spec(Method::GET, "/ui/residence", Some("residence.list"), Officer(READERS), A::Person, || {
-            get(pages::residence)
+            get(web::residence::residence)
         }),
-        spec(Method::GET, "/ui/residence/temporary", None, Officer(EDITORS), A::Person, || get(pages::temporary_page)),
+        spec(Method::GET, "/ui/residence/temporary", None, Officer(EDITORS), A::Person, || {
+            get(web::residence::temporary_page)
+        }),
         spec(Method::POST, "/ui/residence/temporary", Some("residence.submit"), Officer(EDITORS), A::Person, || {
-            post(pages::temporary)
+            post(web::residence::temporary)
         }),
         spec(Method::GET, "/ui/audit", Some("audit.query"), Officer(AUDITORS), A::National, || get(pages::audit)),
         spec(Method::POST, "/ui/audit/verify", Some("audit.verify"), Officer(AUDITORS), A::National, || {
@@ -650,6 +652,49 @@ pub fn routes() -> Vec<RouteSpec> {
             Officer(PARTNER_ADMINS),
             A::National,
             || post(web::partners::set_status),
+        ),
+        // residence: every procedure as a form, one application and its steps, address reviews
+        spec(Method::GET, "/ui/residence/new", None, Officer(EDITORS), A::Person, || get(web::residence::new_index)),
+        spec(Method::GET, "/ui/residence/new/{kind}", None, Officer(EDITORS), A::Person, || {
+            get(web::residence::new_page)
+        }),
+        spec(Method::POST, "/ui/residence/new/{kind}", Some("residence.submit"), Officer(EDITORS), A::Person, || {
+            post(web::residence::new_submit)
+        }),
+        spec(
+            Method::GET,
+            "/ui/residence/applications/{id}",
+            Some("residence.read"),
+            Officer(READERS),
+            A::Person,
+            || get(web::residence::application),
+        ),
+        spec(
+            Method::POST,
+            "/ui/residence/applications/{id}/receive",
+            Some("residence.receive"),
+            Officer(EDITORS),
+            A::Person,
+            || post(web::residence::receive),
+        ),
+        spec(
+            Method::POST,
+            "/ui/residence/applications/{id}/decision",
+            Some("residence.decide"),
+            Officer(ISSUERS),
+            A::Person,
+            || post(web::residence::decide),
+        ),
+        spec(Method::GET, "/ui/address-reviews", Some("address_review.list"), Officer(READERS), A::Person, || {
+            get(web::residence::address_reviews)
+        }),
+        spec(
+            Method::POST,
+            "/ui/address-reviews/{ref}/{field}",
+            Some("address_review.resolve"),
+            Officer(ISSUERS),
+            A::Person,
+            || post(web::residence::resolve_address_review),
         ),
         // documentation and operations
         spec(Method::GET, "/api/openapi.json", None, Public, A::None, || get(crate::openapi)),

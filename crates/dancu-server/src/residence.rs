@@ -405,7 +405,7 @@ pub async fn confirmation(State(st): State<AppState>, caller: Caller, Path(r): P
     let rows: String =
         c.rows.iter().map(|(label, value)| format!("<tr><th>{label}</th><td>{}</td></tr>", esc(value))).collect();
     let html = format!(
-        "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\"><title>Xác nhận thông tin về cư trú</title>\
+        "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\"><title>Xác nhận thông tin về cư trú</title><link rel=\"icon\" href=\"data:,\">\
 <style>body{{font-family:'Times New Roman',serif;max-width:190mm;margin:12mm auto;color:#000}}\
 h1{{text-align:center;font-size:16pt}}.c{{text-align:center}}table{{border-collapse:collapse;width:100%}}\
 th,td{{border:1px solid #000;padding:4px 6px;text-align:left;vertical-align:top}}th{{width:45%;font-weight:normal}}\

@@ -214,6 +214,16 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         (_, p) if p.starts_with("/ui/intake") => (Who::Officer(EDITORS), Area::Person),
         (_, p) if p.starts_with("/ui/requests") => (Who::Officer(EDITORS), Area::Person),
         (_, p) if p.starts_with("/ui/partners") => (Who::Officer(&[PartnerAdministrator]), Area::National),
+        // residence forms, one application and its steps, the 2025 address reviews
+        ("GET", "/ui/residence/new")
+        | (_, "/ui/residence/new/{kind}")
+        | ("POST", "/ui/residence/applications/{id}/receive") => (Who::Officer(EDITORS), Area::Person),
+        ("GET", "/ui/residence/applications/{id}") | ("GET", "/ui/address-reviews") => {
+            (Who::Officer(READERS), Area::Person)
+        }
+        ("POST", "/ui/residence/applications/{id}/decision") | ("POST", "/ui/address-reviews/{ref}/{field}") => {
+            (Who::Officer(&[Verifier, Approver]), Area::Person)
+        }
         (_, p) if p.starts_with("/ui") => panic!("the matrix has no rule for the page {method} {path}"),
         ("POST", "/api/v1/persons") | ("PUT", "/api/v1/persons/{ref}") => (Who::Officer(EDITORS), Area::Person),
         ("GET", "/api/v1/persons")
@@ -419,6 +429,38 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
             "/ui/partners/matrix-partner/status".to_string(),
             form(w, &[("status", "suspended"), ("reason", "")]),
             Expect::Ok(422),
+        ),
+        // residence forms, one application and its steps, the 2025 address reviews
+        ("GET", "/ui/residence/new") => ("/ui/residence/new".to_string(), None, Expect::Ok(200)),
+        ("GET", "/ui/residence/new/{kind}") => {
+            ("/ui/residence/new/permanent_registration".to_string(), None, Expect::Ok(200))
+        }
+        ("POST", "/ui/residence/new/{kind}") => (
+            // An end date that is no date: refused by the form, nothing filed.
+            "/ui/residence/new/permanent_deletion".to_string(),
+            form(w, &[("person", &f.personal_id), ("cause", "death"), ("effective", "hôm qua")]),
+            Expect::Ok(422),
+        ),
+        ("GET", "/ui/residence/applications/{id}") => {
+            (format!("/ui/residence/applications/{}", f.application_id), None, by_area(Expect::Ok(200)))
+        }
+        ("POST", "/ui/residence/applications/{id}/receive") => (
+            // Recorded at once (a stay notification): nothing to receive.
+            format!("/ui/residence/applications/{}/receive", f.application_id),
+            form(w, &[]),
+            by_area(Expect::Ok(409)),
+        ),
+        ("POST", "/ui/residence/applications/{id}/decision") => (
+            format!("/ui/residence/applications/{}/decision", f.application_id),
+            form(w, &[("decision", "reject")]),
+            by_area(Expect::Ok(422)),
+        ),
+        ("GET", "/ui/address-reviews") => ("/ui/address-reviews".to_string(), None, Expect::Ok(200)),
+        ("POST", "/ui/address-reviews/{ref}/{field}") => (
+            // A field the migration does not move: refused after the area check, nothing changed.
+            format!("/ui/address-reviews/{}/birth_place", f.personal_id),
+            form(w, &[("commune_code", "00004")]),
+            by_area(Expect::Ok(422)),
         ),
         ("POST", "/api/v1/persons") => {
             let mut p = serde_json::to_value(dancu_store::conformance::sample(3)).unwrap();

@@ -508,6 +508,21 @@ pub async fn population_counts_by_commune_year_and_sex(store: Arc<dyn Store>) {
     assert_eq!(total(&commune), 4);
     assert!(commune.iter().all(|c| c.commune_key.as_deref() == Some("2025:00004")));
     assert!(store.population(Some("c:2025:99999")).await.unwrap().is_empty());
+    // the sex column follows every write path: a batch, an import chunk, an update
+    let cell = |cells: &[crate::PopulationCell], year: i32| {
+        cells.iter().filter(|c| c.birth_year == year).map(|c| (c.sex.clone(), c.count)).collect::<Vec<_>>()
+    };
+    store.insert_batch(&[Person::new_pending(sample(11))], &meta("lô")).await.unwrap();
+    store.import_begin(&batch("batch-pop"), &audit_entry(1)).await.unwrap();
+    store.import_chunk("batch-pop", &[imported(2, 12, None)], &meta("nhập")).await.unwrap();
+    let all = store.population(None).await.unwrap();
+    assert_eq!(cell(&all, 1961), vec![("female".to_string(), 1)]);
+    assert_eq!(cell(&all, 1962), vec![("male".to_string(), 1)]);
+    let rec = reg.get(&PersonRef::Key(keys[0])).await.unwrap();
+    let mut record = rec.person.record.clone();
+    record.sex = Sex::Female;
+    reg.update(rec.key, rec.version, record, None, &meta("sửa")).await.unwrap();
+    assert_eq!(cell(&store.population(None).await.unwrap(), 1950), vec![("female".to_string(), 1)]);
 }
 
 pub async fn change_requests_apply_only_when_approved(store: Arc<dyn Store>) {

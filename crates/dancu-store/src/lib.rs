@@ -1070,6 +1070,8 @@ pub(crate) struct Columns {
     pub legacy_id: Option<String>,
     pub status: &'static str,
     pub facts: SearchFacts,
+    /// `male` or `female` (the `sex` column, counted by the dashboard without reading the record).
+    pub sex: &'static str,
     /// The areas the person lies in (`person_areas` rows): none for a merged record, which
     /// area-scoped searches no longer find.
     pub areas: Vec<String>,
@@ -1084,6 +1086,7 @@ impl Columns {
             legacy_id: p.record.legacy_id.as_ref().map(|l| l.to_string()),
             status: p.status.code(),
             facts: p.search_facts(),
+            sex: p.record.sex.code(),
             areas: if p.merged_into.is_some() { Vec::new() } else { p.areas() },
             merged_into: p.merged_into.clone(),
         }

@@ -491,6 +491,19 @@ CREATE TABLE oidc_grants (
 CREATE INDEX oidc_grants_expiry ON oidc_grants (expires_at);
 "#,
     ),
+    (
+        16,
+        "persons_sex",
+        r#"
+-- Sex beside the birth year, so the dashboard's population count (by commune, birth year and
+-- sex) reads a covering index instead of every record's JSON. Kept in step by every write.
+ALTER TABLE persons ADD COLUMN sex text NOT NULL DEFAULT '';
+UPDATE persons SET sex = coalesce(data->>'sex', '');
+ALTER TABLE persons ALTER COLUMN sex DROP DEFAULT;
+CREATE INDEX persons_population ON persons (key) INCLUDE (commune_key, province_2025, birth_year, sex)
+    WHERE merged_into IS NULL AND status IN ('pending', 'active');
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -787,8 +800,8 @@ async fn insert_new(
     let stmt = tx
         .prepare_cached(
             "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
-                                  version, data, created_at, updated_at, merged_into)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $10, $11)",
+                                  version, data, created_at, updated_at, merged_into, sex)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $10, $11, $12)",
         )
         .await?;
     tx.execute(
@@ -805,6 +818,7 @@ async fn insert_new(
             &Json(person),
             &at,
             &c.merged_into,
+            &c.sex,
         ],
     )
     .await
@@ -896,11 +910,11 @@ async fn update_in_tx(
         .prepare_cached(
             "UPDATE persons SET personal_id = $2, legacy_id = $3, status = $4, name_key = $5, birth_year = $6,
                         commune_key = $7, province_2025 = $8, version = $9, data = $10, updated_at = $11,
-                        merged_into = $12
+                        merged_into = $12, sex = $13
                  WHERE key = $1",
         )
         .await?;
-    let args: [&(dyn ToSql + Sync); 12] = [
+    let args: [&(dyn ToSql + Sync); 13] = [
         &key,
         &c.personal_id,
         &c.legacy_id,
@@ -913,6 +927,7 @@ async fn update_in_tx(
         &Json(person),
         &at,
         &c.merged_into,
+        &c.sex,
     ];
     tx.execute(&stmt, &args).await.map_err(|e| match person.personal_id {
         Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
@@ -1098,7 +1113,7 @@ impl Store for PgStore {
 
     async fn population(&self, area: Option<&str>) -> Result<Vec<PopulationCell>> {
         let client = self.pool.get().await?;
-        let mut sql = "SELECT commune_key, province_2025, birth_year, data->>'sex', count(*) \
+        let mut sql = "SELECT commune_key, province_2025, birth_year, sex, count(*) \
                        FROM persons WHERE merged_into IS NULL AND status IN ('pending', 'active')"
             .to_string();
         let mut args: Vec<&(dyn ToSql + Sync)> = Vec::new();
@@ -1114,7 +1129,7 @@ impl Store for PgStore {
                 commune_key: r.get(0),
                 province_2025: r.get(1),
                 birth_year: r.get(2),
-                sex: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                sex: r.get(3),
                 count: r.get::<_, i64>(4) as u64,
             })
             .collect())
@@ -1140,6 +1155,7 @@ impl Store for PgStore {
         let mut seen = std::collections::HashSet::with_capacity(people.len());
         let (mut keys, mut pids, mut legacy, mut status, mut names, mut years, mut communes, mut provinces, mut data) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut sexes = Vec::<&str>::new();
         let (mut area_keys, mut areas) = (Vec::<Uuid>::new(), Vec::<String>::new());
         for (i, p) in people.iter().enumerate() {
             // Issued before, or twice in this batch: the caller redraws it.
@@ -1163,15 +1179,17 @@ impl Store for PgStore {
             years.push(c.facts.birth_year);
             communes.push(c.facts.commune_key);
             provinces.push(c.facts.province_2025);
+            sexes.push(c.sex);
             data.push(Json(p));
         }
         tx.execute(
             "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
-                                  version, data, created_at, updated_at)
-             SELECT k, pid, l, s, n, y, c, p, 1, d, $10, $10
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::jsonb[])
-                  AS t(k, pid, l, s, n, y, c, p, d)",
-            &[&keys, &pids, &legacy, &status, &names, &years, &communes, &provinces, &data, &at],
+                                  version, data, created_at, updated_at, sex)
+             SELECT k, pid, l, s, n, y, c, p, 1, d, $10, $10, x
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[], $9::jsonb[],
+                         $11::text[])
+                  AS t(k, pid, l, s, n, y, c, p, d, x)",
+            &[&keys, &pids, &legacy, &status, &names, &years, &communes, &provinces, &data, &at, &sexes],
         )
         .await?;
         tx.execute(
@@ -1622,6 +1640,7 @@ impl Store for PgStore {
         let (mut keys, mut pids, mut legacy, mut status, mut names, mut years, mut communes, mut provinces, mut data) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let (mut merged, mut lines) = (Vec::<Option<String>>::new(), Vec::<i64>::new());
+        let mut sexes = Vec::<&str>::new();
         let (mut area_keys, mut areas) = (Vec::<Uuid>::new(), Vec::<String>::new());
         for r in rows {
             let c = Columns::of(&r.person);
@@ -1637,6 +1656,7 @@ impl Store for PgStore {
             years.push(c.facts.birth_year);
             communes.push(c.facts.commune_key);
             provinces.push(c.facts.province_2025);
+            sexes.push(c.sex);
             data.push(Json(&r.person));
             merged.push(c.merged_into);
             lines.push(r.line as i64);
@@ -1654,7 +1674,7 @@ impl Store for PgStore {
         let sink = tx
             .copy_in(
                 "COPY persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
-                               version, data, created_at, updated_at, merged_into) FROM STDIN BINARY",
+                               version, data, created_at, updated_at, merged_into, sex) FROM STDIN BINARY",
             )
             .await?;
         let types = [
@@ -1671,6 +1691,7 @@ impl Store for PgStore {
             Type::TIMESTAMPTZ,
             Type::TIMESTAMPTZ,
             Type::TEXT,
+            Type::TEXT,
         ];
         let taken_meanwhile = |e: tokio_postgres::Error| {
             if is_unique_violation(&e) {
@@ -1681,7 +1702,7 @@ impl Store for PgStore {
         };
         let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
         for i in 0..keys.len() {
-            let row: [&(dyn ToSql + Sync); 13] = [
+            let row: [&(dyn ToSql + Sync); 14] = [
                 &keys[i],
                 &pids[i],
                 &legacy[i],
@@ -1695,6 +1716,7 @@ impl Store for PgStore {
                 &at,
                 &at,
                 &merged[i],
+                &sexes[i],
             ];
             writer.as_mut().write(&row).await.map_err(taken_meanwhile)?;
         }

@@ -11,8 +11,8 @@ fn temp_path() -> std::path::PathBuf {
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let store = SqliteStore::open(temp_path()).unwrap();
-    // every migration of the main file (1-12, 15) and of the audit trail's own file
-    assert_eq!(store.migrate().await.unwrap(), 13 + 1);
+    // every migration of the main file (1-12, 15, 16) and of the audit trail's own file
+    assert_eq!(store.migrate().await.unwrap(), 14 + 1);
     Some(Arc::new(store))
 }
 

@@ -15,6 +15,7 @@ pub mod multipart;
 pub mod pages;
 pub mod partners;
 pub mod requests;
+pub mod residence;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -9,10 +9,9 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use dancu_core::PersonalId;
 use dancu_core::person::Address;
 use dancu_core::reference::{self, Scheme};
-use dancu_core::residence::{ApplicationState, Procedure};
+use dancu_core::residence::ApplicationState;
 use dancu_store::{
     ApplicationQuery, PersonRecord, PersonRef, PopulationCell, RequestQuery, RequestState, ReviewQuery, ReviewState,
     SearchQuery,
@@ -750,7 +749,7 @@ async fn person_inner(
             @if editor {
                 a.button href={ "/ui/persons/" (rec.key) "/edit" } { (l.t("Sửa thông tin", "Edit")) } " "
                 @if rec.person.personal_id.is_some() {
-                    a.button href={ "/api/v1/persons/" (rec.key) "/residence-confirmation" } { (l.t("In xác nhận cư trú", "Print the residence confirmation")) }
+                    (super::residence::print_links(l, rec.key))
                 }
             }
         }
@@ -1070,291 +1069,6 @@ pub async fn review_decide(
     }
 }
 
-// ---------------------------------------------------------------- residence
-
-fn app_state_label(l: Lang, s: ApplicationState) -> &'static str {
-    match s {
-        ApplicationState::Submitted => l.t("chờ tiếp nhận", "submitted"),
-        ApplicationState::Received => l.t("đã tiếp nhận", "received"),
-        ApplicationState::Approved => l.t("đã duyệt", "approved"),
-        ApplicationState::Rejected => l.t("từ chối", "rejected"),
-    }
-}
-
-/// `GET /ui/residence`: applications of the area, earliest deadline first, overdue marked.
-pub async fn residence(State(st): State<AppState>, ctx: Ctx, query: Q) -> Response {
-    let l = ctx.lang;
-    let Some(caller) = ctx.caller.as_ref() else { return redirect("/ui/login") };
-    let today = dancu_store::registry::today();
-    let overdue = q(&query, "overdue") == "true";
-    let state = ApplicationState::from_code(q(&query, "state"));
-    let qy = ApplicationQuery {
-        state,
-        overdue_on: overdue.then_some(today),
-        area: caller.area(),
-        offset: 0,
-        limit: 200,
-        ..Default::default()
-    };
-    let apps = match st.registry.applications(&qy).await {
-        Ok(a) => a,
-        Err(e) => return ctx.api_error(e.into()),
-    };
-    let editor = caller.officer.roles.iter().any(|r| crate::policy::EDITORS.contains(r));
-    let created = q(&query, "created");
-    let body = html! {
-        h1 { (l.t("Hồ sơ cư trú", "Residence applications")) }
-        @if !created.is_empty() { p.notice role="status" #created { (l.t("Đã tiếp nhận hồ sơ", "Application filed")) " " code { (created) } } }
-        p.noprint {
-            @if editor { a.button href="/ui/residence/temporary" { (l.t("Đăng ký tạm trú", "Register a temporary residence")) } " " }
-            a href="/ui/residence" { (l.t("Tất cả", "All")) } " · "
-            a href="/ui/residence?overdue=true" { (l.t("Quá hạn", "Overdue")) } " · "
-            a href="/ui/residence?state=submitted" { (l.t("Chờ tiếp nhận", "Submitted")) } " · "
-            a href="/ui/residence?state=received" { (l.t("Đã tiếp nhận", "Received")) }
-        }
-        @if apps.is_empty() { p { (l.t("Không có hồ sơ.", "No applications.")) } }
-        @else {
-            table #applications {
-                thead { tr { th scope="col" { (l.t("Thủ tục", "Procedure")) } th scope="col" { (l.t("Công dân", "Person")) }
-                    th scope="col" { (l.t("Ngày nộp", "Filed")) } th scope="col" { (l.t("Hạn giải quyết", "Deadline")) }
-                    th scope="col" { (l.t("Trạng thái", "State")) } } }
-                tbody { @for a in &apps {
-                    @let open = matches!(a.state, ApplicationState::Submitted | ApplicationState::Received);
-                    tr id={ "app-" (a.id) } {
-                        td { (match l { Lang::Vi => a.kind.vietnamese().to_string(), Lang::En => a.kind.code().replace('_', " ") }) }
-                        td { a href={ "/ui/persons/" (a.person_key) } { (a.procedure.subject().to_string()) } }
-                        td { (a.submitted_at.date().to_string()) }
-                        td {
-                            (dancu_core::date::iso_date::format(a.deadline))
-                            @if open && a.deadline < today { " " span.overdue { (l.t("QUÁ HẠN", "OVERDUE")) } }
-                            @else if open && a.deadline == today { " " span.due { (l.t("đến hạn hôm nay", "due today")) } }
-                        }
-                        td { (app_state_label(l, a.state)) }
-                    }
-                } }
-            }
-        }
-    };
-    ctx.page(l.t("Hồ sơ cư trú", "Residence applications"), body)
-}
-
-struct TempForm<'a> {
-    person: &'a str,
-    commune: &'a str,
-    detail: &'a str,
-    until: &'a str,
-    consent_by: &'a str,
-    consent_doc: &'a str,
-}
-
-fn temporary_form(ctx: &Ctx, f: &TempForm, errors: &[(String, String)]) -> Markup {
-    let l = ctx.lang;
-    let err = |name: &str| errors.iter().find(|(k, _)| k == name).map(|(_, m)| m.clone());
-    let field = |id: &str, label: &str, value: &str, extra: &str| {
-        let e = err(id);
-        html! {
-            label for=(id) { (label) }
-            @if let Some(m) = &e { span.error id={ (id) "-error" } { (m) } }
-            input id=(id) name=(id) value=(value) placeholder=(extra) aria-invalid=[e.as_ref().map(|_| "true")]
-                aria-describedby=[e.as_ref().map(|_| format!("{id}-error"))];
-        }
-    };
-    html! {
-        h1 { (l.t("Đăng ký tạm trú", "Temporary residence registration")) }
-        @if !errors.is_empty() { div.errors role="alert" { p { (l.t("Hồ sơ chưa hợp lệ:", "The application is not valid:")) }
-            ul { @for (_, m) in errors { li { (m) } } } } }
-        form method="post" action="/ui/residence/temporary" novalidate {
-            (ctx.csrf_field())
-            (field("person", l.t("Số định danh cá nhân", "Personal ID"), f.person, "001090012345"))
-            (field("commune", l.t("Mã xã/phường nơi tạm trú (danh mục 2025)", "Commune code of the temporary residence (2025 list)"), f.commune, "00004"))
-            (field("detail", l.t("Địa chỉ chi tiết (số nhà, đường, thôn)", "Street address"), f.detail, ""))
-            label for="until" { (l.t("Tạm trú đến ngày (tối đa 2 năm)", "Registered until (at most 2 years)")) }
-            @if let Some(m) = err("until") { span.error id="until-error" { (m) } }
-            input #until name="until" type="date" value=(f.until);
-            fieldset {
-                legend { (l.t("Ý kiến đồng ý của chủ hộ/chủ sở hữu chỗ ở (nếu không phải nhà của mình)", "Consent of the household head / owner (when not one's own home)")) }
-                (field("consent_by", l.t("Người đồng ý", "Given by"), f.consent_by, ""))
-                (field("consent_doc", l.t("Số văn bản đồng ý", "Consent document reference"), f.consent_doc, ""))
-            }
-            p { button type="submit" { (l.t("Nộp hồ sơ", "File the application")) } }
-        }
-    }
-}
-
-/// `GET /ui/residence/temporary`.
-pub async fn temporary_page(ctx: Ctx) -> Response {
-    let f = TempForm { person: "", commune: "", detail: "", until: "", consent_by: "", consent_doc: "" };
-    ctx.page(ctx.t("Đăng ký tạm trú", "Temporary residence registration"), temporary_form(&ctx, &f, &[]))
-}
-
-/// `POST /ui/residence/temporary`: checks the form (messages in the officer's language), then
-/// files the application through the API's handler.
-pub async fn temporary(
-    State(st): State<AppState>,
-    ctx: Ctx,
-    Extension(rc): Extension<RequestContext>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
-    let l = ctx.lang;
-    let f = TempForm {
-        person: form.get("person"),
-        commune: form.get("commune"),
-        detail: form.get("detail"),
-        until: form.get("until"),
-        consent_by: form.get("consent_by"),
-        consent_doc: form.get("consent_doc"),
-    };
-    let mut errors: Vec<(String, String)> = Vec::new();
-    let mut push = |k: &str, vi: &str, en: &str| errors.push((k.to_string(), l.t(vi, en).to_string()));
-    let person = match f.person {
-        "" => {
-            push("person", "Số định danh cá nhân: bắt buộc nhập.", "Personal ID: required.");
-            None
-        }
-        p => match PersonalId::parse(p) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                push(
-                    "person",
-                    "Số định danh cá nhân phải gồm 12 chữ số hợp lệ.",
-                    "The personal ID must be 12 valid digits.",
-                );
-                None
-            }
-        },
-    };
-    if f.commune.is_empty() {
-        push("commune", "Mã xã/phường: bắt buộc nhập.", "Commune code: required.");
-    } else if reference::commune(Scheme::Y2025, f.commune).is_none() {
-        push("commune", "Mã xã/phường không có trong danh mục năm 2025.", "No such commune on the 2025 list.");
-    }
-    if f.detail.is_empty() {
-        push("detail", "Địa chỉ chi tiết: bắt buộc nhập.", "Street address: required.");
-    }
-    let today = dancu_store::registry::today();
-    let until = match f.until {
-        "" => {
-            push("until", "Ngày hết hạn tạm trú: bắt buộc nhập.", "End date: required.");
-            None
-        }
-        u => match dancu_core::date::iso_date::parse(u) {
-            Some(d) if d <= today => {
-                push("until", "Ngày hết hạn tạm trú phải sau hôm nay.", "The end date must be after today.");
-                None
-            }
-            Some(d) if d > today + time::Duration::days(731) => {
-                push("until", "Thời hạn tạm trú tối đa là 2 năm.", "A temporary residence lasts at most 2 years.");
-                None
-            }
-            Some(d) => Some(d),
-            None => {
-                push("until", "Ngày không hợp lệ (năm-tháng-ngày).", "Not a valid date (year-month-day).");
-                None
-            }
-        },
-    };
-    if f.consent_by.is_empty() != f.consent_doc.is_empty() {
-        push(
-            "consent_by",
-            "Ý kiến đồng ý cần cả tên người đồng ý và số văn bản.",
-            "A consent needs both who gave it and its document reference.",
-        );
-    }
-    let title = l.t("Đăng ký tạm trú", "Temporary residence registration");
-    let fail = |errors: &[(String, String)], status: StatusCode| {
-        let mut res = ctx.page(title, temporary_form(&ctx, &f, errors));
-        *res.status_mut() = status;
-        res
-    };
-    let (Some(person), Some(until), true) = (person, until, errors.is_empty()) else {
-        return fail(&errors, StatusCode::UNPROCESSABLE_ENTITY);
-    };
-    let consent = (!f.consent_by.is_empty()).then(|| dancu_core::residence::Consent {
-        given_by: f.consent_by.to_string(),
-        personal_id: None,
-        given_on: today,
-        document: f.consent_doc.to_string(),
-    });
-    let procedure = Procedure::TemporaryRegistration {
-        person,
-        address: Address {
-            scheme: Scheme::Y2025,
-            commune_code: f.commune.to_string(),
-            detail: Some(f.detail.to_string()),
-        },
-        until,
-        consent,
-    };
-    let submit = crate::residence::SubmitApplication { procedure };
-    match crate::residence::submit(State(st), caller, Extension(rc), headers, ApiJson(submit)).await {
-        Ok(res) => {
-            let id = res
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit('/').next())
-                .unwrap_or("")
-                .to_string();
-            carry(&res, redirect(&format!("/ui/residence?created={id}")))
-        }
-        Err(e) => {
-            let field = |name: &str| match name {
-                "procedure.person" => "person",
-                "procedure.address" | "procedure.address.commune_code" => "commune",
-                "procedure.until" => "until",
-                "procedure.consent" => "consent_by",
-                _ => "person",
-            };
-            let errs: Vec<(String, String)> = if e.errors.is_empty() {
-                vec![("person".into(), format!("{}: {}", l.pick(e.title), e.detail))]
-            } else {
-                e.errors
-                    .iter()
-                    .map(|x| (field(&x.field).to_string(), residence_message(l, x.code, &x.reason)))
-                    .collect()
-            };
-            let status = if e.status == StatusCode::NOT_FOUND { StatusCode::UNPROCESSABLE_ENTITY } else { e.status };
-            let errs = if e.status == StatusCode::NOT_FOUND {
-                vec![(
-                    "person".into(),
-                    l.t(
-                        "Hồ sơ này nằm ngoài địa bàn quản lý của đơn vị.",
-                        "This application lies outside your unit's area.",
-                    )
-                    .to_string(),
-                )]
-            } else {
-                errs
-            };
-            fail(&errs, status)
-        }
-    }
-}
-
-/// The residence rules' refusals, in the officer's language.
-fn residence_message(l: Lang, code: &str, reason: &str) -> String {
-    let vi = match code {
-        "unknown_person" => "Không có công dân nào mang số định danh này.",
-        "no_personal_id" => "Công dân chưa được cấp số định danh cá nhân.",
-        "not_living" => "Công dân đã chết hoặc mất tích: chỉ có thể xóa đăng ký cư trú.",
-        "in_permanent_commune" => "Không đăng ký tạm trú tại xã/phường nơi đang thường trú.",
-        "stay_too_long" => "Thời hạn tạm trú tối đa là 2 năm.",
-        "past_date" => "Ngày hết hạn phải sau hôm nay.",
-        "consent_required" => "Cần ý kiến đồng ý của chủ hộ hoặc chủ sở hữu chỗ ở.",
-        _ => reason,
-    };
-    match l {
-        Lang::Vi => vi.to_string(),
-        Lang::En => reason.to_string(),
-    }
-}
-
 // ---------------------------------------------------------------- audit
 
 fn audit_view(ctx: &Ctx, entries: &[dancu_core::audit::StoredEntry], query: &Q, verified: Option<Markup>) -> Markup {
@@ -1482,6 +1196,9 @@ pub fn page_paths(person_key: &str, review_id: &str) -> Vec<String> {
         format!("/ui/reviews/{review_id}"),
         "/ui/residence".into(),
         "/ui/residence/temporary".into(),
+        "/ui/residence/new".into(),
+        "/ui/residence/new/permanent_registration".into(),
+        "/ui/address-reviews".into(),
         "/ui/audit".into(),
         "/ui/cards".into(),
         "/ui/production".into(),

@@ -902,6 +902,7 @@ async fn serve(
     if let Some(pk) = audit_public_key {
         state = state.with_audit_key(pk);
     }
+    dancu_server::web::pages::warm_population(&state);
     // Partners' webhooks: change events queued and delivered in the background (state in the
     // store: a restart resumes where it stopped).
     let webhooks = dancu_server::webhooks::spawn(

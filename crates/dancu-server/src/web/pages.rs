@@ -27,11 +27,17 @@ use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::ApiError;
 
-/// How long the dashboard's population counts are reused (they scan the area's records).
+/// How long the dashboard's population counts are reused as they are (they scan the area's
+/// records). Older counts are still shown while one refresh runs in the background, so only the
+/// very first dashboard of an area waits for the count; the national count is read at start.
 const POPULATION_CACHE: Duration = Duration::from_secs(60);
 
-/// Population counts of an area and when they were read.
-type CachedCells = (Instant, Arc<Vec<PopulationCell>>);
+/// Population counts of an area, when they were read, and whether a refresh is running.
+struct CachedCells {
+    at: Instant,
+    cells: Arc<Vec<PopulationCell>>,
+    refreshing: bool,
+}
 
 /// Per-server state of the web application: the dashboard's cached counts by area.
 #[derive(Default)]
@@ -291,14 +297,51 @@ pub async fn logout(State(st): State<AppState>, ctx: Ctx, body: Bytes) -> Respon
 
 async fn population(st: &AppState, area: Option<&str>) -> Result<Arc<Vec<PopulationCell>>, ApiError> {
     let key = area.unwrap_or("*").to_string();
-    if let Some((at, cells)) = st.web.population.lock().expect("population cache").get(&key)
-        && at.elapsed() < POPULATION_CACHE
-    {
-        return Ok(cells.clone());
+    let stale = match st.web.population.lock().expect("population cache").get_mut(&key) {
+        Some(c) if c.at.elapsed() < POPULATION_CACHE => return Ok(c.cells.clone()),
+        Some(c) => Some((c.cells.clone(), !std::mem::replace(&mut c.refreshing, true))),
+        None => None,
+    };
+    match stale {
+        Some((cells, start)) => {
+            if start {
+                let (st, area) = (st.clone(), area.map(str::to_string));
+                tokio::spawn(async move {
+                    if let Err(e) = count_population(&st, area.as_deref(), key.clone()).await {
+                        tracing::warn!(error = e.title, detail = %e.detail, "refreshing the dashboard's population counts failed");
+                        if let Some(c) = st.web.population.lock().expect("population cache").get_mut(&key) {
+                            c.refreshing = false;
+                        }
+                    }
+                });
+            }
+            Ok(cells)
+        }
+        None => count_population(st, area, key).await,
     }
+}
+
+/// Counts the population of an area (None: the whole country) and keeps the counts.
+async fn count_population(
+    st: &AppState,
+    area: Option<&str>,
+    key: String,
+) -> Result<Arc<Vec<PopulationCell>>, ApiError> {
     let cells = Arc::new(st.registry.store().population(area).await?);
-    st.web.population.lock().expect("population cache").insert(key, (Instant::now(), cells.clone()));
+    let cached = CachedCells { at: Instant::now(), cells: cells.clone(), refreshing: false };
+    st.web.population.lock().expect("population cache").insert(key, cached);
     Ok(cells)
+}
+
+/// Reads the national population counts in the background (at server start), so that the first
+/// dashboard of a ministry officer does not wait for the count.
+pub fn warm_population(st: &AppState) -> tokio::task::JoinHandle<()> {
+    let st = st.clone();
+    tokio::spawn(async move {
+        if let Err(e) = count_population(&st, None, "*".to_string()).await {
+            tracing::warn!(error = e.title, detail = %e.detail, "counting the population for the dashboard failed");
+        }
+    })
 }
 
 fn commune_name(key: &str) -> String {

@@ -732,11 +732,10 @@ pub async fn step(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let l = ctx.lang;
     let Some(to) = Stage::from_code(form.get("to")) else {
         let msg = l.t("Bước xử lý không hợp lệ.", "Not a step.").to_string();
@@ -888,11 +887,10 @@ pub async fn restock(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let Ok(cards) = form.get("cards").parse::<i64>() else {
         let m = ctx.t("Số phôi thẻ: nhập một số từ 1 đến 10.000.000.", "Blank cards: a number from 1 to 10,000,000.");
         return ctx.error_page(StatusCode::UNPROCESSABLE_ENTITY, ctx.t("Biểu mẫu chưa hợp lệ", "Invalid form"), m);
@@ -916,11 +914,10 @@ pub async fn run(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let max = match form.get("max") {
         "" => None,
         m => match m.parse::<u32>() {

@@ -178,6 +178,16 @@ impl Ctx {
         ))
     }
 
+    /// A posted URL-encoded form of a logged-in officer: its fields once the CSRF check passes,
+    /// and the officer (an anonymous browser is sent to the login page).
+    #[allow(clippy::result_large_err)] // the page itself is the error: no other use of it
+    pub fn posted(&self, body: &[u8]) -> Result<(FormData, Caller), Response> {
+        let form = FormData::parse(body);
+        self.check_form(&form)?;
+        let caller = self.caller.clone().ok_or_else(|| redirect("/ui/login"))?;
+        Ok((form, caller))
+    }
+
     /// A hidden field with the CSRF token.
     pub fn csrf_field(&self) -> Markup {
         html! { input type="hidden" name="csrf" value=(self.csrf); }

@@ -884,11 +884,10 @@ pub async fn edit(
     Path(r): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let rec = match visible_person(&st, &caller, &r).await {
         Ok(rec) => rec,
         Err(e) => return ctx.api_error(e),
@@ -1063,11 +1062,10 @@ pub async fn review_decide(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let (pair, a, b) = match visible_pair(&st, &caller, &id).await {
         Ok(x) => x,
         Err(e) => return ctx.api_error(e),

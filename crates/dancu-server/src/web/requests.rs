@@ -16,7 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::pages::{carry, display, field_label, full_name, problem_title};
-use super::{Ctx, FormData, Lang, field_message, redirect};
+use super::{Ctx, Lang, field_message, redirect};
 use crate::AppState;
 use crate::audit::{AuditTarget, RequestContext};
 use crate::auth::Caller;
@@ -224,11 +224,10 @@ pub async fn decide(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let (r, rec) = match visible(&st, &caller, &id).await {
         Ok(x) => x,
         Err(e) => return ctx.api_error(e),

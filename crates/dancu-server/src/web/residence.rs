@@ -1049,11 +1049,10 @@ async fn submit_form(
     kind: ProcedureKind,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let l = ctx.lang;
     let today = dancu_store::registry::today();
     let mut reader = Reader { form: &form, defs: fields(kind), l, errors: Vec::new() };
@@ -1328,11 +1327,10 @@ pub async fn receive(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (_, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     match crate::residence::receive(State(st), caller, Extension(rc), headers, Path(id.clone())).await {
         Ok(res) => carry(&res, redirect(&format!("/ui/residence/applications/{id}?done=received"))),
         Err(e) => ctx.api_error(e),
@@ -1349,11 +1347,10 @@ pub async fn decide(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let l = ctx.lang;
     let decision = match form.get("decision") {
         "approve" => Verdict::Approve,
@@ -1502,11 +1499,10 @@ pub async fn resolve_address_review(
     Path((r, field)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(res) = ctx.check_form(&form) {
-        return res;
-    }
-    let Some(caller) = ctx.caller.clone() else { return redirect("/ui/login") };
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
     let l = ctx.lang;
     let commune_code = form.get("commune_code").to_string();
     let req = crate::residence::ResolveAddressReview { commune_code: commune_code.clone() };

@@ -9,11 +9,10 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dancu_card::application::{self as rules, ApplicationKind, ReissueReason, ReplacementReason, Stage};
-use dancu_core::auth::Role;
 use dancu_core::sharing::b64url;
 use dancu_store::cards::{CardApplication, CardApplicationQuery, CentreStatus};
 use dancu_store::{PersonRecord, PersonRef};
@@ -21,18 +20,13 @@ use maud::{Markup, PreEscaped, html};
 use serde_json::Value;
 
 use super::multipart::{self, Part};
-use super::{Ctx, FormData, Lang, redirect};
+use super::pages::{Q, carry, q, visible_person};
+use super::{Ctx, FormData, Lang, created_id, has_role, redirect};
 use crate::AppState;
 use crate::audit::{AuditTarget, RequestContext};
 use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::ApiError;
-
-type Q = Query<BTreeMap<String, String>>;
-
-fn q<'a>(query: &'a Q, key: &str) -> &'a str {
-    query.0.get(key).map(|s| s.trim()).unwrap_or("")
-}
 
 /// The largest intake form: the photo (64 KiB) and ten fingerprint images (512 KiB each), encoded.
 pub const INTAKE_MAX_BYTES: usize = 6 * 1024 * 1024;
@@ -51,16 +45,6 @@ fn with_script(mut res: Response) -> Response {
         ),
     );
     res
-}
-
-/// Moves the audit facts of an API handler's answer onto the page's answer.
-fn carry(from: &Response, mut to: Response) -> Response {
-    *to.extensions_mut() = from.extensions().clone();
-    to
-}
-
-fn has(caller: &Caller, roles: &[Role]) -> bool {
-    caller.officer.roles.iter().any(|r| roles.contains(r))
 }
 
 fn status(mut res: Response, s: StatusCode) -> Response {
@@ -162,12 +146,6 @@ fn files<'a, 'b>(parts: &'a [Part<'b>], name: &str) -> Vec<&'a Part<'b>> {
 }
 
 // ---------------------------------------------------------------- intake
-
-async fn visible_person(st: &AppState, caller: &Caller, r: &str) -> Result<PersonRecord, ApiError> {
-    let rec = st.registry.get(&crate::persons::parse_ref(r)?).await?;
-    caller.see(&rec.person.areas())?;
-    Ok(rec)
-}
 
 #[derive(Default)]
 struct IntakeForm {
@@ -415,13 +393,7 @@ pub async fn intake(
     };
     match crate::cards::apply(State(st), caller, Extension(rc), headers, ApiJson(body)).await {
         Ok(res) => {
-            let id = res
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit('/').next())
-                .unwrap_or("")
-                .to_string();
+            let id = created_id(&res);
             carry(&res, redirect(&format!("/ui/cards/applications/{id}?notice=created")))
         }
         Err(e) => {
@@ -519,9 +491,9 @@ pub async fn board(State(st): State<AppState>, ctx: Ctx, query: Q) -> Response {
             a href="/ui/cards" { (l.t("Bảng theo trạng thái", "Board by stage")) } " · "
             a href="/ui/cards?overdue=true" { (l.t("Quá hạn", "Overdue")) } " · "
             a href="/ui/cards/verify" { (l.t("Kiểm tra dữ liệu chip", "Verify chip data")) }
-            @if has(caller, crate::policy::PRODUCTION) { " · " a href="/ui/production" { (l.t("Sản xuất thẻ", "Card production")) } }
+            @if has_role(caller, crate::policy::PRODUCTION) { " · " a href="/ui/production" { (l.t("Sản xuất thẻ", "Card production")) } }
         }
-        @if has(caller, crate::policy::CARD_OPERATORS) {
+        @if has_role(caller, crate::policy::CARD_OPERATORS) {
             p.muted { (l.t("Tiếp nhận hồ sơ mới: mở trang công dân và chọn “Làm thủ tục cấp CCCD”.",
                            "A new application: open the person's page and choose “Identity card application”.")) }
         }
@@ -963,7 +935,7 @@ pub async fn card(State(st): State<AppState>, ctx: Ctx, Path(serial): Path<Strin
         Err(e) => return ctx.api_error(e.into()),
     };
     let mut faces = Vec::new();
-    if has(&caller, crate::policy::CARD_PRINTERS) {
+    if has_role(&caller, crate::policy::CARD_PRINTERS) {
         for side in ["front", "back"] {
             let res =
                 crate::cards::face(State(st.clone()), caller.clone(), Path((serial.clone(), side.to_string()))).await;
@@ -978,7 +950,7 @@ pub async fn card(State(st): State<AppState>, ctx: Ctx, Path(serial): Path<Strin
         }
     }
     let state = card.state_on(dancu_store::registry::today());
-    let chip = has(&caller, crate::policy::PRODUCTION);
+    let chip = has_role(&caller, crate::policy::PRODUCTION);
     let body = html! {
         h1 { (l.t("Thẻ căn cước", "Identity card")) " " code { (card.serial) } }
         dl.fields {
@@ -1199,7 +1171,7 @@ pub async fn verify(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
 /// production centres' backlog and stock with their alerts.
 pub async fn dashboard_block(st: &AppState, ctx: &Ctx, caller: &Caller) -> Result<Markup, ApiError> {
     let l = ctx.lang;
-    if !has(caller, crate::policy::CARD_READERS) {
+    if !has_role(caller, crate::policy::CARD_READERS) {
         return Ok(html! {});
     }
     let store = st.registry.store();
@@ -1235,7 +1207,7 @@ pub async fn dashboard_block(st: &AppState, ctx: &Ctx, caller: &Caller) -> Resul
 /// open application.
 pub async fn person_block(st: &AppState, ctx: &Ctx, caller: &Caller, rec: &PersonRecord) -> Result<Markup, ApiError> {
     let l = ctx.lang;
-    if !has(caller, crate::policy::CARD_READERS) {
+    if !has_role(caller, crate::policy::CARD_READERS) {
         return Ok(html! {});
     }
     let store = st.registry.store();
@@ -1245,7 +1217,7 @@ pub async fn person_block(st: &AppState, ctx: &Ctx, caller: &Caller, rec: &Perso
     let today = dancu_store::registry::today();
     Ok(html! {
         h2 { (l.t("Thẻ căn cước", "Identity cards")) }
-        @if has(caller, crate::policy::CARD_OPERATORS) && rec.person.personal_id.is_some() {
+        @if has_role(caller, crate::policy::CARD_OPERATORS) && rec.person.personal_id.is_some() {
             p.noprint { a.button #card-intake href={ "/ui/persons/" (rec.key) "/card-application" } { (l.t("Làm thủ tục cấp CCCD", "Identity card application")) } }
         }
         @if cards.is_empty() && apps.is_empty() { p.muted { (l.t("Chưa có thẻ hay hồ sơ cấp thẻ.", "No card and no application.")) } }

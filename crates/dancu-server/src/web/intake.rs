@@ -24,7 +24,7 @@ use dancu_store::{ImportBatch, ReviewQuery};
 use maud::{Markup, html};
 
 use super::multipart::{boundary, parts};
-use super::{Ctx, FormData, Lang, redirect};
+use super::{Ctx, FormData, Lang, redirect, when};
 use crate::AppState;
 use crate::intake::{self, Format, Progress, Snapshot, Stage, Summary};
 
@@ -133,12 +133,6 @@ fn review_state(l: Lang, s: dancu_store::ReviewState) -> &'static str {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-fn when(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::from_hms(7, 0, 0).expect("UTC+7"));
-    let f = time::macros::format_description!("[day]/[month]/[year] [hour]:[minute]");
-    t.format(&f).unwrap_or_default()
 }
 
 /// What a batch page shows about the batch's state.

@@ -28,6 +28,23 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::problem::ApiError;
 
+/// Whether the officer holds one of `roles`.
+pub(crate) fn has_role(caller: &Caller, roles: &[Role]) -> bool {
+    caller.officer.roles.iter().any(|r| roles.contains(r))
+}
+
+/// The id at the end of the `Location` of an API handler's `201 Created` answer.
+pub(crate) fn created_id(res: &Response) -> String {
+    let location = res.headers().get(header::LOCATION).and_then(|v| v.to_str().ok());
+    location.and_then(|v| v.rsplit('/').next()).unwrap_or("").to_string()
+}
+
+/// A moment as pages show it: day/month/year hour:minute, Vietnam time.
+pub(crate) fn when(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(dancu_store::registry::VIETNAM_OFFSET);
+    t.format(time::macros::format_description!("[day]/[month]/[year] [hour]:[minute]")).unwrap_or_default()
+}
+
 /// The language cookie (not a secret: readable, lax).
 pub const LANG_COOKIE: &str = "dancu_lang";
 /// The stylesheet, embedded in the binary.
@@ -184,7 +201,7 @@ impl Ctx {
     pub fn posted(&self, body: &[u8]) -> Result<(FormData, Caller), Response> {
         let form = FormData::parse(body);
         self.check_form(&form)?;
-        let caller = self.caller.clone().ok_or_else(|| redirect("/ui/login"))?;
+        let caller = self.caller()?.clone();
         Ok((form, caller))
     }
 

@@ -191,12 +191,8 @@ async fn after_code(ctx: &Ctx, res: Result<Response, ApiError>, title: &str, act
 
 /// `POST /ui/mfa`.
 pub async fn mfa(State(st): State<AppState>, ctx: Ctx, body: Bytes) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(r) = ctx.check_form(&form) {
-        return r;
-    }
-    let caller = match ctx.caller() {
-        Ok(c) => c.clone(),
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let code = crate::auth::CodeRequest { code: form.get("code").to_string() };
@@ -234,12 +230,8 @@ fn enrolment_block(ctx: &Ctx, e: &crate::auth::TotpEnrolment) -> Markup {
 
 /// `POST /ui/totp`: a new secret, shown as a QR code, with the form to confirm it.
 pub async fn totp_start(State(st): State<AppState>, ctx: Ctx, body: Bytes) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(r) = ctx.check_form(&form) {
-        return r;
-    }
-    let caller = match ctx.caller() {
-        Ok(c) => c.clone(),
+    let (_, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let e = match crate::auth::enrol(&st, &caller).await {
@@ -257,12 +249,8 @@ pub async fn totp_start(State(st): State<AppState>, ctx: Ctx, body: Bytes) -> Re
 
 /// `POST /ui/totp/confirm`.
 pub async fn totp_confirm(State(st): State<AppState>, ctx: Ctx, body: Bytes) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(r) = ctx.check_form(&form) {
-        return r;
-    }
-    let caller = match ctx.caller() {
-        Ok(c) => c.clone(),
+    let (form, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let code = crate::auth::CodeRequest { code: form.get("code").to_string() };
@@ -273,12 +261,8 @@ pub async fn totp_confirm(State(st): State<AppState>, ctx: Ctx, body: Bytes) -> 
 
 /// `POST /ui/logout`.
 pub async fn logout(State(st): State<AppState>, ctx: Ctx, body: Bytes) -> Response {
-    let form = FormData::parse(&body);
-    if let Err(r) = ctx.check_form(&form) {
-        return r;
-    }
-    let caller = match ctx.caller() {
-        Ok(c) => c.clone(),
+    let (_, caller) = match ctx.posted(&body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     match crate::auth::logout(State(st), caller).await {

@@ -16,7 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::pages::{carry, display, field_label, full_name, problem_title};
-use super::{Ctx, Lang, field_message, redirect};
+use super::{Ctx, Lang, field_message, redirect, when};
 use crate::AppState;
 use crate::audit::{AuditTarget, RequestContext};
 use crate::auth::Caller;
@@ -30,11 +30,6 @@ fn state_label(l: Lang, s: RequestState) -> &'static str {
         RequestState::Rejected => l.t("bị từ chối", "rejected"),
         RequestState::Withdrawn => l.t("đã rút", "withdrawn"),
     }
-}
-
-fn when(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::from_hms(7, 0, 0).expect("UTC+7"));
-    t.format(time::macros::format_description!("[day]/[month]/[year] [hour]:[minute]")).unwrap_or_default()
 }
 
 /// What in a request needs approval, named as the person page names the fields.

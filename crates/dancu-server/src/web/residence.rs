@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dancu_core::PersonalId;
 use dancu_core::date::iso_date;
@@ -24,28 +24,13 @@ use dancu_store::{AddressReviewQuery, Application, ApplicationQuery};
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::{Ctx, FormData, Lang, redirect};
+use super::pages::{Q, carry, q};
+use super::{Ctx, FormData, Lang, created_id, has_role, redirect};
 use crate::AppState;
 use crate::audit::RequestContext;
 use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::ApiError;
-
-type Q = Query<BTreeMap<String, String>>;
-
-fn q<'a>(query: &'a Q, key: &str) -> &'a str {
-    query.0.get(key).map(|s| s.trim()).unwrap_or("")
-}
-
-/// Moves the audit facts of an API handler's answer onto the page's answer.
-fn carry(from: &Response, mut to: Response) -> Response {
-    *to.extensions_mut() = from.extensions().clone();
-    to
-}
-
-fn has_role(caller: &Caller, roles: &[dancu_core::auth::Role]) -> bool {
-    caller.officer.roles.iter().any(|r| roles.contains(r))
-}
 
 fn kind_label(l: Lang, k: ProcedureKind) -> String {
     match l {
@@ -1069,13 +1054,7 @@ async fn submit_form(
     let submit = crate::residence::SubmitApplication { procedure };
     match crate::residence::submit(State(st), caller, Extension(rc), headers, ApiJson(submit)).await {
         Ok(res) => {
-            let id = res
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.rsplit('/').next())
-                .unwrap_or("")
-                .to_string();
+            let id = created_id(&res);
             carry(&res, redirect(&format!("/ui/residence?created={id}")))
         }
         Err(e) => {

@@ -157,20 +157,30 @@ impl AuditWriter {
 pub struct AuditIndexer;
 
 impl AuditIndexer {
-    /// Entries per indexing transaction: small enough that the group commit of appends, which
-    /// waits for the audit file's writer meanwhile, is held up a few milliseconds at most (one
-    /// transaction of a whole second's entries held it for ~70 ms: the lookups' p99).
-    pub const BATCH: u32 = 2_048;
+    /// Entries per indexing transaction at most. Appends never wait for one (SQLite keeps the
+    /// indexes in a file of their own, PostgreSQL locks only the high-water mark's row); a
+    /// larger batch touches each page of the by-person index's newest segment fewer times per
+    /// entry.
+    pub const BATCH: u32 = 65_536;
 
+    /// Indexes every `period` (at once again while whole batches are waiting). Between rounds,
+    /// at least every second, it runs the upkeep alone ([`Store::audit_index`] with `max` 0:
+    /// entries of changes reach the chain, SQLite's trail log is copied into its file). A longer
+    /// period means fewer, larger batches: each page of the by-person index's newest segment is
+    /// rewritten fewer times per entry.
     pub fn spawn(store: Arc<dyn Store>, period: std::time::Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let upkeep = period.min(std::time::Duration::from_secs(1));
+            let mut indexed_at: Option<std::time::Instant> = None;
             loop {
-                match store.audit_index(Self::BATCH).await {
-                    Ok(n) if n == u64::from(Self::BATCH) => continue,
+                let due = indexed_at.is_none_or(|t| t.elapsed() >= period);
+                match store.audit_index(if due { Self::BATCH } else { 0 }).await {
+                    Ok(n) if due && n == u64::from(Self::BATCH) => continue,
+                    Ok(_) if due => indexed_at = Some(std::time::Instant::now()),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "audit indexing failed"),
                 }
-                tokio::time::sleep(period).await;
+                tokio::time::sleep(upkeep).await;
             }
         })
     }

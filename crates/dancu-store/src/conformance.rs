@@ -769,7 +769,8 @@ pub async fn review_pairs_merge_or_keep_both(store: Arc<dyn Store>) {
     assert_eq!(store.review_pairs(&q).await.unwrap().len(), 0);
 }
 
-fn audit_entry(i: i64) -> dancu_core::audit::AuditEntry {
+/// A sample entry: officer `officer-{i % 3}`, person `person-{i % 5}`.
+pub fn audit_entry(i: i64) -> dancu_core::audit::AuditEntry {
     dancu_core::audit::AuditEntry {
         at: format!("2026-11-29T08:{:02}:{:02}Z", i / 60, i % 60),
         officer: format!("officer-{}", i % 3),

@@ -509,6 +509,8 @@ pub trait Store: Send + Sync {
     /// Adds up to `max` entries past the high-water mark to the query indexes (by person,
     /// officer and time) and moves the mark, in one transaction; returns how many. The indexes
     /// are derived from the chain and kept off the append path (see [`audit::AuditIndexer`]).
+    /// Also the trail's upkeep, which `max` 0 runs alone: SQLite moves the entries of changes
+    /// waiting in the main file into the chain and copies the trail's log into its file.
     async fn audit_index(&self, max: u32) -> Result<u64>;
 
     /// The high-water mark of the query indexes: every entry up to it is indexed.

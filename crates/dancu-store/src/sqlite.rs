@@ -528,10 +528,11 @@ CREATE INDEX persons_population
 
 /// The audit trail's own file (`<name>.audit.<ext>` beside the database): the hash chain, its
 /// signed checkpoints, the query indexes and how far the outbox of the main file has been moved.
-const AUDIT_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "audit trail",
-    r#"
+const AUDIT_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "audit trail",
+        r#"
 CREATE TABLE audit_log (
     seq        INTEGER PRIMARY KEY,
     at         TEXT NOT NULL,
@@ -594,14 +595,74 @@ CREATE TABLE outbox_state (
 ) STRICT;
 INSERT INTO outbox_state (id, moved) VALUES (1, 0);
 "#,
-)];
+    ),
+    (
+        2,
+        "audit query indexes in their own file",
+        r#"
+-- The query indexes move to `<name>.audit-index.<ext>` (derived data, rebuilt there from the
+-- chain): their batches no longer hold this file's writer, share its log or wait for its disk.
+DROP TABLE audit_by_target;
+DROP TABLE audit_by_officer;
+DROP TABLE audit_by_time;
+DROP TABLE audit_index_state;
+"#,
+    ),
+];
+
+/// The query indexes of the audit trail (by person, officer, time) and their high-water mark, in
+/// a file of their own. Derived data, not part of the tamper evidence: the file is rebuilt from
+/// the chain whenever it is missing, of another layout ([`AUDIT_INDEX_LAYOUT`]) or not a prefix
+/// of the chain (its mark's hash differs), so it needs no migrations and no backup.
+const AUDIT_INDEX_SCHEMA: &str = r#"
+DROP TABLE IF EXISTS audit_index_state;
+DROP TABLE IF EXISTS audit_by_target;
+DROP TABLE IF EXISTS audit_by_officer;
+DROP TABLE IF EXISTS audit_by_time;
+CREATE TABLE audit_index_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_seq  INTEGER NOT NULL,
+    indexed_hash BLOB
+) STRICT;
+INSERT INTO audit_index_state (id, indexed_seq, indexed_hash) VALUES (1, 0, NULL);
+CREATE TABLE audit_by_target (
+    segment INTEGER NOT NULL,
+    target  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (segment, target, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE audit_by_officer (
+    officer TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (officer, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE audit_by_time (
+    at  TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (at, seq)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// The layout of the index file (its `user_version`); another value rebuilds it.
+const AUDIT_INDEX_LAYOUT: i64 = 1;
+
+/// Where the query indexes of the audit trail of the database at `path` are kept:
+/// `dancu.sqlite` → `dancu.audit-index.sqlite`.
+pub fn audit_index_path(path: &Path) -> PathBuf {
+    sibling(path, "audit-index")
+}
 
 /// Where the audit trail of the database at `path` is kept: `dancu.sqlite` → `dancu.audit.sqlite`.
 pub fn audit_path(path: &Path) -> PathBuf {
+    sibling(path, "audit")
+}
+
+/// `dancu.sqlite` → `dancu.<tag>.sqlite` (a name without extension gets `.<tag>`).
+fn sibling(path: &Path, tag: &str) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let name = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.audit.{ext}"),
-        _ => format!("{name}.audit"),
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.{tag}.{ext}"),
+        _ => format!("{name}.{tag}"),
     };
     path.with_file_name(name)
 }
@@ -640,7 +701,7 @@ fn run_migrations(
 /// Migration 15: copies the chain and its checkpoints kept in the main file so far into the
 /// audit file (committed there first; a rerun after a crash copies only what is not there yet),
 /// then drops them from the main file in the migration's transaction. The query indexes are
-/// rebuilt in the audit file by the indexer.
+/// rebuilt in their own file by the indexer.
 fn move_audit_to_own_file(tx: &rusqlite::Transaction<'_>, audit: &mut Connection) -> Result<()> {
     let atx = audit.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let have: i64 = atx.query_row("SELECT COALESCE(max(seq), 0) FROM audit_log", [], |r| r.get(0))?;
@@ -709,14 +770,22 @@ struct Inner {
     audit: AuditFile,
 }
 
-/// The audit trail's own file: one writer (the group commit, the outbox mover, the indexer and
-/// checkpoints take turns) and a pool of readers.
+/// The audit trail's own file: one writer (the group commit, the outbox mover and signed
+/// checkpoints take turns) and a pool of readers (each with the index file attached as `ix`);
+/// its query indexes live in a third file with a writer of its own, the indexer's.
 struct AuditFile {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Connection>,
     /// A connection of the main file and its last `data_version` (see [`outbox_may_have_rows`]).
     outbox_watch: Mutex<Option<(Connection, i64)>>,
+    index_path: PathBuf,
+    /// The index file's only writer (see [`AUDIT_INDEX_SCHEMA`]).
+    index: Mutex<Connection>,
+    /// A second read-write connection of the audit file, for copying its write-ahead log into
+    /// the file after each indexing round ([`checkpoint_audit_log`]) instead of inside a group
+    /// commit that requests wait for.
+    log_copier: Mutex<Option<Connection>>,
 }
 
 /// The SQLite store.
@@ -924,20 +993,87 @@ fn chain_audit(tx: &rusqlite::Transaction<'_>, entries: &[AuditEntry]) -> Result
     Ok(seq)
 }
 
-/// Indexes up to `max` entries past the high-water mark in one transaction, each index's rows
-/// inserted in key order (every page touched once per batch).
-fn index_audit(conn: &mut Connection, max: u32) -> Result<u64> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mark: i64 = tx.query_row("SELECT indexed_seq FROM audit_index_state WHERE id = 1", [], |r| r.get(0))?;
-    let rows = {
+/// Opens the index file, (re)creating its tables when it is new or of another layout.
+fn open_audit_index(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    // Derived data: after a power loss it is rebuilt from the chain, so no wait for the disk.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let layout = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+    if layout(&conn)? != AUDIT_INDEX_LAYOUT {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if layout(&tx)? != AUDIT_INDEX_LAYOUT {
+            tx.execute_batch(AUDIT_INDEX_SCHEMA)?;
+            tx.pragma_update(None, "user_version", AUDIT_INDEX_LAYOUT)?;
+        }
+        tx.commit()?;
+    }
+    Ok(conn)
+}
+
+/// Empties the index file when it is not a prefix of the chain: its mark lies past the chain's
+/// head, or the entry at its mark has another hash (the chain file was replaced, e.g. restored
+/// from a backup without the index file). The indexer then rebuilds it from the start.
+fn check_audit_index(inner: &Inner) -> Result<()> {
+    let mut index = inner.audit.index.lock().unwrap_or_else(|p| p.into_inner());
+    let (mark, hash): (i64, Option<Vec<u8>>) =
+        index.query_row("SELECT indexed_seq, indexed_hash FROM audit_index_state WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if mark == 0 {
+        return Ok(());
+    }
+    let at_mark: Option<Vec<u8>> = with_audit_reader(inner, |c| {
+        Ok(c.query_row("SELECT hash FROM audit_log WHERE seq = ?1", [mark], |r| r.get(0)).optional()?)
+    })?;
+    if at_mark.is_none() || at_mark != hash {
+        tracing::warn!(mark, "the audit query indexes do not match the chain: rebuilding them");
+        let tx = index.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(AUDIT_INDEX_SCHEMA)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Copies the audit file's write-ahead log into the file as far as no reader needs it (SQLite's
+/// passive checkpoint: it neither waits for nor blocks the group commit).
+fn checkpoint_audit_log(inner: &Inner) -> Result<()> {
+    let mut copier = inner.audit.log_copier.lock().unwrap_or_else(|p| p.into_inner());
+    if copier.is_none() {
+        let conn = Connection::open(&inner.audit.path)?;
+        configure(&conn)?;
+        *copier = Some(conn);
+    }
+    let conn = copier.as_ref().expect("opened above");
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+/// Indexes up to `max` entries past the high-water mark in one transaction of the index file,
+/// each index's rows inserted in key order (every page touched once per batch). The chain's
+/// committed entries never change, so they are read before that transaction, on a reader.
+fn index_audit(inner: &Inner, max: u32) -> Result<u64> {
+    let mut conn = inner.audit.index.lock().unwrap_or_else(|p| p.into_inner());
+    let read_mark = |c: &Connection| -> Result<i64> {
+        Ok(c.query_row("SELECT indexed_seq FROM audit_index_state WHERE id = 1", [], |r| r.get(0))?)
+    };
+    let mark = read_mark(&conn)?;
+    let rows = with_audit_reader(inner, |c| {
         let mut stmt =
-            tx.prepare_cached("SELECT seq, officer, target, at FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            c.prepare_cached("SELECT seq, officer, target, at FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt.query_map(params![mark, max], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, String>(3)?))
         })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    })?;
     let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
+    let last_hash: Vec<u8> = with_audit_reader(inner, |c| {
+        Ok(c.prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?.query_row([last], |r| r.get(0))?)
+    })?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if read_mark(&tx)? != mark {
+        return Ok(0); // another process indexed meanwhile
+    }
     let mut by_target: Vec<(i64, &str, i64)> = rows
         .iter()
         .filter_map(|(seq, _, target, _)| target.as_deref().map(|t| (seq >> crate::AUDIT_SEGMENT_BITS, t, *seq)))
@@ -963,7 +1099,10 @@ fn index_audit(conn: &mut Connection, max: u32) -> Result<u64> {
             stmt.execute(params![at, seq])?;
         }
     }
-    tx.execute("UPDATE audit_index_state SET indexed_seq = ?1 WHERE id = 1", [last])?;
+    tx.execute(
+        "UPDATE audit_index_state SET indexed_seq = ?1, indexed_hash = ?2 WHERE id = 1",
+        params![last, last_hash],
+    )?;
     tx.commit()?;
     Ok(rows.len() as u64)
 }
@@ -1157,24 +1296,28 @@ fn pair_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ReviewPair>> {
 
 /// Runs `f` on a pooled read-only connection of the main file (opening one when the pool is empty).
 fn with_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    pooled(&inner.readers, &inner.path, reader_mmap(), f)
+    pooled(&inner.readers, || open_reader(&inner.path, reader_mmap()), f)
 }
 
-/// Runs `f` on a pooled read-only connection of the audit file.
+/// Runs `f` on a pooled read-only connection of the audit file, the index file attached as `ix`.
 fn with_audit_reader<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    pooled(&inner.audit.readers, &inner.audit.path, false, f)
+    let open = || {
+        let conn = open_reader(&inner.audit.path, false)?;
+        conn.execute("ATTACH DATABASE ?1 AS ix", [inner.audit.index_path.to_string_lossy()])?;
+        Ok(conn)
+    };
+    pooled(&inner.audit.readers, open, f)
 }
 
 fn pooled<T>(
     pool: &Mutex<Vec<Connection>>,
-    path: &Path,
-    mmap: bool,
+    open: impl FnOnce() -> Result<Connection>,
     f: impl FnOnce(&Connection) -> Result<T>,
 ) -> Result<T> {
     let conn = pool.lock().expect("reader pool lock").pop();
     let conn = match conn {
         Some(c) => c,
-        None => open_reader(path, mmap)?,
+        None => open()?,
     };
     let out = f(&conn);
     let mut pool = pool.lock().expect("reader pool lock");
@@ -1273,11 +1416,19 @@ impl SqliteStore {
         let audit_path = audit_path(&path);
         let audit_writer = Connection::open(&audit_path)?;
         configure(&audit_writer)?;
+        // The log is copied into the file after each indexing round (`checkpoint_audit_log`), off
+        // the path of requests; this is only the bound when no indexer runs (a long CLI command).
+        audit_writer.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+        let index_path = audit_index_path(&path);
+        let index = open_audit_index(&index_path)?;
         let audit = AuditFile {
             path: audit_path,
             readers: Mutex::new(Vec::new()),
             writer: Mutex::new(audit_writer),
             outbox_watch: Mutex::new(None),
+            index_path,
+            index: Mutex::new(index),
+            log_copier: Mutex::new(None),
         };
         Ok(SqliteStore {
             inner: Arc::new(Inner { path, readers: Mutex::new(Vec::new()), writer: Mutex::new(writer), audit }),
@@ -1416,14 +1567,18 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<usize> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut audit = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let mut applied = run_migrations(&mut audit, AUDIT_MIGRATIONS, |_, _| Ok(()))?;
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            applied += run_migrations(&mut conn, MIGRATIONS, |version, tx| match version {
-                4 => backfill_areas(tx),
-                15 => move_audit_to_own_file(tx, &mut audit),
-                _ => Ok(()),
-            })?;
+            let applied = {
+                let mut audit = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
+                let mut applied = run_migrations(&mut audit, AUDIT_MIGRATIONS, |_, _| Ok(()))?;
+                let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+                applied += run_migrations(&mut conn, MIGRATIONS, |version, tx| match version {
+                    4 => backfill_areas(tx),
+                    15 => move_audit_to_own_file(tx, &mut audit),
+                    _ => Ok(()),
+                })?;
+                applied
+            };
+            check_audit_index(&inner)?;
             Ok(applied)
         })
         .await
@@ -1680,15 +1835,15 @@ impl Store for SqliteStore {
             }
             let indexed = match (target, officer, from, to) {
                 (Some(t), ..) => Some(format!(
-                    "SELECT a.seq FROM s JOIN audit_by_target a ON a.segment = s.n AND a.target = ?{t}
+                    "SELECT a.seq FROM s JOIN ix.audit_by_target a ON a.segment = s.n AND a.target = ?{t}
                      WHERE a.seq <= (SELECT mark FROM h)"
                 )),
                 (None, Some(o), ..) => Some(format!(
-                    "SELECT seq FROM audit_by_officer WHERE officer = ?{o} AND seq <= (SELECT mark FROM h)"
+                    "SELECT seq FROM ix.audit_by_officer WHERE officer = ?{o} AND seq <= (SELECT mark FROM h)"
                 )),
                 (None, None, None, None) => None,
                 (None, None, from, to) => {
-                    let mut sql = String::from("SELECT seq FROM audit_by_time WHERE seq <= (SELECT mark FROM h)");
+                    let mut sql = String::from("SELECT seq FROM ix.audit_by_time WHERE seq <= (SELECT mark FROM h)");
                     if let Some(n) = from {
                         sql += &format!(" AND at >= ?{n}");
                     }
@@ -1705,7 +1860,7 @@ impl Store for SqliteStore {
                 None => format!("{AUDIT_SELECT} {page}"),
                 Some(indexed) => format!(
                     "WITH RECURSIVE
-                         h(mark) AS (SELECT COALESCE((SELECT indexed_seq FROM audit_index_state WHERE id = 1), 0)),
+                         h(mark) AS (SELECT COALESCE((SELECT indexed_seq FROM ix.audit_index_state WHERE id = 1), 0)),
                          s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s, h WHERE n < h.mark >> {bits})
                      {AUDIT_SELECT} WHERE seq > (SELECT mark FROM h){filters}
                      UNION ALL
@@ -1726,12 +1881,9 @@ impl Store for SqliteStore {
         tokio::task::spawn_blocking(move || {
             // Entries of changes reach the chain within the indexer's period, even with no other traffic.
             with_audit_writer(&inner, true, |_| Ok(()))?;
-            let mut conn = inner.audit.writer.lock().unwrap_or_else(|p| p.into_inner());
-            // Derived data: rebuilt from the chain after a power loss, so no wait for the disk.
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            let out = index_audit(&mut conn, max);
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            out
+            let indexed = index_audit(&inner, max)?;
+            checkpoint_audit_log(&inner)?;
+            Ok(indexed)
         })
         .await
         .map_err(backend)?
@@ -1739,7 +1891,7 @@ impl Store for SqliteStore {
 
     async fn audit_indexed_seq(&self) -> Result<i64> {
         self.read_audit(|conn| {
-            Ok(conn.query_row("SELECT indexed_seq FROM audit_index_state WHERE id = 1", [], |r| r.get(0))?)
+            Ok(conn.query_row("SELECT indexed_seq FROM ix.audit_index_state WHERE id = 1", [], |r| r.get(0))?)
         })
         .await
     }

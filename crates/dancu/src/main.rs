@@ -864,9 +864,9 @@ async fn serve(
         Some(dancu_store::audit::Auditor::new(store.clone(), signer))
     };
     let writer = auditor.clone().map(|a| dancu_store::audit::AuditWriter::spawn(a, audit.checkpoint_every.max(1)));
-    // The audit query indexes: caught up from their stored high-water mark now, then kept close
-    // behind the chain (queries read the chain past the mark, so they are exact meanwhile).
-    let indexer = dancu_store::audit::AuditIndexer::spawn(store.clone(), std::time::Duration::from_secs(1));
+    // The audit query indexes: caught up from their stored high-water mark now, then kept a few
+    // seconds behind the chain (queries read the chain past the mark, so they are exact meanwhile).
+    let indexer = dancu_store::audit::AuditIndexer::spawn(store.clone(), std::time::Duration::from_secs(5));
     if let Some(a) = auditor.clone() {
         // A checkpoint every minute keeps the unsigned tail short when traffic is light.
         tokio::spawn(async move {

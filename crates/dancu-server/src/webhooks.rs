@@ -22,7 +22,8 @@
 //! or sent (a suspended partner's queue waits; a revoked one gets nothing more); a delivery is
 //! marked delivered once (the store refuses a second mark) and only after the receiver answered
 //! 2xx and the disclosure is in the audit trail (one `partner.webhook` entry per person, so the
-//! citizen's access log shows it). Targets are `http://` URLs (TLS to receivers is not built in).
+//! citizen's access log shows it). Targets are `https://` URLs (the receiver's certificate checked
+//! against the system's CAs and `--webhook-ca`), or `http://` ones inside a secured network.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,7 @@ const SEND_STEP: u32 = 100;
 /// How much of a receiver's answer is read (and ignored).
 const ANSWER_MAX_BYTES: usize = 64 * 1024;
 
-/// The worker's timing.
+/// The worker's timing and the certificate authorities it trusts for `https://` receivers.
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// Pause between rounds.
@@ -72,6 +73,8 @@ pub struct WebhookConfig {
     pub backoff_max: Duration,
     /// How long one request may take (connect, send, answer).
     pub timeout: Duration,
+    /// TLS for `https://` receivers ([`client_tls`]).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl Default for WebhookConfig {
@@ -81,8 +84,49 @@ impl Default for WebhookConfig {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
+            tls: client_tls(None).expect("TLS with the system's certificate authorities alone"),
         }
     }
+}
+
+/// Where Linux distributions keep the bundle of trusted certificate authorities (PEM); the
+/// `SSL_CERT_FILE` variable, when set, names another.
+const SYSTEM_CA_BUNDLES: &[&str] =
+    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"];
+
+/// TLS for `https://` receivers: the system's certificate authorities, plus `extra_ca_pem` (e.g.
+/// the government network's own CA, `--webhook-ca`). TLS 1.2 and 1.3 with rustls' safe defaults;
+/// the receiver's certificate must name the URL's host. Errors name what in `extra_ca_pem` is wrong.
+pub fn client_tls(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let bundle = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_CA_BUNDLES.iter().map(std::path::PathBuf::from))
+        .find_map(|p| std::fs::read(p).ok());
+    if let Some(pem) = bundle {
+        // A bundle may hold certificates webpki does not accept as anchors: those are skipped.
+        roots.add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).filter_map(|c| c.ok()));
+    }
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for (i, ca) in CertificateDer::pem_slice_iter(pem).enumerate() {
+            let ca = ca.map_err(|e| format!("webhook CA, certificate {}: {e}", i + 1))?;
+            roots.add(ca).map_err(|e| format!("webhook CA, certificate {}: {e}", i + 1))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("webhook CA: no CERTIFICATE block".into());
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Starts the delivery worker: a round every `config.poll` until the task is aborted. Several
@@ -221,8 +265,9 @@ async fn serve_partner(st: &AppState, config: &WebhookConfig, w: Webhook) -> Res
     }
 }
 
-/// A webhook target: `http://host[:port][/path][?query]`.
+/// A webhook target: `http[s]://host[:port][/path][?query]`.
 struct Target {
+    tls: bool,
     host: String,
     port: u16,
     authority: String,
@@ -238,18 +283,12 @@ fn parse_target(url: &str) -> Result<Target, FieldError> {
         return Err(FieldError::new("url", "too_long", "at most 2048 characters"));
     }
     let uri: Uri =
-        url.parse().map_err(|_| url_error("not a URL; e.g. http://receiver.example.vn/dancu/events", url))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(url_error(
-                "https targets are not supported yet: deliver to an http:// endpoint inside the secure link \
-                 (e.g. a TLS-terminating gateway of the partner's network)",
-                url,
-            ));
-        }
-        _ => return Err(url_error("an absolute http:// URL is required", url)),
-    }
+        url.parse().map_err(|_| url_error("not a URL; e.g. https://receiver.example.vn/dancu/events", url))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(url_error("an absolute https:// (or http://) URL is required", url)),
+    };
     let Some(auth) = uri.authority() else { return Err(url_error("the URL has no host", url)) };
     if auth.as_str().contains('@') {
         return Err(url_error("credentials in the URL are not allowed; authenticate by the signature", url));
@@ -260,8 +299,9 @@ fn parse_target(url: &str) -> Result<Target, FieldError> {
     let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_string();
     let path = uri.path_and_query().map(|p| p.as_str().to_string()).filter(|p| !p.is_empty());
     Ok(Target {
+        tls,
         host,
-        port: auth.port_u16().unwrap_or(80),
+        port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
         authority: auth.as_str().to_string(),
         path: path.unwrap_or_else(|| "/".into()),
     })
@@ -290,19 +330,36 @@ async fn send(st: &AppState, config: &WebhookConfig, url: &str, secret: &[u8], d
         let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|e| format!("no connection to {}: {e}", target.authority))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        if !target.tls {
+            return post(stream, request).await;
+        }
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|e| format!("{} is not a TLS server name: {e}", target.host))?;
+        let stream = tokio_rustls::TlsConnector::from(config.tls.clone())
+            .connect(name, stream)
             .await
-            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-        let driver = tokio::spawn(conn);
-        let res = sender.send_request(request).await.map_err(|e| format!("no answer: {e}"))?;
-        let status = res.status().as_u16();
-        let _ = Limited::new(res.into_body(), ANSWER_MAX_BYTES).collect().await;
-        driver.abort();
-        Ok(status)
+            .map_err(|e| format!("TLS with {} failed: {e}", target.authority))?;
+        post(stream, request).await
     };
     tokio::time::timeout(config.timeout, exchange)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} ms", config.timeout.as_millis())))
+}
+
+/// Sends `request` over an open connection (plain or TLS); the answer's status.
+async fn post<S>(stream: S, request: hyper::Request<Full<Bytes>>) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let res = sender.send_request(request).await.map_err(|e| format!("no answer: {e}"))?;
+    let status = res.status().as_u16();
+    let _ = Limited::new(res.into_body(), ANSWER_MAX_BYTES).collect().await;
+    driver.abort();
+    Ok(status)
 }
 
 // ---- the partner's registration --------------------------------------------------------------
@@ -311,7 +368,8 @@ async fn send(st: &AppState, config: &WebhookConfig, url: &str, secret: &[u8], d
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
-    /// `http://host[:port]/path` the events are POSTed to.
+    /// `https://host[:port]/path` (or `http://`) the events are POSTed to. An https receiver's
+    /// certificate must chain to a CA the server trusts (the system's, or `--webhook-ca`).
     pub url: String,
     /// The HMAC secret (32-256 printable ASCII characters). Omitted: a new registration gets one
     /// generated (shown once, in this answer); a replaced one keeps its secret.

@@ -154,7 +154,7 @@ async fn webhooks(store: Arc<dyn Store>) {
     let bhxh = token(&s, &bhxh_key, "bhxh").await;
     let bad = [
         (json!({"url": "ftp://x/y"}), "url"),
-        (json!({"url": "https://bhxh.example.vn/hook"}), "url"),
+        (json!({"url": "https://"}), "url"),
         (json!({"url": "http://user:pw@bhxh.example.vn/hook"}), "url"),
         (json!({"url": "not a url"}), "url"),
         (json!({"url": url, "secret": "short"}), "secret"),
@@ -237,6 +237,7 @@ async fn webhooks(store: Arc<dyn Store>) {
         backoff_base: Duration::from_millis(100),
         backoff_max: Duration::from_millis(400),
         timeout: Duration::from_secs(2),
+        ..Default::default()
     };
     let worker = webhooks::spawn(state.clone(), config.clone());
     let status = "/api/v1/partners/bhxh/webhook";
@@ -348,4 +349,159 @@ async fn webhooks_on_postgres() {
     if let Some(store) = support::pg_store().await {
         webhooks(store).await;
     }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made by the OpenSSL command line.
+fn receiver_pki(dir: &std::path::Path) {
+    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
+    openssl(
+        dir,
+        &["req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Receiver CA"]
+            .iter()
+            .chain(&["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    std::fs::write(
+        dir.join("srv.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "srv.key"]);
+    openssl(dir, &["req", "-new", "-key", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "srv.ext",
+        ],
+    );
+}
+
+/// What the HTTPS receiver logs of each request: event id, HMAC, timestamp, body.
+type TlsLog = Arc<Mutex<Vec<(String, String, i64, Bytes)>>>;
+
+/// A real HTTPS receiver (rustls): logs each request ([`TlsLog`]) and answers 200.
+async fn tls_receiver(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, log: TlsLog) {
+    use http_body_util::BodyExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let (acceptor, log) = (acceptor.clone(), log.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(stream).await else { return };
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let log = log.clone();
+                async move {
+                    let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let (event, hmac, ts) =
+                        (h("x-dancu-event-id"), h("x-dancu-webhook-signature"), h("x-dancu-webhook-timestamp"));
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    log.lock().unwrap().push((event, hmac, ts.parse().unwrap_or(0), body));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(Bytes::new())))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+/// An `https://` receiver: a worker trusting only the system's certificate authorities refuses
+/// its certificate (a failed try, named, retried; nothing reaches the receiver), and one given
+/// the receiver's CA (`--webhook-ca`) delivers the event over TLS, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_over_https() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let store = support::sqlite_store().await;
+    let (s, state) = start_state(store.clone(), Default::default()).await;
+    let reg = Registry::new(store.clone());
+    let meta = ChangeMeta::new("maker", "thu thập", None);
+    let rec = reg.create(dancu_store::conformance::sample(0), &meta).await.unwrap();
+    let person = reg.activate(rec.key, None, &meta).await.unwrap();
+    let admin = add_officer(&s, "partner.admin", "ministry", &[Role::PartnerAdministrator], &[], false).await;
+    let admin = client(s.addr, &admin).await;
+    let key = SoftwareKey::generate().unwrap();
+    let fields = ["personal_id", "full_name", "status"];
+    let r = admin.send("POST", "/api/v1/partners", &partner_body("thue", &["events"], &fields, &key)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let dir = std::env::temp_dir().join(format!("dancu-webhook-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    receiver_pki(&dir);
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let chain = CertificateDer::pem_slice_iter(&read("srv.pem")).collect::<Result<Vec<_>, _>>().unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, PrivateKeyDer::from_pem_slice(&read("srv.key")).unwrap())
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/thue/su-kien", listener.local_addr().unwrap().port());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let rx = tokio::spawn(tls_receiver(listener, Arc::new(server), log.clone()));
+
+    let tok = token(&s, &key, "thue").await;
+    let secret = "0123456789abcdef0123456789abcdef-thue";
+    let r =
+        partner_call(&s, &tok, "PUT", "/api/v1/sharing/webhook", Some(&json!({"url": url, "secret": secret}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut renamed = person.person.clone();
+    renamed.record.name.given = "Bảo".into();
+    store.update_person(person.key, person.version, &renamed, ChangeKind::Update, &meta).await.unwrap();
+
+    let status = "/api/v1/partners/thue/webhook";
+    let config = WebhookConfig {
+        poll: Duration::from_millis(50),
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let worker = webhooks::spawn(state.clone(), config.clone());
+    let v = wait_for(&admin, status, "the untrusted receiver retried", |v| {
+        v["pending"] == 1 && v["deliveries"][0]["attempts"].as_i64().unwrap_or(0) >= 2
+    })
+    .await;
+    worker.abort();
+    let _ = worker.await;
+    let error = v["deliveries"][0]["last_error"].as_str().unwrap();
+    assert!(error.contains("TLS") && error.to_lowercase().contains("certificate"), "{error}");
+    assert!(log.lock().unwrap().is_empty(), "no request over a refused handshake");
+
+    let trusted = WebhookConfig { tls: webhooks::client_tls(Some(&read("ca.pem"))).unwrap(), ..config };
+    let worker = webhooks::spawn(state.clone(), trusted);
+    wait_for(&admin, status, "the event delivered over TLS", |v| v["delivered"] == 1).await;
+    worker.abort();
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let (event, hmac, ts, body) = &got[0];
+    assert_eq!(event, &format!("{}:{}:name_change", person.key, person.version + 1));
+    assert_eq!(hmac, &webhook_signature(secret.as_bytes(), *ts, event, body));
+    assert_eq!(serde_json::from_slice::<Value>(body).unwrap()["name"]["given"], "Bảo");
+    rx.abort();
+
+    let bad = webhooks::client_tls(Some(b"not a certificate")).unwrap_err();
+    assert!(bad.contains("no CERTIFICATE"), "{bad}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

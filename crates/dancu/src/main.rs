@@ -392,6 +392,10 @@ struct SessionArgs {
     /// The longest wait between two tries of a webhook delivery (the wait doubles from 2 s)
     #[arg(long, env = "DANCU_WEBHOOK_BACKOFF_MAX_SECONDS", default_value_t = 3600)]
     webhook_backoff_max_seconds: u64,
+    /// Certificate authorities (PEM) trusted for https:// webhook receivers besides the system's
+    /// (e.g. the government network's own CA)
+    #[arg(long, env = "DANCU_WEBHOOK_CA")]
+    webhook_ca: Option<PathBuf>,
     /// Also serve the API over mutual TLS on this address: partners registered with a client
     /// certificate fingerprint are authenticated by it (needs --mtls-cert, --mtls-key, --mtls-client-ca)
     #[arg(long, env = "DANCU_MTLS_LISTEN")]
@@ -905,10 +909,15 @@ async fn serve(
     dancu_server::web::pages::warm_population(&state);
     // Partners' webhooks: change events queued and delivered in the background (state in the
     // store: a restart resumes where it stopped).
+    let webhook_ca = match &session.webhook_ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
     let webhooks = dancu_server::webhooks::spawn(
         state.clone(),
         dancu_server::webhooks::WebhookConfig {
             backoff_max: std::time::Duration::from_secs(session.webhook_backoff_max_seconds.max(1)),
+            tls: dancu_server::webhooks::client_tls(webhook_ca.as_deref()).map_err(anyhow::Error::msg)?,
             ..Default::default()
         },
     );

@@ -432,15 +432,17 @@ pub struct ClientCert {
 }
 
 /// The TLS configuration of the mutual-TLS port: the server's certificate chain and key (PEM),
-/// and the CA certificates (PEM) that partners' client certificates must chain to. A client
-/// certificate is required; TLS 1.2 and 1.3 with rustls' safe defaults.
+/// the CA certificates (PEM) that partners' client certificates must chain to, and optionally
+/// the CAs' certificate revocation lists (PEM): a client certificate they revoke is refused at
+/// the handshake. A client certificate is required; TLS 1.2 and 1.3 with rustls' safe defaults.
 pub fn mtls_config(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
     client_ca_pem: &[u8],
+    crl_pem: Option<&[u8]>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
     let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("server certificate: {e}"))?;
@@ -456,9 +458,17 @@ pub fn mtls_config(
         return Err("partner CA: no CERTIFICATE block".into());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| format!("partner CA: {e}"))?;
+    let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(pem) = crl_pem {
+        let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("revocation list: {e}"))?;
+        if crls.is_empty() {
+            return Err("revocation list: no X509 CRL block".into());
+        }
+        verifier = verifier.with_crls(crls);
+    }
+    let verifier = verifier.build().map_err(|e| format!("partner CA or revocation list: {e}"))?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -468,18 +478,78 @@ pub fn mtls_config(
     Ok(Arc::new(config))
 }
 
+/// The files of the mutual-TLS port (PEM), read again when one of them changes: a renewed server
+/// certificate or a new revocation list takes effect without a restart.
+#[derive(Debug, Clone)]
+pub struct MtlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub client_ca: std::path::PathBuf,
+    pub crl: Option<std::path::PathBuf>,
+}
+
+impl MtlsFiles {
+    /// Reads the files into a TLS configuration ([`mtls_config`]); errors name the file.
+    pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let crl = self.crl.as_deref().map(read).transpose()?;
+        mtls_config(&read(&self.cert)?, &read(&self.key)?, &read(&self.client_ca)?, crl.as_deref())
+    }
+
+    fn stamp(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        [Some(&self.cert), Some(&self.key), Some(&self.client_ca), self.crl.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+            .collect()
+    }
+
+    /// The configuration now, and a channel that gets a new one whenever a file changed (looked
+    /// at every `period`). A change that does not load (e.g. a half-written file) is logged and
+    /// the running configuration kept; it is tried again at the next change.
+    pub fn watch(
+        self,
+        period: std::time::Duration,
+    ) -> Result<tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>, String> {
+        let (tx, rx) = tokio::sync::watch::channel(self.load()?);
+        tokio::spawn(async move {
+            let mut seen = self.stamp();
+            loop {
+                tokio::time::sleep(period).await;
+                let now = self.stamp();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match self.load() {
+                    Ok(config) => {
+                        tracing::info!("mutual-TLS certificates or revocation list reloaded");
+                        if tx.send(config).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mutual-TLS files changed but do not load; kept the running ones")
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
 /// Serves the API over TLS with client certificates (mutual TLS) until `shutdown`: the same
 /// router and route table; partner routes accept the connection's certificate instead of a
 /// bearer token ([`ClientCert`] on each request). Handshakes that fail (no certificate, one not
-/// from the partner CA) end the connection.
+/// from the partner CA, one revoked) end the connection. Each connection uses the latest
+/// configuration in `tls` ([`MtlsFiles::watch`]).
 pub async fn serve_mtls(
     listener: tokio::net::TcpListener,
     state: AppState,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use tower::ServiceExt;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(state);
     tokio::pin!(shutdown);
     loop {
@@ -493,7 +563,7 @@ pub async fn serve_mtls(
             },
             _ = &mut shutdown => return Ok(()),
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (acceptor, app) = (tokio_rustls::TlsAcceptor::from(tls.borrow().clone()), app.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
                 Ok(Ok(t)) => t,

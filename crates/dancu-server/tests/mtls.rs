@@ -158,23 +158,49 @@ fn fingerprint_with_colons(dir: &Path, name: &str) -> String {
     hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":")
 }
 
-async fn mtls(store: Arc<dyn Store>) {
+/// A directory with the partner CA (able to revoke: `openssl ca` with its database), the
+/// server's certificate and the partners' ones ([`make_pki`]).
+fn pki_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("dancu-mtls-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("ca.cnf"),
         "[req]\ndistinguished_name=dn\n[dn]\n[v3]\nbasicConstraints=critical,CA:TRUE\n\
-         keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n",
+         keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n\
+         [ca]\ndefault_ca=dflt\n[dflt]\ndatabase=index.txt\ncertificate=ca.pem\nprivate_key=ca.key\n\
+         default_md=sha256\ndefault_crl_days=2\ncrl_extensions=crl_ext\n[crl_ext]\n\
+         authorityKeyIdentifier=keyid:always\n",
     )
     .unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
     make_pki(&dir);
+    dir
+}
 
+/// The partner "bhxh" (verify service) registered with its certificate's fingerprint.
+async fn register_bhxh(s: &support::Server, dir: &Path) -> support::Client {
+    let admin = add_officer(s, "partner.admin", "ministry", &[Role::PartnerAdministrator], &[], false).await;
+    let admin = client(s.addr, &admin).await;
+    let key = SoftwareKey::generate().unwrap();
+    let pem = PublicKey::from_spki_der(key.public_key_der()).unwrap().to_pem();
+    let body = json!({"id": "bhxh", "name": "Bảo hiểm xã hội", "kind": "ministry",
+        "legal_basis": "Nghị định 59/2022/NĐ-CP", "services": ["verify"], "fields": ["personal_id"],
+        "rate_limit_per_second": 100, "valid_until": "2099-01-01T00:00:00Z", "public_key_pem": pem,
+        "client_cert_sha256": fingerprint_with_colons(dir, "bhxh")});
+    let r = admin.send("POST", "/api/v1/partners", &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    admin
+}
+
+async fn mtls(store: Arc<dyn Store>) {
+    let dir = pki_dir();
     let (s, state) = start_state(store.clone(), Default::default()).await;
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let tls = dancu_server::mtls_config(&read("server.pem"), &read("server.key"), &read("ca.pem")).unwrap();
-    assert!(dancu_server::mtls_config(&read("server.pem"), &read("server.key"), b"").is_err());
+    let tls = dancu_server::mtls_config(&read("server.pem"), &read("server.key"), &read("ca.pem"), None).unwrap();
+    assert!(dancu_server::mtls_config(&read("server.pem"), &read("server.key"), b"", None).is_err());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let tls = tokio::sync::watch::channel(tls).1;
     tokio::spawn(dancu_server::serve_mtls(listener, state, tls, std::future::pending()));
 
     let reg = Registry::new(store.clone());
@@ -250,4 +276,62 @@ async fn mutual_tls_on_postgres() {
     if let Some(store) = support::pg_store().await {
         mtls(store).await;
     }
+}
+
+/// A partner CA's revocation list on the mutual-TLS port: a certificate it revokes gets no TLS
+/// session, others still do; the list is read again when its file changes (no restart), and a
+/// changed file that does not load leaves the running list in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_are_refused() {
+    let dir = pki_dir();
+    openssl(&dir, &["ca", "-config", "ca.cnf", "-gencrl", "-out", "crl.pem"]); // revokes nothing yet
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let bad = dancu_server::mtls_config(&read("server.pem"), &read("server.key"), &read("ca.pem"), Some(b"junk"));
+    assert!(bad.unwrap_err().contains("revocation list"));
+
+    let store = support::sqlite_store().await;
+    let (s, state) = start_state(store.clone(), Default::default()).await;
+    register_bhxh(&s, &dir).await;
+    let reg = Registry::new(store.clone());
+    let meta = ChangeMeta::new("maker", "thu thập", None);
+    let rec = reg.create(dancu_store::conformance::sample(1), &meta).await.unwrap();
+    let rec = reg.activate(rec.key, None, &meta).await.unwrap();
+    let verify = json!({"personal_id": rec.person.personal_id.unwrap().to_string(),
+                        "name": rec.person.record.name.full(), "birth_date": rec.person.record.birth_date.to_string()});
+
+    let files = dancu_server::MtlsFiles {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client_ca: dir.join("ca.pem"),
+        crl: Some(dir.join("crl.pem")),
+    };
+    let tls = files.watch(std::time::Duration::from_millis(100)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(dancu_server::serve_mtls(listener, state, tls, std::future::pending()));
+    let call = |who: &'static str| {
+        let (dir, verify) = (dir.clone(), verify.clone());
+        async move { tls_call(addr, &dir, Some(who), "POST", "/api/v1/sharing/verify", Some(&verify)).await }
+    };
+    let a = call("bhxh").await.unwrap();
+    assert_eq!((a.status, a.json()["match"].as_bool()), (200, Some(true)), "{}", a.body);
+
+    // The CA revokes the partner's certificate and publishes a new list (replaced in one step).
+    openssl(&dir, &["ca", "-config", "ca.cnf", "-revoke", "bhxh.pem"]);
+    openssl(&dir, &["ca", "-config", "ca.cnf", "-gencrl", "-out", "crl.new.pem"]);
+    std::fs::rename(dir.join("crl.new.pem"), dir.join("crl.pem")).unwrap();
+    let started = std::time::Instant::now();
+    while call("bhxh").await.is_ok() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the new list was taken up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let a = call("stranger").await.expect("a certificate the list does not name still gets a session");
+    assert_eq!(a.status, 401, "registered to nobody: {}", a.body);
+
+    // A broken list file: the running configuration stays (the revoked certificate stays out).
+    std::fs::write(dir.join("crl.pem"), "-----BEGIN X509 CRL-----\nnot base64\n-----END X509 CRL-----\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(call("bhxh").await.is_err());
+    assert_eq!(call("stranger").await.unwrap().status, 401);
+    let _ = std::fs::remove_dir_all(&dir);
 }

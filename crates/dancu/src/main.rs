@@ -409,6 +409,10 @@ struct SessionArgs {
     /// The CA certificates (PEM) partners' client certificates must chain to
     #[arg(long, env = "DANCU_MTLS_CLIENT_CA")]
     mtls_client_ca: Option<PathBuf>,
+    /// The partner CAs' certificate revocation lists (PEM): revoked client certificates are
+    /// refused. The TLS files are read again within 30 s of a change
+    #[arg(long, env = "DANCU_MTLS_CRL")]
+    mtls_crl: Option<PathBuf>,
     /// The largest file the web application's intake upload accepts, in MiB (uploads and their
     /// error reports are kept in DATA/intake)
     #[arg(long, env = "DANCU_INTAKE_MAX_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -924,8 +928,13 @@ async fn serve(
     let mtls = match (&session.mtls_listen, &session.mtls_cert, &session.mtls_key, &session.mtls_client_ca) {
         (None, ..) => None,
         (Some(at), Some(cert), Some(key), Some(ca)) => {
-            let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-            let tls = dancu_server::mtls_config(&read(cert)?, &read(key)?, &read(ca)?).map_err(anyhow::Error::msg)?;
+            let files = dancu_server::MtlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: ca.clone(),
+                crl: session.mtls_crl.clone(),
+            };
+            let tls = files.watch(std::time::Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
             let l = tokio::net::TcpListener::bind(at).await.with_context(|| format!("listening on {at}"))?;
             tracing::info!(addr = %l.local_addr()?, "serving partners over mutual TLS");
             Some(tokio::spawn(dancu_server::serve_mtls(l, state.clone(), tls, std::future::pending())))

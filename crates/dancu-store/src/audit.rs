@@ -28,7 +28,7 @@ impl Auditor {
         Auditor { store, signer, last_signed: Arc::new(std::sync::atomic::AtomicI64::new(-1)) }
     }
 
-    pub async fn append(&self, entries: &[AuditEntry]) -> Result<i64> {
+    pub async fn append(&self, entries: Vec<AuditEntry>) -> Result<i64> {
         self.store.audit_append(entries).await
     }
 
@@ -90,7 +90,8 @@ impl AuditWriter {
         tokio::spawn(async move {
             let mut since_checkpoint = 0i64;
             while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
+                let mut batch = Vec::with_capacity(rx.len() + 1);
+                batch.push(first);
                 while batch.len() < 4096 {
                     match rx.try_recv() {
                         Ok(p) => batch.push(p),
@@ -99,8 +100,8 @@ impl AuditWriter {
                 }
                 let (entries, replies): (Vec<AuditEntry>, Vec<_>) = batch.into_iter().unzip();
                 let started = std::time::Instant::now();
-                let result = auditor.append(&entries).await;
                 let n = entries.len() as i64;
+                let result = auditor.append(entries).await;
                 tracing::trace!(entries = n, micros = started.elapsed().as_micros() as u64, "audit batch appended");
                 match result {
                     Ok(last) => {

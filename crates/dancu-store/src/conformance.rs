@@ -789,11 +789,11 @@ pub fn audit_entry(i: i64) -> dancu_core::audit::AuditEntry {
 async fn audited(store: &Arc<dyn Store>) -> (crate::audit::Auditor, Arc<dancu_keys::SoftwareKey>) {
     let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
     let auditor = crate::audit::Auditor::new(store.clone(), key.clone());
-    assert_eq!(auditor.append(&(1..=10).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 10);
-    assert_eq!(auditor.append(&(11..=20).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 20);
+    assert_eq!(auditor.append((1..=10).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 10);
+    assert_eq!(auditor.append((11..=20).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 20);
     assert_eq!(auditor.checkpoint().await.unwrap().unwrap().seq, 20);
     assert!(auditor.checkpoint().await.unwrap().is_none(), "nothing new to sign");
-    assert_eq!(auditor.append(&(21..=30).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 30);
+    assert_eq!(auditor.append((21..=30).map(audit_entry).collect::<Vec<_>>()).await.unwrap(), 30);
     (auditor, key)
 }
 
@@ -954,7 +954,7 @@ pub async fn audit_queries_by_officer_person_and_time(store: Arc<dyn Store>, _: 
 pub async fn audit_queries_are_exact_at_any_index_lag(store: Arc<dyn Store>) {
     let entries: Vec<_> = (1..=30).map(audit_entry).collect();
     for chunk in entries.chunks(10) {
-        store.audit_append(chunk).await.unwrap();
+        store.audit_append(chunk.to_vec()).await.unwrap();
     }
     let q = |officer: Option<&str>, target: Option<&str>, from: Option<&str>, to: Option<&str>, offset, limit| {
         crate::AuditQuery {
@@ -1005,7 +1005,7 @@ pub async fn audit_queries_are_exact_at_any_index_lag(store: Arc<dyn Store>) {
     }
     assert_eq!(mark, 30);
     // an entry appended is found by a query about its person at once, before any indexing
-    store.audit_append(&[audit_entry(31)]).await.unwrap();
+    store.audit_append(vec![audit_entry(31)]).await.unwrap();
     let latest = store.audit_query(&q(None, Some("person-1"), None, None, 0, 1)).await.unwrap();
     assert_eq!(latest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![31]);
 }
@@ -1038,7 +1038,7 @@ pub async fn audit_index_catches_up_after_restart(store: Arc<dyn Store>, reopen:
     let n = (1i64 << crate::AUDIT_SEGMENT_BITS) + 5_000;
     let entries: Vec<_> = (1..=n).map(audit_entry).collect();
     for chunk in entries.chunks(10_000) {
-        store.audit_append(chunk).await.unwrap();
+        store.audit_append(chunk.to_vec()).await.unwrap();
     }
     assert_eq!(store.audit_index(20_000).await.unwrap(), 20_000);
     drop(store);

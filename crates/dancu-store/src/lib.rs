@@ -497,7 +497,7 @@ pub trait Store: Send + Sync {
 
     /// Appends entries to the audit trail in one transaction, chaining each to the one before
     /// (see `dancu_core::audit`). Returns the sequence number of the last one.
-    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64>;
+    async fn audit_append(&self, entries: Vec<AuditEntry>) -> Result<i64>;
 
     /// Up to `limit` audit entries after `after_seq`, in order.
     async fn audit_read(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEntry>>;

@@ -1213,10 +1213,10 @@ impl Store for PgStore {
         Ok(taken)
     }
 
-    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64> {
+    async fn audit_append(&self, entries: Vec<AuditEntry>) -> Result<i64> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let last = append_audit(&tx, entries).await?;
+        let last = append_audit(&tx, &entries).await?;
         tx.commit().await?;
         Ok(last)
     }

@@ -1798,8 +1798,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<i64> {
-        let entries = entries.to_vec();
+    async fn audit_append(&self, entries: Vec<AuditEntry>) -> Result<i64> {
         self.write_audit(move |atx| chain_audit(atx, &entries)).await
     }
 
@@ -3888,6 +3887,7 @@ mod tests {
         assert_eq!(audit_path(Path::new("d/dancu.sqlite")), Path::new("d/dancu.audit.sqlite"));
         assert_eq!(audit_path(Path::new("d/registry")), Path::new("d/registry.audit"));
         assert_eq!(audit_path(Path::new(".hidden")), Path::new(".hidden.audit"));
+        assert_eq!(audit_index_path(Path::new("d/dancu.sqlite")), Path::new("d/dancu.audit-index.sqlite"));
     }
 
     /// A store whose trail was kept in the main file (before migration 15) keeps every entry and
@@ -3917,7 +3917,7 @@ mod tests {
             assert_eq!(last, 25);
         }
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(store.migrate().await.unwrap(), 3, "the audit file's schema, then migrations 15 and 16");
+        assert_eq!(store.migrate().await.unwrap(), 4, "the audit file's two, then migrations 15 and 16");
         let report = crate::audit::verify(store.as_ref(), key.public_key_der()).await.unwrap().unwrap();
         assert_eq!((report.entries, report.last_seq, report.checkpoints), (25, 25, 1));
         let tables: i64 = Connection::open(&path)
@@ -3958,7 +3958,7 @@ mod tests {
              VALUES (1, 'x', 'o', 'r', 'u', 'a', '200'), (2, 'x', 'o', 'r', 'u', 'a', '200')",
         )
         .unwrap();
-        store.audit_append(&[entry(3)]).await.unwrap();
+        store.audit_append(vec![entry(3)]).await.unwrap();
         let chain = store.audit_read(0, 10).await.unwrap();
         assert_eq!(
             chain.iter().map(|e| e.entry.request_id.clone().unwrap()).collect::<Vec<_>>(),

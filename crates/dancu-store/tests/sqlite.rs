@@ -98,7 +98,7 @@ async fn audit_index_file_is_rebuilt_from_the_chain() {
     assert_eq!(index.file_name().unwrap(), "dancu.audit-index.sqlite");
     let store = SqliteStore::open(&path).unwrap();
     store.migrate().await.unwrap();
-    store.audit_append(&(1..=100).map(audit_entry).collect::<Vec<_>>()).await.unwrap();
+    store.audit_append((1..=100).map(audit_entry).collect()).await.unwrap();
     assert_eq!(store.audit_index(1_000).await.unwrap(), 100);
     let expected: Vec<i64> = (1..=100).rev().filter(|i| i % 5 == 2).collect();
     assert_eq!(seqs_about(&store, "person-2").await, expected);
@@ -127,7 +127,7 @@ async fn audit_index_file_is_rebuilt_from_the_chain() {
     let other = temp_path();
     let b = SqliteStore::open(&other).unwrap();
     b.migrate().await.unwrap();
-    b.audit_append(&(1..=60).map(|i| audit_entry(i + 1_000)).collect::<Vec<_>>()).await.unwrap();
+    b.audit_append((1..=60).map(|i| audit_entry(i + 1_000)).collect()).await.unwrap();
     drop(b);
     let chain = dancu_store::sqlite::audit_path(&path);
     remove_with_log(&chain);
@@ -152,7 +152,7 @@ async fn the_indexing_round_copies_the_audit_log_into_its_file() {
     let size = || std::fs::metadata(&chain).unwrap().len();
     let before = size();
     for chunk in (1..=20_000).map(dancu_store::conformance::audit_entry).collect::<Vec<_>>().chunks(100) {
-        store.audit_append(chunk).await.unwrap();
+        store.audit_append(chunk.to_vec()).await.unwrap();
     }
     assert_eq!(size(), before, "appends stay in the log");
     store.audit_index(100).await.unwrap();
@@ -169,7 +169,7 @@ async fn the_indexer_upkeep_runs_between_indexing_rounds() {
     let path = temp_path();
     let store = Arc::new(SqliteStore::open(&path).unwrap());
     store.migrate().await.unwrap();
-    store.audit_append(&(1..=10).map(audit_entry).collect::<Vec<_>>()).await.unwrap();
+    store.audit_append((1..=10).map(audit_entry).collect()).await.unwrap();
     let indexer = dancu_store::audit::AuditIndexer::spawn(store.clone(), Duration::from_secs(3_600));
     let started = Instant::now();
     while store.audit_indexed_seq().await.unwrap() < 10 {
@@ -181,7 +181,7 @@ async fn the_indexer_upkeep_runs_between_indexing_rounds() {
     let chain = dancu_store::sqlite::audit_path(&path);
     let size = std::fs::metadata(&chain).unwrap().len();
     for chunk in (12..=20_011).map(audit_entry).collect::<Vec<_>>().chunks(100) {
-        store.audit_append(chunk).await.unwrap();
+        store.audit_append(chunk.to_vec()).await.unwrap();
     }
     let reg = dancu_store::registry::Registry::new(store.clone());
     let mut meta = dancu_store::ChangeMeta::new("o", "r", None);

@@ -1171,20 +1171,20 @@ async fn main() -> Result<()> {
             };
             let s = import::dedupe(&options)?;
             let json = serde_json::to_string_pretty(&s)?;
-            std::fs::write(&summary_path, json.clone() + "\n")
+            std::fs::write(&summary_path, json + "\n")
                 .with_context(|| format!("writing {}", summary_path.display()))?;
             say(format!(
                 "{} dòng / rows: {} người trùng / people with several rows ({} rows), {} cặp chờ duyệt / review pairs, \
-                 {} dòng không dùng được / unusable; {} → {}",
+                 {} dòng không dùng được / unusable; {} → {} (summary / tóm tắt: {})",
                 s.rows_read,
                 s.clusters,
                 s.rows_in_clusters,
                 s.review_pairs,
                 s.rows_unusable,
                 options.file.display(),
-                s.out
+                s.out,
+                summary_path.display()
             ));
-            println!("{json}");
             Ok(())
         }
         Command::Seed { db, people, seed: s, provinces, legacy_share } => {

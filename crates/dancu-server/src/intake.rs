@@ -700,7 +700,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     let config = LinkConfig::default();
     let outcome = tokio::task::block_in_place(|| link(&linked_records, &config));
     drop(linked_records);
-    summary.candidate_pairs = outcome.pairs.len() as u64;
+    summary.candidate_pairs = outcome.candidates as u64;
     summary.phase("link", &mut phase);
 
     // Survivors: a registry record of the cluster if any, else its earliest row.
@@ -823,7 +823,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         if ka == kb || !seen.insert((ka.min(kb), ka.max(kb))) {
             continue;
         }
-        let e = outcome.model.explain(&p.comparison, &thresholds);
+        let e = outcome.model.explain(&p.comparison, &p.adjustments, &thresholds);
         let line_of = |i: usize| if i < n_batch { serde_json::json!(lines[i]) } else { serde_json::Value::Null };
         let explanation = serde_json::json!({
             "fields": e.fields.iter().map(|f| serde_json::json!({
@@ -873,6 +873,182 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         .await?;
     track.stage(Stage::Done, None);
     Ok(summary)
+}
+
+/// What a linkage-only run (`dancu dedupe`) was asked to do.
+pub struct DedupeOptions {
+    pub file: PathBuf,
+    pub format: Format,
+    /// The unit the rows belong to (resolves commune names, and is every row's commune when a
+    /// commune unit's file has no commune column).
+    pub unit: String,
+    /// The column mapping: CSV text of `field,column` lines.
+    pub mapping: Option<String>,
+    /// Where the clusters go: CSV `line,cluster` for every row linked (the cluster is the first
+    /// line of the person's rows).
+    pub out: PathBuf,
+    /// Where the linked and review pairs go, field by field (none: not written).
+    pub pairs: Option<PathBuf>,
+    /// The report: rows the import would refuse, and why (they take part with what they have).
+    pub report: PathBuf,
+}
+
+/// What a linkage-only run found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DedupeSummary {
+    pub rows_read: u64,
+    /// Rows without a readable name: left out (in the report).
+    pub rows_unusable: u64,
+    /// Rows the import would refuse (in the report) that still took part with their usable fields.
+    pub rows_import_would_reject: u64,
+    pub records: u64,
+    /// People of two or more rows.
+    pub clusters: u64,
+    /// Rows in those clusters.
+    pub rows_in_clusters: u64,
+    pub candidate_pairs: u64,
+    pub link_pairs: u64,
+    pub review_pairs: u64,
+    /// Candidate pairs per blocking rule (new ones: not proposed by an earlier rule).
+    pub blocking: std::collections::BTreeMap<String, u64>,
+    pub seconds: f64,
+    pub phases: std::collections::BTreeMap<String, f64>,
+    pub out: String,
+    pub report: String,
+}
+
+/// Linkage without import: the import's normalization, blocking, scoring and clustering over a
+/// file, nothing stored. Rows the import would refuse (a missing sex or birth registration
+/// province, as in files from other systems) take part with the fields they have: a missing or
+/// unreadable field weighs nothing, it is never a disagreement.
+pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
+    let started = Instant::now();
+    let mut phase = Instant::now();
+    let unit = ImportUnit::parse(&o.unit).map_err(|e| input(format!("--unit: {e}")))?;
+    let mapping = match &o.mapping {
+        None => HashMap::new(),
+        Some(text) => dancu_core::intake::row::parse_mapping(text).map_err(|e| input(format!("mapping: {e}")))?,
+    };
+    let mut source = rows(&o.file, o.format)?;
+    let header = match source.next() {
+        Some(Ok((_, h))) => h,
+        Some(Err((line, e))) => return Err(input(format!("line {line}: {e}"))),
+        None => return Err(input("the file is empty / tệp rỗng")),
+    };
+    let map = ColumnMap::for_linkage(&header, &mapping).map_err(|e| input(e.to_string()))?;
+    let norm = RowNormalizer::new(map, unit, today(), o.format == Format::Xlsx);
+    let mut norms = vec![norm; par::threads()];
+    let mut report = Report::create(&o.report)?;
+    let mut summary = DedupeSummary {
+        out: o.out.display().to_string(),
+        report: o.report.display().to_string(),
+        ..Default::default()
+    };
+    let mut lines: Vec<u64> = Vec::new();
+    let mut records: Vec<LinkRecord> = Vec::new();
+    loop {
+        let batch: Vec<Result<Row, (u64, String)>> = source.by_ref().take(BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let read = par::map_with(&mut norms, &batch, |norm, r| match r {
+            Err((line, reason)) => Some((*line, Err(vec![unreadable(reason)]))),
+            Ok((_, cells)) if cells.iter().all(|c| c.trim().is_empty()) => None,
+            Ok((line, cells)) => Some((*line, norm.link_record(cells))),
+        });
+        for (line, r) in read.into_iter().flatten() {
+            summary.rows_read += 1;
+            match r {
+                Err(problems) => {
+                    summary.rows_unusable += 1;
+                    for p in &problems {
+                        report.rejected(line, p)?;
+                    }
+                }
+                Ok(row) => {
+                    if !row.problems.is_empty() {
+                        summary.rows_import_would_reject += 1;
+                    }
+                    for p in &row.problems {
+                        report.rejected(line, p)?;
+                    }
+                    for n in &row.notes {
+                        let kind = if n.code == "part_merge" { "flagged" } else { "converted" };
+                        report.note(line, kind, &n.field, &n.value, n.code, &n.reason)?;
+                    }
+                    lines.push(line);
+                    records.push(row.record);
+                }
+            }
+        }
+    }
+    report.w.flush()?;
+    summary.records = records.len() as u64;
+    summary.phase("read_normalize", &mut phase);
+    let config = LinkConfig::default();
+    let outcome = link(&records, &config);
+    summary.candidate_pairs = outcome.candidates as u64;
+    summary.blocking = outcome.blocking.rules.iter().map(|r| (r.rule.to_string(), r.new_pairs as u64)).collect();
+    summary.phase("link", &mut phase);
+    let mut cluster_of: Vec<u64> = lines.clone();
+    for c in &outcome.clusters {
+        summary.clusters += 1;
+        summary.rows_in_clusters += c.len() as u64;
+        for &i in c {
+            cluster_of[i] = lines[c[0]];
+        }
+    }
+    let mut w = csv::Writer::from_path(&o.out).map_err(|e| io(format!("creating {}", o.out.display()), e))?;
+    w.write_record(["line", "cluster"])?;
+    for (line, cluster) in lines.iter().zip(&cluster_of) {
+        w.write_record([line.to_string(), cluster.to_string()])?;
+    }
+    w.flush()?;
+    let mut pairs = match &o.pairs {
+        Some(path) => {
+            let mut w = csv::Writer::from_path(path).map_err(|e| io(format!("creating {}", path.display()), e))?;
+            let mut head = vec!["line_a", "line_b", "band", "weight", "probability"];
+            head.extend(dancu_core::intake::linkage::Field::ALL.iter().map(|f| f.code()));
+            w.write_record(&head)?;
+            Some(w)
+        }
+        None => None,
+    };
+    for p in outcome.pairs.iter().filter(|p| p.band != Band::Distinct) {
+        match p.band {
+            Band::Link => summary.link_pairs += 1,
+            _ => summary.review_pairs += 1,
+        }
+        if let Some(w) = pairs.as_mut() {
+            let mut row = vec![
+                lines[p.a].to_string(),
+                lines[p.b].to_string(),
+                p.band.code().to_string(),
+                format!("{:.2}", p.weight),
+                format!("{:.6}", p.probability),
+            ];
+            let e = outcome.model.explain(&p.comparison, &p.adjustments, &config.thresholds);
+            row.extend(e.fields.iter().map(|f| f.level.map_or(String::new(), |l| format!("{l} ({:+.1})", f.weight))));
+            w.write_record(&row)?;
+        }
+    }
+    if let Some(mut w) = pairs {
+        w.flush()?;
+    }
+    summary.phase("write", &mut phase);
+    summary.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    Ok(summary)
+}
+
+fn unreadable(reason: &str) -> CellProblem {
+    CellProblem { field: String::new(), value: String::new(), code: "unreadable", reason: reason.to_string() }
+}
+
+impl DedupeSummary {
+    fn phase(&mut self, name: &str, since: &mut Instant) {
+        self.phases.insert(name.into(), (since.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+        *since = Instant::now();
+    }
 }
 
 impl Summary {

@@ -115,6 +115,12 @@ fn precision_and_recall_on_synthetic_duplicates() {
             tp as f64 / truth.len() as f64
         );
     }
-    assert!(precision >= 0.99, "precision {precision}");
-    assert!(recall >= 0.95, "recall {recall}");
+    // The people found (clusters of linked records) against the truth, pairwise; the review band
+    // holds the uncertain pairs only (a few per hundred true pairs), not a household's look-alikes.
+    let cluster_precision = cluster_tp as f64 / cluster_pairs.len().max(1) as f64;
+    let cluster_recall = cluster_tp as f64 / truth.len() as f64;
+    assert!(cluster_precision >= 0.99, "cluster precision {cluster_precision}");
+    assert!(cluster_recall >= 0.98, "cluster recall {cluster_recall}");
+    assert!(recall >= 0.98, "link + review recall {recall}");
+    assert!(review_n * 20 <= truth.len(), "{review_n} review pairs for {} true pairs", truth.len());
 }

@@ -114,3 +114,40 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         _ => anyhow::Error::new(e),
     })
 }
+
+/// What `dancu dedupe` was asked to do.
+pub struct DedupeOptions {
+    pub file: PathBuf,
+    pub format: Format,
+    pub unit: String,
+    pub mapping: Option<PathBuf>,
+    pub out: PathBuf,
+    pub pairs: Option<PathBuf>,
+    pub report: PathBuf,
+}
+
+/// Runs linkage over a file without importing it; returns its summary.
+pub fn dedupe(o: &DedupeOptions) -> Result<intake::DedupeSummary> {
+    let mapping = match &o.mapping {
+        None => None,
+        Some(p) => {
+            Some(std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading the mapping {}: {e}", p.display()))?)
+        }
+    };
+    let options = intake::DedupeOptions {
+        file: o.file.clone(),
+        format: match o.format {
+            Format::Csv => intake::Format::Csv,
+            Format::Xlsx => intake::Format::Xlsx,
+        },
+        unit: o.unit.clone(),
+        mapping,
+        out: o.out.clone(),
+        pairs: o.pairs.clone(),
+        report: o.report.clone(),
+    };
+    intake::dedupe(&options).map_err(|e| match &e {
+        intake::ImportError::Input(m) => anyhow::anyhow!("{}: {m}", o.file.display()),
+        _ => anyhow::Error::new(e),
+    })
+}

@@ -154,6 +154,34 @@ enum Command {
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         chunk: u32,
     },
+    /// Find the duplicates in a CSV or XLSX file without importing it (nothing is stored): the
+    /// import's normalization and record linkage, with every field a row lacks (or that does not
+    /// read) taken as missing. Writes the clusters (line,cluster: the first line of the person's
+    /// rows), optionally the linked and review pairs field by field, and a report of the rows the
+    /// import would refuse.
+    Dedupe {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: import::Format,
+        /// The unit the rows belong to: commune:CODE or province:CODE (2025 codes)
+        #[arg(long)]
+        unit: String,
+        /// A CSV of `field,column` lines naming the file's column for each field
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Clusters CSV (default: FILE.clusters.csv beside the input)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write the linked and review pairs, field by field, to this CSV
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// Report CSV (default: FILE.report.csv beside the input)
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Summary JSON (default: FILE.dedupe.json beside the input)
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
     /// Load a synthetic population into a store as active people with personal IDs
     Seed {
         #[command(flatten)]
@@ -1146,6 +1174,35 @@ async fn main() -> Result<()> {
             std::fs::write(&summary_path, serde_json::to_string_pretty(&s)? + "\n")
                 .with_context(|| format!("writing {}", summary_path.display()))?;
             print_summary(&s, &summary_path);
+            Ok(())
+        }
+        Command::Dedupe { file, format, unit, mapping, out, pairs, report, summary } => {
+            let summary_path = summary.unwrap_or_else(|| import::sibling(&file, "dedupe.json"));
+            let options = import::DedupeOptions {
+                out: out.unwrap_or_else(|| import::sibling(&file, "clusters.csv")),
+                report: report.unwrap_or_else(|| import::sibling(&file, "report.csv")),
+                file,
+                format,
+                unit,
+                mapping,
+                pairs,
+            };
+            let s = import::dedupe(&options)?;
+            let json = serde_json::to_string_pretty(&s)?;
+            std::fs::write(&summary_path, json + "\n")
+                .with_context(|| format!("writing {}", summary_path.display()))?;
+            say(format!(
+                "{} dòng / rows: {} người trùng / people with several rows ({} rows), {} cặp chờ duyệt / review pairs, \
+                 {} dòng không dùng được / unusable; {} → {} (summary / tóm tắt: {})",
+                s.rows_read,
+                s.clusters,
+                s.rows_in_clusters,
+                s.review_pairs,
+                s.rows_unusable,
+                options.file.display(),
+                s.out,
+                summary_path.display()
+            ));
             Ok(())
         }
         Command::Seed { db, people, seed: s, provinces, legacy_share } => {

@@ -147,3 +147,132 @@ fn generate_import_and_killed_imports_finish_like_a_clean_run() {
     assert_eq!(got, want, "a killed and resumed import ends like a clean one");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Pairwise precision and recall of `line,cluster` predictions against a `line,entity` truth.
+fn pairwise(truth: &Path, clusters: &Path) -> (f64, f64) {
+    use std::collections::HashMap;
+    let read = |p: &Path| -> HashMap<String, String> {
+        let mut r = csv::Reader::from_path(p).unwrap();
+        r.records().map(|x| x.unwrap()).map(|x| (x[0].to_string(), x[1].to_string())).collect()
+    };
+    let (truth, predicted) = (read(truth), read(clusters));
+    let pairs = |labels: Vec<String>| -> usize {
+        let mut n: HashMap<String, usize> = HashMap::new();
+        for l in labels {
+            *n.entry(l).or_default() += 1;
+        }
+        n.values().map(|k| k * (k - 1) / 2).sum()
+    };
+    let pred_of = |line: &String| predicted.get(line).cloned().unwrap_or_else(|| format!("alone:{line}"));
+    let true_pairs = pairs(truth.values().cloned().collect());
+    let predicted_pairs = pairs(truth.keys().map(pred_of).collect());
+    let correct = pairs(truth.iter().map(|(line, e)| format!("{e}|{}", pred_of(line))).collect());
+    (correct as f64 / predicted_pairs.max(1) as f64, correct as f64 / true_pairs.max(1) as f64)
+}
+
+#[test]
+fn dedupe_links_a_file_without_storing_anything() {
+    let dir = temp_dir("dedupe");
+    let file = dir.join("people.csv");
+    let f = file.to_str().unwrap();
+    dancu(&["generate", "--people", "10000", "--provinces", "01", "--duplicates", "0.1", "--seed", "11", "--out", f]);
+    let clusters = dir.join("clusters.csv");
+    let pairs = dir.join("pairs.csv");
+    let summary = dir.join("dedupe.json");
+    dancu(&[
+        "dedupe",
+        f,
+        "--unit",
+        "province:01",
+        "--out",
+        clusters.to_str().unwrap(),
+        "--pairs",
+        pairs.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let rows = std::fs::read_to_string(&file).unwrap().lines().count() as u64 - 1;
+    assert_eq!(s["rows_read"], rows, "{s}");
+    assert!(s["clusters"].as_u64().unwrap() > 100, "{s}");
+    let (precision, recall) = pairwise(&dir.join("people.truth.csv"), &clusters);
+    assert!(precision >= 0.99 && recall >= 0.97, "precision {precision}, recall {recall}");
+    // The pairs file explains each linked pair field by field.
+    let mut r = csv::Reader::from_path(&pairs).unwrap();
+    let head: Vec<String> = r.headers().unwrap().iter().take(5).map(str::to_string).collect();
+    assert_eq!(head, ["line_a", "line_b", "band", "weight", "probability"]);
+    assert_eq!(r.records().count() as u64, s["link_pairs"].as_u64().unwrap() + s["review_pairs"].as_u64().unwrap());
+    // Nothing stored: no database beside the file.
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.contains("sqlite")), "{names:?}");
+
+    // A file from another system: no sex, no birth registration province, no commune, dates as
+    // yyyymmdd, through a mapping. The import would refuse every row; dedupe links with what the
+    // rows have, the missing fields weighing nothing.
+    let other = dir.join("other.csv");
+    let mut text = String::from("id,first,last,dob,ssn,addr\n");
+    let (firsts, lasts) = (
+        ["mitchell", "harley", "madeline", "isabelle", "taylor", "toby", "lydia", "dylan"],
+        ["green", "mccarthy", "mason", "hathaway", "webb", "stubs", "zilm", "brown", "white", "jones"],
+    );
+    for i in 0..80usize {
+        text += &format!(
+            "{i},{},{},{}{:02}{:02},{},{} {} street suburb{} {}\n",
+            firsts[i % firsts.len()],
+            lasts[i % lasts.len()],
+            1930 + i,
+            i % 12 + 1,
+            i % 28 + 1,
+            1_804_974 + i * 7919,
+            i + 1,
+            lasts[(i * 3) % lasts.len()],
+            i % 9,
+            2000 + i * 13
+        );
+    }
+    // Line 82: line 2's person again (a typo in the given name, an abbreviated street).
+    text += "80,mitchel,green,19300102,1804974,1 green st suburb0 2000\n";
+    // Line 83: no name at all: unusable.
+    text += "81,,,19700101,1111111,1 nowhere road\n";
+    std::fs::write(&other, text).unwrap();
+    let mapping = dir.join("mapping.csv");
+    std::fs::write(
+        &mapping,
+        "field,column\ngiven_name,first\nsurname,last\nbirth_date,dob\nlegacy_id,ssn\nresidence_detail,addr\n",
+    )
+    .unwrap();
+    let (clusters, report) = (dir.join("other.clusters.csv"), dir.join("other.report.csv"));
+    dancu(&[
+        "dedupe",
+        other.to_str().unwrap(),
+        "--unit",
+        "province:01",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--out",
+        clusters.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    // The summary goes beside the input by default.
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("other.dedupe.json")).unwrap()).unwrap();
+    assert_eq!((s["rows_read"].as_u64(), s["rows_unusable"].as_u64()), (Some(82), Some(1)), "{s}");
+    assert_eq!(s["rows_import_would_reject"], 81, "{s}");
+    let mut r = csv::Reader::from_path(&clusters).unwrap();
+    let written: Vec<(u64, u64)> = r.deserialize().map(|x| x.unwrap()).collect();
+    assert_eq!(written.len(), 81);
+    for (line, cluster) in written {
+        let want = if line == 82 { 2 } else { line };
+        assert_eq!(cluster, want, "line {line}: {s}");
+    }
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert!(report.lines().any(|l| l.starts_with("83,rejected,surname")), "{report}");
+    assert!(report.lines().any(|l| l.starts_with("2,rejected,sex")), "{report}");
+    // The usual errors for a file the command cannot read.
+    let bad = Command::new(BIN).args(["dedupe", other.to_str().unwrap(), "--unit", "province:99"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--unit"), "{}", String::from_utf8_lossy(&bad.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

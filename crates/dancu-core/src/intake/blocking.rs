@@ -14,7 +14,7 @@ use super::linkage::{Field, LinkFeatures, Origin};
 /// Blocking settings.
 #[derive(Debug, Clone)]
 pub struct BlockingConfig {
-    /// Largest block compared all-to-all (default 200 records).
+    /// Largest block compared all-to-all (default 100 records).
     pub max_block: usize,
     /// In a larger block, how many following records (sorted by name) each record is paired with (default 20).
     pub window: usize,
@@ -24,7 +24,7 @@ pub struct BlockingConfig {
 
 impl Default for BlockingConfig {
     fn default() -> Self {
-        BlockingConfig { max_block: 200, window: 20, registry_pairs: false }
+        BlockingConfig { max_block: 100, window: 20, registry_pairs: false }
     }
 }
 
@@ -48,6 +48,13 @@ fn date_key(r: &LinkFeatures) -> Option<String> {
     Some(format!("{}-{}-{}", d.year(), x.min(y), x.max(y)))
 }
 
+/// The 2025 communes a record's keys use: those its home commune is or went into, or, for a
+/// record without a home commune (a file from another system), "-": such records are blocked
+/// together as if they lived in one commune, so the commune rules still pair them.
+fn communes(r: &LinkFeatures) -> Vec<&str> {
+    if r.communes_2025.is_empty() { vec!["-"] } else { r.communes_2025.iter().map(String::as_str).collect() }
+}
+
 fn year(r: &LinkFeatures) -> Option<i32> {
     r.birth_date.map(|d| d.year())
 }
@@ -57,7 +64,7 @@ fn sex(r: &LinkFeatures) -> &'static str {
 }
 
 /// The default rules:
-/// 1. phonetic family + given name + birth year;
+/// 1. phonetic family + given name + birth year + sex;
 /// 2. phonetic given name + full date (day and month unordered);
 /// 3. legacy ID number;
 /// 4. phone number;
@@ -65,9 +72,14 @@ fn sex(r: &LinkFeatures) -> &'static str {
 /// 6. phonetic family + given name + 2025 commune (date typos);
 /// 7. 2025 commune + birth year + sex + first letter of the given name's key (name typos, year-only dates);
 /// 8. 2025 commune + day and month (unordered) + sex (name and year both wrong);
-/// 9. phonetic middle + given name + 2025 commune (family name and date both wrong).
+/// 9. phonetic middle + given name + 2025 commune (family name and date both wrong);
+/// 10. phonetic family name + full date (day and month unordered) (given name wrong, also
+///     written in the family name's place);
+/// 11. home commune (or none) + the numbers of the address (house, street or postcode numbers:
+///     both names and the date wrong).
 ///
-/// A legacy commune stands for every 2025 commune it went into.
+/// A legacy commune stands for every 2025 commune it went into; a missing one is a commune of its
+/// own ("-").
 pub fn default_rules() -> Vec<BlockingRule> {
     vec![
         BlockingRule {
@@ -76,7 +88,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
                 if let Some(y) = year(r)
                     && !r.given_k.is_empty()
                 {
-                    out.push(format!("{}|{}|{y}", r.family_k, r.given_k));
+                    out.push(format!("{}|{}|{y}|{}", r.family_k, r.given_k, sex(r)));
                 }
             },
         },
@@ -96,7 +108,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
             name: "commune+date+sex",
             keys: |r, out| {
                 if let Some(d) = date_key(r) {
-                    out.extend(r.communes_2025.iter().map(|c| format!("{c}|{d}|{}", sex(r))));
+                    out.extend(communes(r).iter().map(|c| format!("{c}|{d}|{}", sex(r))));
                 }
             },
         },
@@ -104,7 +116,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
             name: "name+commune",
             keys: |r, out| {
                 if !r.given_k.is_empty() {
-                    out.extend(r.communes_2025.iter().map(|c| format!("{}|{}|{c}", r.family_k, r.given_k)));
+                    out.extend(communes(r).iter().map(|c| format!("{}|{}|{c}", r.family_k, r.given_k)));
                 }
             },
         },
@@ -112,7 +124,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
             name: "commune+year+sex+initial",
             keys: |r, out| {
                 if let (Some(y), Some(initial)) = (year(r), r.given_k.chars().next()) {
-                    out.extend(r.communes_2025.iter().map(|c| format!("{c}|{y}|{}|{initial}", sex(r))));
+                    out.extend(communes(r).iter().map(|c| format!("{c}|{y}|{}|{initial}", sex(r))));
                 }
             },
         },
@@ -121,7 +133,32 @@ pub fn default_rules() -> Vec<BlockingRule> {
             keys: |r, out| {
                 if let Some(d) = r.birth_date.and_then(|d| d.full()) {
                     let (x, y) = (d.day(), d.month() as u8);
-                    out.extend(r.communes_2025.iter().map(|c| format!("{c}|{}-{}|{}", x.min(y), x.max(y), sex(r))));
+                    out.extend(communes(r).iter().map(|c| format!("{c}|{}-{}|{}", x.min(y), x.max(y), sex(r))));
+                }
+            },
+        },
+        BlockingRule {
+            name: "family+date",
+            keys: |r, out| {
+                if let Some(d) = date_key(r)
+                    && !r.family_k.is_empty()
+                {
+                    out.push(format!("{}|{d}", r.family_k));
+                }
+            },
+        },
+        BlockingRule {
+            name: "address numbers",
+            keys: |r, out| {
+                let numbers: Vec<&str> = r
+                    .address_f
+                    .iter()
+                    .flat_map(|a| a.split(' '))
+                    .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+                    .collect();
+                if numbers.len() >= 2 {
+                    let numbers = numbers.join(" ");
+                    out.extend(communes(r).iter().map(|c| format!("{c}|{numbers}")));
                 }
             },
         },
@@ -129,7 +166,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
             name: "middle+given+commune",
             keys: |r, out| {
                 if !r.middle_k.is_empty() && !r.given_k.is_empty() {
-                    out.extend(r.communes_2025.iter().map(|c| format!("{}|{}|{c}", r.middle_k, r.given_k)));
+                    out.extend(communes(r).iter().map(|c| format!("{}|{}|{c}", r.middle_k, r.given_k)));
                 }
             },
         },
@@ -138,10 +175,11 @@ pub fn default_rules() -> Vec<BlockingRule> {
 
 /// The rules whose candidates train the model ([`super::em::Model::estimate_in_sessions`]),
 /// each with the fields its key makes agree. Between them every field is estimated at least once.
-pub const TRAINING: [(&str, &[Field]); 3] = [
-    ("name+year", &[Field::Name, Field::BirthDate]),
+pub const TRAINING: [(&str, &[Field]); 4] = [
+    ("legacy_id", &[Field::LegacyId]),
+    ("name+year", &[Field::Family, Field::Given, Field::BirthDate]),
     ("commune+date+sex", &[Field::Commune, Field::BirthDate, Field::Sex]),
-    ("name+commune", &[Field::Name, Field::Commune]),
+    ("name+commune", &[Field::Family, Field::Given, Field::Commune]),
 ];
 
 /// What one rule contributed.

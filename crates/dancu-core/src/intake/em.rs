@@ -24,6 +24,13 @@ use super::linkage::{Comparison, Field};
 /// The smallest m or u probability a level may take (caps one field's weight at about ±13 bits).
 pub const MIN_PROBABILITY: f64 = 1e-4;
 
+/// Per-field adjustments of a pair's weight in bits, beyond its comparison levels (term
+/// frequencies: [`super::linkage::TermFrequencies`]).
+pub type Adjustments = [f64; Field::COUNT];
+
+/// Estimated matches a training session needs to decide the m of its fields alone.
+pub const MIN_SESSION_MATCHES: f64 = 100.0;
+
 /// EM settings.
 #[derive(Debug, Clone)]
 pub struct EmConfig {
@@ -43,23 +50,28 @@ impl Default for EmConfig {
     }
 }
 
-/// Review and link thresholds on the match weight (bits: 10 bits are odds of about 1000:1).
+/// Review and link thresholds on the match weight, which includes the prior odds of the
+/// candidates: it is the log2 of the posterior odds that the pair is one person (10 bits are
+/// odds of about 1000:1, 5 bits 32:1).
 ///
-/// The defaults are high because u comes from random pairs while candidates share a household's
-/// commune and family name far more often than random pairs do; on labelled synthetic data
-/// (a tenth of the records duplicated with intake errors) they keep the precision of link and
-/// review together at 0.99 or more with a recall above 0.98.
+/// Set from the estimated weights on labelled synthetic data (a tenth of the records duplicated
+/// with intake errors, 0.1 and 1.1 million rows; see BENCHMARKS.md): a link needs odds of 1000:1,
+/// which keeps the pairwise precision of the links above 0.995 with a recall above 0.98; the
+/// pairs between 32:1 and 1000:1 are the uncertain ones an officer decides.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
-    /// At or above: the same person, linked automatically (default 16 bits).
+    /// At or above: the same person, linked automatically (default 10 bits).
     pub link: f64,
-    /// At or above (and below `link`): an officer decides (default 14 bits).
+    /// At or above (and below `link`): an officer decides (default 5 bits).
     pub review: f64,
+    /// Below: two records contradict each other, and clustering never puts them in one person
+    /// through other records (default 0 bits: more likely two people than one).
+    pub contradiction: f64,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { link: 16.0, review: 14.0 }
+        Thresholds { link: 10.0, review: 5.0, contradiction: 0.0 }
     }
 }
 
@@ -113,9 +125,12 @@ pub struct Model {
 
 fn starting(field: Field) -> (&'static [f64], &'static [f64]) {
     match field {
-        Field::Name => (&[0.70, 0.08, 0.10, 0.09, 0.03], &[0.10, 0.02, 0.08, 0.10, 0.70]),
+        Field::Family => (&[0.85, 0.05, 0.07, 0.03], &[0.15, 0.01, 0.02, 0.82]),
+        Field::Middle => (&[0.80, 0.04, 0.12, 0.04], &[0.15, 0.02, 0.10, 0.73]),
+        Field::Given => (&[0.85, 0.05, 0.07, 0.03], &[0.02, 0.005, 0.01, 0.965]),
+        Field::Address => (&[0.80, 0.10, 0.05, 0.05], &[0.01, 0.01, 0.05, 0.93]),
         Field::BirthDate => {
-            (&[0.75, 0.04, 0.05, 0.04, 0.06, 0.03, 0.03], &[0.02, 0.002, 0.05, 0.02, 0.02, 0.04, 0.848])
+            (&[0.75, 0.04, 0.05, 0.04, 0.06, 0.03, 0.02, 0.01], &[0.02, 0.002, 0.05, 0.02, 0.02, 0.04, 0.05, 0.798])
         }
         Field::Sex => (&[0.97, 0.03], &[0.5, 0.5]),
         Field::Commune => (&[0.70, 0.15, 0.10, 0.05], &[0.10, 0.02, 0.10, 0.78]),
@@ -226,8 +241,12 @@ impl Model {
     /// Estimates the model in training sessions, as when candidates agree on their blocking keys
     /// the fields of those keys say nothing about matching: each session is the candidates of one
     /// blocking rule with that rule's fields left out, u is fixed from `background`, and EM
-    /// estimates m for the other fields. A field's m is the mean over the sessions that estimated
-    /// it (the starting values if none did). λ is then estimated over all `candidates` with m and
+    /// estimates m for the other fields. Sessions are in order of trust: the first session that
+    /// found at least [`MIN_SESSION_MATCHES`] matches decides the m of every field it estimated
+    /// (pairs sharing an identity number are nearly all one person, whereas pairs sharing a
+    /// name and a commune include a household's namesakes, who agree on everything a household
+    /// shares and would pass for matches); a field no such session estimated takes the mean
+    /// over the sessions that did (the starting values if none did). λ is then estimated over all `candidates` with m and
     /// u held.
     pub fn estimate_in_sessions(
         sessions: &[(Vec<Comparison>, Vec<Field>)],
@@ -237,6 +256,7 @@ impl Model {
     ) -> Model {
         let mut model = Model::estimate(&[], background, config);
         let mut sums: Vec<Option<(Vec<f64>, usize)>> = vec![None; Field::COUNT];
+        let mut decided = [false; Field::COUNT];
         let mut iterations = 0;
         let mut converged = true;
         for (comparisons, ignored) in sessions {
@@ -256,7 +276,16 @@ impl Model {
             let session = Model::estimate(&masked, background, config);
             iterations += session.iterations;
             converged &= session.converged;
+            let decisive = session.lambda * masked.len() as f64 >= MIN_SESSION_MATCHES;
             for f in Field::ALL.iter().filter(|f| !ignored.contains(f)) {
+                if decided[f.index()] {
+                    continue;
+                }
+                if decisive {
+                    decided[f.index()] = true;
+                    sums[f.index()] = Some((session.m[f.index()].clone(), 1));
+                    continue;
+                }
                 let entry = sums[f.index()].get_or_insert_with(|| (vec![0.0; f.levels().len()], 0));
                 for (acc, m) in entry.0.iter_mut().zip(&session.m[f.index()]) {
                     *acc += m;
@@ -327,13 +356,19 @@ impl Model {
         w
     }
 
+    /// The match weight with per-field adjustments (only fields present count).
+    pub fn match_weight_adjusted(&self, c: &Comparison, adjustments: &Adjustments) -> f64 {
+        let extra: f64 = c.0.iter().zip(adjustments).filter(|(l, _)| l.is_some()).map(|(_, a)| a).sum();
+        self.match_weight(c) + extra
+    }
+
     /// The match probability of a match weight.
     pub fn probability_of(weight: f64) -> f64 {
         1.0 / (1.0 + (-weight).exp2())
     }
 
     /// Field-by-field account of a pair's score, for the review screen.
-    pub fn explain(&self, c: &Comparison, thresholds: &Thresholds) -> Explanation {
+    pub fn explain(&self, c: &Comparison, adjustments: &Adjustments, thresholds: &Thresholds) -> Explanation {
         let fields = Field::ALL
             .iter()
             .map(|&field| {
@@ -341,11 +376,11 @@ impl Model {
                 FieldExplanation {
                     field,
                     level: level.map(|l| field.levels()[l as usize]),
-                    weight: level.map_or(0.0, |l| self.level_weight(field, l)),
+                    weight: level.map_or(0.0, |l| self.level_weight(field, l) + adjustments[field.index()]),
                 }
             })
             .collect();
-        let weight = self.match_weight(c);
+        let weight = self.match_weight_adjusted(c, adjustments);
         let probability = Model::probability_of(weight);
         Explanation { fields, prior_weight: self.prior_weight(), weight, probability, band: thresholds.band(weight) }
     }
@@ -386,26 +421,55 @@ mod tests {
         // 100 near-perfect agreements among 2,000 pairs that mostly disagree.
         let mut data = Vec::new();
         for i in 0..100u8 {
-            data.push(vector([Some(0), Some(i % 3 / 2), Some(0), Some(0), None, Some(i % 5 / 4 * 2), None]));
+            data.push(vector([
+                Some(0),
+                None,
+                Some(0),
+                Some(i % 3 / 2),
+                Some(0),
+                Some(0),
+                None,
+                None,
+                Some(i % 5 / 4 * 2),
+                None,
+            ]));
         }
         for i in 0..1900u32 {
-            let name = if i % 10 == 0 { 0 } else { 4 };
-            data.push(vector([Some(name), Some(6), Some((i % 2) as u8), Some(3), None, Some(2), None]));
+            let name = if i % 10 == 0 { 0 } else { 3 };
+            data.push(vector([
+                Some(name),
+                None,
+                Some(name),
+                Some(7),
+                Some((i % 2) as u8),
+                Some(3),
+                None,
+                None,
+                Some(2),
+                None,
+            ]));
         }
         let model = Model::estimate(&data, &[], &EmConfig::default());
         assert!(model.converged, "{model:?}");
         assert!((model.lambda - 0.05).abs() < 0.01, "lambda {}", model.lambda);
-        assert!(model.level_weight(Field::Name, 0) > 2.0);
+        assert!(model.level_weight(Field::Given, 0) > 2.0);
         assert!(model.level_weight(Field::BirthDate, 0) > 8.0);
         assert!(model.level_weight(Field::Commune, 3) < -5.0);
         let t = Thresholds::default();
-        assert_eq!(model.explain(&data[0], &t).band, Band::Link);
-        assert_eq!(model.explain(&data[150], &t).band, Band::Distinct);
-        let e = model.explain(&data[0], &t);
+        let none = [0.0; Field::COUNT];
+        assert_eq!(model.explain(&data[0], &none, &t).band, Band::Link);
+        assert_eq!(model.explain(&data[150], &none, &t).band, Band::Distinct);
+        let e = model.explain(&data[0], &none, &t);
         assert_eq!(e.fields.len(), Field::COUNT);
-        assert_eq!(e.fields[1].level, Some("exact"));
-        assert_eq!(e.fields[4].level, None);
-        assert_eq!(e.fields[4].weight, 0.0);
+        assert_eq!(e.fields[3].level, Some("exact"));
+        assert_eq!(e.fields[7].level, None);
+        assert_eq!(e.fields[7].weight, 0.0);
+        // An adjustment moves its field's weight and the total alike.
+        let mut adj = none;
+        adj[Field::Given.index()] = -1.5;
+        let moved = model.explain(&data[0], &adj, &t);
+        assert!((moved.weight - (e.weight - 1.5)).abs() < 1e-9);
+        assert!((moved.fields[2].weight - (e.fields[2].weight - 1.5)).abs() < 1e-9);
         let sum: f64 = e.prior_weight + e.fields.iter().map(|f| f.weight).sum::<f64>();
         assert!((sum - e.weight).abs() < 1e-9);
     }
@@ -419,7 +483,8 @@ mod tests {
     fn bands() {
         let t = Thresholds::default();
         assert_eq!(t.band(20.0), Band::Link);
-        assert_eq!(t.band(15.0), Band::Review);
+        assert_eq!(t.band(10.0), Band::Link);
+        assert_eq!(t.band(7.0), Band::Review);
         assert_eq!(t.band(2.0), Band::Distinct);
     }
 }

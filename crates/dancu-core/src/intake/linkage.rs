@@ -8,6 +8,8 @@
 //! comparisons and scores each pair into a [`Band`]; [`cluster`](super::cluster) groups the
 //! `Link` pairs into people, refusing unions that would chain unrelated records.
 
+use std::collections::HashMap;
+
 use crate::date::PartialDate;
 use crate::id::Sex;
 use crate::person::{Address, Person, PersonInput, Relation};
@@ -16,7 +18,7 @@ use crate::text;
 
 use super::blocking::{self, BlockingConfig, BlockingStats};
 use super::cluster::{self, Refusal};
-use super::em::{Band, EmConfig, Model, Thresholds};
+use super::em::{Adjustments, Band, EmConfig, Model, Thresholds};
 use super::{par, phonetic};
 
 /// Where a record comes from. Registry records are taken as already deduplicated among themselves.
@@ -46,6 +48,8 @@ pub struct LinkRecord {
     pub father: Option<String>,
     pub mother: Option<String>,
     pub phone: Option<String>,
+    /// The home address within the commune (house number, street, hamlet), as written.
+    pub address: Option<String>,
 }
 
 impl LinkRecord {
@@ -67,6 +71,7 @@ impl LinkRecord {
             father: relative(Relation::Father),
             mother: relative(Relation::Mother),
             phone: p.phone.clone(),
+            address: home.and_then(|a| a.detail.clone()),
         }
     }
 
@@ -94,12 +99,12 @@ impl From<&Person> for LinkRecord {
 pub struct LinkFeatures {
     pub(crate) origin: Origin,
     pub(crate) family_f: String,
+    pub(crate) middle_f: String,
     pub(crate) given_f: String,
     pub(crate) full_f: String,
     pub(crate) family_k: String,
     pub(crate) middle_k: String,
     pub(crate) given_k: String,
-    pub(crate) full_k: String,
     /// Phonetic syllable keys of the whole name, sorted (order-free comparison).
     pub(crate) sorted_k: Vec<String>,
     pub(crate) birth_date: Option<PartialDate>,
@@ -112,6 +117,10 @@ pub struct LinkFeatures {
     pub(crate) phone: Option<String>,
     pub(crate) father: Option<(String, String)>,
     pub(crate) mother: Option<(String, String)>,
+    /// The address within the commune, folded, punctuation as spaces.
+    pub(crate) address_f: Option<String>,
+    /// Its distinctive words and numbers (those common to many records left out by [`link`]), sorted.
+    pub(crate) address_tokens: Vec<String>,
 }
 
 fn digits(s: &str) -> String {
@@ -143,8 +152,8 @@ impl LinkFeatures {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
-        let full_k = phonetic::name_key(&full_f);
-        let mut sorted_k: Vec<String> = full_k.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let mut sorted_k: Vec<String> =
+            phonetic::name_key(&full_f).split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
         sorted_k.sort_unstable();
         let commune = r.commune_key.as_deref().and_then(|k| {
             let (scheme, code) = k.split_once(':')?;
@@ -164,15 +173,21 @@ impl LinkFeatures {
         let province = r.province_2025.clone().or_else(|| {
             communes_2025.first().and_then(|c| reference::commune(Scheme::Y2025, c)).map(|c| c.province_code.clone())
         });
+        let address_f = r.address.as_deref().map(|a| {
+            text::fold(a).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+        });
+        let mut address_tokens: Vec<String> = address_f.iter().flat_map(|a| a.split(' ')).map(str::to_string).collect();
+        address_tokens.sort_unstable();
+        address_tokens.dedup();
         LinkFeatures {
             origin: r.origin,
             family_k: phonetic::name_key(&family_f),
             middle_k: phonetic::name_key(&middle_f),
             given_k: phonetic::name_key(&given_f),
             family_f,
+            middle_f,
             given_f,
             full_f,
-            full_k,
             sorted_k,
             birth_date: r.birth_date,
             sex: r.sex,
@@ -183,6 +198,8 @@ impl LinkFeatures {
             phone: r.phone.as_deref().and_then(normalize_phone),
             father: person_name(&r.father),
             mother: person_name(&r.mother),
+            address_f: address_f.filter(|a| !a.is_empty()),
+            address_tokens,
         }
     }
 
@@ -246,26 +263,46 @@ pub const NAME_SIMILARITY: f64 = 0.92;
 /// has no level and weighs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
-    Name,
+    /// The family name (họ).
+    Family,
+    /// The middle name (tên đệm); missing when both sides have none.
+    Middle,
+    /// The given name (tên): what tells siblings apart.
+    Given,
     BirthDate,
     Sex,
     Commune,
+    /// The address within the commune (house number, street, hamlet).
+    Address,
     LegacyId,
     Phone,
     Parents,
 }
 
 impl Field {
-    pub const COUNT: usize = 7;
-    pub const ALL: [Field; Field::COUNT] =
-        [Field::Name, Field::BirthDate, Field::Sex, Field::Commune, Field::LegacyId, Field::Phone, Field::Parents];
+    pub const COUNT: usize = 10;
+    pub const ALL: [Field; Field::COUNT] = [
+        Field::Family,
+        Field::Middle,
+        Field::Given,
+        Field::BirthDate,
+        Field::Sex,
+        Field::Commune,
+        Field::Address,
+        Field::LegacyId,
+        Field::Phone,
+        Field::Parents,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {
-            Field::Name => "name",
+            Field::Family => "family_name",
+            Field::Middle => "middle_name",
+            Field::Given => "given_name",
             Field::BirthDate => "birth_date",
             Field::Sex => "sex",
             Field::Commune => "commune",
+            Field::Address => "address",
             Field::LegacyId => "legacy_id",
             Field::Phone => "phone",
             Field::Parents => "parents",
@@ -275,12 +312,21 @@ impl Field {
     /// Level codes, best agreement first (index = level number).
     pub fn levels(self) -> &'static [&'static str] {
         match self {
-            Field::Name => &["exact", "phonetic", "similar", "middle_or_order", "different"],
-            Field::BirthDate => {
-                &["exact", "day_month_swapped", "one_digit", "same_month", "same_year", "year_apart", "different"]
-            }
+            Field::Family | Field::Given => &["exact", "phonetic", "typo", "different"],
+            Field::Middle => &["exact", "phonetic", "one_missing", "different"],
+            Field::BirthDate => &[
+                "exact",
+                "day_month_swapped",
+                "one_digit",
+                "same_month",
+                "same_year",
+                "year_apart",
+                "two_digits",
+                "different",
+            ],
             Field::Sex => &["same", "different"],
             Field::Commune => &["same", "equivalent", "same_province", "different"],
+            Field::Address => &["same", "similar", "partly", "different"],
             Field::LegacyId | Field::Phone => &["equal", "one_digit", "different"],
             Field::Parents => &["agree", "partly", "different"],
         }
@@ -291,18 +337,28 @@ impl Field {
     }
 }
 
-/// Name comparison levels.
+/// Comparison levels of one name part (family, given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameLevel {
     /// Equal after accent folding.
     Exact,
-    /// Equal phonetic keys (regional or variant spelling).
+    /// Equal phonetic keys (regional or variant spelling: d/gi/r, ch/tr, s/x, final n/ng, i/y).
     Phonetic,
-    /// Jaro–Winkler ≥ [`NAME_SIMILARITY`] on the folded full names (typos).
-    Similar,
-    /// Family and given names agree but the middle name is missing, added or different, or the
-    /// same syllables stand in another order.
-    MiddleOrOrder,
+    /// One keyboard slip apart (a letter replaced, dropped, doubled, or two adjacent swapped),
+    /// or Jaro–Winkler ≥ [`NAME_SIMILARITY`] for longer names. Siblings' names (An/Anh) can be
+    /// this close too: the other fields decide.
+    Typo,
+    Different,
+}
+
+/// Middle name comparison levels (no level when neither side has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MiddleLevel {
+    Exact,
+    /// Equal phonetic keys, or one slip apart.
+    Phonetic,
+    /// One side has no middle name (often dropped on forms).
+    OneMissing,
     Different,
 }
 
@@ -311,7 +367,7 @@ pub enum NameLevel {
 pub enum DateLevel {
     /// The same full date.
     Exact,
-    /// Day and month swapped (05/03 vs 03/05).
+    /// Day and month swapped (05/03 vs 03/05), a level of its own.
     DayMonthSwapped,
     /// Full dates whose 8 digits differ in one place or by two adjacent digits swapped.
     OneDigit,
@@ -319,8 +375,13 @@ pub enum DateLevel {
     SameMonth,
     /// Same year; at least one side lacks the month (year-only records).
     SameYear,
-    /// Years one apart, day and month compatible where known.
+    /// Years one apart or one digit apart, day and month equal where both sides have them (a
+    /// year typo, possibly on a year-only record).
     YearApart,
+    /// Full dates two slips apart: two of their 8 digits differ, or one does once day and month
+    /// are swapped (a second re-recording of a record that had one error already).
+    TwoDigits,
+    /// Anything further (a namesake born years earlier or later).
     Different,
 }
 
@@ -333,6 +394,19 @@ pub enum CommuneLevel {
     Equivalent,
     /// Same 2025 province.
     SameProvince,
+    Different,
+}
+
+/// Address (within the commune) comparison levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressLevel {
+    /// The same words and numbers (folded).
+    Same,
+    /// Most of the numbers and distinctive words shared (at least two thirds of the shorter
+    /// address's), or, for addresses of common words only, Jaro–Winkler ≥ [`NAME_SIMILARITY`].
+    Similar,
+    /// At least a third of them shared (a house number, a street, a postcode).
+    Partly,
     Different,
 }
 
@@ -367,28 +441,73 @@ impl Comparison {
     }
 }
 
-fn close(key_a: &str, key_b: &str, folded_a: &str, folded_b: &str) -> bool {
-    key_a == key_b || jaro_winkler(folded_a, folded_b) >= NAME_SIMILARITY
+/// One edit apart (Damerau: a character replaced, inserted, deleted, or two adjacent swapped).
+pub fn one_edit(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
+    match long.len() - short.len() {
+        0 => {
+            let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+            match diff.as_slice() {
+                [_] => true,
+                [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
+                _ => false,
+            }
+        }
+        1 => {
+            let p = short.iter().zip(long.iter()).take_while(|(x, y)| x == y).count();
+            short[p..] == long[p + 1..]
+        }
+        _ => false,
+    }
 }
 
-pub fn compare_names(a: &LinkFeatures, b: &LinkFeatures) -> Option<NameLevel> {
-    if a.full_f.is_empty() || b.full_f.is_empty() {
+fn close(key_a: &str, key_b: &str, folded_a: &str, folded_b: &str) -> bool {
+    key_a == key_b || one_edit(folded_a, folded_b) || jaro_winkler(folded_a, folded_b) >= NAME_SIMILARITY
+}
+
+/// One name part: folded forms and phonetic keys.
+fn name_part(fa: &str, fb: &str, ka: &str, kb: &str) -> Option<NameLevel> {
+    if fa.is_empty() || fb.is_empty() {
         return None;
     }
-    Some(if a.full_f == b.full_f {
+    Some(if fa == fb {
         NameLevel::Exact
-    } else if a.full_k == b.full_k {
+    } else if ka == kb {
         NameLevel::Phonetic
-    } else if jaro_winkler(&a.full_f, &b.full_f) >= NAME_SIMILARITY {
-        NameLevel::Similar
-    } else if (close(&a.family_k, &b.family_k, &a.family_f, &b.family_f)
-        && close(&a.given_k, &b.given_k, &a.given_f, &b.given_f))
-        || a.sorted_k == b.sorted_k
-    {
-        NameLevel::MiddleOrOrder
+    } else if one_edit(fa, fb) || (fa.len().min(fb.len()) >= 5 && jaro_winkler(fa, fb) >= NAME_SIMILARITY) {
+        NameLevel::Typo
     } else {
         NameLevel::Different
     })
+}
+
+/// The family, middle and given name levels. Family and given names written in each other's
+/// place (the same syllables in another order, or each close to the other's) count as phonetic
+/// agreement.
+pub fn compare_names(
+    a: &LinkFeatures,
+    b: &LinkFeatures,
+) -> (Option<NameLevel>, Option<MiddleLevel>, Option<NameLevel>) {
+    let mut family = name_part(&a.family_f, &b.family_f, &a.family_k, &b.family_k);
+    let mut given = name_part(&a.given_f, &b.given_f, &a.given_k, &b.given_k);
+    let middle = match (a.middle_f.is_empty(), b.middle_f.is_empty()) {
+        (true, true) => None,
+        (true, false) | (false, true) => Some(MiddleLevel::OneMissing),
+        _ if a.middle_f == b.middle_f => Some(MiddleLevel::Exact),
+        _ if a.middle_k == b.middle_k || one_edit(&a.middle_f, &b.middle_f) => Some(MiddleLevel::Phonetic),
+        _ => Some(MiddleLevel::Different),
+    };
+    let reordered = family != Some(NameLevel::Exact) && a.sorted_k == b.sorted_k && a.sorted_k.len() > 1;
+    let crossed = family == Some(NameLevel::Different)
+        && given == Some(NameLevel::Different)
+        && name_part(&a.family_f, &b.given_f, &a.family_k, &b.given_k).is_some_and(|l| l != NameLevel::Different)
+        && name_part(&a.given_f, &b.family_f, &a.given_k, &b.family_k).is_some_and(|l| l != NameLevel::Different);
+    if reordered || crossed {
+        family = Some(NameLevel::Phonetic);
+        given = Some(NameLevel::Phonetic);
+    }
+    (family, middle, given)
 }
 
 fn ymd_digits(d: time::Date) -> [u8; 8] {
@@ -430,14 +549,28 @@ pub fn compare_dates(a: PartialDate, b: PartialDate) -> DateLevel {
     };
     let days_agree = match (a.full(), b.full()) {
         (Some(x), Some(y)) => x.day() == y.day() && x.month() == y.month(),
-        _ => true,
+        _ => months_agree != Some(false),
     };
-    match ((a.year() - b.year()).abs(), months_agree) {
-        (0, Some(true)) => DateLevel::SameMonth,
-        (0, None) => DateLevel::SameYear,
-        (1, Some(true)) | (1, None) if days_agree => DateLevel::YearApart,
-        _ => DateLevel::Different,
+    let years_close = (a.year() - b.year()).abs() == 1
+        || one_digit_apart(format!("{:04}", a.year()).as_bytes(), format!("{:04}", b.year()).as_bytes());
+    match (a.year() == b.year(), months_agree) {
+        (true, Some(true)) => return DateLevel::SameMonth,
+        (true, None) => return DateLevel::SameYear,
+        (false, _) if years_close && days_agree => return DateLevel::YearApart,
+        _ => {}
     }
+    if let (Full(x), Full(y)) = (a, b) {
+        let (dx, dy) = (ymd_digits(x), ymd_digits(y));
+        let differing = (0..8).filter(|&i| dx[i] != dy[i]).count();
+        let swapped = PartialDate::from_ymd(y.year(), u32::from(y.day()), y.month() as u32)
+            .ok()
+            .and_then(|s| s.full())
+            .is_some_and(|s| one_digit_apart(&dx, &ymd_digits(s)));
+        if differing <= 2 || swapped {
+            return DateLevel::TwoDigits;
+        }
+    }
+    DateLevel::Different
 }
 
 pub fn compare_communes(a: &LinkFeatures, b: &LinkFeatures) -> Option<CommuneLevel> {
@@ -450,6 +583,23 @@ pub fn compare_communes(a: &LinkFeatures, b: &LinkFeatures) -> Option<CommuneLev
         CommuneLevel::SameProvince
     } else {
         CommuneLevel::Different
+    })
+}
+
+pub fn compare_addresses(a: &LinkFeatures, b: &LinkFeatures) -> Option<AddressLevel> {
+    let (fa, fb) = (a.address_f.as_deref()?, b.address_f.as_deref()?);
+    Some(if fa == fb {
+        AddressLevel::Same
+    } else {
+        let shared = a.address_tokens.iter().filter(|t| b.address_tokens.contains(t)).count();
+        let shorter = a.address_tokens.len().min(b.address_tokens.len());
+        if (shorter > 0 && shared * 3 >= shorter * 2) || (shorter == 0 && jaro_winkler(fa, fb) >= NAME_SIMILARITY) {
+            AddressLevel::Similar
+        } else if shorter > 0 && shared * 3 >= shorter {
+            AddressLevel::Partly
+        } else {
+            AddressLevel::Different
+        }
     })
 }
 
@@ -490,7 +640,10 @@ pub fn compare(a: &LinkFeatures, b: &LinkFeatures) -> Comparison {
         _ => None,
     };
     let mut c = [None; Field::COUNT];
-    c[Field::Name.index()] = compare_names(a, b).map(|l| l as u8);
+    let (family, middle, given) = compare_names(a, b);
+    c[Field::Family.index()] = family.map(|l| l as u8);
+    c[Field::Middle.index()] = middle.map(|l| l as u8);
+    c[Field::Given.index()] = given.map(|l| l as u8);
     c[Field::BirthDate.index()] = match (a.birth_date, b.birth_date) {
         (Some(x), Some(y)) => Some(compare_dates(x, y) as u8),
         _ => None,
@@ -500,6 +653,7 @@ pub fn compare(a: &LinkFeatures, b: &LinkFeatures) -> Comparison {
         _ => None,
     };
     c[Field::Commune.index()] = compare_communes(a, b).map(|l| l as u8);
+    c[Field::Address.index()] = compare_addresses(a, b).map(|l| l as u8);
     c[Field::LegacyId.index()] = both(&a.legacy_id, &b.legacy_id);
     c[Field::Phone.index()] = both(&a.phone, &b.phone);
     c[Field::Parents.index()] = compare_parents(a, b).map(|l| l as u8);
@@ -527,7 +681,9 @@ pub struct ScoredPair {
     pub a: usize,
     pub b: usize,
     pub comparison: Comparison,
-    /// Match weight in bits (log2 of the likelihood ratio, with the prior odds).
+    /// Term-frequency adjustments in bits per field (see [`TermFrequencies`]).
+    pub adjustments: Adjustments,
+    /// Match weight in bits (log2 of the likelihood ratio, with the prior odds and the adjustments).
     pub weight: f64,
     pub probability: f64,
     pub band: Band,
@@ -540,7 +696,10 @@ pub struct ScoredPair {
 pub struct LinkOutcome {
     pub blocking: BlockingStats,
     pub model: Model,
-    /// Every candidate pair, in candidate order (by `a`, then `b`).
+    /// Candidate pairs compared.
+    pub candidates: usize,
+    /// The candidate pairs scored `Link` or `Review` (the `Distinct` ones, nearly all, are not
+    /// kept), in candidate order (by `a`, then `b`).
     pub pairs: Vec<ScoredPair>,
     /// Groups of two or more records taken for one person (sorted indexes, groups sorted).
     pub clusters: Vec<Vec<usize>>,
@@ -568,9 +727,86 @@ fn background_pairs(n: usize, count: usize) -> impl Iterator<Item = (usize, usiz
     })
 }
 
+/// How common each family name, given name and address is among the records, for term-frequency adjustment:
+/// an exact agreement on a name shared by many (Nguyễn: about 38% of the population) says less
+/// than one on a rare name. The adjustment of an exact level is `log2(u / f)` bits, `u` the
+/// model's share of exact agreements among non-matches and `f` the name's share of records,
+/// within ±[`TermFrequencies::MAX_ADJUSTMENT`].
+#[derive(Debug, Clone, Default)]
+pub struct TermFrequencies {
+    family: Vec<f64>,
+    given: Vec<f64>,
+    address: Vec<f64>,
+}
+
+impl TermFrequencies {
+    pub const MAX_ADJUSTMENT: f64 = 8.0;
+
+    pub fn new(features: &[LinkFeatures]) -> Self {
+        fn address(f: &LinkFeatures) -> &str {
+            f.address_f.as_deref().unwrap_or("")
+        }
+        let shares = |part: fn(&LinkFeatures) -> &str| -> Vec<f64> {
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for f in features {
+                *counts.entry(part(f)).or_default() += 1;
+            }
+            let total = features.iter().filter(|f| !part(f).is_empty()).count().max(1) as f64;
+            features.iter().map(|f| counts[part(f)] as f64 / total).collect()
+        };
+        TermFrequencies { family: shares(|f| &f.family_f), given: shares(|f| &f.given_f), address: shares(address) }
+    }
+
+    /// The adjustments of a compared pair (record `a`'s names stand for both on exact levels),
+    /// and the household rule of the address (below).
+    pub fn adjustments(&self, model: &Model, a: usize, c: &Comparison) -> Adjustments {
+        let mut adj = [0.0; Field::COUNT];
+        for (field, shares) in
+            [(Field::Family, &self.family), (Field::Given, &self.given), (Field::Address, &self.address)]
+        {
+            // Level 0 is the exact agreement of each.
+            if c.level(field) == Some(0)
+                && let Some(share) = shares.get(a)
+            {
+                let u = model.u[field.index()][0];
+                adj[field.index()] = (u / share.max(1e-6)).log2().clamp(-Self::MAX_ADJUSTMENT, Self::MAX_ADJUSTMENT);
+            }
+        }
+        // An address lies within its commune: when the communes agree, the same address adds a
+        // household's agreement, not a person's (siblings share it), so only a different address weighs.
+        if matches!(c.level(Field::Commune), Some(x) if x <= CommuneLevel::Equivalent as u8)
+            && let Some(l) = c.level(Field::Address)
+            && l != AddressLevel::Different as u8
+        {
+            adj[Field::Address.index()] = -model.level_weight(Field::Address, l).max(0.0);
+        }
+        adj
+    }
+}
+
+/// Leaves out of the address tokens the words that many records share ("số", "tổ", "thôn",
+/// "đường"), which say nothing about a person; numbers are always kept.
+fn keep_distinctive_address_tokens(features: &mut [LinkFeatures]) {
+    if features.len() < 1000 {
+        return;
+    }
+    let mut df: HashMap<String, usize> = HashMap::new();
+    for f in features.iter() {
+        for t in &f.address_tokens {
+            *df.entry(t.clone()).or_default() += 1;
+        }
+    }
+    let limit = features.len() / 50;
+    for f in features.iter_mut() {
+        f.address_tokens.retain(|t| df[t] <= limit || t.bytes().all(|b| b.is_ascii_digit()));
+    }
+}
+
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
-    let features: Vec<LinkFeatures> = par::map(records, LinkFeatures::new);
+    let mut features: Vec<LinkFeatures> = par::map(records, LinkFeatures::new);
+    keep_distinctive_address_tokens(&mut features);
+    let features = features;
     let candidates = blocking::candidates(&features, &blocking::default_rules(), &config.blocking);
     let compare_all = |pairs: &[(u32, u32)]| -> Vec<Comparison> {
         par::map(pairs, |&(a, b)| compare(&features[a as usize], &features[b as usize]))
@@ -594,24 +830,35 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
             .collect();
         Model::estimate_in_sessions(&sessions, &comparisons, &background, &config.em)
     };
+    let tf = TermFrequencies::new(&features);
+    let score = |a: usize, b: usize| {
+        let c = compare(&features[a], &features[b]);
+        model.match_weight_adjusted(&c, &tf.adjustments(&model, a, &c))
+    };
     let mut pairs: Vec<ScoredPair> = candidates
         .pairs
         .iter()
         .zip(&comparisons)
-        .map(|(&(a, b), c)| {
-            let weight = model.match_weight(c);
+        .filter_map(|(&(a, b), c)| {
+            let adjustments = tf.adjustments(&model, a as usize, c);
+            let weight = model.match_weight_adjusted(c, &adjustments);
+            if config.thresholds.band(weight) == Band::Distinct {
+                return None;
+            }
             let probability = Model::probability_of(weight);
-            ScoredPair {
+            Some(ScoredPair {
                 a: a as usize,
                 b: b as usize,
                 comparison: *c,
+                adjustments,
                 weight,
                 probability,
                 band: config.thresholds.band(weight),
                 refused: None,
-            }
+            })
         })
         .collect();
+    drop(comparisons);
     let link_index: Vec<usize> =
         pairs.iter().enumerate().filter(|(_, p)| p.band == Band::Link).map(|(i, _)| i).collect();
     let links: Vec<(usize, usize, f64)> =
@@ -620,14 +867,20 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
         records.len(),
         &links,
         config.max_cluster.unwrap_or(LinkConfig::DEFAULT_MAX_CLUSTER),
-        |a, b| config.thresholds.band(model.match_weight(&compare(&features[a], &features[b]))) == Band::Distinct,
+        |a, b| score(a, b) < config.thresholds.contradiction,
     );
     for (link, reason) in clustering.refused {
         let p = &mut pairs[link_index[link]];
         p.band = Band::Review;
         p.refused = Some(reason);
     }
-    LinkOutcome { blocking: candidates.stats, model, pairs, clusters: clustering.clusters }
+    LinkOutcome {
+        candidates: candidates.pairs.len(),
+        blocking: candidates.stats,
+        model,
+        pairs,
+        clusters: clustering.clusters,
+    }
 }
 
 #[cfg(test)]
@@ -649,10 +902,13 @@ mod tests {
             father: None,
             mother: None,
             phone: None,
+            address: None,
         }
     }
 
-    fn names(a: (&str, &str, &str), b: (&str, &str, &str)) -> Option<NameLevel> {
+    type Levels = (Option<NameLevel>, Option<MiddleLevel>, Option<NameLevel>);
+
+    fn names(a: (&str, &str, &str), b: (&str, &str, &str)) -> Levels {
         let fa = LinkFeatures::new(&record(a.0, a.1, a.2, "1990", "2025:00004"));
         let fb = LinkFeatures::new(&record(b.0, b.1, b.2, "1990", "2025:00004"));
         compare_names(&fa, &fb)
@@ -675,13 +931,30 @@ mod tests {
     #[test]
     fn name_levels() {
         use NameLevel::*;
-        assert_eq!(names(("Nguyễn", "Thị", "Hoà"), ("NGUYEN", "THI", "HÒA")), Some(Exact));
-        assert_eq!(names(("Trần", "Xuân", "Giang"), ("Chần", "Suân", "Dang")), Some(Phonetic));
-        assert_eq!(names(("Nguyễn", "Văn", "Thắng"), ("Nguyễn", "Văn", "Thăngg")), Some(Similar));
-        assert_eq!(names(("Lê", "Thị Thu", "Hà"), ("Lê", "", "Hà")), Some(MiddleOrOrder));
-        assert_eq!(names(("Lê", "Thu", "Hà"), ("Hà", "Thu", "Lê")), Some(MiddleOrOrder));
-        assert_eq!(names(("Lê", "Văn", "Hùng"), ("Phạm", "Thị", "Lan")), Some(Different));
-        assert_eq!(names(("", "", ""), ("Phạm", "Thị", "Lan")), None);
+        let e = Some(MiddleLevel::Exact);
+        assert_eq!(names(("Nguyễn", "Thị", "Hoà"), ("NGUYEN", "THI", "HÒA")), (Some(Exact), e, Some(Exact)));
+        assert_eq!(
+            names(("Trần", "Xuân", "Giang"), ("Chần", "Suân", "Dang")),
+            (Some(Phonetic), Some(MiddleLevel::Phonetic), Some(Phonetic))
+        );
+        assert_eq!(names(("Nguyễn", "Văn", "Thắng"), ("Nguyễn", "Văn", "Thăngg")), (Some(Exact), e, Some(Typo)));
+        assert_eq!(names(("Nguyễn", "Văn", "Thắng"), ("Nguyễn", "Văn", "Tháng")), (Some(Exact), e, Some(Exact)));
+        assert_eq!(
+            names(("Lê", "Thị Thu", "Hà"), ("Lê", "", "Hà")),
+            (Some(Exact), Some(MiddleLevel::OneMissing), Some(Exact))
+        );
+        // Family and given names in each other's place.
+        assert_eq!(names(("Lê", "Thu", "Hà"), ("Hà", "Thu", "Lê")), (Some(Phonetic), e, Some(Phonetic)));
+        assert_eq!(
+            names(("Lê", "Văn", "Hùng"), ("Phạm", "Thị", "Lan")),
+            (Some(Different), Some(MiddleLevel::Different), Some(Different))
+        );
+        assert_eq!(names(("", "", ""), ("Phạm", "Thị", "Lan")), (None, Some(MiddleLevel::OneMissing), None));
+        // No middle name on either side: missing, not agreement.
+        assert_eq!(names(("Lê", "", "Hà"), ("Lê", "", "Hà")).1, None);
+        // Siblings: the given name tells them apart even when the rest of the name is the same.
+        assert_eq!(names(("Nguyễn", "Thị", "Lan"), ("Nguyễn", "Thị", "Hoa")).2, Some(Different));
+        assert_eq!(names(("Nguyễn", "Văn", "An"), ("Nguyễn", "Văn", "Anh")).2, Some(Typo));
     }
 
     #[test]
@@ -698,8 +971,16 @@ mod tests {
         assert_eq!(d("1990", "1990"), SameYear);
         assert_eq!(d("1989-12-31", "1990-12-31"), YearApart);
         assert_eq!(d("1990", "1991-12-31"), YearApart);
+        // A year typo on a year-only record.
+        assert_eq!(d("1998", "1990-02-15"), YearApart);
         assert_eq!(d("1990-04-05", "1990-11-21"), Different);
-        assert_eq!(d("1990", "1993"), Different);
+        assert_eq!(d("1990", "1985"), Different);
+        // Two slips: a swapped day and month plus a mistyped digit; two digits mistyped.
+        assert_eq!(d("1981-07-03", "1981-03-08"), TwoDigits);
+        assert_eq!(d("1987-11-12", "1984-12-11"), TwoDigits);
+        assert_eq!(d("1970-01-19", "1976-01-17"), TwoDigits);
+        // A namesake born decades apart.
+        assert_eq!(d("1966-11-16", "2003-06-24"), Different);
         assert_eq!(PartialDate::parse("1990-03").unwrap().month(), Some(Month::March));
     }
 
@@ -751,8 +1032,102 @@ mod tests {
         let pair = out.pairs.iter().find(|p| p.a == original && p.b == records.len() - 1);
         let pair = pair.expect("the duplicate is a candidate");
         assert_ne!(pair.band, Band::Distinct, "{pair:?}");
-        let e = out.model.explain(&pair.comparison, &Thresholds::default());
-        assert_eq!(e.fields[0].level, Some("middle_or_order"));
-        assert_eq!(e.fields[3].level, Some("equivalent"));
+        let e = out.model.explain(&pair.comparison, &pair.adjustments, &Thresholds::default());
+        assert_eq!(e.fields[0].level, Some("exact"));
+        assert_eq!(e.fields[1].level, Some("one_missing"));
+        assert_eq!(e.fields[2].level, Some("exact"));
+        assert_eq!(e.fields[3].level, Some("day_month_swapped"));
+        assert_eq!(e.fields[5].level, Some("equivalent"));
+    }
+
+    #[test]
+    fn missing_fields_weigh_nothing() {
+        let full = record("Trần", "Văn", "Hùng", "1975-06-20", "2025:00004");
+        let mut bare = full.clone();
+        bare.birth_date = None;
+        bare.sex = None;
+        bare.commune_key = None;
+        bare.middle.clear();
+        let c = compare(&LinkFeatures::new(&full), &LinkFeatures::new(&bare));
+        assert_eq!(c.level(Field::Family), Some(NameLevel::Exact as u8));
+        assert_eq!(c.level(Field::Middle), Some(MiddleLevel::OneMissing as u8));
+        for f in [Field::BirthDate, Field::Sex, Field::Commune, Field::Address, Field::LegacyId, Field::Phone] {
+            assert_eq!(c.level(f), None, "{f:?}");
+        }
+        let model = Model::starting();
+        let e = model.explain(&c, &[0.0; Field::COUNT], &Thresholds::default());
+        let missing: f64 = e.fields.iter().filter(|f| f.level.is_none()).map(|f| f.weight).sum();
+        assert_eq!(missing, 0.0);
+        // A missing date costs nothing, a different one costs.
+        let mut other = full.clone();
+        other.birth_date = Some(PartialDate::parse("1942-01-01").unwrap());
+        let differs = compare(&LinkFeatures::new(&full), &LinkFeatures::new(&other));
+        assert_eq!(differs.level(Field::BirthDate), Some(DateLevel::Different as u8));
+        assert!(model.level_weight(Field::BirthDate, DateLevel::Different as u8) < 0.0);
+    }
+
+    /// Households of siblings (one family name, one commune, one address, the same parents; some
+    /// twins born the same day), a few of them recorded twice with intake errors: every duplicate
+    /// is linked to its original and no two siblings are linked.
+    #[test]
+    fn siblings_stay_apart_and_their_duplicates_are_linked() {
+        let families = ["Nguyễn", "Nguyễn", "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi"];
+        let given = ["An", "Anh", "Bình", "Chi", "Dũng", "Giang", "Hà", "Hải", "Hoa", "Lan", "Linh", "Long", "Minh"];
+        let mut records = Vec::new();
+        let mut person = Vec::new();
+        for h in 0..400usize {
+            let family = families[h % families.len()];
+            let commune = format!("2025:{}", ["00004", "00008", "00025"][h % 3]);
+            let address = format!("Số {}, Tổ dân phố {}", h / 3 + 1, h % 7 + 1);
+            for k in 0..3usize {
+                let g = given[(h * 5 + k * 4) % given.len()];
+                // The third child of every fourth household is the second's twin.
+                let year = if k == 2 && h % 4 == 0 { 1990 + h % 20 + 1 } else { 1990 + h % 20 + k };
+                let date = format!("{year}-{:02}-{:02}", (h + 1) % 12 + 1, (h * 7) % 27 + 1);
+                let mut r = record(family, "Văn", g, &date, &commune);
+                r.address = Some(address.clone());
+                r.father = Some(format!("{family} Văn Cha{h}"));
+                r.mother = Some(format!("Lê Thị Mẹ{h}"));
+                records.push(r);
+                person.push(h * 3 + k);
+            }
+        }
+        let originals = records.len();
+        for i in (0..originals).step_by(7) {
+            let mut d = records[i].clone();
+            match i % 3 {
+                0 => d.middle.clear(),
+                1 => {
+                    d.family = text::fold(&d.family);
+                    d.given = text::fold(&d.given);
+                }
+                _ => {
+                    let full = d.birth_date.and_then(|x| x.full()).unwrap();
+                    d.birth_date = Some(PartialDate::Year(full.year()));
+                }
+            }
+            d.father = None;
+            records.push(d);
+            person.push(person[i]);
+        }
+        let out = link(&records, &LinkConfig::default());
+        let mut cluster_of: Vec<usize> = (0..records.len()).collect();
+        for c in &out.clusters {
+            for &i in c {
+                cluster_of[i] = c[0];
+            }
+            let people: std::collections::HashSet<usize> = c.iter().map(|&i| person[i]).collect();
+            assert_eq!(people.len(), 1, "siblings linked: {:?}", c.iter().map(|&i| &records[i]).collect::<Vec<_>>());
+        }
+        for d in originals..records.len() {
+            let original = (0..originals).find(|&i| person[i] == person[d]).unwrap();
+            if matches!(records[d].birth_date, Some(PartialDate::Year(_))) {
+                // A year-only date could be a sibling's: linked, or left to an officer.
+                let pair = out.pairs.iter().find(|p| p.a == original && p.b == d).expect("a candidate");
+                assert_ne!(pair.band, Band::Distinct, "{pair:?}");
+            } else {
+                assert_eq!(cluster_of[d], cluster_of[original], "duplicate {:?} not linked", records[d]);
+            }
+        }
     }
 }

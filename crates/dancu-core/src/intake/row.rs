@@ -10,6 +10,7 @@ use serde::de::value::{Error as DeError, StrDeserializer};
 use time::Date;
 
 use super::fields::{self, DateOptions, FieldProblem};
+use super::linkage::{LinkRecord, Origin};
 use super::vnenc;
 use crate::id::PersonalId;
 use crate::person::{
@@ -61,6 +62,19 @@ impl ColumnMap {
     /// field is given there) holds that field. Unknown columns are ignored. Errors name what is
     /// wrong (a mapping to a missing column, an unknown field, no name column…).
     pub fn new(header: &[String], mapping: &HashMap<String, String>) -> Result<ColumnMap, String> {
+        let map = ColumnMap::for_linkage(header, mapping)?;
+        let has = |f: &str| map.index.contains_key(f);
+        for f in ["sex", "birth_date", "birth_registration_province"] {
+            if !has(f) {
+                return Err(format!("no {f} column (map it in the mapping file)"));
+            }
+        }
+        Ok(map)
+    }
+
+    /// Like [`ColumnMap::new`] for linkage only (`dancu dedupe`): only the name columns are
+    /// needed; a field without a column is missing on every row.
+    pub fn for_linkage(header: &[String], mapping: &HashMap<String, String>) -> Result<ColumnMap, String> {
         let norm = |s: &str| text::fold(s.trim()).replace([' ', '-'], "_");
         let mut index = HashMap::new();
         for (field, column) in mapping {
@@ -81,11 +95,6 @@ impl ColumnMap {
         let has = |f: &str| map.index.contains_key(f);
         if !(has("full_name") || has("surname") && has("given_name")) {
             return Err("no name columns: map full_name, or surname and given_name (middle_name optional)".into());
-        }
-        for f in ["sex", "birth_date", "birth_registration_province"] {
-            if !has(f) {
-                return Err(format!("no {f} column (map it in the mapping file)"));
-            }
         }
         Ok(map)
     }
@@ -119,6 +128,15 @@ pub struct CellNote {
 pub struct NormalizedRow {
     pub person: Person,
     pub notes: Vec<CellNote>,
+}
+
+/// A row read for linkage only ([`RowNormalizer::link_record`]).
+#[derive(Debug, Clone)]
+pub struct LenientRow {
+    pub record: LinkRecord,
+    pub notes: Vec<CellNote>,
+    /// Why the import would refuse the row (empty when it would take it).
+    pub problems: Vec<CellProblem>,
 }
 
 /// The unit an import belongs to: rows must live there.
@@ -368,6 +386,85 @@ impl RowNormalizer {
             }
         }
         Err(FieldProblem::new("unknown_province", "not a province code or name (legacy 63 or 2025 34 list)"))
+    }
+
+    /// The linkage record of a row, for linkage without import (`dancu dedupe`). A row the import
+    /// takes gives the very record the import links ([`LinkRecord::from_input`]); a row it would
+    /// refuse still takes part with what it has: a cell that is empty, has no column or does not
+    /// read is missing (it weighs nothing), never a disagreement. `Ok` carries the row's notes
+    /// and, for a row the import would refuse, its problems; `Err` is a row without a usable name.
+    pub fn link_record(&mut self, cells: &[String]) -> Result<LenientRow, Vec<CellProblem>> {
+        let problems = match self.normalize(cells) {
+            Ok(row) => {
+                let record = LinkRecord::from_input(&row.person.record, Origin::Batch);
+                return Ok(LenientRow { record, notes: row.notes, problems: Vec::new() });
+            }
+            Err(problems) => problems,
+        };
+        let map = self.map.clone();
+        let cell = |f: &str| map.cell(cells, f).to_string();
+        let mut notes = Vec::new();
+        let mut bad = Vec::new();
+        let full = cell("full_name");
+        let (family, middle, given) =
+            if map.index.contains_key("surname") && !cell("surname").is_empty() || full.is_empty() {
+                let mut part = |f: &str| name_part(&mut bad, f, &cell(f), &mut notes, false).unwrap_or_default();
+                (part("surname"), part("middle_name"), part("given_name"))
+            } else {
+                let n = name_part(&mut bad, "full_name", &full, &mut notes, false).unwrap_or_default();
+                let words: Vec<&str> = n.split(' ').filter(|w| !w.is_empty()).collect();
+                match words.as_slice() {
+                    [] => Default::default(),
+                    [one] => (String::new(), String::new(), one.to_string()),
+                    [first, mid @ .., last] => (first.to_string(), mid.join(" "), last.to_string()),
+                }
+            };
+        if family.is_empty() && given.is_empty() {
+            return Err(problems);
+        }
+        let date_raw = cell("birth_date");
+        // yyyymmdd, as many systems export dates.
+        let compact = (date_raw.len() == 8 && date_raw.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("{}-{}-{}", &date_raw[..4], &date_raw[4..6], &date_raw[6..]));
+        let birth_date = fields::date(compact.as_deref().unwrap_or(&date_raw), self.dates).ok();
+        let sex = fields::sex(&cell("sex")).ok();
+        let legacy_raw = cell("legacy_id");
+        let legacy_digits: String = legacy_raw.chars().filter(|c| !matches!(c, ' ' | '.' | '-')).collect();
+        // Any number of an identity document serves for linkage, checked or not.
+        let legacy_id = fields::legacy_id(&legacy_raw).map(|l| l.as_str().to_string()).ok().or_else(|| {
+            (legacy_digits.len() >= 5 && legacy_digits.bytes().all(|b| b.is_ascii_digit())).then_some(legacy_digits)
+        });
+        let phone = fields::phone(&cell("phone")).ok();
+        let commune_raw = cell("residence_commune");
+        let home = if commune_raw.is_empty() {
+            self.unit.commune.as_ref().map(|c| Address { scheme: Scheme::Y2025, commune_code: c.clone(), detail: None })
+        } else {
+            self.commune(&cell("residence_scheme"), &commune_raw).ok().map(|(a, note)| {
+                notes.extend(note);
+                a
+            })
+        };
+        let detail = text::clean(&vnenc::repair(&cell("residence_detail")).text);
+        let relative = |f: &str| {
+            let n = text::clean(&vnenc::repair(&cell(f)).text);
+            (!n.is_empty()).then_some(n)
+        };
+        let record = LinkRecord {
+            origin: Origin::Batch,
+            family,
+            middle,
+            given,
+            birth_date,
+            sex,
+            commune_key: home.as_ref().map(Address::unit_key),
+            province_2025: home.as_ref().and_then(Address::province_2025),
+            legacy_id,
+            father: relative("father_name"),
+            mother: relative("mother_name"),
+            phone,
+            address: (!detail.is_empty()).then_some(detail),
+        };
+        Ok(LenientRow { record, notes, problems })
     }
 
     /// Normalizes one row (`cells` in file column order).

@@ -40,7 +40,8 @@ BIN="$PWD/target/release/dancu"
 export DANCU_LOG=warn
 
 results=()
-# measure NAME CMD...: runs CMD under /usr/bin/time -v; sets SECS and RSS_MIB.
+# measure NAME CMD...: runs CMD under /usr/bin/time -v; sets SECS, CPU (user + system seconds: on
+# a shared machine the wall time is inflated by other work, the CPU time much less) and RSS_MIB.
 measure() {
   local name="$1"
   shift
@@ -51,12 +52,13 @@ measure() {
   }
   SECS="$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.1f", s }' "$OUT/$name.time")"
   RSS_MIB="$(awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$OUT/$name.time")"
+  CPU="$(awk -F': ' '/(User|System) time \(seconds\)/ { s += $2 } END { printf "%.1f", s }' "$OUT/$name.time")"
 }
 quality() { # quality TRUTH PREDICTED → "precision / recall / F1"
   python3 bench/intake_eval.py "$1" "$2" | tee "$2.quality.json" |
     python3 -c 'import json,sys; q=json.load(sys.stdin); print(f"{q[\"precision\"]:.4f} / {q[\"recall\"]:.4f} / {q[\"f1\"]:.4f}")'
 }
-row() { results+=("| $1 | $2 | $3 s | $4 MiB | $5 | $6 |"); }
+row() { results+=("| $1 | $2 | $3 s (CPU ${CPU:-?} s) | $4 MiB | $5 | $6 |"); }
 
 # ---- data
 DATA="$OUT/people-$PEOPLE.csv"
@@ -103,8 +105,10 @@ if has postgres; then
   mkdir -p "$OUT/pg-data"
   dancu_import dancu-postgres "$url" "$OUT/pg-data"
   { echo "id,cluster"; psql "$url" -At -F, -c "$SQL_PRED"; } >"$OUT/dancu-postgres.pred.csv"
+  ratio=""
+  [ -n "${DANCU_SQLITE_SECS:-}" ] && ratio="PostgreSQL / SQLite = $(python3 -c "print(f'{$SECS / max($DANCU_SQLITE_SECS, 0.1):.2f}×')"); "
   row "dancu import, PostgreSQL" "$ROWS rows" "$SECS" "$RSS_MIB (client)" \
-    "$(quality "$OUT/truth.csv" "$OUT/dancu-postgres.pred.csv")" "$(summary_note "$OUT/dancu-postgres.summary.json")"
+    "$(quality "$OUT/truth.csv" "$OUT/dancu-postgres.pred.csv")" "$ratio$(summary_note "$OUT/dancu-postgres.summary.json")"
 fi
 
 if has sqlite3; then
@@ -154,10 +158,10 @@ ids = [r["rec_id"] for r in csv.DictReader(open(sys.argv[1]))]
 w = csv.writer(open(sys.argv[3], "w", newline="")); w.writerow(["id", "cluster"])
 r = csv.reader(open(sys.argv[2])); next(r)
 [w.writerow([ids[int(line) - 2], c]) for line, c in r]' "$OUT/$set.csv" "$OUT/dancu-$set.lines.csv" "$OUT/dancu-$set.pred.csv"
-      row "dancu import, $set" "$n records" "-" "-" "$(quality "$OUT/$set.truth.csv" "$OUT/dancu-$set.pred.csv")" \
+      CPU=- row "dancu import, $set" "$n records" "-" "-" "$(quality "$OUT/$set.truth.csv" "$OUT/dancu-$set.pred.csv")" \
         "$(summary_note "$OUT/dancu-$set.summary.json")"
     else
-      row "dancu import, $set" "$n records" "-" "-" "not importable" "$(tail -1 "$OUT/dancu-$set.err" | cut -c1-120)"
+      CPU=- row "dancu import, $set" "$n records" "-" "-" "not importable" "$(tail -1 "$OUT/dancu-$set.err" | cut -c1-120)"
     fi
   done
 fi

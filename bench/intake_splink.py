@@ -50,7 +50,10 @@ def dancu_settings():
         block_on("legacy_id"),
     ], [
         block_on("birth_date"),
-        block_on("surname", "given_name"),
+        # Not surname + given name alone: Vietnamese names are so concentrated (Nguyễn, Trần…
+        # with a few hundred given names) that those blocks hold billions of pairs (Splink was
+        # killed for memory at 19 GB on 1M rows with it); within a commune they are a few million.
+        block_on("surname", "given_name", "residence_commune"),
     ]
 
 

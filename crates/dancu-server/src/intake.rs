@@ -219,23 +219,23 @@ type Row = (u64, Vec<String>);
 /// A stream of rows; an unreadable record is its line and why.
 type Rows = Box<dyn Iterator<Item = Result<Row, (u64, String)>> + Send>;
 
-/// A row of the file after normalization (blank rows are left out).
+/// A row of the file after normalization (blank rows are left out); a valid row with its person
+/// serialized for the [`Spill`].
 enum Item {
     Unreadable(u64, String),
-    Row(u64, Box<Result<NormalizedRow, Vec<CellProblem>>>),
+    Row(u64, Box<Result<Normalized, Vec<CellProblem>>>),
 }
+
+/// A valid row and its person as JSON (for the [`Spill`]).
+type Normalized = (NormalizedRow, serde_json::Result<Vec<u8>>);
 
 /// Rows normalized per batch.
 const BATCH: usize = 16_384;
 
-/// Reads and normalizes the rows on a thread of its own, in batches, each batch normalized on
-/// all cores ([`par::map_with`], one normalizer per thread); batches arrive in file order. With
-/// `wanted` (sorted lines), only those lines are normalized and sent.
-fn normalize_in_background(
-    mut source: Rows,
-    norm: RowNormalizer,
-    wanted: Option<Arc<Vec<u64>>>,
-) -> tokio::sync::mpsc::Receiver<Vec<Item>> {
+/// Reads and normalizes the rows on a thread of its own, in batches, each batch normalized (and
+/// each valid row's person serialized) on all cores ([`par::map_with`], one normalizer per
+/// thread); batches arrive in file order.
+fn normalize_in_background(mut source: Rows, norm: RowNormalizer) -> tokio::sync::mpsc::Receiver<Vec<Item>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     std::thread::spawn(move || {
         let mut norms = vec![norm; par::threads()];
@@ -245,14 +245,16 @@ fn normalize_in_background(
                 break;
             }
             let items = par::map_with(&mut norms, &batch, |norm, r| match r {
-                Err((line, reason)) => wanted.is_none().then(|| Item::Unreadable(*line, reason.clone())),
+                Err((line, reason)) => Some(Item::Unreadable(*line, reason.clone())),
                 Ok((line, cells)) => {
-                    if wanted.as_ref().is_some_and(|w| w.binary_search(line).is_err())
-                        || cells.iter().all(|c| c.trim().is_empty())
-                    {
+                    if cells.iter().all(|c| c.trim().is_empty()) {
                         return None;
                     }
-                    Some(Item::Row(*line, Box::new(norm.normalize(cells))))
+                    let row = norm.normalize(cells).map(|row| {
+                        let json = serde_json::to_vec(&row.person);
+                        (row, json)
+                    });
+                    Some(Item::Row(*line, Box::new(row)))
                 }
             });
             if tx.blocking_send(items.into_iter().flatten().collect()).is_err() {
@@ -261,6 +263,86 @@ fn normalize_in_background(
         }
     });
     rx
+}
+
+/// The people of pass 1's valid rows, in file order, kept in a temporary file so that pass 2
+/// stores them without reading and normalizing the file again (normalizing is the costly part
+/// of a read). The file is unlinked as soon as it is created, so it goes away with the import
+/// however that ends (even killed); each record is a length (`u32`, little-endian) and the
+/// person as JSON.
+struct Spill {
+    file: std::fs::File,
+    w: std::io::BufWriter<std::fs::File>,
+    count: usize,
+}
+
+impl Spill {
+    fn create(dir: &Path) -> Result<Spill> {
+        let path = dir.join(format!(".dancu-import-{}-{}.tmp", std::process::id(), Uuid::now_v7().simple()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io(format!("creating a temporary file in {}", dir.display()), e))?;
+        std::fs::remove_file(&path).map_err(|e| io(format!("unlinking {}", path.display()), e))?;
+        let w = std::io::BufWriter::with_capacity(1 << 20, file.try_clone()?);
+        Ok(Spill { file, w, count: 0 })
+    }
+
+    fn push(&mut self, json: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let len = u32::try_from(json.len()).map_err(|_| ImportError::Io("a normalized row over 4 GiB".into()))?;
+        self.w.write_all(&len.to_le_bytes())?;
+        self.w.write_all(json)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Reads the people back on a thread of its own, in batches deserialized on all cores, in
+    /// the order they were pushed.
+    fn people_in_background(self) -> Result<tokio::sync::mpsc::Receiver<Result<Vec<Person>, String>>> {
+        use std::io::{Seek, Write};
+        let Spill { mut file, mut w, count } = self;
+        w.flush()?;
+        drop(w);
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        std::thread::spawn(move || {
+            let mut read = 0usize;
+            while read < count {
+                let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH.min(count - read));
+                let mut failed = None;
+                while batch.len() < BATCH && read < count {
+                    let mut len = [0u8; 4];
+                    if let Err(e) = r.read_exact(&mut len) {
+                        failed = Some(e);
+                        break;
+                    }
+                    let mut json = vec![0u8; u32::from_le_bytes(len) as usize];
+                    if let Err(e) = r.read_exact(&mut json) {
+                        failed = Some(e);
+                        break;
+                    }
+                    batch.push(json);
+                    read += 1;
+                }
+                let people = match failed {
+                    Some(e) => Err(format!("reading the normalized rows back: {e}")),
+                    None => par::map(&batch, |json| serde_json::from_slice::<Person>(json))
+                        .into_iter()
+                        .collect::<Result<Vec<Person>, _>>()
+                        .map_err(|e| format!("reading the normalized rows back: {e}")),
+                };
+                let stop = people.is_err();
+                if tx.blocking_send(people).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(rx)
+    }
 }
 
 /// Streams the rows of a file (the header first).
@@ -551,7 +633,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     };
     let map = ColumnMap::new(&header, &mapping).map_err(|e| input(e.to_string()))?;
     let today = today();
-    let norm = RowNormalizer::new(map.clone(), unit.clone(), today, o.format == Format::Xlsx);
+    let norm = RowNormalizer::new(map, unit.clone(), today, o.format == Format::Xlsx);
     let mut lines: Vec<u64> = Vec::new();
     let mut records: Vec<LinkRecord> = Vec::new();
     let mut keys: HashSet<CandidateKey> = HashSet::new();
@@ -562,7 +644,9 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     };
     track.stage(Stage::Reading, None);
     let mut phase = Instant::now();
-    let mut batches = normalize_in_background(source, norm, None);
+    let spill_dir = report_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut spill = Spill::create(spill_dir)?;
+    let mut batches = normalize_in_background(source, norm);
     while let Some(batch) = batches.recv().await {
         for item in batch {
             summary.rows_read += 1;
@@ -591,7 +675,8 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
                         report.rejected(line, p)?;
                     }
                 }
-                Ok(row) => {
+                Ok((row, json)) => {
+                    spill.push(&json.map_err(|e| ImportError::Io(format!("serializing a normalized row: {e}")))?)?;
                     for n in &row.notes {
                         *summary.notes.entry(n.code.to_string()).or_default() += 1;
                         let kind = if n.code == "part_merge" { "flagged" } else { "converted" };
@@ -725,24 +810,20 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         None,
     );
     let mut key_of: Vec<Option<Uuid>> = vec![None; n_batch];
-    let norm = RowNormalizer::new(map, unit.clone(), today, o.format == Format::Xlsx);
     track.stage(Stage::Storing, Some(n_batch as u64));
     let mut stored = 0u64;
     let mut chunk: Vec<ImportedRow> = Vec::with_capacity(o.chunk);
     let mut in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
     let mut idx = 0usize;
-    let mut source = rows(&o.file, o.format)?;
-    source.next(); // header
-    let lines = Arc::new(lines);
-    let mut batches = normalize_in_background(source, norm, Some(lines.clone()));
-    while let Some(batch) = batches.recv().await {
-        for item in batch {
-            let Item::Row(line, normalized) = item else { continue };
-            if idx >= n_batch || lines[idx] != line {
-                continue; // rejected or blank in pass 1
-            }
+    if spill.count != n_batch {
+        return Err(ImportError::Io(format!("{} rows kept for storing, {n_batch} expected", spill.count)));
+    }
+    let mut people = spill.people_in_background()?;
+    while let Some(batch) = people.recv().await {
+        for mut person in batch.map_err(ImportError::Io)? {
             let i = idx;
             idx += 1;
+            let line = lines[i];
             if let Some(k) = done.get(&line) {
                 key_of[i] = Some(*k);
                 summary.already_imported += 1;
@@ -751,9 +832,6 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
             if refused.contains(&i) {
                 continue;
             }
-            let row = (*normalized)
-                .map_err(|_| input(format!("line {line} changed between the two readings of the file")))?;
-            let mut person: Person = row.person;
             let key = Uuid::now_v7();
             key_of[i] = Some(key);
             if let Some(s) = survivor[i] {
@@ -799,6 +877,9 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     }
     if let Some(h) = in_flight.take() {
         h.await.map_err(|e| ImportError::Io(e.to_string()))??;
+    }
+    if idx != n_batch {
+        return Err(ImportError::Io(format!("{idx} normalized rows read back, {n_batch} expected")));
     }
     if !chunk.is_empty() {
         stored += chunk.len() as u64;
@@ -1084,8 +1165,10 @@ async fn store_chunk(
     meta: &ChangeMeta,
 ) -> Result<(), StoreError> {
     for _ in 0..64 {
-        // Collisions with numbers already issued, and inside the chunk, redrawn before storing.
-        let ids: Vec<PersonalId> = rows.iter().filter_map(|r| r.person.personal_id).collect();
+        // Collisions with numbers already issued, and inside the chunk, redrawn before storing
+        // (looked up in their order: neighbouring index pages).
+        let mut ids: Vec<PersonalId> = rows.iter().filter_map(|r| r.person.personal_id).collect();
+        ids.sort_unstable();
         let mut taken: HashSet<PersonalId> = store.ids_issued(&ids).await?.into_iter().collect();
         let mut seen = HashSet::with_capacity(rows.len());
         for id in &ids {

@@ -713,6 +713,43 @@ pub async fn imports_resume_by_line_and_reserve_ids(store: Arc<dyn Store>) {
     assert_eq!(listed, ["batch-2", "batch-1"]);
     assert_eq!(store.import_batches(1).await.unwrap().len(), 1);
     assert!(store.import_batch_get("batch-2").await.unwrap().unwrap().finished_at.is_none());
+    store.import_begin(&batch("batch-3"), &audit_entry(7)).await.unwrap();
+    let stored = store.count_persons().await.unwrap();
+    // two rows of one chunk given the same new number: nothing stored either
+    let twice = PersonalId::from_parts("001", Sex::Male, 1950, 79).unwrap();
+    let clash = vec![imported(4, 2, Some(twice)), imported(5, 4, Some(twice))];
+    assert!(
+        matches!(store.import_chunk("batch-3", &clash, &meta("nhập")).await, Err(StoreError::IdTaken(x)) if x == twice)
+    );
+    assert_eq!((store.import_rows("batch-3").await.unwrap().len(), store.count_persons().await.unwrap()), (0, stored));
+    assert!(store.ids_issued(&[twice]).await.unwrap().is_empty());
+    // a chunk's numbers out of order are all issued; each row is found by its number, in its
+    // area, with its first version holding the record as stored
+    let ids: Vec<PersonalId> =
+        [90u32, 80, 85].iter().map(|&n| PersonalId::from_parts("001", Sex::Male, 1950, n).unwrap()).collect();
+    let more: Vec<crate::ImportedRow> =
+        ids.iter().enumerate().map(|(i, id)| imported(10 + i as u64, 21 + 3 * i as u32, Some(*id))).collect();
+    store.import_chunk("batch-3", &more, &meta("nhập")).await.unwrap();
+    let mut issued = store.ids_issued(&ids).await.unwrap();
+    issued.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(issued, want);
+    for r in &more {
+        let got = store.get_person(&PersonRef::PersonalId(r.person.personal_id.unwrap())).await.unwrap().unwrap();
+        assert_eq!((got.key, &got.person), (r.key, &r.person));
+        let h = store.history(r.key).await.unwrap();
+        assert_eq!(h.iter().map(|v| (v.version, v.change)).collect::<Vec<_>>(), vec![(1, ChangeKind::Create)]);
+        assert_eq!(h[0].person, r.person);
+    }
+    let q = SearchQuery { area: Some("c:2025:26506".into()), limit: 50, ..Default::default() };
+    let found: Vec<uuid::Uuid> = store.search(&q).await.unwrap().items.iter().map(|r| r.key).collect();
+    assert!(more.iter().chain(&rows[..1]).all(|r| found.contains(&r.key)), "{found:?}");
+    assert!(!found.contains(&rows[1].key)); // lives in commune 00004
+    assert_eq!(
+        store.import_rows("batch-3").await.unwrap().iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        vec![10, 11, 12]
+    );
 }
 
 pub async fn review_pairs_merge_or_keep_both(store: Arc<dyn Store>) {
@@ -740,6 +777,7 @@ pub async fn review_pairs_merge_or_keep_both(store: Arc<dyn Store>) {
     let (p1, p2) = (pair(0, 1), pair(2, 3));
     store.review_pairs_insert(&[p1.clone(), p2.clone()]).await.unwrap();
     store.review_pairs_insert(&[pair(0, 1)]).await.unwrap(); // same two records: kept once
+    store.review_pairs_insert(&[pair(0, 1), pair(0, 1)]).await.unwrap(); // also twice in one call
     let q = crate::ReviewQuery { state: Some(crate::ReviewState::Pending), limit: 10, ..Default::default() };
     assert_eq!(store.review_pairs(&q).await.unwrap().len(), 2);
     let elsewhere = crate::ReviewQuery { area: Some("c:2025:00004".into()), ..q.clone() };

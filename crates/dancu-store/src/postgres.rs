@@ -1657,11 +1657,19 @@ impl Store for PgStore {
             communes.push(c.facts.commune_key);
             provinces.push(c.facts.province_2025);
             sexes.push(c.sex);
-            data.push(Json(&r.person));
+            // Serialized once, for both the record and its first version.
+            data.push(serde_json::value::to_raw_value(&r.person).map_err(|e| StoreError::Backend(e.to_string()))?);
             merged.push(c.merged_into);
             lines.push(r.line as i64);
         }
-        let present: Vec<&str> = pids.iter().flatten().map(String::as_str).collect();
+        let mut present: Vec<&str> = pids.iter().flatten().map(String::as_str).collect();
+        present.sort_unstable();
+        // One number twice in the chunk: named, as a number issued before is.
+        if let Some(w) = present.windows(2).find(|w| w[0] == w[1]) {
+            return Err(PersonalId::parse(w[0])
+                .map(StoreError::IdTaken)
+                .unwrap_or_else(|_| StoreError::Corrupt("a personal ID of the chunk is malformed".into())));
+        }
         let taken =
             tx.query_opt("SELECT personal_id FROM issued_ids WHERE personal_id = ANY($1) LIMIT 1", &[&present]).await?;
         if let Some(row) = taken {
@@ -1712,7 +1720,7 @@ impl Store for PgStore {
                 &communes[i],
                 &provinces[i],
                 &1i64,
-                &data[i],
+                &Json(&*data[i]),
                 &at,
                 &at,
                 &merged[i],
@@ -1732,27 +1740,36 @@ impl Store for PgStore {
         let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
         for i in 0..keys.len() {
             let row: [&(dyn ToSql + Sync); 8] =
-                [&keys[i], &1i64, &"create", &meta.actor, &meta.reason, &meta.legal_basis, &at, &data[i]];
+                [&keys[i], &1i64, &"create", &meta.actor, &meta.reason, &meta.legal_basis, &at, &Json(&*data[i])];
             writer.as_mut().write(&row).await?;
         }
         writer.finish().await?;
-        tx.execute(
-            "INSERT INTO issued_ids (personal_id, key, issued_at)
-             SELECT pid, k, $3 FROM UNNEST($1::text[], $2::uuid[]) AS t(pid, k) WHERE pid IS NOT NULL",
-            &[&pids, &keys, &at],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO person_areas (area, person_key) SELECT a, k FROM UNNEST($1::text[], $2::uuid[]) AS t(a, k)",
-            &[&areas, &area_keys],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO import_rows (batch_id, line, person_key)
-             SELECT $1, l, k FROM UNNEST($2::bigint[], $3::uuid[]) AS t(l, k)",
-            &[&batch_id, &lines, &keys],
-        )
-        .await?;
+        // The other three tables by binary COPY too; the numbers in their order (neighbouring
+        // index pages).
+        let mut issued: Vec<(&str, Uuid)> =
+            pids.iter().zip(&keys).filter_map(|(p, k)| Some((p.as_deref()?, *k))).collect();
+        issued.sort_unstable();
+        let sink = tx.copy_in("COPY issued_ids (personal_id, key, issued_at) FROM STDIN BINARY").await?;
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::UUID, Type::TIMESTAMPTZ]));
+        for (pid, key) in &issued {
+            let row: [&(dyn ToSql + Sync); 3] = [pid, key, &at];
+            writer.as_mut().write(&row).await.map_err(taken_meanwhile)?;
+        }
+        writer.finish().await.map_err(taken_meanwhile)?;
+        let sink = tx.copy_in("COPY person_areas (area, person_key) FROM STDIN BINARY").await?;
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::UUID]));
+        for (area, key) in areas.iter().zip(&area_keys) {
+            let row: [&(dyn ToSql + Sync); 2] = [area, key];
+            writer.as_mut().write(&row).await?;
+        }
+        writer.finish().await?;
+        let sink = tx.copy_in("COPY import_rows (batch_id, line, person_key) FROM STDIN BINARY").await?;
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::INT8, Type::UUID]));
+        for (line, key) in lines.iter().zip(&keys) {
+            let row: [&(dyn ToSql + Sync); 3] = [&batch_id, line, key];
+            writer.as_mut().write(&row).await?;
+        }
+        writer.finish().await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1793,32 +1810,26 @@ impl Store for PgStore {
     }
 
     async fn review_pairs_insert(&self, pairs: &[ReviewPair]) -> Result<()> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare_cached(
+        // One set-based statement (a pair already queued, or twice in the list, is kept once).
+        let client = self.pool.get().await?;
+        let ids: Vec<Uuid> = pairs.iter().map(|p| p.id).collect();
+        let batches: Vec<&str> = pairs.iter().map(|p| p.batch_id.as_str()).collect();
+        let a: Vec<Uuid> = pairs.iter().map(|p| p.a).collect();
+        let b: Vec<Uuid> = pairs.iter().map(|p| p.b).collect();
+        let weights: Vec<f64> = pairs.iter().map(|p| p.weight).collect();
+        let probabilities: Vec<f64> = pairs.iter().map(|p| p.probability).collect();
+        let explanations: Vec<Json<&serde_json::Value>> = pairs.iter().map(|p| Json(&p.explanation)).collect();
+        let states: Vec<&str> = pairs.iter().map(|p| p.state.code()).collect();
+        let created: Vec<time::OffsetDateTime> = pairs.iter().map(|p| p.created_at).collect();
+        client
+            .execute(
                 "INSERT INTO review_pairs (id, batch_id, a_key, b_key, weight, probability, explanation, state, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (a_key, b_key) DO NOTHING",
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::float8[], $6::float8[],
+                                      $7::jsonb[], $8::text[], $9::timestamptz[])
+                 ON CONFLICT (a_key, b_key) DO NOTHING",
+                &[&ids, &batches, &a, &b, &weights, &probabilities, &explanations, &states, &created],
             )
             .await?;
-        for p in pairs {
-            tx.execute(
-                &stmt,
-                &[
-                    &p.id,
-                    &p.batch_id,
-                    &p.a,
-                    &p.b,
-                    &p.weight,
-                    &p.probability,
-                    &Json(&p.explanation),
-                    &p.state.code(),
-                    &p.created_at,
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 

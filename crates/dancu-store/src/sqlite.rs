@@ -1494,6 +1494,83 @@ impl SqliteStore {
     }
 }
 
+/// An imported row ready for the writer: key, indexed columns, the record as JSON, file line and
+/// personal ID.
+type PreparedRow = (String, Columns, String, i64, Option<PersonalId>);
+
+/// One chunk of an import in one transaction (see [`Store::import_chunk`]).
+fn store_chunk(conn: &mut Connection, batch_id: &str, prepared: &[PreparedRow], meta: &ChangeMeta) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let at = ts(now());
+    {
+        let mut person = tx.prepare_cached(INSERT_PERSON)?;
+        let mut version = tx.prepare_cached(INSERT_VERSION)?;
+        let mut area = tx.prepare_cached("INSERT INTO person_areas (area, person_key) VALUES (?1, ?2)")?;
+        let mut line = tx.prepare_cached("INSERT INTO import_rows (batch_id, line, person_key) VALUES (?1, ?2, ?3)")?;
+        for (key, c, data, l, id) in prepared {
+            person
+                .execute(params![
+                    key,
+                    c.personal_id,
+                    c.legacy_id,
+                    c.status,
+                    c.facts.name_key,
+                    c.facts.birth_year,
+                    c.facts.commune_key,
+                    c.facts.province_2025,
+                    data,
+                    at,
+                    c.merged_into,
+                    c.sex
+                ])
+                .map_err(|e| match id {
+                    Some(id) if is_unique_violation(&e) => StoreError::IdTaken(*id),
+                    _ => e.into(),
+                })?;
+            for a in &c.areas {
+                area.execute(params![a, key])?;
+            }
+            version.execute(params![
+                key,
+                1,
+                ChangeKind::Create.code(),
+                meta.actor,
+                meta.reason,
+                meta.legal_basis,
+                meta.approved_by,
+                at,
+                data
+            ])?;
+            line.execute(params![batch_id, l, key])?;
+        }
+        // The numbers in their order: neighbouring pages of the index, not one page each.
+        let mut issued: Vec<(&str, &str)> =
+            prepared.iter().filter_map(|(key, c, ..)| Some((c.personal_id.as_deref()?, key.as_str()))).collect();
+        issued.sort_unstable();
+        let mut issue = tx.prepare_cached(
+            "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?;
+        for (id, key) in issued {
+            if issue.execute(params![id, key, at])? == 0 {
+                let id = PersonalId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                return Err(StoreError::IdTaken(id));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+const INSERT_VERSION: &str =
+    "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, approved_by, recorded_at, data)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// A new person's row (version 1, created and updated now).
+const INSERT_PERSON: &str =
+    "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
+                          version, data, created_at, updated_at, merged_into, sex)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?10, ?11, ?12)";
+
 fn insert_version(
     tx: &rusqlite::Transaction<'_>,
     key: &str,
@@ -1503,11 +1580,7 @@ fn insert_version(
     at: &str,
     data: &str,
 ) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, approved_by, recorded_at, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
+    tx.prepare_cached(INSERT_VERSION)?.execute(params![
         key,
         version,
         kind.code(),
@@ -1531,29 +1604,25 @@ fn insert_new(
 ) -> Result<()> {
     let c = Columns::of(person);
     let data = serde_json::to_string(person).map_err(backend)?;
-    tx.prepare_cached(
-        "INSERT INTO persons (key, personal_id, legacy_id, status, name_key, birth_year, commune_key, province_2025,
-                              version, data, created_at, updated_at, merged_into, sex)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        key,
-        c.personal_id,
-        c.legacy_id,
-        c.status,
-        c.facts.name_key,
-        c.facts.birth_year,
-        c.facts.commune_key,
-        c.facts.province_2025,
-        data,
-        at,
-        c.merged_into,
-        c.sex
-    ])
-    .map_err(|e| match person.personal_id {
-        Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
-        _ => e.into(),
-    })?;
+    tx.prepare_cached(INSERT_PERSON)?
+        .execute(params![
+            key,
+            c.personal_id,
+            c.legacy_id,
+            c.status,
+            c.facts.name_key,
+            c.facts.birth_year,
+            c.facts.commune_key,
+            c.facts.province_2025,
+            data,
+            at,
+            c.merged_into,
+            c.sex
+        ])
+        .map_err(|e| match person.personal_id {
+            Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+            _ => e.into(),
+        })?;
     write_areas(tx, key, &c.areas, false)?;
     insert_version(tx, key, 1, kind, meta, at, &data)
 }
@@ -2258,33 +2327,18 @@ impl Store for SqliteStore {
     }
 
     async fn import_chunk(&self, batch_id: &str, rows: &[ImportedRow], meta: &ChangeMeta) -> Result<()> {
-        let rows = rows.to_vec();
+        // Columns and JSON made before taking the writer (and instead of copying the people):
+        // the writer's time goes to the B-trees only.
+        let prepared: Vec<PreparedRow> = rows
+            .iter()
+            .map(|r| {
+                let data = serde_json::to_string(&r.person).map_err(backend)?;
+                Ok((r.key.to_string(), Columns::of(&r.person), data, r.line as i64, r.person.personal_id))
+            })
+            .collect::<Result<_>>()?;
         let meta = meta.clone();
         let batch_id = batch_id.to_string();
-        self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let at = ts(now());
-            for row in &rows {
-                let key = row.key.to_string();
-                insert_new(&tx, &key, &row.person, &meta, ChangeKind::Create, &at)?;
-                if let Some(id) = row.person.personal_id {
-                    let n = tx
-                        .prepare_cached(
-                            "INSERT INTO issued_ids (personal_id, key, issued_at) VALUES (?1, ?2, ?3)
-                             ON CONFLICT DO NOTHING",
-                        )?
-                        .execute(params![id.as_str(), key, at])?;
-                    if n == 0 {
-                        return Err(StoreError::IdTaken(id));
-                    }
-                }
-                tx.prepare_cached("INSERT INTO import_rows (batch_id, line, person_key) VALUES (?1, ?2, ?3)")?
-                    .execute(params![batch_id, row.line as i64, key])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| store_chunk(conn, &batch_id, &prepared, &meta)).await
     }
 
     async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>> {

@@ -151,7 +151,7 @@ enum Command {
         #[arg(long)]
         summary: Option<PathBuf>,
         /// Rows per stored chunk (one transaction each)
-        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         chunk: u32,
     },
     /// Find the duplicates in a CSV or XLSX file without importing it (nothing is stored): the

@@ -54,7 +54,8 @@ pub const FIELDS: &[&str] = &[
 /// Which column holds which field.
 #[derive(Debug, Clone, Default)]
 pub struct ColumnMap {
-    index: HashMap<&'static str, usize>,
+    /// Shared: each row's normalization takes a copy (a reference count, not the map).
+    index: std::sync::Arc<HashMap<&'static str, usize>>,
 }
 
 impl ColumnMap {
@@ -91,7 +92,7 @@ impl ColumnMap {
                 index.entry(*f).or_insert(i);
             }
         }
-        let map = ColumnMap { index };
+        let map = ColumnMap { index: std::sync::Arc::new(index) };
         let has = |f: &str| map.index.contains_key(f);
         if !(has("full_name") || has("surname") && has("given_name")) {
             return Err("no name columns: map full_name, or surname and given_name (middle_name optional)".into());

@@ -56,7 +56,7 @@ measure() {
 }
 quality() { # quality TRUTH PREDICTED → "precision / recall / F1"
   python3 bench/intake_eval.py "$1" "$2" | tee "$2.quality.json" |
-    python3 -c 'import json,sys; q=json.load(sys.stdin); print(f"{q[\"precision\"]:.4f} / {q[\"recall\"]:.4f} / {q[\"f1\"]:.4f}")'
+    python3 -c 'import json,sys; q=json.load(sys.stdin); print("{:.4f} / {:.4f} / {:.4f}".format(q["precision"], q["recall"], q["f1"]))'
 }
 row() { results+=("| $1 | $2 | $3 s (CPU ${CPU:-?} s) | $4 MiB | $5 | $6 |"); }
 
@@ -79,7 +79,7 @@ dancu_import() { # dancu_import NAME DB-URL DATA-DIR
     --report "$OUT/$name.report.csv" --summary "$OUT/$name.summary.json"
 }
 summary_note() {
-  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(f"rejected {s[\"rows_rejected\"]}, linked {s[\"linked_within_batch\"]}, review {s[\"review_pairs\"]}, new {s[\"new_people\"]}, IDs {s[\"ids_assigned\"]}; phases {s.get(\"phases\", {})}")' "$1"
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("rejected {}, linked {}, review {}, new {}, IDs {}; phases {}".format(s["rows_rejected"], s["linked_within_batch"], s["review_pairs"], s["new_people"], s["ids_assigned"], s.get("phases", {})))' "$1"
 }
 SQL_PRED="SELECT r.line, COALESCE(p.merged_into, p.key) FROM import_rows r JOIN persons p ON p.key = r.person_key"
 

@@ -8,7 +8,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -21,12 +20,7 @@ use http_body_util::{BodyExt, Full};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
-use support::{add_officer, client, start_state};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
+use support::{add_officer, client, openssl, start_state};
 
 /// A key and a certificate signed by the CA in `dir` (or self-signed when `ca` is false).
 fn issue(dir: &Path, name: &str, cn: &str, ext: &str, ca: bool) {

@@ -22,7 +22,7 @@ use dancu_server::webhooks::{self, WebhookConfig};
 use dancu_store::registry::Registry;
 use dancu_store::{Attempt, ChangeKind, ChangeMeta, Store};
 use serde_json::{Value, json};
-use support::{Server, add_officer, call, client, start_state};
+use support::{Server, add_officer, call, client, openssl, start_state};
 
 const ISSUER: &str = "http://127.0.0.1:8080";
 
@@ -109,6 +109,17 @@ async fn receiver(listener: tokio::net::TcpListener, fail_first: usize, log: Arc
         }
     });
     axum::serve(listener, app).await.unwrap();
+}
+
+/// A worker on a test's time scale: rounds every 50 ms, back-off from 100 ms up to 400 ms.
+fn fast() -> WebhookConfig {
+    WebhookConfig {
+        poll: Duration::from_millis(50),
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    }
 }
 
 async fn wait_for<F: Fn(&Value) -> bool>(admin: &support::Client, path: &str, what: &str, ok: F) -> Value {
@@ -232,13 +243,7 @@ async fn webhooks(store: Arc<dyn Store>) {
     .collect();
 
     // The worker runs while the receiver is down: every event is queued, the first is retried.
-    let config = WebhookConfig {
-        poll: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(100),
-        backoff_max: Duration::from_millis(400),
-        timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
+    let config = fast();
     let worker = webhooks::spawn(state.clone(), config.clone());
     let status = "/api/v1/partners/bhxh/webhook";
     let v = wait_for(&admin, status, "queued events retried", |v| {
@@ -349,11 +354,6 @@ async fn webhooks_on_postgres() {
     if let Some(store) = support::pg_store().await {
         webhooks(store).await;
     }
-}
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, made by the OpenSSL command line.
@@ -471,13 +471,7 @@ async fn webhooks_over_https() {
     store.update_person(person.key, person.version, &renamed, ChangeKind::Update, &meta).await.unwrap();
 
     let status = "/api/v1/partners/thue/webhook";
-    let config = WebhookConfig {
-        poll: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(100),
-        backoff_max: Duration::from_millis(400),
-        timeout: Duration::from_secs(2),
-        ..Default::default()
-    };
+    let config = fast();
     let worker = webhooks::spawn(state.clone(), config.clone());
     let v = wait_for(&admin, status, "the untrusted receiver retried", |v| {
         v["pending"] == 1 && v["deliveries"][0]["attempts"].as_i64().unwrap_or(0) >= 2

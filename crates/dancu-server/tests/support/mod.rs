@@ -364,3 +364,9 @@ pub async fn plant_review_pair(
     store.review_pairs_insert(std::slice::from_ref(&review)).await.unwrap();
     review
 }
+
+/// Runs the OpenSSL command line in `dir` (test certificates, keys, revocation lists).
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl command");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}

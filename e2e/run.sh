@@ -23,7 +23,8 @@ for _ in $(seq 1 600); do
 done
 curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null
 # possible duplicates for the review queue: a file of people of Hà Nội with duplicates, imported
-"$bin" generate --people 200 --seed 7 --provinces 01 --duplicates 0.2 --out "$data/dup.csv" 2>/dev/null
+# (large enough that some pairs are uncertain: the review band holds only those)
+"$bin" generate --people 1000 --seed 7 --provinces 01 --duplicates 0.3 --out "$data/dup.csv" 2>/dev/null
 "$bin" import --data "$data" "$data/dup.csv" --unit province:01 --officer demo >/dev/null
 # addresses still on the legacy commune list, for the 2025 address review queue
 "$bin" generate --people 100 --seed 11 --provinces 01 --legacy-share 1 --out "$data/legacy.csv" 2>/dev/null

@@ -32,7 +32,8 @@ function batchFile() {
   assert.ok(bin, 'DANCU_E2E_BIN is not set: run e2e/run.sh');
   const dir = mkdtempSync(join(tmpdir(), 'dancu-e2e-intake-'));
   const file = join(dir, 'lo-nhap.csv');
-  execFileSync(bin, ['generate', '--people', '500', '--seed', '5', '--provinces', '01', '--duplicates', '0.3',
+  // large enough that some pairs are uncertain (the review band holds only those)
+  execFileSync(bin, ['generate', '--people', '1500', '--seed', '13', '--provinces', '01', '--duplicates', '0.3',
     '--out', file], { stdio: 'ignore' });
   const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
   const header = lines[0].split(',');

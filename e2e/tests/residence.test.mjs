@@ -60,6 +60,8 @@ test('register a permanent residence, approve it as the leader, print the confir
   await shot(page, 'residence-02-received');
   // the leader approves
   await page.getByRole('button', { name: 'Đăng xuất' }).click();
+  // the logout lands on the login page: wait for it, or the next navigation aborts that one
+  await page.waitForURL(/\/ui\/login$/);
   await login(page, who['demo.lanhdao']);
   await page.goto(url);
   await page.getByRole('button', { name: 'Phê duyệt' }).click();

@@ -20,7 +20,8 @@ macro_rules! conformance_tests {
             bulk_load_assigns_distinct_ids, changes_and_their_audit_entries_land_together,
             officers_are_stored_once, officers_update_and_list, sessions_expire_revoke_and_touch,
             search_is_scoped_to_an_area, change_requests_apply_only_when_approved,
-            audit_queries_are_exact_at_any_index_lag, imports_resume_by_line_and_reserve_ids,
+            audit_queries_are_exact_at_any_index_lag, audit_time_queries_are_exact_across_blocks,
+            imports_resume_by_line_and_reserve_ids,
             review_pairs_merge_or_keep_both,
             residence_registration_moving_and_history, residence_one_permanent_at_a_time,
             residence_joining_needs_the_heads_consent, residence_head_must_be_a_member,
@@ -1046,6 +1047,42 @@ pub async fn audit_queries_are_exact_at_any_index_lag(store: Arc<dyn Store>) {
     store.audit_append(vec![audit_entry(31)]).await.unwrap();
     let latest = store.audit_query(&q(None, Some("person-1"), None, None, 0, 1)).await.unwrap();
     assert_eq!(latest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![31]);
+}
+
+/// Time ranges stay exact over many entries whose times are not in the order of the chain (a
+/// request recorded after a later one): SQLite indexes time per block of entries.
+pub async fn audit_time_queries_are_exact_across_blocks(store: Arc<dyn Store>) {
+    // Every seventh entry is 5 minutes older than its neighbours.
+    let at = |i: i64| fmt_secs(if i % 7 == 0 { i + 3_000 - 300 } else { i + 3_000 });
+    let entries: Vec<_> = (1..=700).map(|i| dancu_core::audit::AuditEntry { at: at(i), ..audit_entry(i) }).collect();
+    for chunk in entries.chunks(100) {
+        store.audit_append(chunk.to_vec()).await.unwrap();
+    }
+    let ranges = [(2_750, 2_760), (2_900, 3_000), (3_000, 3_100), (3_250, 3_520), (3_695, 3_705), (0, 2_800)];
+    let mut mark = 0;
+    for step in [0u32, 300, 1, 255, 1_000] {
+        mark += store.audit_index(step).await.unwrap() as i64;
+        for (from, to) in ranges {
+            let (lo, hi) = (fmt_secs(from), fmt_secs(to));
+            let q = crate::AuditQuery {
+                officer: None,
+                target: None,
+                from: Some(lo.clone()),
+                to: Some(hi.clone()),
+                offset: 0,
+                limit: 1_000,
+            };
+            let got: Vec<i64> = store.audit_query(&q).await.unwrap().iter().map(|e| e.seq).collect();
+            let want: Vec<i64> = (1..=700i64).rev().filter(|&i| at(i) >= lo && at(i) < hi).collect();
+            assert!(!want.is_empty(), "the range {lo}..{hi} holds entries");
+            assert_eq!(got, want, "{lo}..{hi} with entries up to {mark} indexed");
+        }
+    }
+    assert_eq!(mark, 700);
+}
+
+fn fmt_secs(s: i64) -> String {
+    format!("2026-11-29T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// Opens the same database again (a restart).

@@ -611,7 +611,10 @@ DROP TABLE audit_index_state;
 ];
 
 /// The query indexes of the audit trail (by person, officer, time) and their high-water mark, in
-/// a file of their own. Derived data, not part of the tamper evidence: the file is rebuilt from
+/// a file of their own. Time is indexed per block of [`AUDIT_TIME_BLOCK_BITS`] entries (the
+/// earliest and latest time in it): entries arrive in nearly the order of their times, so a time
+/// range selects a few blocks whose entries are then filtered exactly, at one index row per block
+/// instead of one per entry. Derived data, not part of the tamper evidence: the file is rebuilt from
 /// the chain whenever it is missing, of another layout ([`AUDIT_INDEX_LAYOUT`]) or not a prefix
 /// of the chain (its mark's hash differs), so it needs no migrations and no backup.
 const AUDIT_INDEX_SCHEMA: &str = r#"
@@ -619,6 +622,7 @@ DROP TABLE IF EXISTS audit_index_state;
 DROP TABLE IF EXISTS audit_by_target;
 DROP TABLE IF EXISTS audit_by_officer;
 DROP TABLE IF EXISTS audit_by_time;
+DROP TABLE IF EXISTS audit_time_blocks;
 CREATE TABLE audit_index_state (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     indexed_seq  INTEGER NOT NULL,
@@ -636,15 +640,18 @@ CREATE TABLE audit_by_officer (
     seq     INTEGER NOT NULL,
     PRIMARY KEY (officer, seq)
 ) STRICT, WITHOUT ROWID;
-CREATE TABLE audit_by_time (
-    at  TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (at, seq)
-) STRICT, WITHOUT ROWID;
+CREATE TABLE audit_time_blocks (
+    block  INTEGER PRIMARY KEY,
+    min_at TEXT NOT NULL,
+    max_at TEXT NOT NULL
+) STRICT;
 "#;
 
 /// The layout of the index file (its `user_version`); another value rebuilds it.
-const AUDIT_INDEX_LAYOUT: i64 = 1;
+const AUDIT_INDEX_LAYOUT: i64 = 2;
+
+/// Entries per block of the time index (`seq >> AUDIT_TIME_BLOCK_BITS`).
+const AUDIT_TIME_BLOCK_BITS: u32 = 8;
 
 /// Where the query indexes of the audit trail of the database at `path` are kept:
 /// `dancu.sqlite` → `dancu.audit-index.sqlite`.
@@ -924,7 +931,7 @@ fn outbox_may_have_rows(inner: &Inner) -> Result<bool> {
         *watch = Some((open_reader(&inner.path, false)?, i64::MIN));
     }
     let (conn, seen) = watch.as_mut().expect("opened above");
-    let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    let version: i64 = conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
     let changed = version != *seen;
     *seen = version;
     Ok(changed)
@@ -1092,11 +1099,25 @@ fn index_audit(inner: &Inner, max: u32) -> Result<u64> {
         for (officer, seq) in by_officer {
             stmt.execute(params![officer, seq])?;
         }
-        let mut by_time: Vec<(&str, i64)> = rows.iter().map(|(seq, _, _, at)| (at.as_str(), *seq)).collect();
-        by_time.sort_unstable();
-        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO audit_by_time (at, seq) VALUES (?1, ?2)")?;
-        for (at, seq) in by_time {
-            stmt.execute(params![at, seq])?;
+        // Rows come in seq order: one (block, earliest, latest) per block of the batch.
+        let mut blocks: Vec<(i64, &str, &str)> = Vec::new();
+        for (seq, _, _, at) in &rows {
+            let block = seq >> AUDIT_TIME_BLOCK_BITS;
+            match blocks.last_mut() {
+                Some((b, lo, hi)) if *b == block => {
+                    *lo = (*lo).min(at.as_str());
+                    *hi = (*hi).max(at.as_str());
+                }
+                _ => blocks.push((block, at, at)),
+            }
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO audit_time_blocks (block, min_at, max_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (block) DO UPDATE SET min_at = min(min_at, excluded.min_at),
+                                               max_at = max(max_at, excluded.max_at)",
+        )?;
+        for (block, lo, hi) in blocks {
+            stmt.execute(params![block, lo, hi])?;
         }
     }
     tx.execute(
@@ -1911,12 +1932,18 @@ impl Store for SqliteStore {
                 )),
                 (None, None, None, None) => None,
                 (None, None, from, to) => {
-                    let mut sql = String::from("SELECT seq FROM ix.audit_by_time WHERE seq <= (SELECT mark FROM h)");
+                    // Every entry of the blocks the range touches; the filters keep the exact ones.
+                    let mut sql = format!(
+                        "SELECT l.seq FROM ix.audit_time_blocks b
+                         JOIN audit_log l ON l.seq BETWEEN b.block << {bits} AND ((b.block + 1) << {bits}) - 1
+                         WHERE l.seq <= (SELECT mark FROM h)",
+                        bits = AUDIT_TIME_BLOCK_BITS
+                    );
                     if let Some(n) = from {
-                        sql += &format!(" AND at >= ?{n}");
+                        sql += &format!(" AND b.max_at >= ?{n}");
                     }
                     if let Some(n) = to {
-                        sql += &format!(" AND at < ?{n}");
+                        sql += &format!(" AND b.min_at < ?{n}");
                     }
                     Some(sql)
                 }

@@ -200,3 +200,40 @@ async fn the_indexer_upkeep_runs_between_indexing_rounds() {
     assert_eq!(store.audit_indexed_seq().await.unwrap(), 10, "no indexing round before the period");
     indexer.abort();
 }
+
+/// Group commits start at least the configured spacing apart; one after a quiet spell starts at
+/// once, and entries that arrive while a commit waits share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commits_are_spaced_and_share_the_wait() {
+    use std::time::{Duration, Instant};
+    let store = fresh().await.unwrap();
+    let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
+    let spacing = Duration::from_secs(2);
+    let writer = dancu_store::audit::AuditWriter::spawn(
+        dancu_store::audit::Auditor::new(store.clone(), key),
+        1_000_000,
+        spacing,
+    );
+    let first = Instant::now();
+    assert_eq!(writer.record(dancu_store::conformance::audit_entry(1)).await.unwrap(), 1);
+    assert!(first.elapsed() < Duration::from_millis(1_500), "no wait after a quiet spell: {:?}", first.elapsed());
+    let waits: Vec<_> = (2..=21)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let seq = writer.record(dancu_store::conformance::audit_entry(i)).await.unwrap();
+                (seq, first.elapsed())
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for w in waits {
+        let (seq, after) = w.await.unwrap();
+        assert!(after >= spacing, "committed {after:?} after the first commit started, before the spacing");
+        // all in the one spaced commit: a second one could not start before twice the spacing
+        assert!(after < 2 * spacing, "committed {after:?} after the first: not in the commit after it");
+        seqs.push(seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..=21).collect::<Vec<i64>>());
+}

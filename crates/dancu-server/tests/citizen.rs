@@ -82,7 +82,7 @@ async fn person(store: &Arc<dyn Store>, n: u32) -> (String, String) {
 async fn citizen_api(store: Arc<dyn Store>) {
     let (s, ch) = start(store.clone(), dancu_core::citizen::CHALLENGES_PER_WINDOW).await;
     let (pid, key) = person(&store, 1).await;
-    let (other_pid, _) = person(&store, 2).await;
+    let (other_pid, other_key) = person(&store, 2).await;
 
     // An unknown ID gets the same answer as a known one; no code is delivered for it.
     let unknown = "001099012345";
@@ -212,6 +212,71 @@ async fn citizen_api(store: Arc<dyn Store>) {
     assert_eq!(apps[0]["state"], app.state.code());
     assert!(apps[0]["deadline"].is_string());
     assert!(other.get("/api/v1/citizen/me/applications").await.json().as_array().unwrap().is_empty());
+    assert_eq!(apps[0]["category"], "residence");
+    assert_eq!(
+        (apps[0]["procedure"].as_str(), apps[0]["procedure_en"].as_str()),
+        (Some("Thông báo lưu trú"), Some("Stay notification"))
+    );
+
+    // Identity-card applications too: state, dates and reason in Vietnamese and English — not the
+    // officers' names or notes, nor the photo — and only the citizen's own.
+    use dancu_card::application::{ApplicationKind, ReissueReason, Stage};
+    let card_app = |key: &str, kind| dancu_store::cards::NewCardApplication {
+        person: dancu_store::PersonRef::Key(key.parse().unwrap()),
+        kind,
+        requested_under_14: false,
+        photo: dancu_store::conformance::FACE_JPEG.to_vec(),
+        fingerprints: vec![],
+    };
+    let first = reg.card_apply(card_app(&key, ApplicationKind::FirstIssue), "tn.op", |_| true, None).await.unwrap();
+    let why = "công dân rút hồ sơ";
+    reg.card_step(first.id, Stage::Cancelled, "tn.op", &[Role::CardOperator], Some(why.into()), None, None)
+        .await
+        .unwrap();
+    let lost = ApplicationKind::Reissue(ReissueReason::Lost);
+    let second = reg.card_apply(card_app(&key, lost), "tn.op", |_| true, None).await.unwrap();
+    let note = "ghi chú nội bộ của cán bộ";
+    reg.card_step(second.id, Stage::Verified, "xac.minh", &[Role::Verifier], Some(note.into()), None, None)
+        .await
+        .unwrap();
+    let theirs =
+        reg.card_apply(card_app(&other_key, ApplicationKind::FirstIssue), "tn.op", |_| true, None).await.unwrap();
+    let r = me.get("/api/v1/citizen/me/applications").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let apps = r.json();
+    let cards: Vec<&Value> = apps.as_array().unwrap().iter().filter(|a| a["category"] == "card").collect();
+    assert_eq!(cards.len(), 2, "both card applications are listed: {}", r.body);
+    let c1 = cards.iter().find(|a| a["id"] == first.id.to_string()).expect("the cancelled application");
+    assert_eq!((c1["number"].as_str(), c1["kind"].as_str()), (Some(first.number.as_str()), Some("first_issue")));
+    assert_eq!((c1["state"].as_str(), c1["state_label"].as_str()), (Some("cancelled"), Some("Đã hủy")));
+    assert_eq!((c1["decision_reason"].as_str(), c1["decided_at"].is_string()), (Some(why), true));
+    assert_eq!(c1["deadline"], dancu_core::date::iso_date::format(first.due_on));
+    let c2 = cards.iter().find(|a| a["id"] == second.id.to_string()).expect("the open application");
+    assert_eq!((c2["kind"].as_str(), c2["reason"].as_str()), (Some("reissue"), Some("lost")));
+    assert_eq!(
+        (c2["procedure"].as_str(), c2["procedure_en"].as_str()),
+        (Some("Cấp thẻ căn cước: Cấp lại — bị mất thẻ"), Some("Identity card: Re-issue — lost"))
+    );
+    assert_eq!(
+        (c2["state"].as_str(), c2["state_label"].as_str(), c2["state_label_en"].as_str()),
+        (Some("verified"), Some("Đã xác minh"), Some("verified"))
+    );
+    let steps: Vec<&str> = c2["steps"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["received", "verified"]);
+    assert!(c2["decided_at"].is_null() && c2["decision_reason"].is_null());
+    for hidden in [note, "xac.minh", "tn.op", theirs.number.as_str(), &theirs.id.to_string(), "photo", "fingerprint"] {
+        assert!(!r.body.contains(hidden), "{hidden} is not for the citizen: {}", r.body);
+    }
+    let doc = call(s.addr, "GET", "/api/openapi.json", &[] as &[(&str, &str)], None).await.json();
+    let schema = &doc["components"]["schemas"];
+    assert!(schema["MyApplication"]["properties"]["steps"].is_object() && schema["MyStep"].is_object());
+    let r = other.get("/api/v1/citizen/me/applications").await;
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{}", r.body);
+    assert_eq!(
+        (list[0]["category"].as_str(), list[0]["number"].as_str()),
+        (Some("card"), Some(theirs.number.as_str()))
+    );
 
     // Logout ends the session.
     assert_eq!(me.req("POST", "/api/v1/citizen/logout", None, &[]).await.status, 204);

@@ -2146,6 +2146,17 @@ pub async fn cards_intake_rules_and_workflow(store: Arc<dyn Store>) {
     let q = |area: &str| CardApplicationQuery { area: Some(area.into()), limit: 50, ..Default::default() };
     assert_eq!(store.card_applications(&q("c:2025:00004")).await.unwrap().len(), 3);
     assert!(store.card_applications(&q("c:2025:26506")).await.unwrap().is_empty());
+    // By person (the citizen's own list): every application of theirs, closed ones too, no other's.
+    let of = |k: uuid::Uuid| CardApplicationQuery { person_key: Some(k), limit: 50, ..Default::default() };
+    let mine = store.card_applications(&of(child.key)).await.unwrap();
+    assert_eq!(mine.len(), 2, "the cancelled application and the new one");
+    assert!(mine.iter().all(|a| a.person_key == child.key));
+    assert!(mine.iter().any(|a| a.id == child_app.id && a.stage == Stage::Cancelled));
+    assert_eq!(
+        store.card_applications(&of(adult.key)).await.unwrap().iter().map(|a| a.id).collect::<Vec<_>>(),
+        [app.id]
+    );
+    assert!(store.card_applications(&of(uuid::Uuid::new_v4())).await.unwrap().is_empty());
     let overdue = |d: time::Date| CardApplicationQuery { overdue_on: Some(d), limit: 50, ..Default::default() };
     assert!(store.card_applications(&overdue(app.due_on)).await.unwrap().is_empty());
     let late = store.card_applications(&overdue(app.due_on.next_day().unwrap())).await.unwrap();

@@ -30,6 +30,7 @@ macro_rules! conformance_tests {
             partners_are_stored_once_and_updated,
             webhook_queue_is_ordered_deduplicated_and_marked_once,
             client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once,
+            change_feed_marks_registered_births,
             citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once,
             cards_intake_rules_and_workflow, cards_production_stock_and_states,
             population_counts_by_commune_year_and_sex);
@@ -1910,6 +1911,43 @@ pub async fn change_feed_gives_each_change_once(store: Arc<dyn Store>) {
     assert_eq!(rest.len(), 2, "resumes after a position");
     assert!(store.change_feed(all[2].position, 100).await.unwrap().is_empty());
     assert_eq!(store.change_feed(0, 1).await.unwrap().len(), 1, "limit");
+}
+
+pub async fn change_feed_marks_registered_births(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    store.partner_insert(&partner("ho-tich")).await.unwrap();
+    // A record an officer made, and a child whose birth the civil registration system sent.
+    let adult = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    let event = |source: &str| crate::CivilEvent {
+        partner_id: "ho-tich".into(),
+        source_id: source.into(),
+        kind: "birth".into(),
+        body_hash: format!("hash-{source}"),
+        person_key: uuid::Uuid::nil(),
+        change_request: None,
+        received_at: 1_700_000_000,
+    };
+    let (born, created) = reg.civil_birth(event("KS-1"), sample(7), &meta("đăng ký khai sinh")).await.unwrap();
+    assert!(created);
+    let (again, created) = reg.civil_birth(event("KS-1"), sample(7), &meta("đăng ký khai sinh")).await.unwrap();
+    assert!(!created && again.person_key == born.person_key, "one record per source id");
+    reg.activate(adult.key, None, &meta("cấp số")).await.unwrap();
+    let child = reg.activate(born.person_key, None, &meta("cấp số")).await.unwrap();
+    let mut renamed = child.person.clone();
+    renamed.record.name.given = "Khôi".into();
+    store.update_person(child.key, child.version, &renamed, ChangeKind::Update, &meta("cải chính")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let feed = store.change_feed(0, 100).await.unwrap();
+    let seen: Vec<(uuid::Uuid, i64, bool)> = feed.iter().map(|i| (i.key, i.version, i.registered_birth)).collect();
+    assert_eq!(
+        seen,
+        [(adult.key, 2, false), (child.key, 2, true), (child.key, 3, true)],
+        "the child's versions are marked; the officer's record is not"
+    );
+    let kinds = |i: &crate::FeedItem| dancu_core::sharing::events(&i.before, &i.after, i.registered_birth);
+    assert!(kinds(&feed[0]).is_empty(), "an officer's activation is no birth");
+    assert_eq!(kinds(&feed[1]), [dancu_core::sharing::EventKind::Birth]);
+    assert_eq!(kinds(&feed[2]), [dancu_core::sharing::EventKind::NameChange]);
 }
 
 pub async fn citizen_codes_are_limited_and_single_use(store: Arc<dyn Store>) {

@@ -1051,6 +1051,9 @@ pub struct FeedItem {
     pub recorded_at: OffsetDateTime,
     pub before: Person,
     pub after: Person,
+    /// The record was made from a birth the civil registration system registered (an inbound
+    /// `birth` event): its activation is the birth subscribers are told of.
+    pub registered_birth: bool,
 }
 
 /// Opens the store named by a URL: `sqlite://PATH` (or a plain path) or `postgres://…`.

@@ -504,6 +504,16 @@ CREATE INDEX persons_population ON persons (key) INCLUDE (commune_key, province_
     WHERE merged_into IS NULL AND status IN ('pending', 'active');
 "#,
     ),
+    (
+        18,
+        "civil_births",
+        r#"
+-- The records made from births the civil registration system registered: the change feed marks
+-- their versions (a registered child's activation is a birth event for subscribers) by a lookup
+-- per version through this index.
+CREATE INDEX civil_events_births ON civil_events (person_key) WHERE kind = 'birth';
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -2384,7 +2394,8 @@ impl Store for PgStore {
         // transaction that drew an earlier number has ended (transactions here are short).
         let rows = client
             .query(
-                "SELECT v.feed_seq, v.key, v.version, v.recorded_at, p.data, v.data
+                "SELECT v.feed_seq, v.key, v.version, v.recorded_at, p.data, v.data,
+                        EXISTS (SELECT 1 FROM civil_events c WHERE c.person_key = v.key AND c.kind = 'birth')
                  FROM person_versions v JOIN person_versions p ON p.key = v.key AND p.version = v.version - 1
                  WHERE v.feed_seq > $1 AND v.version > 1
                    AND v.recorded_at < now() - make_interval(secs => $3)
@@ -2407,6 +2418,7 @@ impl Store for PgStore {
                     recorded_at: r.get(3),
                     before: parse(4)?,
                     after: parse(5)?,
+                    registered_birth: r.get(6),
                 })
             })
             .collect()

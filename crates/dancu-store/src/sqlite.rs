@@ -524,6 +524,16 @@ CREATE INDEX persons_population
     ON persons (commune_key, province_2025, birth_year, sex, status, merged_into, key);
 "#,
     ),
+    (
+        18,
+        "civil_births",
+        r#"
+-- The records made from births the civil registration system registered: the change feed marks
+-- their versions (a registered child's activation is a birth event for subscribers) by a lookup
+-- per version through this index.
+CREATE INDEX civil_events_births ON civil_events (person_key) WHERE kind = 'birth';
+"#,
+    ),
 ];
 
 /// The audit trail's own file (`<name>.audit.<ext>` beside the database): the hash chain, its
@@ -3037,7 +3047,8 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             // The single writer appends versions in commit order: rowid order is the feed's order.
             let mut stmt = conn.prepare_cached(
-                "SELECT v.rowid, v.key, v.version, v.recorded_at, p.data, v.data
+                "SELECT v.rowid, v.key, v.version, v.recorded_at, p.data, v.data,
+                        EXISTS (SELECT 1 FROM civil_events c WHERE c.person_key = v.key AND c.kind = 'birth')
                  FROM person_versions v JOIN person_versions p ON p.key = v.key AND p.version = v.version - 1
                  WHERE v.rowid > ?1 AND v.version > 1 ORDER BY v.rowid LIMIT ?2",
             )?;
@@ -3049,11 +3060,12 @@ impl Store for SqliteStore {
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, bool>(6)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (position, key, version, at, before, after) = row?;
+                let (position, key, version, at, before, after, registered_birth) = row?;
                 out.push(FeedItem {
                     position,
                     key: parse_key(&key)?,
@@ -3061,6 +3073,7 @@ impl Store for SqliteStore {
                     recorded_at: parse_ts(&at)?,
                     before: parse_person(&before)?,
                     after: parse_person(&after)?,
+                    registered_birth,
                 });
             }
             Ok(out)

@@ -96,6 +96,11 @@ impl SharingState {
         self.signer.as_ref()
     }
 
+    /// The public half of [`Self::signer`] (what the JWKS publishes).
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
     pub fn key_id(&self) -> &str {
         self.signer.key_id()
     }

@@ -4074,7 +4074,7 @@ mod tests {
             assert_eq!(last, 25);
         }
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(store.migrate().await.unwrap(), 4, "the audit file's two, then migrations 15 and 16");
+        assert_eq!(store.migrate().await.unwrap(), 5, "the audit file's two, then migrations 15, 16 and 18");
         let report = crate::audit::verify(store.as_ref(), key.public_key_der()).await.unwrap().unwrap();
         assert_eq!((report.entries, report.last_seq, report.checkpoints), (25, 25, 1));
         let tables: i64 = Connection::open(&path)

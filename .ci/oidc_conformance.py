@@ -3,7 +3,8 @@
 (S256) -> the login page (personal ID, then the one-time code read from the development channel
 file) -> token (client_secret_basic) -> ID token verified against the JWKS (iss, aud, exp, iat,
 nonce) -> userinfo; then the abuse cases a client sees: redirect URI mismatch (an error page, no
-redirect), code replay, wrong PKCE verifier.
+redirect), code replay, wrong PKCE verifier; then refresh tokens (rotated on use, a spent one
+revoking the session) and RP-initiated logout (end_session_endpoint).
 
 Usage: oidc_conformance.py BASE_URL DATA_DIR ID_FILE ADMIN_USER ADMIN_PASSWORD
 (ID_FILE: sample personal IDs, one a line; the first of a living person is used)
@@ -201,6 +202,55 @@ s4 = OAuth2Session(client_id, client_secret, scope="openid", redirect_uri="http:
 uri, _ = s4.create_authorization_url(meta["authorization_endpoint"], code_verifier=generate_token(64))
 r = requests.get(uri, timeout=10, allow_redirects=False)
 check(r.status_code == 400 and "Location" not in r.headers, "redirect URI mismatch: an error page, no redirect")
+
+# --- refresh tokens (RFC 6749 section 6) and RP-initiated logout -------------------------------------
+check("refresh_token" in meta["grant_types_supported"], "discovery: the refresh_token grant")
+check(meta.get("end_session_endpoint") == f"{base}/oidc/logout", "discovery: end_session_endpoint")
+
+
+def logged_in():
+    """A new session of the portal: its token response."""
+    sess = session()
+    v, n = generate_token(64), generate_token(20)
+    loc = login(sess, v, n, consent=False)
+    return sess, sess.fetch_token(meta["token_endpoint"], authorization_response=loc, code_verifier=v)
+
+
+def refused(call, what):
+    try:
+        call()
+        check(False, what)
+    except Exception as e:  # authlib raises OAuthError
+        check("invalid_grant" in str(e), f"{what} ({e})")
+
+
+s5, t5 = logged_in()
+first_refresh = t5.get("refresh_token")
+check(bool(first_refresh), "a refresh token comes with the tokens")
+first_claims = jwt.decode(t5["id_token"], jwks)
+t6 = s5.refresh_token(meta["token_endpoint"])
+check(t6["refresh_token"] != first_refresh, "refresh: a new refresh token (rotated on use)")
+c6 = jwt.decode(t6["id_token"], jwks, claims_options={"iss": {"essential": True, "value": base}})
+c6.validate()
+check(c6["sub"] == first_claims["sub"] and c6["sid"] == first_claims["sid"], "refresh: the same sub and sid")
+check(c6["auth_time"] == first_claims["auth_time"], "refresh: auth_time of the original login")
+check(s5.get(meta["userinfo_endpoint"], timeout=10).status_code == 200, "userinfo with the refreshed access token")
+refused(lambda: s5.refresh_token(meta["token_endpoint"], refresh_token=first_refresh),
+        "a spent refresh token is refused")
+check(s5.get(meta["userinfo_endpoint"], timeout=10).status_code == 401, "its reuse revoked the session's access token")
+refused(lambda: s5.refresh_token(meta["token_endpoint"], refresh_token=t6["refresh_token"]),
+        "and the session's current refresh token")
+
+s7, t7 = logged_in()
+r = requests.get(meta["end_session_endpoint"], timeout=10, allow_redirects=False,
+                 params={"id_token_hint": t7["id_token"], "post_logout_redirect_uri": "http://127.0.0.1:9/other"})
+check(r.status_code == 400 and "Location" not in r.headers, "logout: an unregistered redirect URI is refused")
+r = requests.get(meta["end_session_endpoint"], timeout=10, allow_redirects=False,
+                 params={"id_token_hint": t7["id_token"], "post_logout_redirect_uri": REDIRECT, "state": "bye"})
+check(r.status_code == 303 and r.headers.get("Location") == REDIRECT + "?state=bye",
+      "logout: back to the portal with its state")
+check(s7.get(meta["userinfo_endpoint"], timeout=10).status_code == 401, "logout: the access token stops working")
+refused(lambda: s7.refresh_token(meta["token_endpoint"]), "logout: the refresh token stops working")
 
 if failures:
     print(f"oidc-conformance: FAILED ({len(failures)}): " + "; ".join(failures))

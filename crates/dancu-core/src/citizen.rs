@@ -27,6 +27,9 @@ pub const SESSION_SECONDS: i64 = 1800;
 pub const AUTH_CODE_SECONDS: i64 = 60;
 /// ID tokens and portal access tokens live this long.
 pub const OIDC_TOKEN_SECONDS: i64 = 300;
+/// A portal's refresh tokens work this long after the citizen logged in (rotation does not
+/// extend it): a working day, as an officer's session.
+pub const OIDC_REFRESH_SECONDS: i64 = 8 * 3600;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

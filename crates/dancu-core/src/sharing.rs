@@ -414,6 +414,9 @@ fn precision(d: &PartialDate) -> u8 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// A child whose birth the civil registration system registered got its personal ID (the
+    /// pending record made from the inbound `birth` event was activated).
+    Birth,
     Death,
     Missing,
     NameChange,
@@ -424,6 +427,7 @@ pub enum EventKind {
 impl EventKind {
     pub fn code(self) -> &'static str {
         match self {
+            EventKind::Birth => "birth",
             EventKind::Death => "death",
             EventKind::Missing => "missing",
             EventKind::NameChange => "name_change",
@@ -434,6 +438,7 @@ impl EventKind {
     /// Whether a partner with these fields in scope is told of this kind of event.
     pub fn in_scope(self, fields: &[Field]) -> bool {
         match self {
+            EventKind::Birth => fields.contains(&Field::BirthDate),
             EventKind::Death | EventKind::Missing => fields.contains(&Field::Status),
             EventKind::NameChange => fields.contains(&Field::FullName),
             EventKind::Move => [Field::PermanentResidence, Field::TemporaryResidence, Field::CurrentResidence]
@@ -443,9 +448,14 @@ impl EventKind {
     }
 }
 
-/// The events between two versions of a record.
-pub fn events(before: &Person, after: &Person) -> Vec<EventKind> {
+/// The events between two versions of a record. `registered_birth`: the record was made from a
+/// birth the civil registration system registered — its activation (a personal ID given) is a
+/// birth; any other record's activation is not (an import, a late registration by an officer).
+pub fn events(before: &Person, after: &Person, registered_birth: bool) -> Vec<EventKind> {
     let mut out = Vec::new();
+    if registered_birth && before.personal_id.is_none() && after.personal_id.is_some() {
+        out.push(EventKind::Birth);
+    }
     if after.status == PersonStatus::Dead && before.status != PersonStatus::Dead {
         out.push(EventKind::Death);
     }
@@ -676,5 +686,25 @@ mod tests {
         assert!(!EventKind::Death.in_scope(&[Field::FullName]));
         assert!(EventKind::Move.in_scope(&[Field::CurrentResidence]));
         assert!(!EventKind::NameChange.in_scope(&[Field::BirthDate]));
+        assert!(EventKind::Birth.in_scope(&[Field::BirthDate]));
+        assert!(!EventKind::Birth.in_scope(&[Field::PersonalId, Field::FullName, Field::Status]));
+    }
+
+    #[test]
+    fn a_registered_birth_is_an_event_when_the_child_gets_its_id() {
+        let input: crate::PersonInput = serde_json::from_value(serde_json::json!({
+            "name": {"surname": "Lê", "middle": "Minh", "given": "Khang"}, "birth_date": "2026-11-18",
+            "sex": "male", "birth_registration_place": {"province_code": "01"}, "ethnicity": "01", "religion": "00",
+            "nationalities": ["VNM"]}))
+        .unwrap();
+        let pending = Person::new_pending(input);
+        let mut active = pending.clone();
+        active.personal_id = Some(crate::PersonalId::parse("001226012345").unwrap());
+        active.status = PersonStatus::Active;
+        assert_eq!(events(&pending, &active, true), [EventKind::Birth]);
+        assert!(events(&pending, &active, false).is_empty(), "an officer's record: no birth");
+        let mut renamed = active.clone();
+        renamed.record.name.given = "Khôi".into();
+        assert_eq!(events(&active, &renamed, true), [EventKind::NameChange], "a birth is told once");
     }
 }

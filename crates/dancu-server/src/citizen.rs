@@ -1,7 +1,7 @@
 //! The citizen API: a citizen logs in with their personal ID and a one-time code delivered
 //! through a [`CodeChannel`], and with the bearer token of that session reads their own record,
-//! the state of their residence applications, their consents to partners (and grants or revokes
-//! them), and who accessed their data, when and for what purpose.
+//! the state of their residence and identity-card applications, their consents to partners (and
+//! grants or revokes them), and who accessed their data, when and for what purpose.
 //!
 //! Invariants: answers to a login never tell a known ID from an unknown one (an unknown ID gets a
 //! challenge too, which no code opens); a code is stored only as a hash bound to its challenge,
@@ -24,6 +24,7 @@ use dancu_core::citizen::{self, code_hash, login_key, token_hash};
 use dancu_core::sharing::{Consent, b64url};
 use dancu_core::{FieldError, Person, PersonalId};
 use dancu_store::PersonRef;
+use dancu_store::cards::CardApplicationQuery;
 use dancu_store::{ApplicationQuery, AuditQuery, ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -394,47 +395,133 @@ pub async fn me(State(st): State<AppState>, caller: CitizenCaller) -> ApiResult<
     Ok(mine(Json(body).into_response(), &caller))
 }
 
-/// One of my applications as I see it.
+/// One of my applications as I see it: a residence procedure or an identity-card application.
+/// Its state and dates only — no officer's name, no internal note, no image or chip data.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MyApplication {
+    /// `residence` (thủ tục cư trú) or `card` (cấp thẻ căn cước).
+    pub category: &'static str,
     pub id: String,
+    /// Số hồ sơ: the number on the receipt of a card application (`GET /api/v1/card-status/{number}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    /// The procedure's code: a residence procedure (`permanent_registration`, …) or the kind of
+    /// card application (`first_issue`, `renewal`, `replacement`, `reissue`).
     pub kind: String,
+    /// The reason's code of a card replacement or re-issue (`lost`, `identity_change`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Tên thủ tục.
-    pub procedure: &'static str,
+    pub procedure: String,
+    /// The procedure in English.
+    pub procedure_en: String,
+    /// The state's code: `submitted`, `received`, `approved`, `rejected` (residence); the card
+    /// workflow's stage: `received`, `verified`, `approved`, `queued`, `personalized`,
+    /// `quality_checked`, `dispatched`, `delivered`, `returned`, `cancelled`.
     pub state: String,
+    /// Trạng thái.
+    pub state_label: String,
+    /// The state in English.
+    pub state_label_en: String,
     pub submitted_at: String,
     /// Hạn giải quyết.
     pub deadline: String,
+    /// When it was decided (residence) or ended: delivered, returned or cancelled (card).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_at: Option<String>,
+    /// The reason given for a rejection (residence), a return or a cancellation (card).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
+    /// A card application's stages, each with when it was reached (oldest first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<MyStep>,
 }
 
-/// My residence applications and their state, newest deadline last.
+/// A stage a card application reached, and when.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyStep {
+    pub state: String,
+    pub state_label: String,
+    pub state_label_en: String,
+    pub at: String,
+}
+
+fn fmt_time(t: time::OffsetDateTime) -> String {
+    rfc3339(t.unix_timestamp())
+}
+
+fn residence_view(a: dancu_store::Application) -> MyApplication {
+    use crate::web::Lang;
+    use crate::web::residence::{app_state_label, kind_label};
+    MyApplication {
+        category: "residence",
+        id: a.id.to_string(),
+        number: None,
+        kind: a.kind.code().to_string(),
+        reason: None,
+        procedure: a.kind.vietnamese().to_string(),
+        procedure_en: kind_label(Lang::En, a.kind),
+        state: a.state.code().to_string(),
+        state_label: app_state_label(Lang::Vi, a.state).to_string(),
+        state_label_en: app_state_label(Lang::En, a.state).to_string(),
+        submitted_at: fmt_time(a.submitted_at),
+        deadline: dancu_core::date::iso_date::format(a.deadline),
+        decided_at: a.decided_at.map(fmt_time),
+        decision_reason: a.decision_reason,
+        steps: Vec::new(),
+    }
+}
+
+fn card_view(a: dancu_store::cards::CardApplication) -> MyApplication {
+    use crate::web::Lang;
+    use crate::web::cards::{kind_label, stage_label};
+    use dancu_card::application::Stage;
+    let kind = serde_json::to_value(a.kind).unwrap_or_default();
+    let code = |k: &str| kind.get(k).and_then(Value::as_str).map(str::to_string);
+    let ended = (!a.stage.is_open()).then(|| a.steps.last()).flatten();
+    // The reason of a return or a cancellation is the answer to the citizen; the notes of the
+    // other steps are the officers' own and stay out.
+    let reason = ended.filter(|s| matches!(s.stage, Stage::Returned | Stage::Cancelled)).and_then(|s| s.note.clone());
+    MyApplication {
+        category: "card",
+        id: a.id.to_string(),
+        number: Some(a.number.clone()),
+        kind: code("kind").unwrap_or_default(),
+        reason: code("reason"),
+        procedure: format!("Cấp thẻ căn cước: {}", kind_label(Lang::Vi, a.kind)),
+        procedure_en: format!("Identity card: {}", kind_label(Lang::En, a.kind)),
+        state: a.stage.code().to_string(),
+        state_label: stage_label(Lang::Vi, a.stage),
+        state_label_en: stage_label(Lang::En, a.stage),
+        submitted_at: fmt_time(a.received_at),
+        deadline: dancu_core::date::iso_date::format(a.due_on),
+        decided_at: ended.map(|s| fmt_time(s.at)),
+        decision_reason: reason,
+        steps: a
+            .steps
+            .iter()
+            .map(|s| MyStep {
+                state: s.stage.code().to_string(),
+                state_label: stage_label(Lang::Vi, s.stage),
+                state_label_en: stage_label(Lang::En, s.stage),
+                at: fmt_time(s.at),
+            })
+            .collect(),
+    }
+}
+
+/// My applications and their state — residence procedures and identity-card applications —,
+/// earliest deadline first.
 #[utoipa::path(get, path = "/api/v1/citizen/me/applications", tag = "citizen",
     responses((status = 200, body = Vec<MyApplication>)))]
 pub async fn applications(State(st): State<AppState>, caller: CitizenCaller) -> ApiResult<Response> {
     let key = caller.person_key.parse().map_err(|_| ApiError::internal())?;
+    let store = st.registry.store();
     let q = ApplicationQuery { person_key: Some(key), limit: 500, ..Default::default() };
-    let fmt = |t: time::OffsetDateTime| rfc3339(t.unix_timestamp());
-    let list: Vec<MyApplication> = st
-        .registry
-        .store()
-        .applications(&q)
-        .await?
-        .into_iter()
-        .map(|a| MyApplication {
-            id: a.id.to_string(),
-            kind: a.kind.code().to_string(),
-            procedure: a.kind.vietnamese(),
-            state: a.state.code().to_string(),
-            submitted_at: fmt(a.submitted_at),
-            deadline: dancu_core::date::iso_date::format(a.deadline),
-            decided_at: a.decided_at.map(fmt),
-            decision_reason: a.decision_reason,
-        })
-        .collect();
+    let mut list: Vec<MyApplication> = store.applications(&q).await?.into_iter().map(residence_view).collect();
+    let q = CardApplicationQuery { person_key: Some(key), limit: 500, ..Default::default() };
+    list.extend(store.card_applications(&q).await?.into_iter().map(card_view));
+    list.sort_by(|a, b| (&a.deadline, &a.submitted_at).cmp(&(&b.deadline, &b.submitted_at)));
     Ok(mine(Json(list).into_response(), &caller))
 }
 

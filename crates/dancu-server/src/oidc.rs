@@ -3,7 +3,9 @@
 //! code, the citizen login of [`crate::citizen`]), PKCE S256 (RFC 7636) required, the token
 //! endpoint (client authentication per the portal's registration: `private_key_jwt` or
 //! `client_secret_basic`), ID tokens signed with the server's key (ES256, published in the
-//! JWKS), and userinfo. Portals are partners with an OpenID Connect registration.
+//! JWKS), userinfo, refresh tokens (RFC 6749 §6: rotated on use, a spent one presented again
+//! revokes its session) and RP-initiated logout (`end_session_endpoint`). Portals are partners
+//! with an OpenID Connect registration.
 //!
 //! Invariants: the redirect URI must equal a registered one exactly; before it is known to be
 //! registered every error is a page here, never a redirect. Authorization codes are stored
@@ -12,6 +14,10 @@
 //! redirect URI and the PKCE verifier. Claims are only those of the granted scopes within the
 //! portal's field scopes; a portal that needs consent gets a code, a token and userinfo only
 //! while the citizen's consent is in force. Every release of claims is audited for the person.
+//! A session (a redeemed code: the ID token's `sid`) lives at most
+//! [`citizen::OIDC_REFRESH_SECONDS`] after the login; refresh tokens name their session and are
+//! stored hashed, one live at a time; logout needs an ID token this server signed, and redirects
+//! only to a URI registered for the portal.
 
 use std::collections::HashMap;
 
@@ -22,7 +28,7 @@ use axum::response::{Html, IntoResponse, Response};
 use dancu_core::citizen::{self, ClientAuth, OidcClient, Scope};
 use dancu_core::sharing::{Consent, Partner, b64url_decode};
 use dancu_keys::PublicKey;
-use dancu_store::{OidcGrant, PersonRef};
+use dancu_store::{OidcGrant, OidcTokens, PersonRef, RefreshOutcome};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -48,14 +54,15 @@ pub async fn discovery(State(st): State<AppState>) -> Response {
         "jwks_uri": endpoint(&st, "/.well-known/jwks.json"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "end_session_endpoint": endpoint(&st, "/oidc/logout"),
         "subject_types_supported": ["pairwise", "public"],
         "id_token_signing_alg_values_supported": ["ES256"],
         "scopes_supported": Scope::ALL.iter().map(|s| s.code()).collect::<Vec<_>>(),
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "family_name",
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "name", "family_name",
             "middle_name", "given_name", "birthdate", "gender", "address", "personal_id"],
         "authorization_response_iss_parameter_supported": true,
         "ui_locales_supported": ["vi"],
@@ -306,6 +313,9 @@ async fn grant(st: &AppState, r: &AuthRequest, c: &Checked, person_key: &str) ->
         expires_at: now + citizen::AUTH_CODE_SECONDS,
         used_at: None,
         access_expires_at: None,
+        session_id: None,
+        refresh_expires_at: None,
+        revoked_at: None,
     };
     if let Err(e) = store.oidc_grant_insert(&g).await {
         return crate::problem::ApiError::from(e).into_response();
@@ -599,8 +609,10 @@ async fn token_inner(st: &AppState, req: Request) -> Response {
         Ok(f) => f,
         Err(e) => return bad("invalid_request", &e),
     };
-    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
-        return bad("unsupported_grant_type", "grant_type must be authorization_code");
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {}
+        Some("refresh_token") => return refresh(st, &headers, &form).await,
+        _ => return bad("unsupported_grant_type", "grant_type must be authorization_code or refresh_token"),
     }
     let (Some(code), Some(redirect_uri), Some(verifier)) =
         (form.get("code"), form.get("redirect_uri"), form.get("code_verifier"))
@@ -612,19 +624,21 @@ async fn token_inner(st: &AppState, req: Request) -> Response {
         Err(res) => return res,
     };
     let now = unix_now();
-    let access = match random_token("oa_") {
+    let session_id = match random_token("") {
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    let access_exp = now + citizen::OIDC_TOKEN_SECONDS;
+    let (access, refresh_token, tokens) = match new_tokens(&session_id, now) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
     let store = st.registry.store();
-    let g =
-        match store.oidc_grant_redeem(&citizen::token_hash(code), &citizen::token_hash(&access), access_exp, now).await
-        {
-            Ok(Some(g)) => g,
-            Ok(None) => return bad("invalid_grant", "unknown authorization code"),
-            Err(e) => return crate::problem::ApiError::from(e).into_response(),
-        };
+    let refresh_exp = now + citizen::OIDC_REFRESH_SECONDS;
+    let g = match store.oidc_grant_redeem(&citizen::token_hash(code), &tokens, &session_id, refresh_exp, now).await {
+        Ok(Some(g)) => g,
+        Ok(None) => return bad("invalid_grant", "unknown authorization code"),
+        Err(e) => return crate::problem::ApiError::from(e).into_response(),
+    };
     let invalid = |why: &str| bad("invalid_grant", why);
     if g.client_id != partner.id {
         return invalid("the code was issued to another client");
@@ -648,30 +662,234 @@ async fn token_inner(st: &AppState, req: Request) -> Response {
             Err(e) => return crate::problem::ApiError::from(e).into_response(),
         }
     }
-    let mut claims = match claims_for(st, &partner, &client, &g).await {
-        Ok(c) => c,
+    let id_token = match id_token(st, &partner, &client, &g, &session_id, g.nonce.as_deref(), now).await {
+        Ok(t) => t,
         Err(res) => return res,
     };
+    let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": citizen::OIDC_TOKEN_SECONDS,
+                      "refresh_token": refresh_token, "id_token": id_token, "scope": g.scope});
+    audited(Json(body).into_response(), &partner, &g, "Đăng nhập cổng dịch vụ công: mã thông báo định danh")
+}
+
+/// A new access token and refresh token of a session, and their hashes as stored. A refresh
+/// token names its session (`or_<session>.<random>`): a spent one is recognised as its session's.
+fn new_tokens(session_id: &str, now: i64) -> crate::problem::ApiResult<(String, String, OidcTokens)> {
+    let access = random_token("oa_")?;
+    let refresh = format!("or_{session_id}.{}", random_token("")?);
+    let tokens = OidcTokens {
+        access_hash: citizen::token_hash(&access),
+        access_expires_at: now + citizen::OIDC_TOKEN_SECONDS,
+        refresh_hash: citizen::token_hash(&refresh),
+    };
+    Ok((access, refresh, tokens))
+}
+
+/// A signed ID token for a grant: the claims of its scopes, `sid` naming the session.
+async fn id_token(
+    st: &AppState,
+    partner: &Partner,
+    client: &OidcClient,
+    g: &OidcGrant,
+    session_id: &str,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<String, Response> {
+    let mut claims = claims_for(st, partner, client, g).await?;
     claims.insert("iss".into(), json!(st.sharing.issuer));
     claims.insert("aud".into(), json!(partner.id));
     claims.insert("azp".into(), json!(partner.id));
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + citizen::OIDC_TOKEN_SECONDS));
     claims.insert("auth_time".into(), json!(g.auth_time));
-    if let Some(n) = &g.nonce {
+    claims.insert("sid".into(), json!(session_id));
+    if let Some(n) = nonce {
         claims.insert("nonce".into(), json!(n));
     }
     let payload = serde_json::to_vec(&Value::Object(claims)).expect("JSON");
-    let id_token = match jose::sign(st.sharing.signer(), &[("typ", json!("JWT"))], &payload) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(error = %e, "signing an ID token failed");
-            return crate::problem::ApiError::internal().into_response();
+    jose::sign(st.sharing.signer(), &[("typ", json!("JWT"))], &payload).map_err(|e| {
+        tracing::error!(error = %e, "signing an ID token failed");
+        crate::problem::ApiError::internal().into_response()
+    })
+}
+
+/// The refresh token grant (RFC 6749 §6): the current refresh token of a live session of this
+/// client gets a new access token, a new refresh token (the old one is spent) and a new ID token
+/// (the same `sub`, `auth_time` and `sid`; no nonce). A spent refresh token presented again
+/// revokes the session. A `scope` may only narrow what was granted (the grant's is issued).
+async fn refresh(st: &AppState, headers: &HeaderMap, form: &HashMap<String, String>) -> Response {
+    let bad = |e: &str, why: &str| oauth_error(StatusCode::BAD_REQUEST, e, why);
+    let Some(presented) = form.get("refresh_token") else {
+        return bad("invalid_request", "refresh_token is required");
+    };
+    let (partner, client) = match authenticate(st, headers, form).await {
+        Ok(x) => x,
+        Err(res) => return res,
+    };
+    let session_id = presented
+        .strip_prefix("or_")
+        .filter(|t| t.len() < 200)
+        .and_then(|t| t.split_once('.'))
+        .map(|(s, _)| s)
+        .filter(|s| !s.is_empty());
+    let Some(session_id) = session_id else { return bad("invalid_grant", "unknown refresh token") };
+    let now = unix_now();
+    let (access, refresh_token, tokens) = match new_tokens(session_id, now) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let store = st.registry.store();
+    let outcome = store.oidc_refresh(&partner.id, session_id, &citizen::token_hash(presented), &tokens, now).await;
+    let g = match outcome {
+        Ok(RefreshOutcome::Rotated(g)) => *g,
+        Ok(RefreshOutcome::Reused) => {
+            tracing::warn!(client = %partner.id, "a spent refresh token was presented again; its session is revoked");
+            return bad("invalid_grant", "the refresh token was used before; the session is revoked: log in again");
         }
+        Ok(RefreshOutcome::Refused) => return bad("invalid_grant", "unknown, expired or revoked refresh token"),
+        Err(e) => return crate::problem::ApiError::from(e).into_response(),
+    };
+    // What cannot be known before the session is found ends it: the citizen logs in again.
+    let partner_id = partner.id.as_str();
+    let end = |error: &'static str, why: &'static str| async move {
+        if let Err(e) = store.oidc_session_end(partner_id, session_id, now).await {
+            return crate::problem::ApiError::from(e).into_response();
+        }
+        bad(error, why)
+    };
+    if let Some(scope) = form.get("scope") {
+        let granted: Vec<&str> = g.scope.split(' ').collect();
+        if !scope.split_whitespace().all(|s| granted.contains(&s)) {
+            return end("invalid_scope", "a refresh cannot add scopes to the grant").await;
+        }
+    }
+    if partner.consent_required {
+        match store.consent_in_force(&g.person_key, &partner.id, now).await {
+            Ok(true) => {}
+            Ok(false) => return end("invalid_grant", "the citizen's consent to this portal is not in force").await,
+            Err(e) => return crate::problem::ApiError::from(e).into_response(),
+        }
+    }
+    let id_token = match id_token(st, &partner, &client, &g, session_id, None, now).await {
+        Ok(t) => t,
+        Err(res) => return res,
     };
     let body = json!({"access_token": access, "token_type": "Bearer", "expires_in": citizen::OIDC_TOKEN_SECONDS,
-                      "id_token": id_token, "scope": g.scope});
-    audited(Json(body).into_response(), &partner, &g, "Đăng nhập cổng dịch vụ công: mã thông báo định danh")
+                      "refresh_token": refresh_token, "id_token": id_token, "scope": g.scope});
+    audited(Json(body).into_response(), &partner, &g, "Đăng nhập cổng dịch vụ công: làm mới mã thông báo")
+}
+
+// ---- RP-initiated logout ---------------------------------------------------------------------------
+
+/// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0), GET or POST (form): with an
+/// `id_token_hint` this server issued to the portal, the session it names ends — its access and
+/// refresh tokens stop working. Then back to `post_logout_redirect_uri` (one of the portal's
+/// registered redirect URIs, exactly; with `state`), or a page saying the citizen logged out.
+/// Errors are pages: an unverified URI is never redirected to.
+pub async fn logout(State(st): State<AppState>, req: Request) -> Response {
+    let raw = if req.method() == axum::http::Method::POST {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+            return logout_error(StatusCode::BAD_REQUEST, "the body must be application/x-www-form-urlencoded");
+        }
+        match axum::body::to_bytes(req.into_body(), 16 * 1024).await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => return logout_error(StatusCode::BAD_REQUEST, "the body could not be read (at most 16 KiB)"),
+        }
+    } else {
+        req.uri().query().unwrap_or("").to_string()
+    };
+    let params = match pairs(&raw) {
+        Ok(p) => p,
+        Err(e) => return logout_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let get = |k: &str| params.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    // The hint: an ID token of this server (expired ones too: logout comes after they lapse).
+    let mut hinted: Option<(String, String)> = None;
+    if let Some(hint) = get("id_token_hint") {
+        let claims = jose::parse(hint)
+            .ok()
+            .filter(|p| p.verify(hint, st.sharing.public_key()).is_ok())
+            .and_then(|p| p.claims().ok())
+            .filter(|c| c.get("iss").and_then(Value::as_str) == Some(st.sharing.issuer.as_str()));
+        let Some(c) = claims else {
+            return logout_error(StatusCode::BAD_REQUEST, "id_token_hint is not an ID token this server issued");
+        };
+        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+        match (text("aud"), text("sid")) {
+            (Some(aud), Some(sid)) => hinted = Some((aud, sid)),
+            _ => return logout_error(StatusCode::BAD_REQUEST, "id_token_hint names no portal session"),
+        }
+    }
+    let client_id = match (get("client_id"), &hinted) {
+        (Some(c), Some((aud, _))) if c != aud => {
+            return logout_error(StatusCode::BAD_REQUEST, "client_id differs from the ID token's audience");
+        }
+        (Some(c), _) => Some(c.to_string()),
+        (None, Some((aud, _))) => Some(aud.clone()),
+        (None, None) => None,
+    };
+    let store = st.registry.store();
+    let partner = match &client_id {
+        Some(id) => match store.partner_get(id).await {
+            Ok(Some(p)) if p.oidc.is_some() => Some(p),
+            Ok(_) => return logout_error(StatusCode::BAD_REQUEST, "unknown client_id"),
+            Err(e) => return crate::problem::ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
+    let back = match (get("post_logout_redirect_uri"), &partner) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return logout_error(StatusCode::BAD_REQUEST, "post_logout_redirect_uri needs id_token_hint or client_id");
+        }
+        (Some(uri), Some(p)) => {
+            if !p.oidc.as_ref().is_some_and(|c| c.redirect_uris.iter().any(|r| r == uri)) {
+                return logout_error(
+                    StatusCode::BAD_REQUEST,
+                    "post_logout_redirect_uri is not registered for the client",
+                );
+            }
+            Some(uri.to_string())
+        }
+    };
+    let mut ended = None;
+    if let (Some((_, sid)), Some(p)) = (&hinted, &partner) {
+        match store.oidc_session_end(&p.id, sid, unix_now()).await {
+            Ok(g) => ended = g,
+            Err(e) => return crate::problem::ApiError::from(e).into_response(),
+        }
+    }
+    let mut res = match back {
+        Some(uri) => {
+            let mut q = Vec::new();
+            if let Some(s) = get("state") {
+                q.push(("state", s));
+            }
+            redirect(&uri, &q)
+        }
+        None => page(
+            "Đã đăng xuất",
+            "<p>Bạn đã đăng xuất khỏi cổng dịch vụ. Có thể đóng trang này. \
+             <small>(You have logged out of the portal; you may close this page.)</small></p>",
+        ),
+    };
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match (ended, partner) {
+        (Some(g), Some(p)) => audited(res, &p, &g, "Đăng xuất khỏi cổng dịch vụ công"),
+        _ => res,
+    }
+}
+
+fn logout_error(status: StatusCode, message: &str) -> Response {
+    let html = page(
+        "Không thể đăng xuất",
+        &format!(
+            "<p class=\"err\">{}</p><p><small>(The logout request is invalid; nothing was sent back to the \
+             portal.)</small></p>",
+            esc(message)
+        ),
+    );
+    (status, html).into_response()
 }
 
 // ---- userinfo --------------------------------------------------------------------------------------

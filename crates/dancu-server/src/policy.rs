@@ -482,6 +482,8 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::POST, "/oidc/authorize", Some("oidc.login"), Public, A::None, || post(oidc::authorize_post)),
         spec(Method::POST, "/oidc/token", Some("oidc.token"), Public, A::None, || post(oidc::token)),
         spec(Method::GET, "/oidc/userinfo", Some("oidc.userinfo"), Public, A::None, || get(oidc::userinfo)),
+        spec(Method::GET, "/oidc/logout", Some("oidc.logout"), Public, A::None, || get(oidc::logout)),
+        spec(Method::POST, "/oidc/logout", Some("oidc.logout"), Public, A::None, || post(oidc::logout)),
         spec(
             Method::PUT,
             "/api/v1/sharing/webhook",

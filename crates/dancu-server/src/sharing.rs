@@ -96,6 +96,11 @@ impl SharingState {
         self.signer.as_ref()
     }
 
+    /// The public half of [`Self::signer`] (what the JWKS publishes).
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
     pub fn key_id(&self) -> &str {
         self.signer.key_id()
     }
@@ -773,7 +778,8 @@ pub async fn pseudonym(
     Ok(res)
 }
 
-/// Change events in the partner's scope (deaths, name changes, moves), oldest first, after a
+/// Change events in the partner's scope (births registered by the civil registration system —
+/// once the child has its personal ID —, deaths, name changes, moves), oldest first, after a
 /// position; `next` is where to resume. Each event has a stable `id` for deduplication.
 #[utoipa::path(get, path = "/api/v1/sharing/events", tag = "sharing",
     params(("after" = Option<i64>, Query, description = "resume after this position (0: from the start)"),
@@ -805,7 +811,7 @@ pub async fn events(State(st): State<AppState>, caller: PartnerCaller, q: QueryP
 /// its stable id (`{record key}:{version}:{kind}`) — the same for the feed and for webhooks.
 pub(crate) fn partner_events(p: &Partner, pseudonym_key: Option<&[u8]>, item: &FeedItem) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    for kind in share::events(&item.before, &item.after) {
+    for kind in share::events(&item.before, &item.after, item.registered_birth) {
         if !kind.in_scope(&p.fields) {
             continue;
         }
@@ -824,6 +830,28 @@ pub(crate) fn partner_events(p: &Partner, pseudonym_key: Option<&[u8]>, item: &F
             }
         }
         match kind {
+            EventKind::Birth => {
+                // The new person as registered, within the partner's fields (the birth date is in
+                // scope, or the partner would not be told).
+                let r = &person.record;
+                ev.insert("status".into(), json!(person.status));
+                for (f, k, v) in [
+                    (Field::BirthDate, "birth_date", json!(r.birth_date)),
+                    (Field::FullName, "name", json!(r.name)),
+                    (Field::Sex, "sex", json!(r.sex)),
+                    (Field::BirthPlace, "birth_place", json!(r.birth_place)),
+                    (Field::BirthRegistrationPlace, "birth_registration_place", json!(r.birth_registration_place)),
+                    (Field::Nationalities, "nationalities", json!(r.nationalities)),
+                    (Field::Ethnicity, "ethnicity", json!(r.ethnicity)),
+                    (Field::PermanentResidence, "permanent_residence", json!(r.permanent_residence)),
+                    (Field::CurrentResidence, "current_residence", json!(r.current_residence)),
+                    (Field::Relatives, "relatives", json!(r.relatives)),
+                ] {
+                    if p.sees(f) {
+                        ev.insert(k.into(), v);
+                    }
+                }
+            }
             EventKind::Death | EventKind::Missing => {
                 ev.insert("status".into(), json!(person.status));
                 ev.insert("status_date".into(), json!(person.status_date));

@@ -4,7 +4,8 @@
 //! authorization code flow with PKCE for a portal (client_secret_basic and private_key_jwt), the
 //! ID token checked against the JWKS — and the abuse list: unknown IDs, wrong codes, too many
 //! codes, redirect URI mismatch, code replay, wrong PKCE verifier, expired code, missing or
-//! revoked consent, scopes beyond the registration, sessions of the wrong kind.
+//! revoked consent, scopes beyond the registration, sessions of the wrong kind; refresh tokens
+//! (rotation, reuse revoking the session) and RP-initiated logout.
 
 mod support;
 
@@ -82,7 +83,7 @@ async fn person(store: &Arc<dyn Store>, n: u32) -> (String, String) {
 async fn citizen_api(store: Arc<dyn Store>) {
     let (s, ch) = start(store.clone(), dancu_core::citizen::CHALLENGES_PER_WINDOW).await;
     let (pid, key) = person(&store, 1).await;
-    let (other_pid, _) = person(&store, 2).await;
+    let (other_pid, other_key) = person(&store, 2).await;
 
     // An unknown ID gets the same answer as a known one; no code is delivered for it.
     let unknown = "001099012345";
@@ -212,6 +213,71 @@ async fn citizen_api(store: Arc<dyn Store>) {
     assert_eq!(apps[0]["state"], app.state.code());
     assert!(apps[0]["deadline"].is_string());
     assert!(other.get("/api/v1/citizen/me/applications").await.json().as_array().unwrap().is_empty());
+    assert_eq!(apps[0]["category"], "residence");
+    assert_eq!(
+        (apps[0]["procedure"].as_str(), apps[0]["procedure_en"].as_str()),
+        (Some("Thông báo lưu trú"), Some("Stay notification"))
+    );
+
+    // Identity-card applications too: state, dates and reason in Vietnamese and English — not the
+    // officers' names or notes, nor the photo — and only the citizen's own.
+    use dancu_card::application::{ApplicationKind, ReissueReason, Stage};
+    let card_app = |key: &str, kind| dancu_store::cards::NewCardApplication {
+        person: dancu_store::PersonRef::Key(key.parse().unwrap()),
+        kind,
+        requested_under_14: false,
+        photo: dancu_store::conformance::FACE_JPEG.to_vec(),
+        fingerprints: vec![],
+    };
+    let first = reg.card_apply(card_app(&key, ApplicationKind::FirstIssue), "tn.op", |_| true, None).await.unwrap();
+    let why = "công dân rút hồ sơ";
+    reg.card_step(first.id, Stage::Cancelled, "tn.op", &[Role::CardOperator], Some(why.into()), None, None)
+        .await
+        .unwrap();
+    let lost = ApplicationKind::Reissue(ReissueReason::Lost);
+    let second = reg.card_apply(card_app(&key, lost), "tn.op", |_| true, None).await.unwrap();
+    let note = "ghi chú nội bộ của cán bộ";
+    reg.card_step(second.id, Stage::Verified, "xac.minh", &[Role::Verifier], Some(note.into()), None, None)
+        .await
+        .unwrap();
+    let theirs =
+        reg.card_apply(card_app(&other_key, ApplicationKind::FirstIssue), "tn.op", |_| true, None).await.unwrap();
+    let r = me.get("/api/v1/citizen/me/applications").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let apps = r.json();
+    let cards: Vec<&Value> = apps.as_array().unwrap().iter().filter(|a| a["category"] == "card").collect();
+    assert_eq!(cards.len(), 2, "both card applications are listed: {}", r.body);
+    let c1 = cards.iter().find(|a| a["id"] == first.id.to_string()).expect("the cancelled application");
+    assert_eq!((c1["number"].as_str(), c1["kind"].as_str()), (Some(first.number.as_str()), Some("first_issue")));
+    assert_eq!((c1["state"].as_str(), c1["state_label"].as_str()), (Some("cancelled"), Some("Đã hủy")));
+    assert_eq!((c1["decision_reason"].as_str(), c1["decided_at"].is_string()), (Some(why), true));
+    assert_eq!(c1["deadline"], dancu_core::date::iso_date::format(first.due_on));
+    let c2 = cards.iter().find(|a| a["id"] == second.id.to_string()).expect("the open application");
+    assert_eq!((c2["kind"].as_str(), c2["reason"].as_str()), (Some("reissue"), Some("lost")));
+    assert_eq!(
+        (c2["procedure"].as_str(), c2["procedure_en"].as_str()),
+        (Some("Cấp thẻ căn cước: Cấp lại — bị mất thẻ"), Some("Identity card: Re-issue — lost"))
+    );
+    assert_eq!(
+        (c2["state"].as_str(), c2["state_label"].as_str(), c2["state_label_en"].as_str()),
+        (Some("verified"), Some("Đã xác minh"), Some("verified"))
+    );
+    let steps: Vec<&str> = c2["steps"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["received", "verified"]);
+    assert!(c2["decided_at"].is_null() && c2["decision_reason"].is_null());
+    for hidden in [note, "xac.minh", "tn.op", theirs.number.as_str(), &theirs.id.to_string(), "photo", "fingerprint"] {
+        assert!(!r.body.contains(hidden), "{hidden} is not for the citizen: {}", r.body);
+    }
+    let doc = call(s.addr, "GET", "/api/openapi.json", &[] as &[(&str, &str)], None).await.json();
+    let schema = &doc["components"]["schemas"];
+    assert!(schema["MyApplication"]["properties"]["steps"].is_object() && schema["MyStep"].is_object());
+    let r = other.get("/api/v1/citizen/me/applications").await;
+    let list = r.json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{}", r.body);
+    assert_eq!(
+        (list[0]["category"].as_str(), list[0]["number"].as_str()),
+        (Some("card"), Some(theirs.number.as_str()))
+    );
 
     // Logout ends the session.
     assert_eq!(me.req("POST", "/api/v1/citizen/logout", None, &[]).await.status, 204);
@@ -418,6 +484,105 @@ async fn oidc(store: Arc<dyn Store>) {
     assert!(r.body.contains("used before"));
     assert_eq!(userinfo(&s, &access).await.status, 401);
 
+    // Refresh tokens (RFC 6749 §6): rotated on use; a spent one presented again revokes the
+    // session, the current one with it.
+    let (verifier7, challenge7) = verifier_and_challenge("r");
+    let params7 = authorize_params("portal-a", "openid profile", &challenge7);
+    let code7 = location_params(&browser_login(&s, &ch, &params7, &pid, false).await)["code"].clone();
+    let t7 = token_basic(&s, "portal-a", &secret, &code7, &verifier7).await.json();
+    let claims7 = jose::parse(t7["id_token"].as_str().unwrap()).unwrap().claims().unwrap();
+    let sid = claims7["sid"].as_str().expect("the ID token names its session").to_string();
+    let refresh1 = t7["refresh_token"].as_str().expect("a refresh token").to_string();
+    let auth = basic("portal-a", &secret);
+    let refresh = |tok: String, scope: Option<&'static str>, auth: String| {
+        let s = &s;
+        async move {
+            let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", tok.as_str())];
+            form.extend(scope.map(|v| ("scope", v)));
+            post_form(s, "/oidc/token", &form, &[("Authorization", auth.as_str())]).await
+        }
+    };
+    let r = refresh(refresh1.clone(), None, basic("portal-a", "not-the-secret")).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("invalid_client")));
+    let r = refresh(refresh1.clone(), None, auth.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let t = r.json();
+    let refresh2 = t["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(refresh2, refresh1, "rotated");
+    let id2 = t["id_token"].as_str().unwrap();
+    jose::parse(id2).unwrap().verify(id2, &public).expect("the new ID token verifies");
+    let c2 = jose::parse(id2).unwrap().claims().unwrap();
+    assert_eq!((c2["sub"].as_str(), c2["sid"].as_str()), (Some(sub.as_str()), Some(sid.as_str())));
+    assert_eq!((c2["auth_time"].as_i64(), c2.get("nonce")), (claims7["auth_time"].as_i64(), None));
+    let access2 = t["access_token"].as_str().unwrap().to_string();
+    assert_eq!(userinfo(&s, &access2).await.status, 200);
+    assert_eq!(userinfo(&s, t7["access_token"].as_str().unwrap()).await.status, 401, "replaced");
+    // A narrower scope may be asked (the grant's is issued); a wider one never.
+    let r = refresh(refresh2.clone(), Some("openid"), auth.clone()).await;
+    assert_eq!((r.status, r.json()["scope"].as_str()), (200, Some("openid profile")), "{}", r.body);
+    let refresh3 = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let access3 = r.json()["access_token"].as_str().unwrap().to_string();
+    // The spent first token again: refused, and the session is revoked.
+    let r = refresh(refresh1.clone(), None, auth.clone()).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("invalid_grant")));
+    assert!(r.body.contains("used before"), "{}", r.body);
+    let r = refresh(refresh3.clone(), None, auth.clone()).await;
+    assert_eq!(r.json()["error"], "invalid_grant", "the current token went with the session");
+    assert_eq!(userinfo(&s, &access3).await.status, 401);
+    let r = refresh("or_nonsense".into(), None, auth.clone()).await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    // A wider scope ends the session too.
+    let (verifier9, challenge9) = verifier_and_challenge("w");
+    let params9 = authorize_params("portal-a", "openid profile", &challenge9);
+    let code9 = location_params(&browser_login(&s, &ch, &params9, &pid, false).await)["code"].clone();
+    let t9 = token_basic(&s, "portal-a", &secret, &code9, &verifier9).await.json();
+    let r = refresh(t9["refresh_token"].as_str().unwrap().into(), Some("openid profile address"), auth.clone()).await;
+    assert_eq!(r.json()["error"], "invalid_scope", "{}", r.body);
+    assert_eq!(userinfo(&s, t9["access_token"].as_str().unwrap()).await.status, 401);
+
+    // RP-initiated logout: the session named by the ID token ends; back to a registered URI.
+    let (verifier8, challenge8) = verifier_and_challenge("l");
+    let params8 = authorize_params("portal-a", "openid profile", &challenge8);
+    let code8 = location_params(&browser_login(&s, &ch, &params8, &pid, false).await)["code"].clone();
+    let t8 = token_basic(&s, "portal-a", &secret, &code8, &verifier8).await.json();
+    let hint = t8["id_token"].as_str().unwrap();
+    let get = |q: Vec<(&'static str, String)>| {
+        let s = &s;
+        async move {
+            let q = serde_urlencoded::to_string(&q).unwrap();
+            call(s.addr, "GET", &format!("/oidc/logout?{q}"), &[] as &[(&str, &str)], None).await
+        }
+    };
+    let r =
+        get(vec![("id_token_hint", hint.into()), ("post_logout_redirect_uri", "http://evil.example/".into())]).await;
+    assert_eq!((r.status, r.header("location")), (400, None), "an unregistered URI is never redirected to");
+    let mut forged = hint.to_string();
+    forged.truncate(forged.len() - 4);
+    forged.push_str("AAAA");
+    let r = get(vec![("id_token_hint", forged), ("post_logout_redirect_uri", REDIRECT.into())]).await;
+    assert_eq!((r.status, r.header("location")), (400, None), "a hint this server did not sign");
+    let r = get(vec![("id_token_hint", hint.into()), ("client_id", "portal-b".into())]).await;
+    assert_eq!(r.status, 400, "client_id must be the hint's audience");
+    assert_eq!(userinfo(&s, t8["access_token"].as_str().unwrap()).await.status, 200, "refusals end nothing");
+    let r = get(vec![
+        ("id_token_hint", hint.into()),
+        ("post_logout_redirect_uri", REDIRECT.into()),
+        ("state", "bye".into()),
+    ])
+    .await;
+    assert_eq!(location_params(&r)["state"], "bye");
+    assert_eq!(userinfo(&s, t8["access_token"].as_str().unwrap()).await.status, 401);
+    let r = refresh(t8["refresh_token"].as_str().unwrap().into(), None, auth.clone()).await;
+    assert_eq!(r.json()["error"], "invalid_grant", "the session's refresh token ended with it");
+    // Without a hint: a page, nothing else; by POST the same.
+    let r = get(vec![]).await;
+    assert!(r.status == 200 && r.body.contains("Đã đăng xuất"), "{}", r.body);
+    let r = post_form(&s, "/oidc/logout", &[("id_token_hint", hint)], &[]).await;
+    assert_eq!(r.status, 200, "a session already ended: the page");
+    assert_eq!(d["end_session_endpoint"], format!("{ISSUER}/oidc/logout"));
+    assert!(d["grant_types_supported"].as_array().unwrap().contains(&json!("refresh_token")));
+
     // Wrong secret; another client's code.
     let (verifier3, challenge3) = verifier_and_challenge("c");
     let params3 = authorize_params("portal-a", "openid profile", &challenge3);
@@ -442,6 +607,9 @@ async fn oidc(store: Arc<dyn Store>) {
             expires_at: now() - 60,
             used_at: None,
             access_expires_at: None,
+            session_id: None,
+            refresh_expires_at: None,
+            revoked_at: None,
         })
         .await
         .unwrap();

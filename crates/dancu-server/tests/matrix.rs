@@ -262,6 +262,7 @@ fn intended(method: &str, path: &str) -> (Who, Area) {
         ("GET", "/api/v1/sharing/pseudonyms/{personal_id}") => (Who::Partner(Service::Pseudonym), Area::None),
         ("GET", "/api/v1/sharing/events") => (Who::Partner(Service::Events), Area::None),
         ("POST", "/api/v1/citizen/login") | ("POST", "/api/v1/citizen/login/verify") => (Who::Public, Area::None),
+        (_, "/oidc/logout") => (Who::Public, Area::None),
         (_, p) if p.starts_with("/api/v1/citizen/") => (Who::Citizen, Area::None),
         ("POST", "/api/v1/sharing/card-validity") => (Who::Partner(Service::CardValidity), Area::None),
         ("POST", "/api/v1/card-applications") | ("POST", "/api/v1/cards/{serial}/state") => {
@@ -692,6 +693,9 @@ fn cell(route: &RouteSpec, f: &Fixture, tag: &str, w: &Who2) -> (String, Option<
         ("POST", "/oidc/authorize") => ("/oidc/authorize".to_string(), Some(json!({})), Expect::Ok(400)),
         ("POST", "/oidc/token") => ("/oidc/token".to_string(), Some(json!({})), Expect::Ok(400)),
         ("GET", "/oidc/userinfo") => ("/oidc/userinfo".to_string(), None, Expect::Ok(401)),
+        // RP-initiated logout: public; with no hint nothing ends (a page), a JSON body is refused.
+        ("GET", "/oidc/logout") => ("/oidc/logout".to_string(), None, Expect::Ok(200)),
+        ("POST", "/oidc/logout") => ("/oidc/logout".to_string(), Some(json!({})), Expect::Ok(400)),
         ("POST", "/api/v1/sharing/card-validity") => (
             route.path.to_string(),
             Some(json!({"personal_id": f.personal_id, "card_serial": f.card_serial})),

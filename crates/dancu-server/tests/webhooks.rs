@@ -3,7 +3,8 @@
 //! real HTTP receiver that is down at first, then answers 503, then 200: every event arrives, in
 //! feed order, each signed (HMAC under the partner's secret and JWS under the registry's key),
 //! retries are observed and counted, the worker is restarted midway without loss, and no event is
-//! marked delivered twice. A revoked partner gets nothing and its token is refused.
+//! marked delivered twice. A revoked partner gets nothing and its token is refused. Births sent
+//! by the civil registration system reach only the subscribers whose scope holds the birth date.
 
 mod support;
 
@@ -353,6 +354,105 @@ async fn webhooks_on_sqlite() {
 async fn webhooks_on_postgres() {
     if let Some(store) = support::pg_store().await {
         webhooks(store).await;
+    }
+}
+
+/// Births registered by the civil registration system reach the subscribers whose field scopes
+/// hold the birth date — by webhook and in the feed — once the child has its personal ID; a
+/// subscriber without it gets none, and an officer's activation of their own record is no birth.
+async fn births(store: Arc<dyn Store>) {
+    let (s, state) = start_state(store.clone(), Default::default()).await;
+    let reg = Registry::new(store.clone());
+    let meta = ChangeMeta::new("maker", "thu thập", None);
+    let adult = reg.create(dancu_store::conformance::sample(1), &meta).await.unwrap();
+
+    let admin = add_officer(&s, "partner.admin", "ministry", &[Role::PartnerAdministrator], &[], false).await;
+    let admin = client(s.addr, &admin).await;
+    let (civil_key, bhxh_key, tax_key) =
+        (SoftwareKey::generate().unwrap(), SoftwareKey::generate().unwrap(), SoftwareKey::generate().unwrap());
+    let with_birth = ["personal_id", "full_name", "birth_date", "sex", "permanent_residence"];
+    let without = ["personal_id", "full_name", "status", "permanent_residence"];
+    for (id, services, fields, key) in [
+        ("ho-tich", &["civil_events"][..], &["personal_id"][..], &civil_key),
+        ("bhxh", &["events"], &with_birth, &bhxh_key),
+        ("thue", &["events"], &without, &tax_key),
+    ] {
+        let r = admin.send("POST", "/api/v1/partners", &partner_body(id, services, fields, key)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = tokio::spawn(receiver(listener, 0, log.clone()));
+    let (bhxh, tax) = (token(&s, &bhxh_key, "bhxh").await, token(&s, &tax_key, "thue").await);
+    let mut secrets = Vec::new();
+    for (tok, path) in [(&bhxh, "/bhxh"), (&tax, "/thue")] {
+        let body = json!({"url": format!("http://127.0.0.1:{port}{path}")});
+        let r = partner_call(&s, tok, "PUT", "/api/v1/sharing/webhook", Some(&body)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        secrets.push(r.json()["secret"].as_str().unwrap().to_string());
+    }
+
+    // The registrar sends a birth: a pending record, no event yet.
+    let registrar = token(&s, &civil_key, "ho-tich").await;
+    let child = serde_json::to_value(dancu_store::conformance::sample(7)).unwrap();
+    let birth = json!({"source_id": "KS-2026-0100", "kind": "birth", "registered_on": "2026-11-20", "person": child});
+    let r = partner_call(&s, &registrar, "POST", "/api/v1/sharing/civil-events", Some(&birth)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let child_key = r.json()["record_key"].as_str().unwrap().to_string();
+    // An officer activates the child's record (and, apart, a record of their own).
+    let verifier = add_officer(&s, "xac.minh", "ministry", &[Role::Verifier], &[], true).await;
+    let verifier = client(s.addr, &verifier).await;
+    let r =
+        verifier.send("POST", &format!("/api/v1/persons/{child_key}/activate"), &json!({"reason": "khai sinh"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let assigned = r.json()["person"]["personal_id"].as_str().unwrap().to_string();
+    reg.activate(adult.key, None, &meta).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_200)).await; // the PostgreSQL feed's settling time
+    let birth_id = format!("{child_key}:2:birth");
+
+    // The feed: the subscriber with the birth date in scope reads the birth, within its fields.
+    let r = partner_call(&s, &bhxh, "GET", "/api/v1/sharing/events", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events = r.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 1, "the birth, not the officer's activation: {}", r.body);
+    let ev = &events[0];
+    assert_eq!((ev["id"].as_str(), ev["kind"].as_str()), (Some(birth_id.as_str()), Some("birth")));
+    assert_eq!((ev["personal_id"].as_str(), ev["status"].as_str()), (Some(assigned.as_str()), Some("active")));
+    assert_eq!((ev["birth_date"].as_str(), ev["sex"].as_str()), (Some("1957-08-17"), Some("female")));
+    assert_eq!(ev["name"]["given"], "Bình");
+    assert_eq!(ev["permanent_residence"]["commune_code"], "00004");
+    assert!(ev.get("ethnicity").is_none() && ev.get("birth_registration_place").is_none(), "outside its fields");
+    // The subscriber without the birth date in scope: nothing.
+    let r = partner_call(&s, &tax, "GET", "/api/v1/sharing/events", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["events"], json!([]), "{}", r.body);
+
+    // Webhooks: the same event to the subscriber with the scope, signed; none to the other.
+    webhooks::run_once(&state, &fast()).await.unwrap();
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let d = &got[0];
+    assert_eq!((d.path.as_str(), d.event_id.as_str(), d.answered), ("/bhxh", birth_id.as_str(), 200));
+    assert_eq!(d.hmac, webhook_signature(secrets[0].as_bytes(), d.timestamp, &d.event_id, &d.body));
+    let body: Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(&body, ev, "the webhook carries what the feed gives");
+    assert_eq!(store.webhook_counts("bhxh").await.unwrap(), (0, 1));
+    assert_eq!(store.webhook_counts("thue").await.unwrap(), (0, 0), "nothing queued outside the scope");
+    webhooks::run_once(&state, &fast()).await.unwrap();
+    assert_eq!(log.lock().unwrap().len(), 1, "told once");
+    rx.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn births_on_sqlite() {
+    births(support::sqlite_store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn births_on_postgres() {
+    if let Some(store) = support::pg_store().await {
+        births(store).await;
     }
 }
 

@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             partners_are_stored_once_and_updated,
             webhook_queue_is_ordered_deduplicated_and_marked_once,
             client_assertions_are_used_once, consents_expire_and_revoke, change_feed_gives_each_change_once,
+            change_feed_marks_registered_births,
             citizen_codes_are_limited_and_single_use, oidc_codes_redeem_once,
             cards_intake_rules_and_workflow, cards_production_stock_and_states,
             population_counts_by_commune_year_and_sex);
@@ -1949,6 +1950,43 @@ pub async fn change_feed_gives_each_change_once(store: Arc<dyn Store>) {
     assert_eq!(store.change_feed(0, 1).await.unwrap().len(), 1, "limit");
 }
 
+pub async fn change_feed_marks_registered_births(store: Arc<dyn Store>) {
+    let reg = Registry::new(store.clone());
+    store.partner_insert(&partner("ho-tich")).await.unwrap();
+    // A record an officer made, and a child whose birth the civil registration system sent.
+    let adult = reg.create(sample(1), &meta("thu thập")).await.unwrap();
+    let event = |source: &str| crate::CivilEvent {
+        partner_id: "ho-tich".into(),
+        source_id: source.into(),
+        kind: "birth".into(),
+        body_hash: format!("hash-{source}"),
+        person_key: uuid::Uuid::nil(),
+        change_request: None,
+        received_at: 1_700_000_000,
+    };
+    let (born, created) = reg.civil_birth(event("KS-1"), sample(7), &meta("đăng ký khai sinh")).await.unwrap();
+    assert!(created);
+    let (again, created) = reg.civil_birth(event("KS-1"), sample(7), &meta("đăng ký khai sinh")).await.unwrap();
+    assert!(!created && again.person_key == born.person_key, "one record per source id");
+    reg.activate(adult.key, None, &meta("cấp số")).await.unwrap();
+    let child = reg.activate(born.person_key, None, &meta("cấp số")).await.unwrap();
+    let mut renamed = child.person.clone();
+    renamed.record.name.given = "Khôi".into();
+    store.update_person(child.key, child.version, &renamed, ChangeKind::Update, &meta("cải chính")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let feed = store.change_feed(0, 100).await.unwrap();
+    let seen: Vec<(uuid::Uuid, i64, bool)> = feed.iter().map(|i| (i.key, i.version, i.registered_birth)).collect();
+    assert_eq!(
+        seen,
+        [(adult.key, 2, false), (child.key, 2, true), (child.key, 3, true)],
+        "the child's versions are marked; the officer's record is not"
+    );
+    let kinds = |i: &crate::FeedItem| dancu_core::sharing::events(&i.before, &i.after, i.registered_birth);
+    assert!(kinds(&feed[0]).is_empty(), "an officer's activation is no birth");
+    assert_eq!(kinds(&feed[1]), [dancu_core::sharing::EventKind::Birth]);
+    assert_eq!(kinds(&feed[2]), [dancu_core::sharing::EventKind::NameChange]);
+}
+
 pub async fn citizen_codes_are_limited_and_single_use(store: Arc<dyn Store>) {
     use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession};
     let reg = Registry::new(store.clone());
@@ -2014,10 +2052,11 @@ pub async fn citizen_codes_are_limited_and_single_use(store: Arc<dyn Store>) {
 }
 
 pub async fn oidc_codes_redeem_once(store: Arc<dyn Store>) {
-    use crate::OidcGrant;
+    use crate::{OidcGrant, OidcTokens, RefreshOutcome};
     let reg = Registry::new(store.clone());
     let rec = reg.create(sample(1), &meta("thu thập")).await.unwrap();
     store.partner_insert(&partner("portal-a")).await.unwrap();
+    store.partner_insert(&partner("portal-b")).await.unwrap();
     let g = OidcGrant {
         code_hash: "c1".into(),
         client_id: "portal-a".into(),
@@ -2030,22 +2069,76 @@ pub async fn oidc_codes_redeem_once(store: Arc<dyn Store>) {
         expires_at: 1_060,
         used_at: None,
         access_expires_at: None,
+        session_id: None,
+        refresh_expires_at: None,
+        revoked_at: None,
+    };
+    let tokens = |a: &str, r: &str, exp: i64| OidcTokens {
+        access_hash: a.into(),
+        access_expires_at: exp,
+        refresh_hash: r.into(),
     };
     store.oidc_grant_insert(&g).await.unwrap();
-    assert_eq!(store.oidc_grant_redeem("c1", "a1", 1_310, 1_010).await.unwrap().unwrap(), g);
+    assert_eq!(
+        store.oidc_grant_redeem("c1", &tokens("a1", "r1", 1_310), "s1", 9_000, 1_010).await.unwrap().unwrap(),
+        g
+    );
     let bound = store.oidc_grant_by_access("a1").await.unwrap().unwrap();
     assert_eq!((bound.used_at, bound.access_expires_at), (Some(1_010), Some(1_310)));
-    // A replay: reported as used, and the access token issued for the code stops working.
-    let again = store.oidc_grant_redeem("c1", "a2", 1_320, 1_020).await.unwrap().unwrap();
+    assert_eq!((bound.session_id.as_deref(), bound.refresh_expires_at), (Some("s1"), Some(9_000)));
+    // A replay: reported as used, and the tokens issued for the code stop working.
+    let again = store.oidc_grant_redeem("c1", &tokens("a2", "r2", 1_320), "s1b", 9_000, 1_020).await.unwrap().unwrap();
     assert_eq!(again.used_at, Some(1_010));
     assert!(store.oidc_grant_by_access("a1").await.unwrap().is_none());
     assert!(store.oidc_grant_by_access("a2").await.unwrap().is_none());
-    assert!(store.oidc_grant_redeem("nope", "a3", 1_320, 1_020).await.unwrap().is_none());
+    let refused = store.oidc_refresh("portal-a", "s1", "r1", &tokens("a3", "r3", 1_400), 1_100).await.unwrap();
+    assert_eq!(refused, RefreshOutcome::Refused, "a replayed code ends its session");
+    assert!(store.oidc_grant_redeem("nope", &tokens("a3", "r3", 1_320), "s0", 9_000, 1_020).await.unwrap().is_none());
+
+    // Refresh tokens rotate on use; one used twice revokes the session.
+    let g2 = OidcGrant { code_hash: "c2".into(), ..g.clone() };
+    store.oidc_grant_insert(&g2).await.unwrap();
+    store.oidc_grant_redeem("c2", &tokens("b1", "q1", 1_310), "s2", 9_000, 1_010).await.unwrap().unwrap();
+    let other = store.oidc_refresh("portal-b", "s2", "q1", &tokens("x", "y", 1_400), 1_100).await.unwrap();
+    assert_eq!(other, RefreshOutcome::Refused, "another client's session");
+    assert!(store.oidc_grant_by_access("b1").await.unwrap().is_some(), "and nothing changed");
+    let RefreshOutcome::Rotated(r) =
+        store.oidc_refresh("portal-a", "s2", "q1", &tokens("b2", "q2", 1_400), 1_100).await.unwrap()
+    else {
+        panic!("the current refresh token rotates")
+    };
+    assert_eq!((r.person_key.as_str(), r.scope.as_str()), (g.person_key.as_str(), "openid profile"));
+    assert!(store.oidc_grant_by_access("b1").await.unwrap().is_none(), "the earlier access token is replaced");
+    assert_eq!(store.oidc_grant_by_access("b2").await.unwrap().unwrap().access_expires_at, Some(1_400));
+    let reuse = store.oidc_refresh("portal-a", "s2", "q1", &tokens("b3", "q3", 1_500), 1_200).await.unwrap();
+    assert_eq!(reuse, RefreshOutcome::Reused);
+    assert!(store.oidc_grant_by_access("b2").await.unwrap().is_none(), "every token of the session stops");
+    let after = store.oidc_refresh("portal-a", "s2", "q2", &tokens("b4", "q4", 1_500), 1_200).await.unwrap();
+    assert_eq!(after, RefreshOutcome::Refused, "the current one too");
+    // Expired refresh tokens are refused.
+    let g3 = OidcGrant { code_hash: "c3".into(), ..g.clone() };
+    store.oidc_grant_insert(&g3).await.unwrap();
+    store.oidc_grant_redeem("c3", &tokens("d1", "p1", 1_310), "s3", 1_500, 1_010).await.unwrap().unwrap();
+    let late = store.oidc_refresh("portal-a", "s3", "p1", &tokens("d2", "p2", 1_700), 1_500).await.unwrap();
+    assert_eq!(late, RefreshOutcome::Refused);
+    // The portal's logout ends a session once, only its own.
+    let g4 = OidcGrant { code_hash: "c4".into(), ..g.clone() };
+    store.oidc_grant_insert(&g4).await.unwrap();
+    store.oidc_grant_redeem("c4", &tokens("e1", "o1", 1_310), "s4", 9_000, 1_010).await.unwrap().unwrap();
+    assert!(store.oidc_session_end("portal-b", "s4", 1_100).await.unwrap().is_none());
+    let ended = store.oidc_session_end("portal-a", "s4", 1_100).await.unwrap().unwrap();
+    assert_eq!(ended.person_key, g.person_key);
+    assert!(store.oidc_session_end("portal-a", "s4", 1_101).await.unwrap().is_none(), "once");
+    assert!(store.oidc_grant_by_access("e1").await.unwrap().is_none());
+    let gone = store.oidc_refresh("portal-a", "s4", "o1", &tokens("e2", "o2", 1_400), 1_110).await.unwrap();
+    assert_eq!(gone, RefreshOutcome::Refused);
+
     // Grants ended long ago are forgotten when new ones are stored.
-    let later = OidcGrant { code_hash: "c2".into(), auth_time: 10_000, expires_at: 10_060, ..g.clone() };
+    let later = OidcGrant { code_hash: "c9".into(), auth_time: 20_000, expires_at: 20_060, ..g.clone() };
     store.oidc_grant_insert(&later).await.unwrap();
-    assert!(store.oidc_grant_redeem("c1", "a4", 10_400, 10_010).await.unwrap().is_none());
-    assert!(store.oidc_grant_redeem("c2", "a5", 10_400, 10_010).await.unwrap().unwrap().used_at.is_none());
+    assert!(store.oidc_grant_redeem("c1", &tokens("a4", "r4", 20_400), "s5", 29_000, 20_010).await.unwrap().is_none());
+    let fresh = store.oidc_grant_redeem("c9", &tokens("a5", "r5", 20_400), "s9", 29_000, 20_010).await.unwrap();
+    assert!(fresh.unwrap().used_at.is_none());
 }
 
 // ---- identity cards ---------------------------------------------------------------------------
@@ -2183,6 +2276,17 @@ pub async fn cards_intake_rules_and_workflow(store: Arc<dyn Store>) {
     let q = |area: &str| CardApplicationQuery { area: Some(area.into()), limit: 50, ..Default::default() };
     assert_eq!(store.card_applications(&q("c:2025:00004")).await.unwrap().len(), 3);
     assert!(store.card_applications(&q("c:2025:26506")).await.unwrap().is_empty());
+    // By person (the citizen's own list): every application of theirs, closed ones too, no other's.
+    let of = |k: uuid::Uuid| CardApplicationQuery { person_key: Some(k), limit: 50, ..Default::default() };
+    let mine = store.card_applications(&of(child.key)).await.unwrap();
+    assert_eq!(mine.len(), 2, "the cancelled application and the new one");
+    assert!(mine.iter().all(|a| a.person_key == child.key));
+    assert!(mine.iter().any(|a| a.id == child_app.id && a.stage == Stage::Cancelled));
+    assert_eq!(
+        store.card_applications(&of(adult.key)).await.unwrap().iter().map(|a| a.id).collect::<Vec<_>>(),
+        [app.id]
+    );
+    assert!(store.card_applications(&of(uuid::Uuid::new_v4())).await.unwrap().is_empty());
     let overdue = |d: time::Date| CardApplicationQuery { overdue_on: Some(d), limit: 50, ..Default::default() };
     assert!(store.card_applications(&overdue(app.due_on)).await.unwrap().is_empty());
     let late = store.card_applications(&overdue(app.due_on.next_day().unwrap())).await.unwrap();

@@ -735,13 +735,32 @@ pub trait Store: Send + Sync {
     /// Redeems an authorization code once: returns the grant as it stood (`used_at` set means a
     /// replay — the access token issued for it is then revoked) and, when it was unused, marks
     /// it used and binds the access token (hashed) to it. One transaction.
+    /// With the code, the session (`session_id`) begins: its first refresh token is bound, and
+    /// lives until `refresh_expires_at`.
     async fn oidc_grant_redeem(
         &self,
         code_hash: &str,
-        access_hash: &str,
-        access_expires_at: i64,
+        tokens: &OidcTokens,
+        session_id: &str,
+        refresh_expires_at: i64,
         now: i64,
     ) -> Result<Option<OidcGrant>>;
+
+    /// Uses a refresh token of a session of `client_id` once (RFC 6749 §6, rotated on use): the
+    /// current one is replaced by `new` (its access token too); one replaced already revokes
+    /// the session — every token of it stops working. One transaction.
+    async fn oidc_refresh(
+        &self,
+        client_id: &str,
+        session_id: &str,
+        refresh_hash: &str,
+        new: &OidcTokens,
+        now: i64,
+    ) -> Result<RefreshOutcome>;
+
+    /// Ends a session of `client_id` (the portal's logout): its tokens stop working. The grant,
+    /// when the session was live.
+    async fn oidc_session_end(&self, client_id: &str, session_id: &str, now: i64) -> Result<Option<OidcGrant>>;
 
     /// The grant an access token was issued for.
     async fn oidc_grant_by_access(&self, access_hash: &str) -> Result<Option<OidcGrant>>;
@@ -936,6 +955,31 @@ pub struct OidcGrant {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub access_expires_at: Option<i64>,
+    /// The login session the code began (the ID token's `sid`; the family of its refresh tokens).
+    pub session_id: Option<String>,
+    /// When the refresh tokens of the session stop working (set when the code is redeemed).
+    pub refresh_expires_at: Option<i64>,
+    /// When the session was ended: a refresh token used twice, or the portal's logout.
+    pub revoked_at: Option<i64>,
+}
+
+/// The tokens issued for a grant (hashed): on redeeming its code and on each refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcTokens {
+    pub access_hash: String,
+    pub access_expires_at: i64,
+    pub refresh_hash: String,
+}
+
+/// What became of a refresh token presented at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The current refresh token: replaced by the new tokens (the grant as it stood).
+    Rotated(Box<OidcGrant>),
+    /// A refresh token of the session that was replaced already: the session is revoked.
+    Reused,
+    /// No live session of this client: unknown, another client's, revoked or expired.
+    Refused,
 }
 
 /// An inbound civil-status event as the registry keeps it (idempotency by its source id).
@@ -1051,6 +1095,9 @@ pub struct FeedItem {
     pub recorded_at: OffsetDateTime,
     pub before: Person,
     pub after: Person,
+    /// The record was made from a birth the civil registration system registered (an inbound
+    /// `birth` event): its activation is the birth subscribers are told of.
+    pub registered_birth: bool,
 }
 
 /// Opens the store named by a URL: `sqlite://PATH` (or a plain path) or `postgres://…`.

@@ -15,7 +15,9 @@ use crate::{
     RequestQuery, RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
 use crate::{Attempt, CivilEvent, Delivery, DeliveryState, NewDelivery, Webhook};
-use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant};
+use crate::{
+    ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant, OidcTokens, RefreshOutcome,
+};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -502,6 +504,25 @@ UPDATE persons SET sex = coalesce(data->>'sex', '');
 ALTER TABLE persons ALTER COLUMN sex DROP DEFAULT;
 CREATE INDEX persons_population ON persons (key) INCLUDE (commune_key, province_2025, birth_year, sex)
     WHERE merged_into IS NULL AND status IN ('pending', 'active');
+"#,
+    ),
+    (
+        18,
+        "civil_births_and_oidc_sessions",
+        r#"
+-- The records made from births the civil registration system registered: the change feed marks
+-- their versions (a registered child's activation is a birth event for subscribers) by a lookup
+-- per version through this index.
+CREATE INDEX civil_events_births ON civil_events (person_key) WHERE kind = 'birth';
+
+-- OpenID Connect sessions: the session a code began (the ID token's sid), its current refresh
+-- token (hashed; rotated on each use) and when it was ended (a refresh token used twice, or the
+-- portal's logout).
+ALTER TABLE oidc_grants ADD COLUMN session_id text;
+ALTER TABLE oidc_grants ADD COLUMN refresh_hash text;
+ALTER TABLE oidc_grants ADD COLUMN refresh_expires_at bigint;
+ALTER TABLE oidc_grants ADD COLUMN revoked_at bigint;
+CREATE UNIQUE INDEX oidc_grants_session ON oidc_grants (session_id);
 "#,
     ),
 ];
@@ -2318,7 +2339,8 @@ impl Store for PgStore {
         // Grants whose code and token both ended an hour ago are forgotten.
         client
             .execute(
-                "DELETE FROM oidc_grants WHERE expires_at < $1 AND coalesce(access_expires_at, 0) < $1",
+                "DELETE FROM oidc_grants WHERE expires_at < $1 AND coalesce(access_expires_at, 0) < $1
+                   AND coalesce(refresh_expires_at, 0) < $1",
                 &[&(g.auth_time - 3600)],
             )
             .await?;
@@ -2346,8 +2368,9 @@ impl Store for PgStore {
     async fn oidc_grant_redeem(
         &self,
         code_hash: &str,
-        access_hash: &str,
-        access_expires_at: i64,
+        tokens: &OidcTokens,
+        session_id: &str,
+        refresh_expires_at: i64,
         now_s: i64,
     ) -> Result<Option<OidcGrant>> {
         let mut client = self.pool.get().await?;
@@ -2358,17 +2381,97 @@ impl Store for PgStore {
         };
         let g = grant_row(&row);
         if g.used_at.is_some() {
-            // A replayed code: the token issued for it stops working (RFC 6749 §4.1.2).
-            tx.execute("UPDATE oidc_grants SET access_hash = NULL WHERE code_hash = $1", &[&code_hash]).await?;
+            // A replayed code: the tokens issued for it stop working (RFC 6749 §4.1.2).
+            tx.execute(
+                "UPDATE oidc_grants SET access_hash = NULL, refresh_hash = NULL, revoked_at = coalesce(revoked_at, $2)
+                 WHERE code_hash = $1",
+                &[&code_hash, &now_s],
+            )
+            .await?;
         } else {
             tx.execute(
-                "UPDATE oidc_grants SET used_at = $2, access_hash = $3, access_expires_at = $4 WHERE code_hash = $1",
-                &[&code_hash, &now_s, &access_hash, &access_expires_at],
+                "UPDATE oidc_grants SET used_at = $2, access_hash = $3, access_expires_at = $4, session_id = $5,
+                        refresh_hash = $6, refresh_expires_at = $7
+                 WHERE code_hash = $1",
+                &[
+                    &code_hash,
+                    &now_s,
+                    &tokens.access_hash,
+                    &tokens.access_expires_at,
+                    &session_id,
+                    &tokens.refresh_hash,
+                    &refresh_expires_at,
+                ],
             )
             .await?;
         }
         tx.commit().await?;
         Ok(Some(g))
+    }
+
+    async fn oidc_refresh(
+        &self,
+        client_id: &str,
+        session_id: &str,
+        refresh_hash: &str,
+        new: &OidcTokens,
+        now_s: i64,
+    ) -> Result<RefreshOutcome> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!("{GRANT_SELECT} WHERE session_id = $1 AND client_id = $2 FOR UPDATE"),
+                &[&session_id, &client_id],
+            )
+            .await?;
+        let outcome = match row {
+            Some(row) => {
+                let g = grant_row(&row);
+                let current: Option<String> = tx
+                    .query_one("SELECT refresh_hash FROM oidc_grants WHERE session_id = $1", &[&session_id])
+                    .await?
+                    .get(0);
+                if g.revoked_at.is_some() || g.refresh_expires_at.is_none_or(|e| e <= now_s) {
+                    RefreshOutcome::Refused
+                } else if current.as_deref() == Some(refresh_hash) {
+                    tx.execute(
+                        "UPDATE oidc_grants SET refresh_hash = $2, access_hash = $3, access_expires_at = $4
+                         WHERE session_id = $1",
+                        &[&session_id, &new.refresh_hash, &new.access_hash, &new.access_expires_at],
+                    )
+                    .await?;
+                    RefreshOutcome::Rotated(Box::new(g))
+                } else {
+                    tx.execute(
+                        "UPDATE oidc_grants SET refresh_hash = NULL, access_hash = NULL, revoked_at = $2
+                         WHERE session_id = $1",
+                        &[&session_id, &now_s],
+                    )
+                    .await?;
+                    RefreshOutcome::Reused
+                }
+            }
+            None => RefreshOutcome::Refused,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn oidc_session_end(&self, client_id: &str, session_id: &str, now_s: i64) -> Result<Option<OidcGrant>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE oidc_grants SET refresh_hash = NULL, access_hash = NULL, revoked_at = $3
+                     WHERE session_id = $1 AND client_id = $2 AND revoked_at IS NULL
+                     RETURNING {}",
+                    GRANT_SELECT.trim_start_matches("SELECT ").trim_end_matches(" FROM oidc_grants")
+                ),
+                &[&session_id, &client_id, &now_s],
+            )
+            .await?;
+        Ok(row.as_ref().map(grant_row))
     }
 
     async fn oidc_grant_by_access(&self, access_hash: &str) -> Result<Option<OidcGrant>> {
@@ -2384,7 +2487,8 @@ impl Store for PgStore {
         // transaction that drew an earlier number has ended (transactions here are short).
         let rows = client
             .query(
-                "SELECT v.feed_seq, v.key, v.version, v.recorded_at, p.data, v.data
+                "SELECT v.feed_seq, v.key, v.version, v.recorded_at, p.data, v.data,
+                        EXISTS (SELECT 1 FROM civil_events c WHERE c.person_key = v.key AND c.kind = 'birth')
                  FROM person_versions v JOIN person_versions p ON p.key = v.key AND p.version = v.version - 1
                  WHERE v.feed_seq > $1 AND v.version > 1
                    AND v.recorded_at < now() - make_interval(secs => $3)
@@ -2407,6 +2511,7 @@ impl Store for PgStore {
                     recorded_at: r.get(3),
                     before: parse(4)?,
                     after: parse(5)?,
+                    registered_birth: r.get(6),
                 })
             })
             .collect()
@@ -3176,7 +3281,7 @@ fn parse_uuid(s: &str) -> Result<Uuid> {
 }
 
 const GRANT_SELECT: &str = "SELECT code_hash, client_id, person_key, redirect_uri, code_challenge, scope, nonce,
-     auth_time, expires_at, used_at, access_expires_at FROM oidc_grants";
+     auth_time, expires_at, used_at, access_expires_at, session_id, refresh_expires_at, revoked_at FROM oidc_grants";
 
 fn grant_row(r: &Row) -> OidcGrant {
     OidcGrant {
@@ -3191,6 +3296,9 @@ fn grant_row(r: &Row) -> OidcGrant {
         expires_at: r.get(8),
         used_at: r.get(9),
         access_expires_at: r.get(10),
+        session_id: r.get(11),
+        refresh_expires_at: r.get(12),
+        revoked_at: r.get(13),
     }
 }
 

@@ -14,7 +14,9 @@ use crate::{
     RequestState, ReviewDecision, ReviewPair, ReviewQuery, ReviewState, Session,
 };
 use crate::{Attempt, CivilEvent, Delivery, DeliveryState, NewDelivery, Webhook};
-use crate::{ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant};
+use crate::{
+    ChallengeLimits, ChallengeOutcome, CitizenChallenge, CitizenSession, OidcGrant, OidcTokens, RefreshOutcome,
+};
 use crate::{
     ChangeKind, ChangeMeta, Columns, PersonRecord, PersonRef, PersonVersion, Result, SearchPage, SearchQuery, Store,
     StoreError, now,
@@ -522,6 +524,25 @@ ALTER TABLE persons ADD COLUMN sex TEXT NOT NULL DEFAULT '';
 UPDATE persons SET sex = coalesce(json_extract(data, '$.sex'), '');
 CREATE INDEX persons_population
     ON persons (commune_key, province_2025, birth_year, sex, status, merged_into, key);
+"#,
+    ),
+    (
+        18,
+        "civil_births_and_oidc_sessions",
+        r#"
+-- The records made from births the civil registration system registered: the change feed marks
+-- their versions (a registered child's activation is a birth event for subscribers) by a lookup
+-- per version through this index.
+CREATE INDEX civil_events_births ON civil_events (person_key) WHERE kind = 'birth';
+
+-- OpenID Connect sessions: the session a code began (the ID token's sid), its current refresh
+-- token (hashed; rotated on each use) and when it was ended (a refresh token used twice, or the
+-- portal's logout).
+ALTER TABLE oidc_grants ADD COLUMN session_id TEXT;
+ALTER TABLE oidc_grants ADD COLUMN refresh_hash TEXT;
+ALTER TABLE oidc_grants ADD COLUMN refresh_expires_at INTEGER;
+ALTER TABLE oidc_grants ADD COLUMN revoked_at INTEGER;
+CREATE UNIQUE INDEX oidc_grants_session ON oidc_grants (session_id);
 "#,
     ),
 ];
@@ -2993,7 +3014,8 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             // Grants whose code and token both ended an hour ago are forgotten.
             conn.execute(
-                "DELETE FROM oidc_grants WHERE expires_at < ?1 AND coalesce(access_expires_at, 0) < ?1",
+                "DELETE FROM oidc_grants WHERE expires_at < ?1 AND coalesce(access_expires_at, 0) < ?1
+                   AND coalesce(refresh_expires_at, 0) < ?1",
                 [g.auth_time - 3600],
             )?;
             conn.execute(
@@ -3020,11 +3042,12 @@ impl Store for SqliteStore {
     async fn oidc_grant_redeem(
         &self,
         code_hash: &str,
-        access_hash: &str,
-        access_expires_at: i64,
+        tokens: &OidcTokens,
+        session_id: &str,
+        refresh_expires_at: i64,
         now_s: i64,
     ) -> Result<Option<OidcGrant>> {
-        let (code, access) = (code_hash.to_string(), access_hash.to_string());
+        let (code, t, sid) = (code_hash.to_string(), tokens.clone(), session_id.to_string());
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(g) = tx
@@ -3035,17 +3058,91 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             if g.used_at.is_some() {
-                // A replayed code: the token issued for it stops working (RFC 6749 §4.1.2).
-                tx.execute("UPDATE oidc_grants SET access_hash = NULL WHERE code_hash = ?1", [&code])?;
+                // A replayed code: the tokens issued for it stop working (RFC 6749 §4.1.2).
+                tx.execute(
+                    "UPDATE oidc_grants SET access_hash = NULL, refresh_hash = NULL,
+                            revoked_at = coalesce(revoked_at, ?2) WHERE code_hash = ?1",
+                    params![code, now_s],
+                )?;
             } else {
                 tx.execute(
-                    "UPDATE oidc_grants SET used_at = ?2, access_hash = ?3, access_expires_at = ?4
+                    "UPDATE oidc_grants SET used_at = ?2, access_hash = ?3, access_expires_at = ?4, session_id = ?5,
+                            refresh_hash = ?6, refresh_expires_at = ?7
                      WHERE code_hash = ?1",
-                    params![code, now_s, access, access_expires_at],
+                    params![code, now_s, t.access_hash, t.access_expires_at, sid, t.refresh_hash, refresh_expires_at],
                 )?;
             }
             tx.commit()?;
             Ok(Some(g))
+        })
+        .await
+    }
+
+    async fn oidc_refresh(
+        &self,
+        client_id: &str,
+        session_id: &str,
+        refresh_hash: &str,
+        new: &OidcTokens,
+        now_s: i64,
+    ) -> Result<RefreshOutcome> {
+        let (client, sid, presented, t) =
+            (client_id.to_string(), session_id.to_string(), refresh_hash.to_string(), new.clone());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found = tx
+                .prepare_cached(&format!("{GRANT_SELECT} WHERE session_id = ?1 AND client_id = ?2"))?
+                .query_row([&sid, &client], grant_row)
+                .optional()?;
+            let current: Option<String> = tx
+                .query_row("SELECT refresh_hash FROM oidc_grants WHERE session_id = ?1", [&sid], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let outcome = match found {
+                Some(g) if g.revoked_at.is_none() && g.refresh_expires_at.is_some_and(|e| e > now_s) => {
+                    if current.as_deref() == Some(presented.as_str()) {
+                        tx.execute(
+                            "UPDATE oidc_grants SET refresh_hash = ?2, access_hash = ?3, access_expires_at = ?4
+                             WHERE session_id = ?1",
+                            params![sid, t.refresh_hash, t.access_hash, t.access_expires_at],
+                        )?;
+                        RefreshOutcome::Rotated(Box::new(g))
+                    } else {
+                        tx.execute(
+                            "UPDATE oidc_grants SET refresh_hash = NULL, access_hash = NULL, revoked_at = ?2
+                             WHERE session_id = ?1",
+                            params![sid, now_s],
+                        )?;
+                        RefreshOutcome::Reused
+                    }
+                }
+                _ => RefreshOutcome::Refused,
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn oidc_session_end(&self, client_id: &str, session_id: &str, now_s: i64) -> Result<Option<OidcGrant>> {
+        let (client, sid) = (client_id.to_string(), session_id.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found = tx
+                .prepare_cached(&format!(
+                    "{GRANT_SELECT} WHERE session_id = ?1 AND client_id = ?2 AND revoked_at IS NULL"
+                ))?
+                .query_row([&sid, &client], grant_row)
+                .optional()?;
+            if found.is_some() {
+                tx.execute(
+                    "UPDATE oidc_grants SET refresh_hash = NULL, access_hash = NULL, revoked_at = ?2
+                     WHERE session_id = ?1",
+                    params![sid, now_s],
+                )?;
+            }
+            tx.commit()?;
+            Ok(found)
         })
         .await
     }
@@ -3064,7 +3161,8 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             // The single writer appends versions in commit order: rowid order is the feed's order.
             let mut stmt = conn.prepare_cached(
-                "SELECT v.rowid, v.key, v.version, v.recorded_at, p.data, v.data
+                "SELECT v.rowid, v.key, v.version, v.recorded_at, p.data, v.data,
+                        EXISTS (SELECT 1 FROM civil_events c WHERE c.person_key = v.key AND c.kind = 'birth')
                  FROM person_versions v JOIN person_versions p ON p.key = v.key AND p.version = v.version - 1
                  WHERE v.rowid > ?1 AND v.version > 1 ORDER BY v.rowid LIMIT ?2",
             )?;
@@ -3076,11 +3174,12 @@ impl Store for SqliteStore {
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, bool>(6)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (position, key, version, at, before, after) = row?;
+                let (position, key, version, at, before, after, registered_birth) = row?;
                 out.push(FeedItem {
                     position,
                     key: parse_key(&key)?,
@@ -3088,6 +3187,7 @@ impl Store for SqliteStore {
                     recorded_at: parse_ts(&at)?,
                     before: parse_person(&before)?,
                     after: parse_person(&after)?,
+                    registered_birth,
                 });
             }
             Ok(out)
@@ -3903,7 +4003,7 @@ impl SqliteStore {
 }
 
 const GRANT_SELECT: &str = "SELECT code_hash, client_id, person_key, redirect_uri, code_challenge, scope, nonce,
-     auth_time, expires_at, used_at, access_expires_at FROM oidc_grants";
+     auth_time, expires_at, used_at, access_expires_at, session_id, refresh_expires_at, revoked_at FROM oidc_grants";
 
 fn grant_row(r: &rusqlite::Row) -> rusqlite::Result<OidcGrant> {
     Ok(OidcGrant {
@@ -3918,6 +4018,9 @@ fn grant_row(r: &rusqlite::Row) -> rusqlite::Result<OidcGrant> {
         expires_at: r.get(8)?,
         used_at: r.get(9)?,
         access_expires_at: r.get(10)?,
+        session_id: r.get(11)?,
+        refresh_expires_at: r.get(12)?,
+        revoked_at: r.get(13)?,
     })
 }
 
@@ -3998,7 +4101,7 @@ mod tests {
             assert_eq!(last, 25);
         }
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(store.migrate().await.unwrap(), 4, "the audit file's two, then migrations 15 and 16");
+        assert_eq!(store.migrate().await.unwrap(), 5, "the audit file's two, then migrations 15, 16 and 18");
         let report = crate::audit::verify(store.as_ref(), key.public_key_der()).await.unwrap().unwrap();
         assert_eq!((report.entries, report.last_seq, report.checkpoints), (25, 25, 1));
         let tables: i64 = Connection::open(&path)

@@ -27,7 +27,7 @@ async fn fresh_in_schema() -> Option<(Arc<dyn Store>, String)> {
     };
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let store = PgStore::connect(&url, Some(&schema)).await.expect("connect to PostgreSQL");
-    assert_eq!(store.migrate().await.unwrap(), 13);
+    assert_eq!(store.migrate().await.unwrap(), 14);
     Some((Arc::new(store), schema))
 }
 

@@ -11,8 +11,8 @@ fn temp_path() -> std::path::PathBuf {
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let store = SqliteStore::open(temp_path()).unwrap();
-    // every migration of the main file (1-12, 15, 16) and of the audit trail's own file
-    assert_eq!(store.migrate().await.unwrap(), 14 + 2);
+    // every migration of the main file (1-12, 15, 16, 18) and of the audit trail's own file
+    assert_eq!(store.migrate().await.unwrap(), 15 + 2);
     Some(Arc::new(store))
 }
 

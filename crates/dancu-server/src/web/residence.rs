@@ -32,7 +32,7 @@ use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::ApiError;
 
-fn kind_label(l: Lang, k: ProcedureKind) -> String {
+pub(crate) fn kind_label(l: Lang, k: ProcedureKind) -> String {
     match l {
         Lang::Vi => k.vietnamese().to_string(),
         Lang::En => match k {
@@ -51,7 +51,7 @@ fn kind_label(l: Lang, k: ProcedureKind) -> String {
     }
 }
 
-fn app_state_label(l: Lang, s: ApplicationState) -> &'static str {
+pub(crate) fn app_state_label(l: Lang, s: ApplicationState) -> &'static str {
     match s {
         ApplicationState::Submitted => l.t("chờ tiếp nhận", "submitted"),
         ApplicationState::Received => l.t("đã tiếp nhận", "received"),

@@ -36,7 +36,7 @@ async fn start(store: Arc<dyn Store>, codes_per_window: u32) -> (Server, Arc<Fil
     let addr = listener.local_addr().unwrap();
     let key = Arc::new(SoftwareKey::generate().unwrap());
     let auditor = dancu_store::audit::Auditor::new(store.clone(), key.clone());
-    let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5, std::time::Duration::ZERO);
+    let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5, dancu_store::audit::CommitSpacing::NONE);
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
     let dir = std::env::temp_dir().join(format!("dancu-citizen-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -76,24 +76,74 @@ pub async fn verify(store: &dyn Store, public_key: &[u8]) -> Result<std::result:
 
 type Pending = (AuditEntry, oneshot::Sender<std::result::Result<i64, String>>);
 
+/// When group commits are spaced apart (see [`AuditWriter`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CommitSpacing {
+    /// Least time between the starts of two commits (zero: none).
+    pub min: std::time::Duration,
+    /// Only while the machine's processors are at least this busy, as a share of their time
+    /// over the last tenth of a second (from `/proc/stat`; 0: always).
+    pub when_busy: f64,
+}
+
+impl CommitSpacing {
+    /// Each commit starts as soon as the previous one is done.
+    pub const NONE: CommitSpacing = CommitSpacing { min: std::time::Duration::ZERO, when_busy: 0.0 };
+}
+
+/// The share of the machine's processor time spent busy (not idle, not waiting for the disk)
+/// since the previous reading of `/proc/stat`'s totals.
+fn busy_share(previous: &mut Option<(u64, u64)>) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next().filter(|l| l.starts_with("cpu "))?;
+    let times: Vec<u64> = line.split_ascii_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = times.iter().sum();
+    let idle = times.get(3)? + times.get(4).copied().unwrap_or(0);
+    let share = previous.and_then(|(t, i)| {
+        let (dt, di) = (total.checked_sub(t)?, idle.checked_sub(i)?);
+        (dt > 0).then(|| 1.0 - di as f64 / dt as f64)
+    });
+    *previous = Some((total, idle));
+    share
+}
+
 /// Group commit: callers hand in an entry and wait until it is durable; one task appends
 /// whatever has queued up in one transaction, and signs a checkpoint every `checkpoint_every`
-/// entries. Commits start at least `spacing` apart: under load each one then carries more
-/// entries (fewer `fsync`s and rewrites of the trail's last page per entry) for at most that much
-/// more waiting; a request arriving after a quiet spell is committed at once.
+/// entries. While the machine is busy (its processors, not the disk, are the limit), commits
+/// start at least `spacing.min` apart: each then carries more entries, so fewer `fsync`s and
+/// rewrites of the trail's last page per entry, for at most that much more waiting. When the
+/// machine has idle time, waiting would only slow callers down, so commits follow each other at
+/// once; a commit after a quiet spell always starts at once.
 #[derive(Clone)]
 pub struct AuditWriter {
     tx: mpsc::Sender<Pending>,
 }
 
 impl AuditWriter {
-    pub fn spawn(auditor: Auditor, checkpoint_every: i64, spacing: std::time::Duration) -> Self {
+    pub fn spawn(auditor: Auditor, checkpoint_every: i64, spacing: CommitSpacing) -> Self {
         let (tx, mut rx) = mpsc::channel::<Pending>(65_536);
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(spacing.when_busy <= 0.0));
+        if !spacing.min.is_zero() && spacing.when_busy > 0.0 {
+            let (busy, weak) = (busy.clone(), tx.downgrade());
+            tokio::spawn(async move {
+                let mut previous = None;
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+                // Until the writer is dropped.
+                while weak.upgrade().is_some() {
+                    tick.tick().await;
+                    let now = busy_share(&mut previous).is_some_and(|b| b >= spacing.when_busy);
+                    busy.store(now, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
         tokio::spawn(async move {
             let mut since_checkpoint = 0i64;
             let mut last_start: Option<tokio::time::Instant> = None;
             while let Some(first) = rx.recv().await {
-                if let Some(next) = last_start.map(|t| t + spacing).filter(|&t| t > tokio::time::Instant::now()) {
+                let wait = last_start
+                    .map(|t| t + spacing.min)
+                    .filter(|&t| t > tokio::time::Instant::now() && busy.load(std::sync::atomic::Ordering::Relaxed));
+                if let Some(next) = wait {
                     tokio::time::sleep_until(next).await;
                 }
                 last_start = Some(tokio::time::Instant::now());
@@ -191,5 +241,26 @@ impl AuditIndexer {
                 tokio::time::sleep(upkeep).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_share_is_read_from_the_kernel_totals() {
+        if !std::path::Path::new("/proc/stat").exists() {
+            return; // not Linux: commits are never spaced
+        }
+        let mut previous = None;
+        assert_eq!(super::busy_share(&mut previous), None, "the first reading has nothing to compare with");
+        assert!(previous.is_some());
+        // some processor time passes
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        while std::time::Instant::now() < until {
+            std::hint::black_box(0u64);
+        }
+        let share = super::busy_share(&mut previous).expect("a second reading");
+        assert!((0.0..=1.0).contains(&share), "{share}");
+        assert!(share > 0.0, "this test itself kept a processor busy");
     }
 }

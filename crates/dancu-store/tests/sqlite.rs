@@ -212,7 +212,7 @@ async fn group_commits_are_spaced_and_share_the_wait() {
     let writer = dancu_store::audit::AuditWriter::spawn(
         dancu_store::audit::Auditor::new(store.clone(), key),
         1_000_000,
-        spacing,
+        dancu_store::audit::CommitSpacing { min: spacing, when_busy: 0.0 },
     );
     let first = Instant::now();
     assert_eq!(writer.record(dancu_store::conformance::audit_entry(1)).await.unwrap(), 1);
@@ -236,4 +236,22 @@ async fn group_commits_are_spaced_and_share_the_wait() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (2..=21).collect::<Vec<i64>>());
+}
+
+/// While the machine has idle time, commits are not spaced: waiting would only slow callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commits_are_not_spaced_on_an_idle_machine() {
+    use std::time::{Duration, Instant};
+    let store = fresh().await.unwrap();
+    let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
+    // a threshold above any share: the machine never counts as busy
+    let spacing = dancu_store::audit::CommitSpacing { min: Duration::from_secs(5), when_busy: 1.5 };
+    let writer =
+        dancu_store::audit::AuditWriter::spawn(dancu_store::audit::Auditor::new(store, key), 1_000_000, spacing);
+    tokio::time::sleep(Duration::from_millis(300)).await; // the load sampler has run
+    let started = Instant::now();
+    for i in 1..=3 {
+        assert_eq!(writer.record(dancu_store::conformance::audit_entry(i)).await.unwrap(), i);
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "three commits in a row waited: {:?}", started.elapsed());
 }

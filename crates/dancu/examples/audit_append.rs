@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dancu_core::audit::AuditEntry;
 use dancu_store::Store;
-use dancu_store::audit::{AuditIndexer, AuditWriter, Auditor};
+use dancu_store::audit::{AuditIndexer, AuditWriter, Auditor, CommitSpacing};
 use dancu_store::sqlite::SqliteStore;
 
 fn cpu_seconds() -> f64 {
@@ -34,7 +34,8 @@ async fn main() {
     store.migrate().await.expect("migrating");
     let store: Arc<dyn Store> = Arc::new(store);
     let signer = Arc::new(dancu_keys::SoftwareKey::generate().expect("a key"));
-    let writer = AuditWriter::spawn(Auditor::new(store.clone(), signer), 10_000, spacing);
+    let writer =
+        AuditWriter::spawn(Auditor::new(store.clone(), signer), 10_000, CommitSpacing { min: spacing, when_busy: 0.9 });
     let _indexer = AuditIndexer::spawn(store.clone(), Duration::from_secs(5));
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);

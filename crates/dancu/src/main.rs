@@ -396,10 +396,11 @@ struct ServeAuditArgs {
     /// Sign a checkpoint of the audit trail after this many entries (and every minute)
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: i64,
-    /// Start group commits of the audit trail at least this many microseconds apart: under load
-    /// each carries more entries (fewer disk flushes per entry), each request waits at most this
-    /// much longer; 0 commits as soon as the previous one is done
-    #[arg(long, env = "DANCU_AUDIT_COMMIT_SPACING_US", default_value_t = 0)]
+    /// While the machine's processors are at least 90% busy, start group commits of the audit
+    /// trail at least this many microseconds apart: each carries more entries (fewer disk flushes
+    /// per entry), a request waits at most this much longer; 0: each commit as soon as the
+    /// previous one is done
+    #[arg(long, env = "DANCU_AUDIT_COMMIT_SPACING_US", default_value_t = 1500)]
     audit_commit_spacing_us: u64,
     /// Turn the audit trail off (for measuring its cost only: nothing is recorded)
     #[arg(long, env = "DANCU_NO_AUDIT")]
@@ -905,7 +906,10 @@ async fn serve(
         Some(dancu_store::audit::Auditor::new(store.clone(), signer))
     };
     let writer = auditor.clone().map(|a| {
-        let spacing = std::time::Duration::from_micros(audit.audit_commit_spacing_us);
+        let spacing = dancu_store::audit::CommitSpacing {
+            min: std::time::Duration::from_micros(audit.audit_commit_spacing_us),
+            when_busy: 0.9,
+        };
         dancu_store::audit::AuditWriter::spawn(a, audit.checkpoint_every.max(1), spacing)
     });
     // The audit query indexes: caught up from their stored high-water mark now, then kept a few

@@ -86,7 +86,7 @@ async fn start_with_pki_state(
     let addr = listener.local_addr().unwrap();
     let key = Arc::new(dancu_keys::SoftwareKey::generate().unwrap());
     let auditor = dancu_store::audit::Auditor::new(store.clone(), key.clone());
-    let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5, std::time::Duration::ZERO);
+    let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5, dancu_store::audit::CommitSpacing::NONE);
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
     let (ds, csca, crl) = dancu_store::conformance::test_card_pki(pki_made);
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), config, secrets.clone())

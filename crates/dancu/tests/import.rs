@@ -233,8 +233,10 @@ fn dedupe_links_a_file_without_storing_anything() {
     }
     // Line 82: line 2's person again (a typo in the given name, an abbreviated street).
     text += "80,mitchel,green,19300102,1804974,1 green st suburb0 2000\n";
-    // Line 83: no name at all: unusable.
-    text += "81,,,19700101,1111111,1 nowhere road\n";
+    // Line 83: no name and nothing else identifying but an address: unusable.
+    text += "81,,,,,1 nowhere road\n";
+    // Line 84: no name, but line 3's date, number and address: linked through those.
+    text += "82,,,19310202,1812893,2 hathaway street suburb1 2013\n";
     std::fs::write(&other, text).unwrap();
     let mapping = dir.join("mapping.csv");
     std::fs::write(
@@ -258,13 +260,17 @@ fn dedupe_links_a_file_without_storing_anything() {
     // The summary goes beside the input by default.
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("other.dedupe.json")).unwrap()).unwrap();
-    assert_eq!((s["rows_read"].as_u64(), s["rows_unusable"].as_u64()), (Some(82), Some(1)), "{s}");
-    assert_eq!(s["rows_import_would_reject"], 81, "{s}");
+    assert_eq!((s["rows_read"].as_u64(), s["rows_unusable"].as_u64()), (Some(83), Some(1)), "{s}");
+    assert_eq!(s["rows_import_would_reject"], 82, "{s}");
     let mut r = csv::Reader::from_path(&clusters).unwrap();
     let written: Vec<(u64, u64)> = r.deserialize().map(|x| x.unwrap()).collect();
-    assert_eq!(written.len(), 81);
+    assert_eq!(written.len(), 82);
     for (line, cluster) in written {
-        let want = if line == 82 { 2 } else { line };
+        let want = match line {
+            82 => 2,
+            84 => 3,
+            _ => line,
+        };
         assert_eq!(cluster, want, "line {line}: {s}");
     }
     let report = std::fs::read_to_string(&report).unwrap();

@@ -72,11 +72,15 @@ fn sex(r: &LinkFeatures) -> &'static str {
 /// 6. phonetic family + given name + 2025 commune (date typos);
 /// 7. 2025 commune + birth year + sex + first letter of the given name's key (name typos, year-only dates);
 /// 8. 2025 commune + day and month (unordered) + sex (name and year both wrong);
-/// 9. phonetic middle + given name + 2025 commune (family name and date both wrong);
-/// 10. phonetic family name + full date (day and month unordered) (given name wrong, also
-///     written in the family name's place);
-/// 11. home commune (or none) + the numbers of the address (house, street or postcode numbers:
-///     both names and the date wrong).
+/// 9. phonetic family name + full date (day and month unordered) (given name wrong, also
+///    written in the family name's place);
+/// 10. home commune (or none) + the numbers of the address (house, street or postcode numbers:
+///     both names and the date wrong);
+/// 11. home commune (or none) + one of the address's two rarest tokens (see
+///     [`LinkFeatures`]'s `address_rare`: a street name or a postcode few records share) + the phonetic
+///     family name and the given name's initial, or the phonetic given name and the family name's
+///     initial (a name and the date wrong or missing, the address written with a slip);
+/// 12. phonetic middle + given name + 2025 commune (family name and date both wrong).
 ///
 /// A legacy commune stands for every 2025 commune it went into; a missing one is a commune of its
 /// own ("-").
@@ -159,6 +163,23 @@ pub fn default_rules() -> Vec<BlockingRule> {
                 if numbers.len() >= 2 {
                     let numbers = numbers.join(" ");
                     out.extend(communes(r).iter().map(|c| format!("{c}|{numbers}")));
+                }
+            },
+        },
+        BlockingRule {
+            name: "name+address word",
+            keys: |r, out| {
+                let words = &r.address_rare;
+                let initial = |k: &str| k.chars().next();
+                for c in communes(r) {
+                    for w in words {
+                        if let Some(i) = initial(&r.given_k).filter(|_| !r.family_k.is_empty()) {
+                            out.push(format!("f|{}|{i}|{c}|{w}", r.family_k));
+                        }
+                        if let Some(i) = initial(&r.family_k).filter(|_| !r.given_k.is_empty()) {
+                            out.push(format!("g|{}|{i}|{c}|{w}", r.given_k));
+                        }
+                    }
                 }
             },
         },

@@ -119,9 +119,17 @@ pub struct LinkFeatures {
     pub(crate) mother: Option<(String, String)>,
     /// The address within the commune, folded, punctuation as spaces.
     pub(crate) address_f: Option<String>,
-    /// Its distinctive words and numbers (those common to many records left out by [`link`]), sorted.
-    pub(crate) address_tokens: Vec<String>,
+    /// Its words and numbers in written order, each with its weight: the information it carries,
+    /// `log2(records / records having it)` bits, set by [`link`] from the whole file (1 until then).
+    pub(crate) address_tokens: Vec<(String, f32)>,
+    /// The address's two most informative tokens that another record shares, each carrying at
+    /// least [`RARE_ADDRESS_BITS`] (a street name, a postcode: few records have it), for blocking;
+    /// set by [`link`]. A token no other record has (often a typo) pairs nothing.
+    pub(crate) address_rare: Vec<String>,
 }
+
+/// The information an address token must carry to block on it (8 bits: at most one record in 256 has it).
+pub const RARE_ADDRESS_BITS: f32 = 8.0;
 
 fn digits(s: &str) -> String {
     s.chars().filter(char::is_ascii_digit).collect()
@@ -176,9 +184,12 @@ impl LinkFeatures {
         let address_f = r.address.as_deref().map(|a| {
             text::fold(a).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
         });
-        let mut address_tokens: Vec<String> = address_f.iter().flat_map(|a| a.split(' ')).map(str::to_string).collect();
-        address_tokens.sort_unstable();
-        address_tokens.dedup();
+        let address_tokens: Vec<(String, f32)> = address_f
+            .iter()
+            .flat_map(|a| a.split(' '))
+            .filter(|t| !t.is_empty())
+            .map(|t| (t.to_string(), 1.0))
+            .collect();
         LinkFeatures {
             origin: r.origin,
             family_k: phonetic::name_key(&family_f),
@@ -200,6 +211,7 @@ impl LinkFeatures {
             mother: person_name(&r.mother),
             address_f: address_f.filter(|a| !a.is_empty()),
             address_tokens,
+            address_rare: Vec::new(),
         }
     }
 
@@ -402,10 +414,12 @@ pub enum CommuneLevel {
 pub enum AddressLevel {
     /// The same words and numbers (folded).
     Same,
-    /// Most of the numbers and distinctive words shared (at least two thirds of the shorter
-    /// address's), or, for addresses of common words only, Jaro–Winkler ≥ [`NAME_SIMILARITY`].
+    /// Most of the information shared: the words and numbers the two addresses have in common,
+    /// each weighted by how rare it is in the file, make at least two thirds of the information
+    /// of both ([`address_similarity`]); or, for addresses of common words only, Jaro–Winkler ≥
+    /// [`NAME_SIMILARITY`].
     Similar,
-    /// At least a third of them shared (a house number, a street, a postcode).
+    /// At least a third of it shared (a house number and a street, a street and a postcode).
     Partly,
     Different,
 }
@@ -506,6 +520,17 @@ pub fn compare_names(
     if reordered || crossed {
         family = Some(NameLevel::Phonetic);
         given = Some(NameLevel::Phonetic);
+    } else if family == Some(NameLevel::Different) && given == Some(NameLevel::Different) {
+        // One name moved to the other's place and the other replaced (columns shifted on a form):
+        // the name that moved agrees, at the level of a slip; the replaced one stays different.
+        let moved = |x: (&str, &str), y: (&str, &str)| {
+            matches!(name_part(x.0, y.0, x.1, y.1), Some(NameLevel::Exact | NameLevel::Phonetic))
+        };
+        if moved((&a.family_f, &a.family_k), (&b.given_f, &b.given_k))
+            || moved((&a.given_f, &a.given_k), (&b.family_f, &b.family_k))
+        {
+            family = Some(NameLevel::Typo);
+        }
     }
     (family, middle, given)
 }
@@ -586,19 +611,86 @@ pub fn compare_communes(a: &LinkFeatures, b: &LinkFeatures) -> Option<CommuneLev
     })
 }
 
+/// Two address tokens taken for one: equal; a word of 4 letters or more one slip from the other
+/// (a letter replaced, dropped, added, or two adjacent swapped); a number of 4 digits or more
+/// (a postcode, a long house number) with one digit mistyped or two adjacent swapped. Short
+/// numbers must be equal: house 12 is not house 13.
+fn tokens_agree(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let numeric = |t: &str| t.bytes().all(|c| c.is_ascii_digit());
+    match (numeric(a), numeric(b)) {
+        (true, true) => a.len() >= 4 && one_digit_apart(a.as_bytes(), b.as_bytes()),
+        (false, false) => a.len().min(b.len()) >= 4 && one_edit(a, b),
+        _ => false,
+    }
+}
+
+/// The share of two addresses' information they have in common, in [0, 1] (a weighted Dice
+/// coefficient): Σ weights of the tokens matched on both sides / Σ weights of all tokens. Tokens
+/// are matched one to one: equal first, then [`tokens_agree`], then a token against two adjacent
+/// tokens of the other side written together ("lethbridge street" / "lethbridgestreet", also with
+/// one slip). `None` when neither side carries any information (only words every record has).
+pub fn address_similarity(a: &[(String, f32)], b: &[(String, f32)]) -> Option<f64> {
+    let total: f64 = a.iter().chain(b).map(|(_, w)| f64::from(*w)).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut used_a = vec![false; a.len()];
+    let mut used_b = vec![false; b.len()];
+    let equal: fn(&str, &str) -> bool = |x, y| x == y;
+    for agree in [equal, tokens_agree] {
+        for (i, (ta, _)) in a.iter().enumerate() {
+            if used_a[i] {
+                continue;
+            }
+            if let Some(j) = (0..b.len()).find(|&j| !used_b[j] && agree(ta, &b[j].0)) {
+                used_a[i] = true;
+                used_b[j] = true;
+            }
+        }
+    }
+    // One token written as two adjacent ones of the other side (a space dropped or misplaced).
+    fn joined(x: &[(String, f32)], y: &[(String, f32)], used_x: &mut [bool], used_y: &mut [bool]) {
+        for (i, (tx, _)) in x.iter().enumerate() {
+            if used_x[i] || tx.len() < 6 {
+                continue;
+            }
+            if let Some(j) = (0..y.len().saturating_sub(1)).find(|&j| {
+                !used_y[j] && !used_y[j + 1] && {
+                    let joined = format!("{}{}", y[j].0, y[j + 1].0);
+                    *tx == joined || one_edit(tx, &joined)
+                }
+            }) {
+                used_x[i] = true;
+                used_y[j] = true;
+                used_y[j + 1] = true;
+            }
+        }
+    }
+    joined(a, b, &mut used_a, &mut used_b);
+    joined(b, a, &mut used_b, &mut used_a);
+    let shared: f64 = a
+        .iter()
+        .zip(&used_a)
+        .chain(b.iter().zip(&used_b))
+        .filter(|(_, used)| **used)
+        .map(|((_, w), _)| f64::from(*w))
+        .sum();
+    Some(shared / total)
+}
+
 pub fn compare_addresses(a: &LinkFeatures, b: &LinkFeatures) -> Option<AddressLevel> {
     let (fa, fb) = (a.address_f.as_deref()?, b.address_f.as_deref()?);
     Some(if fa == fb {
         AddressLevel::Same
     } else {
-        let shared = a.address_tokens.iter().filter(|t| b.address_tokens.contains(t)).count();
-        let shorter = a.address_tokens.len().min(b.address_tokens.len());
-        if (shorter > 0 && shared * 3 >= shorter * 2) || (shorter == 0 && jaro_winkler(fa, fb) >= NAME_SIMILARITY) {
-            AddressLevel::Similar
-        } else if shorter > 0 && shared * 3 >= shorter {
-            AddressLevel::Partly
-        } else {
-            AddressLevel::Different
+        match address_similarity(&a.address_tokens, &b.address_tokens) {
+            Some(s) if s >= 2.0 / 3.0 => AddressLevel::Similar,
+            Some(s) if s >= 1.0 / 3.0 => AddressLevel::Partly,
+            None if jaro_winkler(fa, fb) >= NAME_SIMILARITY => AddressLevel::Similar,
+            _ => AddressLevel::Different,
         }
     })
 }
@@ -784,28 +876,45 @@ impl TermFrequencies {
     }
 }
 
-/// Leaves out of the address tokens the words that many records share ("số", "tổ", "thôn",
-/// "đường"), which say nothing about a person; numbers are always kept.
-fn keep_distinctive_address_tokens(features: &mut [LinkFeatures]) {
-    if features.len() < 1000 {
-        return;
-    }
-    let mut df: HashMap<String, usize> = HashMap::new();
+/// Weighs each address token by the information it carries in this file, `log2(n / df)` bits
+/// (`n` records with an address, `df` of them having the token): the words nearly every record
+/// has ("số", "tổ", "thôn", "đường", a state) weigh nearly nothing, a street name or a postcode
+/// few share weighs much, a house number in between.
+fn weigh_address_tokens(features: &mut [LinkFeatures]) {
+    let mut df: HashMap<String, u32> = HashMap::new();
+    let mut n = 0u32;
     for f in features.iter() {
-        for t in &f.address_tokens {
-            *df.entry(t.clone()).or_default() += 1;
+        if f.address_tokens.is_empty() {
+            continue;
+        }
+        n += 1;
+        let mut seen: Vec<&str> = f.address_tokens.iter().map(|(t, _)| t.as_str()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for t in seen {
+            *df.entry(t.to_string()).or_default() += 1;
         }
     }
-    let limit = features.len() / 50;
     for f in features.iter_mut() {
-        f.address_tokens.retain(|t| df[t] <= limit || t.bytes().all(|b| b.is_ascii_digit()));
+        for (t, w) in &mut f.address_tokens {
+            *w = (f64::from(n) / f64::from(df[t.as_str()])).log2() as f32;
+        }
+        let mut rare: Vec<(&str, f32)> = f
+            .address_tokens
+            .iter()
+            .filter(|(t, w)| *w >= RARE_ADDRESS_BITS && df[t.as_str()] >= 2)
+            .map(|(t, w)| (t.as_str(), *w))
+            .collect();
+        rare.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        rare.dedup_by(|a, b| a.0 == b.0);
+        f.address_rare = rare.into_iter().take(2).map(|(t, _)| t.to_string()).collect();
     }
 }
 
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     let mut features: Vec<LinkFeatures> = par::map(records, LinkFeatures::new);
-    keep_distinctive_address_tokens(&mut features);
+    weigh_address_tokens(&mut features);
     let features = features;
     let candidates = blocking::candidates(&features, &blocking::default_rules(), &config.blocking);
     let compare_all = |pairs: &[(u32, u32)]| -> Vec<Comparison> {
@@ -945,6 +1054,10 @@ mod tests {
         );
         // Family and given names in each other's place.
         assert_eq!(names(("Lê", "Thu", "Hà"), ("Hà", "Thu", "Lê")), (Some(Phonetic), e, Some(Phonetic)));
+        // One moved to the other's place, the other replaced: the one that moved counts as a slip.
+        assert_eq!(names(("Lê", "Thu", "Hà"), ("Hà", "Thu", "Mai")), (Some(Typo), e, Some(Different)));
+        assert_eq!(names(("mason", "", "harrison"), ("harrison", "", "wheatley")), (Some(Typo), None, Some(Different)));
+        assert_eq!(names(("Lê", "Thu", "Hà"), ("Phạm", "Thu", "Lê")), (Some(Typo), e, Some(Different)));
         assert_eq!(
             names(("Lê", "Văn", "Hùng"), ("Phạm", "Thị", "Lan")),
             (Some(Different), Some(MiddleLevel::Different), Some(Different))
@@ -994,6 +1107,145 @@ mod tests {
         assert_eq!(normalize_phone("+84 912 345 678").as_deref(), Some("0912345678"));
         assert_eq!(normalize_phone("0912.345.678").as_deref(), Some("0912345678"));
         assert_eq!(normalize_phone("-"), None);
+    }
+
+    fn tokens(address: &str, weights: &[(&str, f32)]) -> Vec<(String, f32)> {
+        let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
+        r.address = Some(address.into());
+        let mut f = LinkFeatures::new(&r);
+        for (t, w) in &mut f.address_tokens {
+            *w = weights.iter().find(|(x, _)| x == t).map_or(*w, |x| x.1);
+        }
+        f.address_tokens
+    }
+
+    #[test]
+    fn address_tokens_agree_through_slips_and_joined_words() {
+        assert!(tokens_agree("lethbridge", "lethbridbe"));
+        assert!(tokens_agree("colebatch", "colebatc"));
+        assert!(tokens_agree("2767", "2776"));
+        // Short words and short numbers must be equal: house 12 is not house 13.
+        assert!(!tokens_agree("12", "13"));
+        assert!(!tokens_agree("pho", "phu"));
+        assert!(!tokens_agree("2767", "2700"));
+        let same = |a: &str, b: &str| address_similarity(&tokens(a, &[]), &tokens(b, &[])).unwrap();
+        assert_eq!(same("8 lethbridge street 2767", "8 lethbridbe street 2767"), 1.0);
+        // A space dropped, or a space misplaced with a slip.
+        assert_eq!(same("7 cope place dover", "7 copeplace dover"), 1.0);
+        assert_eq!(same("7 cope place dover", "7 copeplcae dover"), 1.0);
+        assert_eq!(same("Số 12, Tổ dân phố 5", "Số 13, Tổ dân phố 5"), 10.0 / 12.0);
+        assert_eq!(same("Thôn 3", "Xóm Bãi"), 0.0);
+    }
+
+    #[test]
+    fn address_information_is_weighted_by_rarity() {
+        // Sharing the words every record has says little; sharing the rare street and postcode
+        // says much, even when the house number and the suburb differ.
+        let w = [("street", 0.2), ("nsw", 0.3), ("8", 4.0), ("9", 4.0), ("lethbridge", 12.0), ("2767", 10.0)];
+        let w =
+            [&w[..], &[("winston", 9.0), ("toowoomba", 9.0), ("hills", 5.0), ("dover", 9.0), ("2000", 10.0)]].concat();
+        let sim = |a: &str, b: &str| address_similarity(&tokens(a, &w), &tokens(b, &w)).unwrap();
+        let rare = sim("8 lethbridge street winston hills 2767 nsw", "9 lethbridge street toowoomba 2767 nsw");
+        let common = sim("8 lethbridge street winston hills 2767 nsw", "9 dover street toowoomba 2000 nsw");
+        assert!(rare > 0.4 && rare < 2.0 / 3.0, "{rare}");
+        assert!(common < 0.05, "{common}");
+        // Without information on either side, no similarity: the whole strings decide.
+        assert_eq!(address_similarity(&tokens("street nsw", &[("street", 0.0), ("nsw", 0.0)]), &[]), None);
+        let f = |a: &str| {
+            let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
+            r.address = Some(a.into());
+            let mut f = LinkFeatures::new(&r);
+            f.address_tokens = tokens(a, &w);
+            f
+        };
+        let level = |a: &str, b: &str| compare_addresses(&f(a), &f(b));
+        assert_eq!(level("8 lethbridge street 2767 nsw", "8 lethbridge street 2767 nsw"), Some(AddressLevel::Same));
+        assert_eq!(level("8 lethbridge street 2767 nsw", "8 lethbridbe st 2767"), Some(AddressLevel::Similar));
+        assert_eq!(level("8 lethbridge street 2767 nsw", "9 lethbridge street 2000 nsw"), Some(AddressLevel::Partly));
+        assert_eq!(level("8 lethbridge street 2767 nsw", "8 dover street 2000 nsw"), Some(AddressLevel::Different));
+    }
+
+    #[test]
+    fn address_weights_come_from_the_file() {
+        let mut records: Vec<LinkRecord> = (0..64)
+            .map(|i| {
+                let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
+                r.address = Some(format!("Thôn {}", i % 4));
+                r
+            })
+            .collect();
+        records[0].address = Some("Thôn 0, Bãi Sậy".into());
+        let mut features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
+        weigh_address_tokens(&mut features);
+        let weight = |i: usize, t: &str| features[i].address_tokens.iter().find(|x| x.0 == t).unwrap().1;
+        // In every record: nothing; in a quarter: 2 bits; in one of 64: 6 bits.
+        assert_eq!(weight(1, "thon"), 0.0);
+        assert_eq!(weight(1, "1"), 2.0);
+        assert_eq!(weight(0, "bai"), 6.0);
+        // Blocking takes the rare tokens another record shares: none here (6 bits at most).
+        assert!(features.iter().all(|f| f.address_rare.is_empty()));
+        let mut records: Vec<LinkRecord> = (0..1024)
+            .map(|i| {
+                let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
+                r.address = Some(format!("Thôn {}", i % 4));
+                r
+            })
+            .collect();
+        records[0].address = Some("Thôn 0, Bãi Sậy, Xóm Đình".into());
+        records[1].address = Some("Thôn 1, Bãi Sậy".into());
+        records[2].address = Some("Xom Dinh, Bãi Sậy".into());
+        records[3].address = Some("Thôn 3, Bãi Sậyy".into());
+        let mut features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
+        weigh_address_tokens(&mut features);
+        // "xom" and "dinh": 9 bits (2 of 1024), "say" 8.4 bits (3 of 1024), "bai" 8 bits (4 of
+        // 1024); "sayy", a typo no other record has, pairs nothing.
+        assert_eq!(features[0].address_rare, ["dinh", "xom"]);
+        assert_eq!(features[1].address_rare, ["say", "bai"]);
+        assert_eq!(features[3].address_rare, ["bai"]);
+        assert!(features[4].address_rare.is_empty());
+    }
+
+    /// A record with a family name slip, no date and a mistyped identity number shares only its
+    /// given name and its rare address words with the original: the name + address word pass pairs them.
+    #[test]
+    fn a_rare_address_word_and_a_name_make_a_candidate_pair() {
+        let mut records: Vec<LinkRecord> = (0..600)
+            .map(|i| {
+                let mut r =
+                    record(["smith", "jones", "brown"][i % 3], "", ["mia", "liam", "ava", "noah"][i % 4], "1990", "");
+                r.birth_date = PartialDate::parse(&format!("{}-01-{:02}", 1940 + i % 60, i % 28 + 1)).ok();
+                r.commune_key = None;
+                r.sex = None;
+                r.legacy_id = Some(format!("{}", 5_000_000 + i * 7));
+                r.address = Some(format!("{} street{} suburb{} {} nsw", i % 90 + 1, i % 50, i % 30, 1000 + i % 40));
+                r
+            })
+            .collect();
+        let mut original = record("flatman", "", "casey", "1993-10-02", "2025:00004");
+        original.commune_key = None;
+        original.sex = None;
+        original.legacy_id = Some("9564208".into());
+        original.address = Some("3 wyselaskie circuit mentone 7250 vic".into());
+        let mut copy = original.clone();
+        copy.family = "flatan".into();
+        copy.birth_date = None;
+        copy.legacy_id = Some("9564028".into());
+        copy.address = Some("3 wyselaskie circuit mentone 7205 vic".into());
+        records.push(original);
+        records.push(copy);
+        let (a, b) = (records.len() as u32 - 2, records.len() as u32 - 1);
+        let mut features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
+        weigh_address_tokens(&mut features);
+        assert_eq!(features[a as usize].address_rare, ["circuit", "mentone"]);
+        let config = BlockingConfig::default();
+        let rules = blocking::default_rules();
+        let found = blocking::candidates(&features, &rules, &config).pairs;
+        assert!(found.contains(&(a, b)));
+        let without: Vec<_> = rules.iter().filter(|r| r.name != "name+address word").copied().collect();
+        assert!(!blocking::candidates(&features, &without, &config).pairs.contains(&(a, b)));
+        // Compared, the address agrees (the postcode with two digits swapped, "vic" common).
+        let c = compare(&features[a as usize], &features[b as usize]);
+        assert_eq!(c.level(Field::Address), Some(AddressLevel::Similar as u8));
     }
 
     #[test]

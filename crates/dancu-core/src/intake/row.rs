@@ -420,9 +420,6 @@ impl RowNormalizer {
                     [first, mid @ .., last] => (first.to_string(), mid.join(" "), last.to_string()),
                 }
             };
-        if family.is_empty() && given.is_empty() {
-            return Err(problems);
-        }
         let date_raw = cell("birth_date");
         // yyyymmdd, as many systems export dates.
         let compact = (date_raw.len() == 8 && date_raw.bytes().all(|b| b.is_ascii_digit()))
@@ -450,6 +447,13 @@ impl RowNormalizer {
             let n = text::clean(&vnenc::repair(&cell(f)).text);
             (!n.is_empty()).then_some(n)
         };
+        // A record without a name can still be found through its other facts, given two of them
+        // that identify (a full birth date, an identity number, a phone number, an address).
+        let identifying =
+            [birth_date.is_some_and(|d| d.full().is_some()), legacy_id.is_some(), phone.is_some(), !detail.is_empty()];
+        if family.is_empty() && given.is_empty() && identifying.iter().filter(|x| **x).count() < 2 {
+            return Err(problems);
+        }
         let record = LinkRecord {
             origin: Origin::Batch,
             family,

@@ -20,40 +20,7 @@ use http_body_util::{BodyExt, Full};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
-use support::{add_officer, client, openssl, start_state};
-
-/// A key and a certificate signed by the CA in `dir` (or self-signed when `ca` is false).
-fn issue(dir: &Path, name: &str, cn: &str, ext: &str, ca: bool) {
-    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    let (key, csr, pem, extf) =
-        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
-    openssl(dir, &["req", "-new", "-key", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]);
-    if ca {
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                &extf,
-            ],
-        );
-    } else {
-        openssl(dir, &["x509", "-req", "-in", &csr, "-signkey", &key, "-out", &pem, "-days", "2", "-extfile", &extf]);
-    }
-}
+use support::{add_officer, client, openssl, openssl_issue, start_state};
 
 fn make_pki(dir: &Path) {
     openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
@@ -80,10 +47,10 @@ fn make_pki(dir: &Path) {
     let leaf = |eku: &str, san: &str| {
         format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={eku}\n{san}")
     };
-    issue(dir, "server", "127.0.0.1", &leaf("serverAuth", "subjectAltName=IP:127.0.0.1\n"), true);
-    issue(dir, "bhxh", "bhxh", &leaf("clientAuth", ""), true);
-    issue(dir, "stranger", "stranger", &leaf("clientAuth", ""), true);
-    issue(dir, "rogue", "bhxh", &leaf("clientAuth", ""), false);
+    openssl_issue(dir, "server", "127.0.0.1", &leaf("serverAuth", "subjectAltName=IP:127.0.0.1\n"), true);
+    openssl_issue(dir, "bhxh", "bhxh", &leaf("clientAuth", ""), true);
+    openssl_issue(dir, "stranger", "stranger", &leaf("clientAuth", ""), true);
+    openssl_issue(dir, "rogue", "bhxh", &leaf("clientAuth", ""), false);
 }
 
 struct Answer {

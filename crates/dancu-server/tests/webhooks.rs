@@ -23,7 +23,7 @@ use dancu_server::webhooks::{self, WebhookConfig};
 use dancu_store::registry::Registry;
 use dancu_store::{Attempt, ChangeKind, ChangeMeta, Store};
 use serde_json::{Value, json};
-use support::{Server, add_officer, call, client, openssl, start_state};
+use support::{Server, add_officer, call, client, openssl, openssl_issue, start_state};
 
 const ISSUER: &str = "http://127.0.0.1:8080";
 
@@ -467,32 +467,12 @@ fn receiver_pki(dir: &std::path::Path) {
             .copied()
             .collect::<Vec<_>>(),
     );
-    std::fs::write(
-        dir.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "srv.key"]);
-    openssl(dir, &["req", "-new", "-key", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"]);
-    openssl(
+    openssl_issue(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "srv.ext",
-        ],
+        "srv",
+        "127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        true,
     );
 }
 

@@ -1550,39 +1550,11 @@ fn store_chunk(conn: &mut Connection, batch_id: &str, prepared: &[PreparedRow], 
         let mut area = tx.prepare_cached("INSERT INTO person_areas (area, person_key) VALUES (?1, ?2)")?;
         let mut line = tx.prepare_cached("INSERT INTO import_rows (batch_id, line, person_key) VALUES (?1, ?2, ?3)")?;
         for (key, c, data, l, id) in prepared {
-            person
-                .execute(params![
-                    key,
-                    c.personal_id,
-                    c.legacy_id,
-                    c.status,
-                    c.facts.name_key,
-                    c.facts.birth_year,
-                    c.facts.commune_key,
-                    c.facts.province_2025,
-                    data,
-                    at,
-                    c.merged_into,
-                    c.sex
-                ])
-                .map_err(|e| match id {
-                    Some(id) if is_unique_violation(&e) => StoreError::IdTaken(*id),
-                    _ => e.into(),
-                })?;
+            person_row(&mut person, key, c, data, &at, *id)?;
             for a in &c.areas {
                 area.execute(params![a, key])?;
             }
-            version.execute(params![
-                key,
-                1,
-                ChangeKind::Create.code(),
-                meta.actor,
-                meta.reason,
-                meta.legal_basis,
-                meta.approved_by,
-                at,
-                data
-            ])?;
+            version_row(&mut version, key, 1, ChangeKind::Create, meta, &at, data)?;
             line.execute(params![batch_id, l, key])?;
         }
         // The numbers in their order: neighbouring pages of the index, not one page each.
@@ -1613,8 +1585,39 @@ const INSERT_PERSON: &str =
                           version, data, created_at, updated_at, merged_into, sex)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?10, ?10, ?11, ?12)";
 
-fn insert_version(
-    tx: &rusqlite::Transaction<'_>,
+/// Runs [`INSERT_PERSON`] for a new person; a personal ID already held is [`StoreError::IdTaken`].
+fn person_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    key: &str,
+    c: &Columns,
+    data: &str,
+    at: &str,
+    id: Option<PersonalId>,
+) -> Result<()> {
+    stmt.execute(params![
+        key,
+        c.personal_id,
+        c.legacy_id,
+        c.status,
+        c.facts.name_key,
+        c.facts.birth_year,
+        c.facts.commune_key,
+        c.facts.province_2025,
+        data,
+        at,
+        c.merged_into,
+        c.sex
+    ])
+    .map_err(|e| match id {
+        Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
+        _ => e.into(),
+    })?;
+    Ok(())
+}
+
+/// Runs [`INSERT_VERSION`].
+fn version_row(
+    stmt: &mut rusqlite::Statement<'_>,
     key: &str,
     version: i64,
     kind: ChangeKind,
@@ -1622,7 +1625,7 @@ fn insert_version(
     at: &str,
     data: &str,
 ) -> Result<()> {
-    tx.prepare_cached(INSERT_VERSION)?.execute(params![
+    stmt.execute(params![
         key,
         version,
         kind.code(),
@@ -1636,6 +1639,18 @@ fn insert_version(
     Ok(())
 }
 
+fn insert_version(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    version: i64,
+    kind: ChangeKind,
+    meta: &ChangeMeta,
+    at: &str,
+    data: &str,
+) -> Result<()> {
+    version_row(&mut *tx.prepare_cached(INSERT_VERSION)?, key, version, kind, meta, at, data)
+}
+
 fn insert_new(
     tx: &rusqlite::Transaction<'_>,
     key: &str,
@@ -1646,25 +1661,7 @@ fn insert_new(
 ) -> Result<()> {
     let c = Columns::of(person);
     let data = serde_json::to_string(person).map_err(backend)?;
-    tx.prepare_cached(INSERT_PERSON)?
-        .execute(params![
-            key,
-            c.personal_id,
-            c.legacy_id,
-            c.status,
-            c.facts.name_key,
-            c.facts.birth_year,
-            c.facts.commune_key,
-            c.facts.province_2025,
-            data,
-            at,
-            c.merged_into,
-            c.sex
-        ])
-        .map_err(|e| match person.personal_id {
-            Some(id) if is_unique_violation(&e) => StoreError::IdTaken(id),
-            _ => e.into(),
-        })?;
+    person_row(&mut *tx.prepare_cached(INSERT_PERSON)?, key, &c, &data, at, person.personal_id)?;
     write_areas(tx, key, &c.areas, false)?;
     insert_version(tx, key, 1, kind, meta, at, &data)
 }

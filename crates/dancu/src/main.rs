@@ -129,18 +129,11 @@ enum Command {
     Import {
         #[command(flatten)]
         db: DbArgs,
-        file: PathBuf,
-        #[arg(long, value_enum, default_value = "csv")]
-        format: import::Format,
-        /// The unit the rows belong to: commune:CODE or province:CODE (2025 codes)
-        #[arg(long)]
-        unit: String,
+        #[command(flatten)]
+        input: InputArgs,
         /// The officer importing (an active collector of that unit or one above it)
         #[arg(long)]
         officer: String,
-        /// A CSV of `field,column` lines naming the file's column for each field
-        #[arg(long)]
-        mapping: Option<PathBuf>,
         /// Batch id (default: the file's SHA-256)
         #[arg(long)]
         batch_id: Option<String>,
@@ -160,15 +153,8 @@ enum Command {
     /// rows), optionally the linked and review pairs field by field, and a report of the rows the
     /// import would refuse.
     Dedupe {
-        file: PathBuf,
-        #[arg(long, value_enum, default_value = "csv")]
-        format: import::Format,
-        /// The unit the rows belong to: commune:CODE or province:CODE (2025 codes)
-        #[arg(long)]
-        unit: String,
-        /// A CSV of `field,column` lines naming the file's column for each field
-        #[arg(long)]
-        mapping: Option<PathBuf>,
+        #[command(flatten)]
+        input: InputArgs,
         /// Clusters CSV (default: FILE.clusters.csv beside the input)
         #[arg(long)]
         out: Option<PathBuf>,
@@ -387,6 +373,20 @@ async fn residence_command(command: ResidenceCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The file of an import or a deduplication and how to read it.
+#[derive(Args, Clone)]
+struct InputArgs {
+    file: PathBuf,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: import::Format,
+    /// The unit the rows belong to: commune:CODE or province:CODE (2025 codes)
+    #[arg(long)]
+    unit: String,
+    /// A CSV of `field,column` lines naming the file's column for each field
+    #[arg(long)]
+    mapping: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -1177,7 +1177,15 @@ async fn main() -> Result<()> {
             check_share(legacy_share)?;
             generate_with_duplicates(people, seed, &out, provinces, share, legacy_share)
         }
-        Command::Import { db, file, format, unit, officer, mapping, batch_id, report, summary, chunk } => {
+        Command::Import {
+            db,
+            input: InputArgs { file, format, unit, mapping },
+            officer,
+            batch_id,
+            report,
+            summary,
+            chunk,
+        } => {
             let store = open_store(&db).await?;
             let summary_path = summary.unwrap_or_else(|| import::sibling(&file, "summary.json"));
             let options =
@@ -1188,7 +1196,7 @@ async fn main() -> Result<()> {
             print_summary(&s, &summary_path);
             Ok(())
         }
-        Command::Dedupe { file, format, unit, mapping, out, pairs, report, summary } => {
+        Command::Dedupe { input: InputArgs { file, format, unit, mapping }, out, pairs, report, summary } => {
             let summary_path = summary.unwrap_or_else(|| import::sibling(&file, "dedupe.json"));
             let options = import::DedupeOptions {
                 out: out.unwrap_or_else(|| import::sibling(&file, "clusters.csv")),

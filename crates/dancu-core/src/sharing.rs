@@ -554,6 +554,13 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 pub fn b64url(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    b64url_into(&mut out, bytes);
+    out
+}
+
+/// Appends unpadded base64url of `bytes` to `out`.
+pub fn b64url_into(out: &mut String, bytes: &[u8]) {
+    out.reserve(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = (u32::from(chunk[0]) << 16)
             | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
@@ -563,7 +570,6 @@ pub fn b64url(bytes: &[u8]) -> String {
             out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
     }
-    out
 }
 
 /// Decodes unpadded base64url; `None` on any other character or an impossible length.

@@ -36,6 +36,10 @@ pub trait Signer: Send + Sync {
     fn public_key_der(&self) -> &[u8];
     /// A DER-encoded ECDSA signature over SHA-256 of `message`.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
+    /// The same signature as JOSE wants it (ES256, RFC 7518 §3.4): `r || s`, 64 bytes.
+    fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
+        der_to_raw(&self.sign(message)?).ok_or_else(|| KeyError::Sign("not a DER signature".into()))
+    }
 }
 
 /// The key id of a public key (SPKI DER).
@@ -128,6 +132,8 @@ pub fn read_public_key_pem(path: &Path) -> Result<Vec<u8>, KeyError> {
 pub struct SoftwareKey {
     signing: SigningKey,
     fast: ring::signature::EcdsaKeyPair,
+    /// The same key signing `r || s` directly (JOSE), without a DER round trip.
+    fixed: ring::signature::EcdsaKeyPair,
     rng: ring::rand::SystemRandom,
     spki: Vec<u8>,
     id: String,
@@ -150,14 +156,18 @@ impl SoftwareKey {
         let spki = signing.verifying_key().to_public_key_der().expect("a P-256 public key encodes").as_bytes().to_vec();
         let id = key_id(&spki);
         let rng = ring::rand::SystemRandom::new();
-        let fast = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &signing.to_bytes(),
-            signing.verifying_key().to_encoded_point(false).as_bytes(),
-            &rng,
-        )
-        .expect("a valid P-256 key pair is accepted");
-        SoftwareKey { signing, fast, rng, spki, id }
+        let pair = |alg| {
+            ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+                alg,
+                &signing.to_bytes(),
+                signing.verifying_key().to_encoded_point(false).as_bytes(),
+                &rng,
+            )
+            .expect("a valid P-256 key pair is accepted")
+        };
+        let fast = pair(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING);
+        let fixed = pair(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING);
+        SoftwareKey { signing, fast, fixed, rng, spki, id }
     }
 
     /// Loads the key at `path`, or creates one there (mode 0600, with a `.pub.pem` beside it
@@ -213,6 +223,10 @@ impl Signer for SoftwareKey {
         let sig = self.fast.sign(&self.rng, message).map_err(|_| KeyError::Sign("ECDSA signing failed".into()))?;
         Ok(sig.as_ref().to_vec())
     }
+    fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
+        let sig = self.fixed.sign(&self.rng, message).map_err(|_| KeyError::Sign("ECDSA signing failed".into()))?;
+        sig.as_ref().try_into().map_err(|_| KeyError::Sign("not a 64-byte P-256 signature".into()))
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +244,9 @@ mod tests {
         assert!(!verify(k.public_key_der(), b"checkpoint", b"garbage"));
         let raw = der_to_raw(&sig).unwrap();
         assert!(verify_raw(k.public_key_der(), b"checkpoint", &raw));
+        let direct = k.sign_raw(b"checkpoint").unwrap();
+        assert!(verify_raw(k.public_key_der(), b"checkpoint", &direct));
+        assert!(!verify_raw(k.public_key_der(), b"checkpoinT", &direct));
         let public = PublicKey::from_spki_der(k.public_key_der()).unwrap();
         assert!(public.verify_raw(b"checkpoint", &raw));
         assert!(!public.verify_raw(b"checkpoinT", &raw));

@@ -3,7 +3,7 @@
 //! (RFC 7515 Appendix F) for signed responses, JWTs (RFC 7519) as JSON claims, and the JWK of a
 //! P-256 public key (RFC 7517/7518 §6.2). Only `alg` ES256 is accepted: no `none`, no HMAC.
 
-use dancu_core::sharing::{b64url, b64url_decode};
+use dancu_core::sharing::{b64url, b64url_decode, b64url_into};
 use dancu_keys::{PublicKey, Signer};
 use serde_json::{Value, json};
 
@@ -44,20 +44,27 @@ pub fn sign_detached(
 }
 
 fn signing_input(signer: &dyn Signer, extra: &[(&str, Value)], payload: &[u8]) -> String {
-    let mut header = serde_json::Map::new();
-    header.insert("alg".into(), json!("ES256"));
-    header.insert("kid".into(), json!(signer.key_id()));
+    // The protected header written out (no map to build): `alg` and `kid`, then `extra`.
+    let mut header = String::with_capacity(64 + 32 * extra.len());
+    header.push_str("{\"alg\":\"ES256\",\"kid\":");
+    header.push_str(&Value::from(signer.key_id()).to_string());
     for (k, v) in extra {
-        header.insert((*k).into(), v.clone());
+        debug_assert!(*k != "alg" && *k != "kid", "the header's alg and kid are set here");
+        header.push(',');
+        header.push_str(&Value::from(*k).to_string());
+        header.push(':');
+        header.push_str(&v.to_string());
     }
-    let header = serde_json::to_vec(&Value::Object(header)).expect("a JSON object serializes");
-    format!("{}.{}", b64url(&header), b64url(payload))
+    header.push('}');
+    let mut input = String::with_capacity((header.len() + payload.len()).div_ceil(3) * 4 + 2);
+    b64url_into(&mut input, header.as_bytes());
+    input.push('.');
+    b64url_into(&mut input, payload);
+    input
 }
 
 fn signature(signer: &dyn Signer, input: &[u8]) -> Result<String, dancu_keys::KeyError> {
-    let der = signer.sign(input)?;
-    let raw = dancu_keys::der_to_raw(&der).ok_or_else(|| dancu_keys::KeyError::Sign("not a DER signature".into()))?;
-    Ok(b64url(&raw))
+    Ok(b64url(&signer.sign_raw(input)?))
 }
 
 /// The parts of a compact JWS, decoded but not verified.

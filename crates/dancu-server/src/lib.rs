@@ -70,7 +70,7 @@ pub struct AppState {
     pub card_trust: Option<Arc<cards::CardTrust>>,
     /// The public key (SPKI DER) of the audit checkpoints, for verification from the web
     /// application (`None`: no audit trail on this server).
-    pub audit_public_key: Option<Vec<u8>>,
+    pub audit_public_key: Option<Arc<[u8]>>,
     /// The web application's per-server state.
     pub web: Arc<web::pages::WebState>,
     /// Intake uploads: where files and reports are kept, the size limit, the imports running.
@@ -119,7 +119,7 @@ impl AppState {
 
     /// The audit checkpoints are signed with the key whose public half (SPKI DER) this is.
     pub fn with_audit_key(mut self, public_key_der: Vec<u8>) -> Self {
-        self.audit_public_key = Some(public_key_der);
+        self.audit_public_key = Some(public_key_der.into());
         self
     }
 

@@ -101,6 +101,9 @@ fi
 
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION"
+# The machine's speed at the time, to compare runs of different hours: ECDSA P-256 signatures per
+# second of one core (OpenSSL). Shared virtual machines drift by tens of percent.
+echo "reference: $(openssl speed -seconds 1 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {printf "%.0f", $(NF-1)}') P-256 signatures/s on one core (openssl speed ecdsap256)"
 echo "| backend | people | requests/s (median run) | all runs | p50 | p99 | non-2xx | server max RSS |"
 echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${results[@]}"

@@ -125,6 +125,9 @@ all=$(printf '%s\n' "${runs[@]}" | sort -n | awk '{printf "%s%.0f", (NR > 1 ? " 
 errors=$(awk '/Non-2xx/ {print $5} /Socket errors/ {print "socket:" $0}' "$f")
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); wrk -t$THREADS -c$CONNS -d$DURATION"
+# The machine's speed at the time, to compare runs of different hours: ECDSA P-256 signatures per
+# second of one core (OpenSSL). Shared virtual machines drift by tens of percent.
+echo "reference: $(openssl speed -seconds 1 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {printf "%.0f", $(NF-1)}') P-256 signatures/s on one core (openssl speed ecdsap256)"
 echo "| backend | people | verifications/s (median run) | all runs | p50 | p99 | non-2xx |"
 echo "|---|---|---|---|---|---|---|"
 echo "| sqlite, audit on | $PEOPLE | $(awk '/Requests\/sec/ {print $2}' "$f") | $all | $(awk '$1 == "50%" {print $2}' "$f") | $(awk '$1 == "99%" {print $2}' "$f") | ${errors:-0} |"

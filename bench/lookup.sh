@@ -23,7 +23,8 @@ PORT="${PORT:-18080}"
 OUT=bench/out
 mkdir -p "$OUT"
 
-command -v wrk >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq wrk time curl >/dev/null; }
+command -v wrk >/dev/null && [ -x /usr/bin/time ] && command -v openssl >/dev/null ||
+  { apt-get update -qq && apt-get install -y -qq wrk time curl openssl >/dev/null; }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 # DANCU_BIN: measure a binary built earlier (e.g. to compare two builds) instead of building one.
 [ -n "${DANCU_BIN:-}" ] || cargo build --release -p dancu --quiet

@@ -23,7 +23,8 @@ SAMPLE="${SAMPLE:-2000}"
 OUT=bench/out
 mkdir -p "$OUT"
 
-command -v wrk >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq wrk time curl >/dev/null; }
+command -v wrk >/dev/null && [ -x /usr/bin/time ] && command -v openssl >/dev/null ||
+  { apt-get update -qq && apt-get install -y -qq wrk time curl openssl >/dev/null; }
 # DANCU_BIN: measure a binary built earlier (e.g. to compare two builds) instead of building one.
 [ -n "${DANCU_BIN:-}" ] || cargo build --release -p dancu --quiet
 BIN="${DANCU_BIN:-target/release/dancu}"
@@ -84,27 +85,8 @@ print(json.dumps({"personal_id": p["personal_id"], "name": name, "birth_date": d
 ' "$rec" "$n" >>"$OUT/verify-bodies.txt"
 done <"$OUT/verify-ids.txt"
 
-# The client assertion (RFC 7523): header.claims signed by openssl, the DER signature made r||s.
-assertion=$(python3 - "$partner" "$base" "$OUT/partner.pem" <<'PY'
-import base64, json, subprocess, sys, time, uuid
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-partner, base, key = sys.argv[1:4]
-now = int(time.time())
-header = b64(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
-claims = b64(json.dumps({"iss": partner, "sub": partner, "aud": base + "/api/v1/oauth/token",
-                         "iat": now, "exp": now + 120, "jti": str(uuid.uuid4())}).encode())
-der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=f"{header}.{claims}".encode(),
-                     capture_output=True, check=True).stdout
-def ints(d):  # SEQUENCE { INTEGER r, INTEGER s }
-    i = 2 if d[1] < 0x80 else 3
-    out = []
-    for _ in range(2):
-        n = d[i + 1]; out.append(int.from_bytes(d[i + 2:i + 2 + n], "big")); i += 2 + n
-    return out
-r, s = ints(der)
-print(f"{header}.{claims}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}")
-PY
-)
+# The client assertion (RFC 7523), signed with the partner's key.
+assertion=$(python3 bench/partner_assertion.py "$partner" "$base" "$OUT/partner.pem")
 export TOKEN
 TOKEN=$(curl -sf "$base/api/v1/oauth/token" -d grant_type=client_credentials \
   -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer -d "client_assertion=$assertion" |

@@ -207,13 +207,29 @@ pub fn chain(prev: Hash, first_seq: i64, entries: &[AuditEntry]) -> Vec<StoredEn
         .collect()
 }
 
-pub fn to_hex(h: &[u8]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+/// Lowercase hex of bytes (hashes, tokens, signatures). On the path of every authenticated
+/// request (the session token's hash), so written out rather than formatted byte by byte.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");
+        assert_eq!(to_hex(&[]), "");
+        // SHA-256("abc"), FIPS 180-2 appendix B.1, through the session-token hash.
+        assert_eq!(crate::auth::token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
 
     fn entry(i: u32) -> AuditEntry {
         AuditEntry {

@@ -215,14 +215,14 @@ pub fn otpauth_uri(secret: &[u8], username: &str) -> String {
 /// A bearer/session token as handed to the client (32 random bytes, hex) and the SHA-256 the
 /// store keeps (a stolen database does not yield usable tokens).
 pub fn token_from_random(bytes: &[u8; 32]) -> (String, String) {
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::audit::to_hex(bytes);
     let hash = token_hash(&token);
     (token, hash)
 }
 
 pub fn token_hash(token: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::audit::to_hex(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// How a session reached the server: a browser cookie or an API client's bearer token.

@@ -31,9 +31,7 @@ pub const OIDC_TOKEN_SECONDS: i64 = 300;
 /// extend it): a working day, as an officer's session.
 pub const OIDC_REFRESH_SECONDS: i64 = 8 * 3600;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::audit::to_hex as hex;
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();

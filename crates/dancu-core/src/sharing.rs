@@ -496,11 +496,7 @@ pub fn webhook_signature(secret: &[u8], timestamp: i64, event_id: &str, body: &[
     mac.update(event_id.as_bytes());
     mac.update(b".");
     mac.update(body);
-    let mut out = String::from("v1=");
-    for b in mac.finalize().into_bytes() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("v1={}", crate::audit::to_hex(&mac.finalize().into_bytes()))
 }
 
 /// A certificate fingerprint as administrators may write it (hex, any case, with or without
@@ -513,7 +509,7 @@ pub fn normalize_fingerprint(s: &str) -> Option<String> {
 /// SHA-256 of bytes, lowercase hex (what an inbound event's body is compared by).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::audit::to_hex(&Sha256::digest(bytes))
 }
 
 /// Back-off before the next try of a delivery that failed `attempts` times (1 or more):

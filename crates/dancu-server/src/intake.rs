@@ -443,7 +443,7 @@ fn sha256_file(path: &Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(dancu_core::audit::to_hex(&h.finalize()))
 }
 
 /// The error report: one line per rejected row problem and per note.

@@ -421,7 +421,7 @@ pub async fn upload(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
     // The batch: the file's SHA-256. A finished one is shown; one running here is shown.
     let id = {
         use sha2::Digest;
-        sha2::Sha256::digest(&file.data).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        dancu_core::audit::to_hex(&sha2::Sha256::digest(&file.data))
     };
     if matches!(st.intake.job(&id), Some(Job::Running(_))) {
         return redirect(&format!("/ui/intake/{id}"));

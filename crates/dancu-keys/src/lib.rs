@@ -34,11 +34,12 @@ pub trait Signer: Send + Sync {
     fn key_id(&self) -> &str;
     /// The public key as SubjectPublicKeyInfo DER.
     fn public_key_der(&self) -> &[u8];
-    /// A DER-encoded ECDSA signature over SHA-256 of `message`.
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
-    /// The same signature as JOSE wants it (ES256, RFC 7518 §3.4): `r || s`, 64 bytes.
-    fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
-        der_to_raw(&self.sign(message)?).ok_or_else(|| KeyError::Sign("not a DER signature".into()))
+    /// An ECDSA signature over SHA-256 of `message` as JOSE wants it (ES256, RFC 7518 §3.4):
+    /// `r || s`, 64 bytes.
+    fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], KeyError>;
+    /// The same signature DER-encoded, as X.509 and CMS want it.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        raw_to_der(&self.sign_raw(message)?)
     }
 }
 
@@ -61,6 +62,12 @@ pub fn der_to_raw(signature_der: &[u8]) -> Option<[u8; 64]> {
     let mut out = [0u8; 64];
     out.copy_from_slice(&sig.to_bytes());
     Some(out)
+}
+
+/// An ECDSA signature given as `r || s` (64 bytes) in DER, as X.509 and CMS want it.
+pub fn raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let sig = Signature::from_slice(raw).map_err(|e| KeyError::Sign(format!("not an r || s signature: {e}")))?;
+    Ok(sig.to_der().as_bytes().to_vec())
 }
 
 /// Verifies an ES256 signature given as `r || s` (64 bytes) with a public key as SPKI DER.
@@ -131,8 +138,7 @@ pub fn read_public_key_pem(path: &Path) -> Result<Vec<u8>, KeyError> {
 /// arithmetic, which matters where every answer is signed); `p256` encodes and parses the keys.
 pub struct SoftwareKey {
     signing: SigningKey,
-    fast: ring::signature::EcdsaKeyPair,
-    /// The same key signing `r || s` directly (JOSE), without a DER round trip.
+    /// The same key in `ring`, signing `r || s` (JOSE); DER is made from it.
     fixed: ring::signature::EcdsaKeyPair,
     rng: ring::rand::SystemRandom,
     spki: Vec<u8>,
@@ -156,18 +162,14 @@ impl SoftwareKey {
         let spki = signing.verifying_key().to_public_key_der().expect("a P-256 public key encodes").as_bytes().to_vec();
         let id = key_id(&spki);
         let rng = ring::rand::SystemRandom::new();
-        let pair = |alg| {
-            ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-                alg,
-                &signing.to_bytes(),
-                signing.verifying_key().to_encoded_point(false).as_bytes(),
-                &rng,
-            )
-            .expect("a valid P-256 key pair is accepted")
-        };
-        let fast = pair(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING);
-        let fixed = pair(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING);
-        SoftwareKey { signing, fast, fixed, rng, spki, id }
+        let fixed = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &signing.to_bytes(),
+            signing.verifying_key().to_encoded_point(false).as_bytes(),
+            &rng,
+        )
+        .expect("a valid P-256 key pair is accepted");
+        SoftwareKey { signing, fixed, rng, spki, id }
     }
 
     /// Loads the key at `path`, or creates one there (mode 0600, with a `.pub.pem` beside it
@@ -218,10 +220,6 @@ impl Signer for SoftwareKey {
     }
     fn public_key_der(&self) -> &[u8] {
         &self.spki
-    }
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let sig = self.fast.sign(&self.rng, message).map_err(|_| KeyError::Sign("ECDSA signing failed".into()))?;
-        Ok(sig.as_ref().to_vec())
     }
     fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
         let sig = self.fixed.sign(&self.rng, message).map_err(|_| KeyError::Sign("ECDSA signing failed".into()))?;

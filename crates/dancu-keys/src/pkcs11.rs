@@ -195,15 +195,15 @@ impl Signer for Pkcs11Key {
     fn public_key_der(&self) -> &[u8] {
         &self.spki
     }
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+    fn sign_raw(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
         let digest = Sha256::digest(message);
         let raw = {
             let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             session.sign(&Mechanism::Ecdsa, self.key, &digest).map_err(ck("C_Sign"))?
         };
         let sig = Signature::from_slice(&raw).map_err(|e| KeyError::Sign(format!("the token's signature: {e}")))?;
-        // Low-S form, as the software key gives (verifiers accept both; one form is tidier).
+        // Low-S form (verifiers accept both; one form is tidier).
         let sig = sig.normalize_s().unwrap_or(sig);
-        Ok(sig.to_der().as_bytes().to_vec())
+        Ok(sig.to_bytes().into())
     }
 }

@@ -19,9 +19,8 @@ use dancu_synth::{Config, Generator};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// mimalloc rather than the C library's allocator: a request allocates and frees many small
-/// buffers across the runtime's threads, for which glibc's malloc and free were ~10% of the
-/// server's CPU in profiles (the gain measured together with other changes: BENCHMARKS, "cheaper
-/// requests").
+/// buffers across the runtime's threads (its gain measured only together with other changes:
+/// BENCHMARKS, "cheaper requests").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

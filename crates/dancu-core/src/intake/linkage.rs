@@ -1167,13 +1167,17 @@ mod tests {
 
     #[test]
     fn address_weights_come_from_the_file() {
-        let mut records: Vec<LinkRecord> = (0..64)
-            .map(|i| {
-                let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
-                r.address = Some(format!("Thôn {}", i % 4));
-                r
-            })
-            .collect();
+        // Neighbours of one commune, each in one of four hamlets.
+        let hamlets = |n: usize| -> Vec<LinkRecord> {
+            (0..n)
+                .map(|i| {
+                    let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
+                    r.address = Some(format!("Thôn {}", i % 4));
+                    r
+                })
+                .collect()
+        };
+        let mut records = hamlets(64);
         records[0].address = Some("Thôn 0, Bãi Sậy".into());
         let mut features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
         weigh_address_tokens(&mut features);
@@ -1184,13 +1188,7 @@ mod tests {
         assert_eq!(weight(0, "bai"), 6.0);
         // Blocking takes the rare tokens another record shares: none here (6 bits at most).
         assert!(features.iter().all(|f| f.address_rare.is_empty()));
-        let mut records: Vec<LinkRecord> = (0..1024)
-            .map(|i| {
-                let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
-                r.address = Some(format!("Thôn {}", i % 4));
-                r
-            })
-            .collect();
+        let mut records = hamlets(1024);
         records[0].address = Some("Thôn 0, Bãi Sậy, Xóm Đình".into());
         records[1].address = Some("Thôn 1, Bãi Sậy".into());
         records[2].address = Some("Xom Dinh, Bãi Sậy".into());

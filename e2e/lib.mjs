@@ -13,9 +13,9 @@ assert.ok(BASE, 'DANCU_E2E_URL is not set: run e2e/run.sh');
 export function logins() {
   const out = {};
   for (const line of readFileSync(process.env.DANCU_E2E_LOGINS, 'utf8').split('\n').filter(Boolean)) {
-    const [username, password, uri] = line.split('\t');
+    const [username, password, uri, about] = line.split('\t');
     const secret = uri ? new URL(uri).searchParams.get('secret') : null;
-    out[username] = { username, password, secret };
+    out[username] = { username, password, secret, about };
   }
   return out;
 }

@@ -85,8 +85,11 @@ test('upload a batch, watch it to the end, download its error report, open a rev
 test('a collector edits a name, the leader approves the change request', async () => {
   let personUrl;
   await session(async (page) => {
+    // the people of the commune officer's own commune (its unit is in the demo logins)
+    const commune = who['demo.xa'].about.match(/commune:(\d{5})/)?.[1];
+    assert.ok(commune, `the commune officer's unit: ${who['demo.xa'].about}`);
     await login(page, who['demo.xa']);
-    await page.goto(`${BASE}/ui/persons?name=nguyen`);
+    await page.goto(`${BASE}/ui/persons?commune=${commune}`);
     await page.locator('#results tbody tr a').first().click();
     personUrl = page.url();
     await page.getByRole('link', { name: 'Sửa thông tin' }).click();

@@ -519,14 +519,23 @@ async fn demo_logins(
             return Ok(out);
         }
     }
-    // The commune officer's commune: the sample person's home commune.
-    let commune = match sample {
-        Some(id) => store
+    // The commune officer's commune: the one where most people live (a demo officer of a commune
+    // with one resident would see little), else the sample person's home commune.
+    let mut by_commune = std::collections::HashMap::<String, u64>::new();
+    for cell in store.population(None).await? {
+        if let Some(code) = cell.commune_key.as_deref().and_then(|k| k.strip_prefix("2025:")) {
+            *by_commune.entry(code.to_string()).or_default() += cell.count;
+        }
+    }
+    let busiest = by_commune.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(code, _)| code);
+    let commune = match (busiest, sample) {
+        (Some(code), _) => Some(code),
+        (None, Some(id)) => store
             .get_person(&dancu_store::PersonRef::PersonalId(*id))
             .await?
             .and_then(|r| r.person.home().filter(|a| a.scheme == dancu_core::reference::Scheme::Y2025).cloned())
             .map(|a| a.commune_code),
-        None => None,
+        (None, None) => None,
     }
     .unwrap_or_else(|| "00004".into());
     let specs = [

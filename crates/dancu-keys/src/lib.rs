@@ -56,14 +56,6 @@ pub fn verify(spki_der: &[u8], message: &[u8], signature_der: &[u8]) -> bool {
     key.verify(message, &sig).is_ok()
 }
 
-/// A DER ECDSA signature as JOSE wants it (ES256, RFC 7518 §3.4): `r || s`, 64 bytes.
-pub fn der_to_raw(signature_der: &[u8]) -> Option<[u8; 64]> {
-    let sig = Signature::from_der(signature_der).ok()?;
-    let mut out = [0u8; 64];
-    out.copy_from_slice(&sig.to_bytes());
-    Some(out)
-}
-
 /// An ECDSA signature given as `r || s` (64 bytes) in DER, as X.509 and CMS want it.
 pub fn raw_to_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     let sig = Signature::from_slice(raw).map_err(|e| KeyError::Sign(format!("not an r || s signature: {e}")))?;
@@ -240,7 +232,8 @@ mod tests {
         let other = SoftwareKey::generate().unwrap();
         assert!(!verify(other.public_key_der(), b"checkpoint", &sig));
         assert!(!verify(k.public_key_der(), b"checkpoint", b"garbage"));
-        let raw = der_to_raw(&sig).unwrap();
+        // the DER signature's r || s
+        let raw = Signature::from_der(&sig).unwrap().to_bytes();
         assert!(verify_raw(k.public_key_der(), b"checkpoint", &raw));
         let direct = k.sign_raw(b"checkpoint").unwrap();
         assert!(verify_raw(k.public_key_der(), b"checkpoint", &direct));

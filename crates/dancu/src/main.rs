@@ -494,12 +494,9 @@ struct DemoLogin {
 
 /// The demo's officer accounts, made on the first run and remembered in the data folder
 /// (readable by its owner only): a ministry officer, a commune officer (sees only the people of
-/// one commune) and a ministry approver/auditor (second factor required).
-async fn demo_logins(
-    store: &Arc<dyn Store>,
-    db: &DbArgs,
-    sample: Option<&dancu_core::PersonalId>,
-) -> Result<Vec<DemoLogin>> {
+/// one commune), a ministry approver/auditor (second factor required), a card production operator
+/// and a partner administrator.
+async fn demo_logins(store: &Arc<dyn Store>, db: &DbArgs) -> Result<Vec<DemoLogin>> {
     use dancu_core::auth::{self, Officer, Role, Unit};
     let file = db.data.join("demo-logins.txt");
     if let Ok(text) = std::fs::read_to_string(&file) {
@@ -520,24 +517,18 @@ async fn demo_logins(
         }
     }
     // The commune officer's commune: the one where most people live (a demo officer of a commune
-    // with one resident would see little), else the sample person's home commune.
+    // with one resident would see little).
     let mut by_commune = std::collections::HashMap::<String, u64>::new();
     for cell in store.population(None).await? {
         if let Some(code) = cell.commune_key.as_deref().and_then(|k| k.strip_prefix("2025:")) {
             *by_commune.entry(code.to_string()).or_default() += cell.count;
         }
     }
-    let busiest = by_commune.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(code, _)| code);
-    let commune = match (busiest, sample) {
-        (Some(code), _) => Some(code),
-        (None, Some(id)) => store
-            .get_person(&dancu_store::PersonRef::PersonalId(*id))
-            .await?
-            .and_then(|r| r.person.home().filter(|a| a.scheme == dancu_core::reference::Scheme::Y2025).cloned())
-            .map(|a| a.commune_code),
-        (None, None) => None,
-    }
-    .unwrap_or_else(|| "00004".into());
+    let commune = by_commune
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(code, _)| code)
+        .unwrap_or_else(|| "00004".into());
     let specs = [
         (
             "demo",
@@ -1124,7 +1115,7 @@ async fn main() -> Result<()> {
                 eprintln!("dancu demo: reusing {existing} people in {}", redact(&db.url()));
             }
             let sample = store.sample_personal_ids(1).await?.into_iter().next();
-            let logins = demo_logins(&store, &db, sample.as_ref()).await?;
+            let logins = demo_logins(&store, &db).await?;
             if pki.is_none() {
                 // A card PKI (software CSCA and Document Signer) and a production centre, so that
                 // cards can be personalized and verified.

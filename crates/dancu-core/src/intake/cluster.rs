@@ -2,8 +2,12 @@
 //! a guard against chaining (A~B, B~C, C~D… joining records that are not the same person).
 //!
 //! A union is refused, and the pair sent to review, when the merged cluster would exceed the
-//! size limit, or when any record of one side compared directly with any record of the other
-//! scores `Distinct`.
+//! size limit, or when the records of the two sides, compared directly across, contradict each
+//! other: one pair so clearly two people that nothing else can outweigh it (below the veto), or a
+//! pair more likely two people than one (below the contradiction threshold) that the other pairs
+//! across do not outweigh on average (see [`Guard`]). One corrupted copy among several agreeing
+//! ones does not keep a record out of its person; a look-alike bridged to a household member by
+//! one corrupted record is kept apart.
 
 /// Disjoint sets with union by size and path halving.
 #[derive(Debug, Clone)]
@@ -52,8 +56,50 @@ impl UnionFind {
 pub enum Refusal {
     /// The merged cluster would exceed the size limit.
     TooLarge,
-    /// Some record of one side is `Distinct` from some record of the other.
+    /// The records of the two sides contradict each other (see [`Guard`]).
     DistinctMembers,
+}
+
+/// When the records of two groups contradict each other, in bits of match weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guard {
+    /// A pair across below this weight is more likely two people than one.
+    pub contradiction: f64,
+    /// A union with a contradicting pair across goes ahead only if the other pairs across (the
+    /// link itself left out) weigh at least this much on average: one corrupted copy among copies
+    /// that agree with the record does not keep it out of its person.
+    pub support: f64,
+    /// A single pair across below this weight refuses the union whatever the others say.
+    pub veto: f64,
+}
+
+impl Guard {
+    /// Whether joining groups `xs` and `ys` through the link `(a, b)` is refused; `weight`
+    /// scores a pair compared directly.
+    fn refuses(
+        &self,
+        xs: &[usize],
+        ys: &[usize],
+        link: (usize, usize),
+        weight: &mut impl FnMut(usize, usize) -> f64,
+    ) -> bool {
+        let (mut sum, mut count, mut contradicted) = (0.0, 0usize, false);
+        for &x in xs {
+            for &y in ys {
+                if (x, y) == link || (y, x) == link {
+                    continue;
+                }
+                let w = weight(x, y);
+                if w < self.veto {
+                    return true;
+                }
+                contradicted |= w < self.contradiction;
+                sum += w;
+                count += 1;
+            }
+        }
+        contradicted && sum < self.support * count as f64
+    }
 }
 
 /// Clusters and the refused links.
@@ -66,12 +112,13 @@ pub struct Clustering {
 }
 
 /// Clusters `n` records over `links` (`(a, b, weight)`), strongest weight first.
-/// `distinct(a, b)` tells whether two records compared directly are `Distinct`.
+/// `weight(a, b)` scores two records compared directly (match weight in bits).
 pub fn cluster(
     n: usize,
     links: &[(usize, usize, f64)],
     max_cluster: usize,
-    mut distinct: impl FnMut(usize, usize) -> bool,
+    guard: Guard,
+    mut weight: impl FnMut(usize, usize) -> f64,
 ) -> Clustering {
     let mut order: Vec<usize> = (0..links.len()).collect();
     order.sort_by(|&x, &y| links[y].2.total_cmp(&links[x].2).then(x.cmp(&y)));
@@ -88,8 +135,7 @@ pub fn cluster(
             refused.push((i, Refusal::TooLarge));
             continue;
         }
-        let clash = members[ra].iter().any(|&x| members[rb].iter().any(|&y| (x, y) != (a, b) && distinct(x, y)));
-        if clash {
+        if guard.refuses(&members[ra], &members[rb], (a, b), &mut weight) {
             refused.push((i, Refusal::DistinctMembers));
             continue;
         }
@@ -126,15 +172,34 @@ mod tests {
         assert_ne!(u.find(2), u.find(0));
     }
 
+    const GUARD: Guard = Guard { contradiction: 0.0, support: 5.0, veto: -10.0 };
+
     #[test]
-    fn chains_are_cut_by_size_and_by_distinct_members() {
-        // 0-1-2-3-4 chained by links; 0 and 3 are distinct.
+    fn chains_are_cut_by_size_and_by_contradicting_members() {
+        // 0-1-2-3-4 chained by links; 0 and 3 are more likely two people (-2 bits), and 1-3
+        // (1 bit) does not outweigh it: {0, 1, 2} + {3} is refused.
         let links = [(0, 1, 9.0), (1, 2, 8.0), (2, 3, 7.0), (3, 4, 6.0), (5, 6, 5.0)];
-        let c = cluster(7, &links, 10, |a, b| (a.min(b), a.max(b)) == (0, 3));
+        let weight = |a: usize, b: usize| if (a.min(b), a.max(b)) == (0, 3) { -2.0 } else { 1.0 };
+        let c = cluster(7, &links, 10, GUARD, weight);
         assert_eq!(c.clusters, vec![vec![0, 1, 2], vec![3, 4], vec![5, 6]]);
         assert_eq!(c.refused, vec![(2, Refusal::DistinctMembers)]);
-        let c = cluster(7, &links, 2, |_, _| false);
+        let c = cluster(7, &links, 2, GUARD, |_, _| 1.0);
         assert_eq!(c.clusters, vec![vec![0, 1], vec![2, 3], vec![5, 6]]);
         assert_eq!(c.refused, vec![(1, Refusal::TooLarge), (3, Refusal::TooLarge)]);
+    }
+
+    #[test]
+    fn one_corrupted_copy_does_not_keep_a_record_out_when_the_others_agree() {
+        // {0, 1, 2} + {3} through 2-3: 0-3 contradicts (-3.5 bits), 1-3 agrees strongly (18).
+        let links = [(0, 1, 20.0), (1, 2, 19.0), (2, 3, 18.0)];
+        let weight = |a: usize, b: usize| if (a.min(b), a.max(b)) == (0, 3) { -3.5 } else { 18.0 };
+        let c = cluster(4, &links, 10, GUARD, weight);
+        assert_eq!(c.clusters, vec![vec![0, 1, 2, 3]]);
+        assert!(c.refused.is_empty());
+        // ... unless the contradiction is clear: 0-3 at -12 bits vetoes the union alone.
+        let weight = |a: usize, b: usize| if (a.min(b), a.max(b)) == (0, 3) { -12.0 } else { 18.0 };
+        let c = cluster(4, &links, 10, GUARD, weight);
+        assert_eq!(c.clusters, vec![vec![0, 1, 2]]);
+        assert_eq!(c.refused, vec![(2, Refusal::DistinctMembers)]);
     }
 }

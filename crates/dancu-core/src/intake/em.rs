@@ -64,14 +64,18 @@ pub struct Thresholds {
     pub link: f64,
     /// At or above (and below `link`): an officer decides (default 5 bits).
     pub review: f64,
-    /// Below: two records contradict each other, and clustering never puts them in one person
-    /// through other records (default 0 bits: more likely two people than one).
+    /// Below: two records contradict each other (default 0 bits: more likely two people than
+    /// one); clustering joins two groups with such a pair across only when the other pairs
+    /// across weigh at least `review` on average (see [`super::cluster::Guard`]).
     pub contradiction: f64,
+    /// Below: two records are so clearly two people (default −10 bits, odds of 1000:1 against)
+    /// that clustering never puts them in one person through other records.
+    pub veto: f64,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { link: 10.0, review: 5.0, contradiction: 0.0 }
+        Thresholds { link: 10.0, review: 5.0, contradiction: 0.0, veto: -10.0 }
     }
 }
 

@@ -976,7 +976,12 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
         records.len(),
         &links,
         config.max_cluster.unwrap_or(LinkConfig::DEFAULT_MAX_CLUSTER),
-        |a, b| score(a, b) < config.thresholds.contradiction,
+        cluster::Guard {
+            contradiction: config.thresholds.contradiction,
+            support: config.thresholds.review,
+            veto: config.thresholds.veto,
+        },
+        score,
     );
     for (link, reason) in clustering.refused {
         let p = &mut pairs[link_index[link]];

@@ -7,7 +7,7 @@
 //! is not compared all-to-all: its records are sorted by folded name and each is paired with the
 //! next [`BlockingConfig::window`] ones (sorted neighbourhood), and the block is counted.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::linkage::{Field, LinkFeatures, Origin};
 
@@ -229,40 +229,55 @@ pub struct BlockingStats {
 #[derive(Debug, Clone)]
 pub struct Candidates {
     pub pairs: Vec<(u32, u32)>,
+    /// For each pair, the rules that proposed it: bit `i` for `rules[i]`.
+    pub rules: Vec<u16>,
     pub stats: BlockingStats,
 }
 
-/// The union of two sorted lists without duplicates, sorted (one linear pass).
-fn merge_sorted(a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
-    use std::cmp::Ordering;
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
+impl Candidates {
+    /// Whether rule number `rule` proposed pair number `i`.
+    pub fn proposed_by(&self, i: usize, rule: usize) -> bool {
+        self.rules[i] & (1 << rule) != 0
+    }
+}
+
+/// The union of the rules' pair lists (`a << 32 | b`, each sorted, each pair once), sorted, in
+/// one pass over all lists at once: each pair with the rules that proposed it (bit `i` for list
+/// `i`), and for each list the number of its pairs no earlier list has.
+fn union(lists: &[Vec<u64>], capacity: usize) -> (Vec<(u32, u32)>, Vec<u16>, Vec<usize>) {
+    // No pair is `u64::MAX` (its `a` would equal its `b`): it marks an exhausted list.
+    const DONE: u64 = u64::MAX;
+    let mut heads = vec![0usize; lists.len()];
+    let head = |heads: &[usize], i: usize| lists[i].get(heads[i]).copied().unwrap_or(DONE);
+    let (mut pairs, mut rules) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
+    let mut first = vec![0usize; lists.len()];
+    loop {
+        let min = (0..lists.len()).map(|i| head(&heads, i)).min().unwrap_or(DONE);
+        if min == DONE {
+            break;
+        }
+        let mut bits = 0u16;
+        for i in 0..lists.len() {
+            if head(&heads, i) == min {
+                bits |= 1 << i;
+                heads[i] += 1;
             }
         }
+        first[bits.trailing_zeros() as usize] += 1;
+        pairs.push(((min >> 32) as u32, min as u32));
+        rules.push(bits);
     }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
+    (pairs, rules, first)
 }
 
 /// Applies the rules to the records and returns the distinct candidate pairs.
 pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &BlockingConfig) -> Candidates {
     assert!(records.len() < u32::MAX as usize, "too many records for one linkage run");
-    let mut all: Vec<u64> = Vec::new();
+    assert!(rules.len() <= 16, "at most 16 blocking rules");
+    // Whether each record is a registry one, compactly (read for every pair proposed).
+    let registry: Vec<bool> = records.iter().map(|r| r.origin == Origin::Registry).collect();
+    let skip_registry = !config.registry_pairs && registry.iter().any(|&r| r);
+    let mut lists: Vec<Vec<u64>> = Vec::with_capacity(rules.len());
     let mut stats = BlockingStats::default();
     let mut keys = Vec::new();
     for rule in rules {
@@ -276,21 +291,22 @@ pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &Blo
                 blocks.entry(k).or_default().push(i as u32);
             }
         }
-        let mut found: Vec<u64> = Vec::new();
         let mut s = RuleStats { rule: rule.name, blocks: 0, oversized_blocks: 0, pairs: 0, new_pairs: 0 };
+        let reach = |n: usize| if n > config.max_block { config.window } else { n };
+        // Each pair of a block of n records within reach r of each other, counted to allocate once.
+        let most: usize =
+            blocks.values().map(|m| (0..m.len()).map(|i| reach(m.len()).min(m.len() - 1 - i)).sum::<usize>()).sum();
+        let mut found: Vec<u64> = Vec::with_capacity(most);
         for members in blocks.values_mut().filter(|m| m.len() > 1) {
             s.blocks += 1;
-            let reach = if members.len() > config.max_block {
+            if members.len() > config.max_block {
                 s.oversized_blocks += 1;
                 members.sort_by(|&a, &b| records[a as usize].full_f.cmp(&records[b as usize].full_f).then(a.cmp(&b)));
-                config.window
-            } else {
-                members.len()
-            };
+            }
+            let reach = reach(members.len());
             for (i, &a) in members.iter().enumerate() {
                 for &b in members.iter().skip(i + 1).take(reach) {
-                    let (ra, rb) = (&records[a as usize], &records[b as usize]);
-                    if !config.registry_pairs && ra.origin == Origin::Registry && rb.origin == Origin::Registry {
+                    if skip_registry && registry[a as usize] && registry[b as usize] {
                         continue;
                     }
                     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
@@ -301,21 +317,30 @@ pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &Blo
         found.sort_unstable();
         found.dedup();
         s.pairs = found.len();
-        let before = all.len();
-        all = merge_sorted(all, found);
-        s.new_pairs = all.len() - before;
+        lists.push(found);
         stats.rules.push(s);
     }
-    stats.pairs = all.len();
-    Candidates { pairs: all.into_iter().map(|p| ((p >> 32) as u32, p as u32)).collect(), stats }
+    // Distinct pairs are at most the largest list plus the others.
+    let capacity = lists.iter().map(Vec::len).sum();
+    let (pairs, proposed, first) = union(&lists, capacity);
+    drop(lists);
+    for (s, new_pairs) in stats.rules.iter_mut().zip(first) {
+        s.new_pairs = new_pairs;
+    }
+    stats.pairs = pairs.len();
+    Candidates { pairs, rules: proposed, stats }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn merging_sorted_lists_is_their_sorted_union() {
-        assert_eq!(super::merge_sorted(vec![1, 3, 5, 9], vec![2, 3, 9, 10]), vec![1, 2, 3, 5, 9, 10]);
-        assert_eq!(super::merge_sorted(vec![], vec![4]), vec![4]);
-        assert_eq!(super::merge_sorted(vec![4], vec![]), vec![4]);
+    fn the_union_of_sorted_lists_is_sorted_and_knows_who_proposed_each_pair() {
+        let (pairs, rules, first) = super::union(&[vec![1, 3, 5, 9], vec![2, 3, 9, 10], vec![], vec![3, 11]], 10);
+        assert_eq!(pairs, [(0, 1), (0, 2), (0, 3), (0, 5), (0, 9), (0, 10), (0, 11)]);
+        assert_eq!(rules, [1, 2, 0b1011, 1, 3, 2, 8]);
+        assert_eq!(first, [4, 2, 0, 1]);
+        let (pairs, rules, first) = super::union(&[vec![], vec![1 << 32 | 7]], 1);
+        assert_eq!((pairs, rules, first), (vec![(1, 7)], vec![2], vec![0, 1]));
+        assert!(super::union(&[], 0).0.is_empty());
     }
 }

@@ -17,7 +17,7 @@
 //! A pair's match weight is `log2(λ/(1-λ)) + Σ log2(m/u)` (bits); its match probability is
 //! `1 / (1 + 2^-weight)`.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::linkage::{Comparison, Field};
 
@@ -253,7 +253,7 @@ impl Model {
     /// over the sessions that did (the starting values if none did). λ is then estimated over all `candidates` with m and
     /// u held.
     pub fn estimate_in_sessions(
-        sessions: &[(Vec<Comparison>, Vec<Field>)],
+        sessions: impl IntoIterator<Item = (Vec<Comparison>, Vec<Field>)>,
         candidates: &[Comparison],
         background: &[Comparison],
         config: &EmConfig,
@@ -263,17 +263,12 @@ impl Model {
         let mut decided = [false; Field::COUNT];
         let mut iterations = 0;
         let mut converged = true;
-        for (comparisons, ignored) in sessions {
-            let masked: Vec<Comparison> = comparisons
-                .iter()
-                .map(|c| {
-                    let mut c = *c;
-                    for f in ignored {
-                        c.0[f.index()] = None;
-                    }
-                    c
-                })
-                .collect();
+        for (mut masked, ignored) in sessions {
+            for c in &mut masked {
+                for f in &ignored {
+                    c.0[f.index()] = None;
+                }
+            }
             if masked.is_empty() {
                 continue;
             }
@@ -304,7 +299,7 @@ impl Model {
         }
         // λ with m and u held, over the distinct comparison patterns (a few thousand, however many
         // millions of candidates), each weighted by its count, in a fixed order.
-        let mut counts: std::collections::HashMap<Comparison, f64> = std::collections::HashMap::new();
+        let mut counts: HashMap<Comparison, f64> = HashMap::new();
         for c in candidates {
             *counts.entry(*c).or_default() += 1.0;
         }

@@ -8,7 +8,7 @@
 //! comparisons and scores each pair into a [`Band`]; [`cluster`](super::cluster) groups the
 //! `Link` pairs into people, refusing unions that would chain unrelated records.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::date::PartialDate;
 use crate::id::Sex;
@@ -222,8 +222,17 @@ impl LinkFeatures {
 
 /// Jaro–Winkler similarity in [0, 1] (prefix scale 0.1, prefix up to 4 characters).
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
+    if a.is_ascii() && b.is_ascii() {
+        jaro_winkler_of(a.as_bytes(), b.as_bytes())
+    } else {
+        let a: Vec<char> = a.chars().collect();
+        let b: Vec<char> = b.chars().collect();
+        jaro_winkler_of(&a, &b)
+    }
+}
+
+/// Jaro–Winkler over characters (bytes of ASCII text, or `char`s).
+fn jaro_winkler_of<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 1.0;
     }
@@ -231,8 +240,16 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
         return 0.0;
     }
     let range = (a.len().max(b.len()) / 2).saturating_sub(1);
-    let mut a_hit = vec![false; a.len()];
-    let mut b_hit = vec![false; b.len()];
+    // Names and address words are short: the hit flags fit on the stack.
+    let (mut a_stack, mut b_stack) = ([false; 64], [false; 64]);
+    let (mut a_heap, mut b_heap) = (Vec::new(), Vec::new());
+    let (a_hit, b_hit): (&mut [bool], &mut [bool]) = if a.len() <= 64 && b.len() <= 64 {
+        (&mut a_stack[..a.len()], &mut b_stack[..b.len()])
+    } else {
+        a_heap.resize(a.len(), false);
+        b_heap.resize(b.len(), false);
+        (&mut a_heap, &mut b_heap)
+    };
     let mut matches = 0usize;
     for (i, ca) in a.iter().enumerate() {
         let hi = (i + range + 1).min(b.len());
@@ -264,7 +281,7 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     let m = matches as f64;
     let t = half_transpositions as f64 / 2.0;
     let jaro = (m / a.len() as f64 + m / b.len() as f64 + (m - t) / m) / 3.0;
-    let prefix = a.iter().zip(&b).take(4).take_while(|(x, y)| x == y).count();
+    let prefix = a.iter().zip(b).take(4).take_while(|(x, y)| x == y).count();
     jaro + prefix as f64 * 0.1 * (1.0 - jaro)
 }
 
@@ -457,21 +474,36 @@ impl Comparison {
 
 /// One edit apart (Damerau: a character replaced, inserted, deleted, or two adjacent swapped).
 pub fn one_edit(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
+    if a.is_ascii() && b.is_ascii() {
+        one_edit_of(a.as_bytes(), b.as_bytes())
+    } else {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        one_edit_of(&a, &b)
+    }
+}
+
+/// [`one_edit`] over characters (bytes of ASCII text, or `char`s).
+fn one_edit_of<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     match long.len() - short.len() {
-        0 => {
-            let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-            match diff.as_slice() {
-                [_] => true,
-                [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
-                _ => false,
-            }
-        }
+        0 => one_apart(a, b),
         1 => {
             let p = short.iter().zip(long.iter()).take_while(|(x, y)| x == y).count();
             short[p..] == long[p + 1..]
         }
+        _ => false,
+    }
+}
+
+/// Same length and exactly one position different, or two adjacent positions swapped.
+fn one_apart<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = (0..a.len()).filter(|&i| a[i] != b[i]);
+    match (diff.next(), diff.next(), diff.next()) {
+        (Some(_), None, _) => true,
+        (Some(i), Some(j), None) => j == i + 1 && a[i] == b[j] && a[j] == b[i],
         _ => false,
     }
 }
@@ -535,24 +567,26 @@ pub fn compare_names(
     (family, middle, given)
 }
 
+/// The digits of `yyyymmdd` (years 0–9999 as dates here are).
 fn ymd_digits(d: time::Date) -> [u8; 8] {
-    let s = format!("{:04}{:02}{:02}", d.year(), d.month() as u8, d.day());
     let mut out = [0u8; 8];
-    out.copy_from_slice(&s.as_bytes()[..8]);
+    out[..4].copy_from_slice(&year_digits(d.year()));
+    for (i, v) in [(4, d.month() as u8), (6, d.day())] {
+        out[i] = b'0' + v / 10;
+        out[i + 1] = b'0' + v % 10;
+    }
     out
+}
+
+/// The four digits of a year 0–9999.
+fn year_digits(y: i32) -> [u8; 4] {
+    let y = y.clamp(0, 9999) as u16;
+    [y / 1000, y / 100 % 10, y / 10 % 10, y % 10].map(|d| b'0' + d as u8)
 }
 
 /// Same length and one position different, or two adjacent positions swapped.
 fn one_digit_apart(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
-    match diff.as_slice() {
-        [_] => true,
-        [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
-        _ => false,
-    }
+    one_apart(a, b)
 }
 
 pub fn compare_dates(a: PartialDate, b: PartialDate) -> DateLevel {
@@ -576,8 +610,8 @@ pub fn compare_dates(a: PartialDate, b: PartialDate) -> DateLevel {
         (Some(x), Some(y)) => x.day() == y.day() && x.month() == y.month(),
         _ => months_agree != Some(false),
     };
-    let years_close = (a.year() - b.year()).abs() == 1
-        || one_digit_apart(format!("{:04}", a.year()).as_bytes(), format!("{:04}", b.year()).as_bytes());
+    let years_close =
+        (a.year() - b.year()).abs() == 1 || one_digit_apart(&year_digits(a.year()), &year_digits(b.year()));
     match (a.year() == b.year(), months_agree) {
         (true, Some(true)) => return DateLevel::SameMonth,
         (true, None) => return DateLevel::SameYear,
@@ -653,13 +687,16 @@ pub fn address_similarity(a: &[(String, f32)], b: &[(String, f32)]) -> Option<f6
     }
     // One token written as two adjacent ones of the other side (a space dropped or misplaced).
     fn joined(x: &[(String, f32)], y: &[(String, f32)], used_x: &mut [bool], used_y: &mut [bool]) {
+        let mut joined = String::new();
         for (i, (tx, _)) in x.iter().enumerate() {
             if used_x[i] || tx.len() < 6 {
                 continue;
             }
             if let Some(j) = (0..y.len().saturating_sub(1)).find(|&j| {
                 !used_y[j] && !used_y[j + 1] && {
-                    let joined = format!("{}{}", y[j].0, y[j + 1].0);
+                    joined.clear();
+                    joined.push_str(&y[j].0);
+                    joined.push_str(&y[j + 1].0);
                     *tx == joined || one_edit(tx, &joined)
                 }
             }) {
@@ -916,7 +953,8 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     let mut features: Vec<LinkFeatures> = par::map(records, LinkFeatures::new);
     weigh_address_tokens(&mut features);
     let features = features;
-    let candidates = blocking::candidates(&features, &blocking::default_rules(), &config.blocking);
+    let rules = blocking::default_rules();
+    let candidates = blocking::candidates(&features, &rules, &config.blocking);
     let compare_all = |pairs: &[(u32, u32)]| -> Vec<Comparison> {
         par::map(pairs, |&(a, b)| compare(&features[a as usize], &features[b as usize]))
     };
@@ -927,17 +965,14 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     let model = if background.is_empty() {
         Model::estimate(&comparisons, &background, &config.em)
     } else {
-        let rules = blocking::default_rules();
-        let sessions: Vec<(Vec<Comparison>, Vec<Field>)> = blocking::TRAINING
-            .iter()
-            .filter_map(|(name, ignored)| {
-                let rule = rules.iter().find(|r| r.name == *name)?;
-                let pairs = blocking::candidates(&features, std::slice::from_ref(rule), &config.blocking).pairs;
-                let compared = compare_all(&pairs);
-                Some((compared, ignored.to_vec()))
-            })
-            .collect();
-        Model::estimate_in_sessions(&sessions, &comparisons, &background, &config.em)
+        // A training rule's pairs are those of the candidates it proposed, already compared.
+        let sessions = blocking::TRAINING.iter().filter_map(|(name, ignored)| {
+            let rule = rules.iter().position(|r| r.name == *name)?;
+            let compared: Vec<Comparison> =
+                (0..comparisons.len()).filter(|&i| candidates.proposed_by(i, rule)).map(|i| comparisons[i]).collect();
+            Some((compared, ignored.to_vec()))
+        });
+        Model::estimate_in_sessions(sessions, &comparisons, &background, &config.em)
     };
     let tf = TermFrequencies::new(&features);
     let score = |a: usize, b: usize| {
@@ -1242,8 +1277,17 @@ mod tests {
         assert_eq!(features[a as usize].address_rare, ["circuit", "mentone"]);
         let config = BlockingConfig::default();
         let rules = blocking::default_rules();
-        let found = blocking::candidates(&features, &rules, &config).pairs;
+        let all = blocking::candidates(&features, &rules, &config);
+        let found = &all.pairs;
         assert!(found.contains(&(a, b)));
+        // The rules each pair is recorded with are exactly the rules that find it alone (the
+        // training sessions take their pairs from there).
+        for (number, rule) in rules.iter().enumerate() {
+            let alone = blocking::candidates(&features, std::slice::from_ref(rule), &config).pairs;
+            let recorded: Vec<(u32, u32)> =
+                (0..found.len()).filter(|&i| all.proposed_by(i, number)).map(|i| found[i]).collect();
+            assert_eq!(recorded, alone, "{}", rule.name);
+        }
         let without: Vec<_> = rules.iter().filter(|r| r.name != "name+address word").copied().collect();
         assert!(!blocking::candidates(&features, &without, &config).pairs.contains(&(a, b)));
         // Compared, the address agrees (the postcode with two digits swapped, "vic" common).

@@ -153,6 +153,18 @@ fn clamp_normalize(p: &mut [f64]) {
     }
 }
 
+/// Distinct comparison patterns with their summed counts, in a fixed order (by pattern), which
+/// keeps the floating-point sums of estimation, and so its result, reproducible.
+pub fn patterns(items: impl IntoIterator<Item = (Comparison, f64)>) -> Vec<(Comparison, f64)> {
+    let mut counts: HashMap<Comparison, f64> = HashMap::new();
+    for (c, n) in items {
+        *counts.entry(c).or_default() += n;
+    }
+    let mut out: Vec<(Comparison, f64)> = counts.into_iter().collect();
+    out.sort_by_key(|a| a.0.0);
+    out
+}
+
 impl Model {
     /// The starting values of estimation (also a usable model when there is too little data).
     pub fn starting() -> Model {
@@ -163,13 +175,11 @@ impl Model {
     /// Estimates the model by EM from the comparison vectors of candidate pairs, with u fixed
     /// from `background` (comparisons of random pairs) unless that is empty.
     pub fn estimate(comparisons: &[Comparison], background: &[Comparison], config: &EmConfig) -> Model {
-        let mut patterns: HashMap<Comparison, f64> = HashMap::new();
-        for c in comparisons {
-            *patterns.entry(*c).or_default() += 1.0;
-        }
-        let mut patterns: Vec<(Comparison, f64)> = patterns.into_iter().collect();
-        // A fixed order keeps the floating-point sums (and so the result) reproducible.
-        patterns.sort_by_key(|a| a.0.0);
+        Model::estimate_patterns(&patterns(comparisons.iter().map(|c| (*c, 1.0))), background, config)
+    }
+
+    /// [`Model::estimate`] over distinct comparison patterns with their counts (see [`patterns`]).
+    pub fn estimate_patterns(patterns: &[(Comparison, f64)], background: &[Comparison], config: &EmConfig) -> Model {
         let prior = Model::starting();
         let mut model = Model::starting();
         let fixed_u = (!background.is_empty()).then(|| {
@@ -202,7 +212,7 @@ impl Model {
             let mut m_counts: Vec<Vec<f64>> = prior.m.iter().map(|l| vec![0.0; l.len()]).collect();
             let mut u_counts = m_counts.clone();
             let mut matches = 0.0;
-            for (c, count) in &patterns {
+            for (c, count) in patterns {
                 let g = Model::probability_of(model.match_weight(c));
                 matches += g * count;
                 for (f, level) in c.0.iter().enumerate() {
@@ -252,9 +262,12 @@ impl Model {
     /// shares and would pass for matches); a field no such session estimated takes the mean
     /// over the sessions that did (the starting values if none did). λ is then estimated over all `candidates` with m and
     /// u held.
+    ///
+    /// Sessions and candidates come as distinct comparison patterns with their counts (see
+    /// [`patterns`]): a few thousand, however many millions of pairs.
     pub fn estimate_in_sessions(
-        sessions: impl IntoIterator<Item = (Vec<Comparison>, Vec<Field>)>,
-        candidates: &[Comparison],
+        sessions: impl IntoIterator<Item = (Vec<(Comparison, f64)>, Vec<Field>)>,
+        candidates: &[(Comparison, f64)],
         background: &[Comparison],
         config: &EmConfig,
     ) -> Model {
@@ -263,19 +276,21 @@ impl Model {
         let mut decided = [false; Field::COUNT];
         let mut iterations = 0;
         let mut converged = true;
-        for (mut masked, ignored) in sessions {
-            for c in &mut masked {
+        for (session, ignored) in sessions {
+            let masked = patterns(session.into_iter().map(|(mut c, n)| {
                 for f in &ignored {
                     c.0[f.index()] = None;
                 }
-            }
+                (c, n)
+            }));
+            let pairs: f64 = masked.iter().map(|p| p.1).sum();
             if masked.is_empty() {
                 continue;
             }
-            let session = Model::estimate(&masked, background, config);
+            let session = Model::estimate_patterns(&masked, background, config);
             iterations += session.iterations;
             converged &= session.converged;
-            let decisive = session.lambda * masked.len() as f64 >= MIN_SESSION_MATCHES;
+            let decisive = session.lambda * pairs >= MIN_SESSION_MATCHES;
             for f in Field::ALL.iter().filter(|f| !ignored.contains(f)) {
                 if decided[f.index()] {
                     continue;
@@ -297,17 +312,11 @@ impl Model {
                 model.m[f] = total.iter().map(|x| x / n as f64).collect();
             }
         }
-        // λ with m and u held, over the distinct comparison patterns (a few thousand, however many
-        // millions of candidates), each weighted by its count, in a fixed order.
-        let mut counts: HashMap<Comparison, f64> = HashMap::new();
-        for c in candidates {
-            *counts.entry(*c).or_default() += 1.0;
-        }
-        let mut patterns: Vec<(Comparison, f64)> = counts.into_iter().collect();
-        patterns.sort_by_key(|a| a.0.0);
+        // λ with m and u held, over the distinct comparison patterns, each weighted by its count.
+        let pairs: f64 = candidates.iter().map(|p| p.1).sum();
         for _ in 0..config.max_iterations {
-            let mean = patterns.iter().map(|(c, n)| n * Model::probability_of(model.match_weight(c))).sum::<f64>()
-                / candidates.len().max(1) as f64;
+            let mean = candidates.iter().map(|(c, n)| n * Model::probability_of(model.match_weight(c))).sum::<f64>()
+                / pairs.max(1.0);
             let lambda = mean.clamp(MIN_PROBABILITY, 0.5);
             let moved = (lambda - model.lambda).abs();
             model.lambda = lambda;

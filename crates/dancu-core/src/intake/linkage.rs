@@ -18,7 +18,7 @@ use crate::text;
 
 use super::blocking::{self, BlockingConfig, BlockingStats};
 use super::cluster::{self, Refusal};
-use super::em::{Adjustments, Band, EmConfig, Model, Thresholds};
+use super::em::{self, Adjustments, Band, EmConfig, Model, Thresholds};
 use super::{par, phonetic};
 
 /// Where a record comes from. Registry records are taken as already deduplicated among themselves.
@@ -955,24 +955,43 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     let features = features;
     let rules = blocking::default_rules();
     let candidates = blocking::candidates(&features, &rules, &config.blocking);
-    let compare_all = |pairs: &[(u32, u32)]| -> Vec<Comparison> {
-        par::map(pairs, |&(a, b)| compare(&features[a as usize], &features[b as usize]))
+    // Each candidate pair's comparison, kept as the index of its pattern among the distinct
+    // ones (a few thousand): 4 bytes a pair instead of a whole comparison; compared a chunk at a time.
+    let (mut distinct, mut pattern_of) = (Vec::<Comparison>::new(), Vec::with_capacity(candidates.pairs.len()));
+    let mut index: HashMap<Comparison, u32> = HashMap::new();
+    for chunk in candidates.pairs.chunks(1 << 20) {
+        for c in par::map(chunk, |&(a, b)| compare(&features[a as usize], &features[b as usize])) {
+            let id = *index.entry(c).or_insert_with(|| {
+                distinct.push(c);
+                (distinct.len() - 1) as u32
+            });
+            pattern_of.push(id);
+        }
+    }
+    drop(index);
+    // The patterns of the pairs `take` selects, with their counts.
+    let counted = |take: &dyn Fn(usize) -> bool| {
+        let mut counts = vec![0.0f64; distinct.len()];
+        for (i, &p) in pattern_of.iter().enumerate() {
+            if take(i) {
+                counts[p as usize] += 1.0;
+            }
+        }
+        em::patterns(distinct.iter().zip(counts).filter(|(_, n)| *n > 0.0).map(|(c, n)| (*c, n)))
     };
-    let comparisons: Vec<Comparison> = compare_all(&candidates.pairs);
     let background: Vec<Comparison> = background_pairs(records.len(), config.em.background_pairs)
         .map(|(a, b)| compare(&features[a], &features[b]))
         .collect();
+    let all = counted(&|_| true);
     let model = if background.is_empty() {
-        Model::estimate(&comparisons, &background, &config.em)
+        Model::estimate_patterns(&all, &background, &config.em)
     } else {
         // A training rule's pairs are those of the candidates it proposed, already compared.
         let sessions = blocking::TRAINING.iter().filter_map(|(name, ignored)| {
             let rule = rules.iter().position(|r| r.name == *name)?;
-            let compared: Vec<Comparison> =
-                (0..comparisons.len()).filter(|&i| candidates.proposed_by(i, rule)).map(|i| comparisons[i]).collect();
-            Some((compared, ignored.to_vec()))
+            Some((counted(&|i| candidates.proposed_by(i, rule)), ignored.to_vec()))
         });
-        Model::estimate_in_sessions(sessions, &comparisons, &background, &config.em)
+        Model::estimate_in_sessions(sessions, &all, &background, &config.em)
     };
     let tf = TermFrequencies::new(&features);
     let score = |a: usize, b: usize| {
@@ -982,7 +1001,7 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     let mut pairs: Vec<ScoredPair> = candidates
         .pairs
         .iter()
-        .zip(&comparisons)
+        .zip(pattern_of.iter().map(|&p| &distinct[p as usize]))
         .filter_map(|(&(a, b), c)| {
             let adjustments = tf.adjustments(&model, a as usize, c);
             let weight = model.match_weight_adjusted(c, &adjustments);
@@ -1002,7 +1021,7 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
             })
         })
         .collect();
-    drop(comparisons);
+    drop(pattern_of);
     let link_index: Vec<usize> =
         pairs.iter().enumerate().filter(|(_, p)| p.band == Band::Link).map(|(i, _)| i).collect();
     let links: Vec<(usize, usize, f64)> =

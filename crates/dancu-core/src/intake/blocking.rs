@@ -320,7 +320,7 @@ pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &Blo
         lists.push(found);
         stats.rules.push(s);
     }
-    // Distinct pairs are at most the largest list plus the others.
+    // Distinct pairs are at most all the lists' pairs together.
     let capacity = lists.iter().map(Vec::len).sum();
     let (pairs, proposed, first) = union(&lists, capacity);
     drop(lists);

@@ -584,11 +584,6 @@ fn year_digits(y: i32) -> [u8; 4] {
     [y / 1000, y / 100 % 10, y / 10 % 10, y % 10].map(|d| b'0' + d as u8)
 }
 
-/// Same length and one position different, or two adjacent positions swapped.
-fn one_digit_apart(a: &[u8], b: &[u8]) -> bool {
-    one_apart(a, b)
-}
-
 pub fn compare_dates(a: PartialDate, b: PartialDate) -> DateLevel {
     use PartialDate::Full;
     if let (Full(x), Full(y)) = (a, b) {
@@ -598,7 +593,7 @@ pub fn compare_dates(a: PartialDate, b: PartialDate) -> DateLevel {
         if x.year() == y.year() && x.day() == y.month() as u8 && x.month() as u8 == y.day() {
             return DateLevel::DayMonthSwapped;
         }
-        if one_digit_apart(&ymd_digits(x), &ymd_digits(y)) {
+        if one_apart(&ymd_digits(x), &ymd_digits(y)) {
             return DateLevel::OneDigit;
         }
     }
@@ -610,8 +605,7 @@ pub fn compare_dates(a: PartialDate, b: PartialDate) -> DateLevel {
         (Some(x), Some(y)) => x.day() == y.day() && x.month() == y.month(),
         _ => months_agree != Some(false),
     };
-    let years_close =
-        (a.year() - b.year()).abs() == 1 || one_digit_apart(&year_digits(a.year()), &year_digits(b.year()));
+    let years_close = (a.year() - b.year()).abs() == 1 || one_apart(&year_digits(a.year()), &year_digits(b.year()));
     match (a.year() == b.year(), months_agree) {
         (true, Some(true)) => return DateLevel::SameMonth,
         (true, None) => return DateLevel::SameYear,
@@ -624,7 +618,7 @@ pub fn compare_dates(a: PartialDate, b: PartialDate) -> DateLevel {
         let swapped = PartialDate::from_ymd(y.year(), u32::from(y.day()), y.month() as u32)
             .ok()
             .and_then(|s| s.full())
-            .is_some_and(|s| one_digit_apart(&dx, &ymd_digits(s)));
+            .is_some_and(|s| one_apart(&dx, &ymd_digits(s)));
         if differing <= 2 || swapped {
             return DateLevel::TwoDigits;
         }
@@ -655,7 +649,7 @@ fn tokens_agree(a: &str, b: &str) -> bool {
     }
     let numeric = |t: &str| t.bytes().all(|c| c.is_ascii_digit());
     match (numeric(a), numeric(b)) {
-        (true, true) => a.len() >= 4 && one_digit_apart(a.as_bytes(), b.as_bytes()),
+        (true, true) => a.len() >= 4 && one_apart(a.as_bytes(), b.as_bytes()),
         (false, false) => a.len().min(b.len()) >= 4 && one_edit(a, b),
         _ => false,
     }
@@ -735,7 +729,7 @@ pub fn compare_addresses(a: &LinkFeatures, b: &LinkFeatures) -> Option<AddressLe
 pub fn compare_numbers(a: &str, b: &str) -> NumberLevel {
     if a == b {
         NumberLevel::Equal
-    } else if one_digit_apart(a.as_bytes(), b.as_bytes()) {
+    } else if one_apart(a.as_bytes(), b.as_bytes()) {
         NumberLevel::OneDigit
     } else {
         NumberLevel::Different

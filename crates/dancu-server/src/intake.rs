@@ -97,10 +97,25 @@ pub struct Options {
     pub report: Option<PathBuf>,
     /// Rows per stored chunk (one transaction each).
     pub chunk: usize,
+    /// Whether the people's search indexes are set aside while storing.
+    pub indexes: Indexes,
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
     /// What started the import, for the audit trail (`cli`, `web`).
     pub client: &'static str,
+}
+
+/// Whether an import sets the people's search indexes aside while it stores, and builds them once
+/// at the end (`Store::defer_person_indexes`): much faster for a bulk load; meanwhile the
+/// searches of a server using the same store read the whole table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexes {
+    /// When the import stores at least 100,000 people and at least half as many as are stored.
+    Auto,
+    /// Always (e.g. the first load of a store that no one is searching yet).
+    Defer,
+    /// Never (the store is in use and its searches must stay fast).
+    Keep,
 }
 
 /// The stages of an import, in order.
@@ -115,6 +130,8 @@ pub enum Stage {
     Linking,
     /// Pass 2: rows stored.
     Storing,
+    /// The search indexes set aside while storing, built again.
+    Indexing,
     /// Possible duplicates queued for clerical review.
     ReviewPairs,
     Done,
@@ -127,6 +144,7 @@ impl Stage {
             Stage::RegistryCandidates => "registry_candidates",
             Stage::Linking => "linking",
             Stage::Storing => "storing",
+            Stage::Indexing => "indexing",
             Stage::ReviewPairs => "review_pairs",
             Stage::Done => "done",
         }
@@ -211,6 +229,8 @@ pub struct Summary {
     pub report: String,
     /// True when the batch had finished before (nothing done now).
     pub already_finished: bool,
+    /// True when the search indexes were set aside while storing and built at the end.
+    pub indexes_deferred: bool,
 }
 
 /// One data row: its file line and cells.
@@ -810,84 +830,44 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         None,
     );
     let mut key_of: Vec<Option<Uuid>> = vec![None; n_batch];
+    let to_store = n_batch.saturating_sub(done.len()) as u64;
+    summary.indexes_deferred = match o.indexes {
+        Indexes::Keep => false,
+        Indexes::Auto => store.defer_person_indexes(to_store, false).await?,
+        Indexes::Defer => store.defer_person_indexes(to_store, true).await?,
+    };
     track.stage(Stage::Storing, Some(n_batch as u64));
-    let mut stored = 0u64;
-    let mut chunk: Vec<ImportedRow> = Vec::with_capacity(o.chunk);
-    let mut in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
-    let mut idx = 0usize;
-    if spill.count != n_batch {
-        return Err(ImportError::Io(format!("{} rows kept for storing, {n_batch} expected", spill.count)));
+    let stored = store_rows(
+        &store,
+        &batch_id,
+        &meta,
+        o.chunk,
+        StoreInputs {
+            n_batch,
+            lines: &lines,
+            done: &done,
+            refused: &refused,
+            survivor: &survivor,
+            registry_keys: &registry_keys,
+        },
+        &mut key_of,
+        &mut summary,
+        &mut track,
+        spill,
+    )
+    .await;
+    if summary.indexes_deferred {
+        summary.phase("store", &mut phase);
+        track.stage(Stage::Indexing, None);
+        // Built again also when storing failed (the next opening of the store would otherwise).
+        let built = store.restore_person_indexes().await;
+        stored?;
+        built?;
+        summary.phase("indexes", &mut phase);
+    } else {
+        stored?;
+        summary.phase("store", &mut phase);
     }
-    let mut people = spill.people_in_background()?;
-    while let Some(batch) = people.recv().await {
-        for mut person in batch.map_err(ImportError::Io)? {
-            let i = idx;
-            idx += 1;
-            let line = lines[i];
-            if let Some(k) = done.get(&line) {
-                key_of[i] = Some(*k);
-                summary.already_imported += 1;
-                continue;
-            }
-            if refused.contains(&i) {
-                continue;
-            }
-            let key = Uuid::now_v7();
-            key_of[i] = Some(key);
-            if let Some(s) = survivor[i] {
-                let target = if s >= n_batch {
-                    registry_keys[s - n_batch]
-                } else {
-                    key_of[s].ok_or_else(|| input(format!("line {line}: its survivor was not stored first")))?
-                };
-                person.merged_into = Some(target.to_string());
-                if s >= n_batch {
-                    summary.linked_to_registry += 1;
-                } else {
-                    summary.linked_within_batch += 1;
-                }
-            } else {
-                summary.new_people += 1;
-            }
-            if person.personal_id.is_some() {
-                summary.ids_kept += 1;
-            } else if person.merged_into.is_none() {
-                match draw_personal_id(&person) {
-                    Ok(id) => {
-                        person.personal_id = Some(id);
-                        person.status = PersonStatus::Active;
-                        summary.ids_assigned += 1;
-                    }
-                    Err(_) => summary.pending_without_id += 1,
-                }
-            }
-            chunk.push(ImportedRow { line, key, person });
-            if chunk.len() >= o.chunk {
-                if let Some(h) = in_flight.take() {
-                    h.await.map_err(|e| ImportError::Io(e.to_string()))??;
-                }
-                let rows = std::mem::replace(&mut chunk, Vec::with_capacity(o.chunk));
-                stored += rows.len() as u64;
-                track.at.rows_stored = stored;
-                track.position(stored);
-                let (store, batch_id, meta) = (store.clone(), batch_id.clone(), meta.clone());
-                in_flight = Some(tokio::spawn(async move { store_chunk(store, &batch_id, rows, &meta).await }));
-            }
-        }
-    }
-    if let Some(h) = in_flight.take() {
-        h.await.map_err(|e| ImportError::Io(e.to_string()))??;
-    }
-    if idx != n_batch {
-        return Err(ImportError::Io(format!("{idx} normalized rows read back, {n_batch} expected")));
-    }
-    if !chunk.is_empty() {
-        stored += chunk.len() as u64;
-        store_chunk(store.clone(), &batch_id, chunk, &meta).await?;
-    }
-    track.at.rows_stored = stored;
-    track.position(stored);
-    summary.phase("store", &mut phase);
 
     // ---- review pairs between the records kept (survivors)
     track.stage(Stage::ReviewPairs, None);
@@ -1119,6 +1099,114 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
     summary.phase("write", &mut phase);
     summary.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     Ok(summary)
+}
+
+/// What storing the rows of a batch needs from the linkage.
+struct StoreInputs<'a> {
+    n_batch: usize,
+    /// The file line of each row kept for storing.
+    lines: &'a [u64],
+    /// Lines stored by an earlier run of the batch, with their keys.
+    done: &'a HashMap<u64, Uuid>,
+    /// Rows not stored (refused by the cluster guard's checks).
+    refused: &'a HashSet<usize>,
+    /// The row or registry record each row is merged into.
+    survivor: &'a [Option<usize>],
+    registry_keys: &'a [Uuid],
+}
+
+/// Pass 2: the rows read back from the spill, stored in chunks (one in flight while the next is
+/// made), merged rows pointing at their survivor, new people given their ID; how many were stored.
+#[allow(clippy::too_many_arguments)]
+async fn store_rows(
+    store: &Arc<dyn Store>,
+    batch_id: &str,
+    meta: &ChangeMeta,
+    chunk_rows: usize,
+    inputs: StoreInputs<'_>,
+    key_of: &mut [Option<Uuid>],
+    summary: &mut Summary,
+    track: &mut Tracker,
+    spill: Spill,
+) -> Result<u64> {
+    let StoreInputs { n_batch, lines, done, refused, survivor, registry_keys } = inputs;
+    let mut stored = 0u64;
+    let mut chunk: Vec<ImportedRow> = Vec::with_capacity(chunk_rows);
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
+    let mut idx = 0usize;
+    if spill.count != n_batch {
+        return Err(ImportError::Io(format!("{} rows kept for storing, {n_batch} expected", spill.count)));
+    }
+    let mut people = spill.people_in_background()?;
+    while let Some(batch) = people.recv().await {
+        for mut person in batch.map_err(ImportError::Io)? {
+            let i = idx;
+            idx += 1;
+            let line = lines[i];
+            if let Some(k) = done.get(&line) {
+                key_of[i] = Some(*k);
+                summary.already_imported += 1;
+                continue;
+            }
+            if refused.contains(&i) {
+                continue;
+            }
+            let key = Uuid::now_v7();
+            key_of[i] = Some(key);
+            if let Some(s) = survivor[i] {
+                let target = if s >= n_batch {
+                    registry_keys[s - n_batch]
+                } else {
+                    key_of[s].ok_or_else(|| input(format!("line {line}: its survivor was not stored first")))?
+                };
+                person.merged_into = Some(target.to_string());
+                if s >= n_batch {
+                    summary.linked_to_registry += 1;
+                } else {
+                    summary.linked_within_batch += 1;
+                }
+            } else {
+                summary.new_people += 1;
+            }
+            if person.personal_id.is_some() {
+                summary.ids_kept += 1;
+            } else if person.merged_into.is_none() {
+                match draw_personal_id(&person) {
+                    Ok(id) => {
+                        person.personal_id = Some(id);
+                        person.status = PersonStatus::Active;
+                        summary.ids_assigned += 1;
+                    }
+                    Err(_) => summary.pending_without_id += 1,
+                }
+            }
+            chunk.push(ImportedRow { line, key, person });
+            if chunk.len() >= chunk_rows {
+                if let Some(h) = in_flight.take() {
+                    h.await.map_err(|e| ImportError::Io(e.to_string()))??;
+                }
+                let rows = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_rows));
+                stored += rows.len() as u64;
+                track.at.rows_stored = stored;
+                track.position(stored);
+                let (store, batch_id, meta) = (store.clone(), batch_id.to_string(), meta.clone());
+                in_flight = Some(tokio::spawn(async move { store_chunk(store, &batch_id, rows, &meta).await }));
+            }
+        }
+    }
+    if let Some(h) = in_flight.take() {
+        h.await.map_err(|e| ImportError::Io(e.to_string()))??;
+    }
+    if idx != n_batch {
+        return Err(ImportError::Io(format!("{idx} normalized rows read back, {n_batch} expected")));
+    }
+    if !chunk.is_empty() {
+        stored += chunk.len() as u64;
+        store_chunk(store.clone(), batch_id, chunk, meta).await?;
+    }
+    track.at.rows_stored = stored;
+    track.position(stored);
+    Ok(stored)
 }
 
 fn unreadable(reason: &str) -> CellProblem {

@@ -632,6 +632,74 @@ macro_rules! audit_tamper_tests {
     };
 }
 
+/// Generates the cases that look at the database's own structure. `$make` returns
+/// `Option<(Arc<dyn Store>, RawSql, Dialect)>`.
+#[macro_export]
+macro_rules! raw_schema_tests {
+    ($make:path) => {
+        $crate::raw_schema_tests!(@each $make; imports_set_search_indexes_aside_and_build_them_again);
+    };
+    (@each $make:path; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some((store, raw, _)) = $make().await {
+                    $crate::conformance::$case(store, raw).await;
+                }
+            }
+        )*
+    };
+}
+
+/// Which of the deferrable indexes exist (a drop rolled back fails for a missing one).
+async fn person_indexes(raw: &RawSql) -> Vec<&'static str> {
+    let mut present = Vec::new();
+    for name in crate::DEFERRABLE_PERSON_INDEXES {
+        if raw(format!("BEGIN; DROP INDEX {name}; ROLLBACK;")).await.is_ok() {
+            present.push(*name);
+        }
+    }
+    present
+}
+
+/// A bulk import sets the people's search indexes aside only when that pays, or when told;
+/// people are stored and found meanwhile; the indexes come back when the import ends, or at the
+/// next opening of the store after an interrupted one.
+pub async fn imports_set_search_indexes_aside_and_build_them_again(store: Arc<dyn Store>, raw: RawSql) {
+    let all = crate::DEFERRABLE_PERSON_INDEXES.to_vec();
+    assert_eq!(person_indexes(&raw).await, all, "a new store has them all");
+    assert!(crate::index_deferral_pays(100_000, 0));
+    assert!(crate::index_deferral_pays(100_000, 200_000));
+    assert!(!crate::index_deferral_pays(99_999, 0), "a small import keeps them");
+    assert!(!crate::index_deferral_pays(100_000, 200_001), "an import small against the store keeps them");
+    assert!(!store.defer_person_indexes(10, false).await.unwrap());
+    assert_eq!(person_indexes(&raw).await, all);
+
+    assert!(store.defer_person_indexes(100_000, false).await.unwrap());
+    assert!(person_indexes(&raw).await.is_empty(), "set aside");
+    // Stored and found meanwhile (by reading the table).
+    store.import_begin(&batch("bulk"), &audit_entry(1)).await.unwrap();
+    let rows = vec![imported(2, 0, None), imported(3, 1, None)];
+    store.import_chunk("bulk", &rows, &meta("nhập")).await.unwrap();
+    let facts = rows[0].person.search_facts();
+    let q = SearchQuery { name_prefix: Some(facts.name_key.clone()), limit: 10, ..Default::default() };
+    let found = || async { store.search(&q).await.unwrap().items.iter().map(|r| r.key).collect::<Vec<_>>() };
+    assert_eq!(found().await, vec![rows[0].key]);
+    // A resumed import sets them aside again: the definitions kept are not lost.
+    assert!(store.defer_person_indexes(0, true).await.unwrap());
+    // The import dies here; the next opening of the store builds them.
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    assert_eq!(person_indexes(&raw).await, all, "built again when the store is opened");
+    assert_eq!(store.restore_person_indexes().await.unwrap(), 0, "nothing left to build");
+    assert_eq!(found().await, vec![rows[0].key]);
+
+    // An import that ends builds them itself.
+    assert!(store.defer_person_indexes(0, true).await.unwrap());
+    assert_eq!(store.restore_person_indexes().await.unwrap(), all.len());
+    assert_eq!(person_indexes(&raw).await, all);
+    assert_eq!(found().await, vec![rows[0].key]);
+}
+
 fn batch(id: &str) -> crate::ImportBatch {
     crate::ImportBatch {
         id: id.into(),

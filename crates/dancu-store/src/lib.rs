@@ -338,6 +338,28 @@ pub struct ImportedRow {
     pub person: Person,
 }
 
+/// The indexes an import may set aside while it stores many people ([`Store::defer_person_indexes`]):
+/// the search indexes of `persons` and `person_areas`, which every insert updates at a random
+/// place. Never the keys and unique constraints (record key, personal ID, issued IDs), which
+/// the import itself relies on.
+pub const DEFERRABLE_PERSON_INDEXES: &[&str] = &[
+    "persons_legacy_id",
+    "persons_name_year_commune",
+    "persons_commune_name",
+    "persons_province_name",
+    "persons_population",
+    "person_areas_person",
+];
+
+/// Whether building the search indexes once after storing `new_people` costs less than
+/// updating them for each: a bulk load (at least 100,000 people) of at least half as many people
+/// as are stored already. Measured on SQLite (BENCHMARKS.md, import): updating the six indexes
+/// costs about 65 µs per person stored into an empty store, building them about 17 µs per
+/// person in the store.
+pub fn index_deferral_pays(new_people: u64, stored: u64) -> bool {
+    new_people >= 100_000 && new_people.saturating_mul(2) >= stored
+}
+
 /// A registry lookup for record-linkage candidates (indexed columns only).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CandidateKey {
@@ -455,7 +477,8 @@ pub trait Store: Send + Sync {
     /// Which adapter this is ("sqlite" or "postgres").
     fn backend(&self) -> &'static str;
 
-    /// Applies pending migrations; returns how many were applied.
+    /// Applies pending migrations, then builds any indexes an interrupted import set aside
+    /// ([`Store::restore_person_indexes`]); returns how many migrations were applied.
     async fn migrate(&self) -> Result<usize>;
 
     /// Stores a new person (version 1) and its first history entry.
@@ -577,6 +600,18 @@ pub trait Store: Send + Sync {
     /// re-run skip it. A personal ID already issued gives [`StoreError::IdTaken`] and stores
     /// nothing.
     async fn import_chunk(&self, batch_id: &str, rows: &[ImportedRow], meta: &ChangeMeta) -> Result<()>;
+
+    /// Before an import stores `new_people` people: sets aside the [`DEFERRABLE_PERSON_INDEXES`]
+    /// when that pays ([`index_deferral_pays`], or `always`), remembering their definitions in
+    /// the store, so that [`Store::restore_person_indexes`] builds them once at the end. Until
+    /// then, searches that would use them read the table instead (right, but slow). Whether the
+    /// indexes are set aside now.
+    async fn defer_person_indexes(&self, new_people: u64, always: bool) -> Result<bool>;
+
+    /// Builds the indexes set aside by [`Store::defer_person_indexes`] (none: nothing to do);
+    /// the number built. [`Store::migrate`] calls it too, so a store opened after an import
+    /// died meanwhile gets them back.
+    async fn restore_person_indexes(&self) -> Result<usize>;
 
     /// Which of these personal IDs are already issued.
     async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>>;

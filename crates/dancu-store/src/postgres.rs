@@ -525,6 +525,18 @@ ALTER TABLE oidc_grants ADD COLUMN revoked_at bigint;
 CREATE UNIQUE INDEX oidc_grants_session ON oidc_grants (session_id);
 "#,
     ),
+    (
+        19,
+        "deferred_indexes",
+        r#"
+-- The search indexes a bulk import set aside, with their definitions, until it builds them again
+-- at its end (or the next opening of the store does, after an interrupted import).
+CREATE TABLE deferred_indexes (
+    name       text PRIMARY KEY,
+    definition text NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Fills `person_areas` for people stored before migration 4 (inside its transaction).
@@ -745,6 +757,38 @@ impl PgStore {
         store.ping().await?;
         Ok(store)
     }
+}
+
+/// Builds the indexes an import set aside ([`Store::defer_person_indexes`]), in one
+/// transaction; how many.
+async fn restore_indexes(client: &mut deadpool_postgres::Client) -> Result<usize> {
+    let pending: bool = client.query_one("SELECT EXISTS (SELECT 1 FROM deferred_indexes)", &[]).await?.get(0);
+    if !pending {
+        return Ok(0);
+    }
+    let tx = client.transaction().await?;
+    tx.execute("LOCK TABLE deferred_indexes IN EXCLUSIVE MODE", &[]).await?;
+    // Sorting a large table's keys in memory rather than in temporary files.
+    tx.batch_execute("SET LOCAL maintenance_work_mem = '256MB'").await?;
+    let deferred = tx.query("SELECT name, definition FROM deferred_indexes ORDER BY name", &[]).await?;
+    let mut built = 0;
+    for row in &deferred {
+        let (name, definition): (String, String) = (row.get(0), row.get(1));
+        let exists: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1)",
+                &[&name],
+            )
+            .await?
+            .get(0);
+        if !exists {
+            tx.batch_execute(&definition).await?;
+            built += 1;
+        }
+    }
+    tx.execute("DELETE FROM deferred_indexes", &[]).await?;
+    tx.commit().await?;
+    Ok(built)
 }
 
 /// Appends entries to the chain inside the caller's transaction; returns the last seq.
@@ -995,6 +1039,10 @@ impl Store for PgStore {
                 applied += 1;
             }
             tx.commit().await?;
+        }
+        let rebuilt = restore_indexes(&mut client).await?;
+        if rebuilt > 0 {
+            tracing::info!(indexes = rebuilt, "rebuilt the search indexes an interrupted import set aside");
         }
         Ok(applied)
     }
@@ -1793,6 +1841,43 @@ impl Store for PgStore {
         writer.finish().await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn defer_person_indexes(&self, new_people: u64, always: bool) -> Result<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // One importer or restorer at a time.
+        tx.execute("LOCK TABLE deferred_indexes IN EXCLUSIVE MODE", &[]).await?;
+        if !always {
+            let stored: i64 = tx.query_one("SELECT count(*) FROM persons", &[]).await?.get(0);
+            if !crate::index_deferral_pays(new_people, stored.max(0) as u64) {
+                return Ok(false);
+            }
+        }
+        for name in crate::DEFERRABLE_PERSON_INDEXES {
+            let row = tx
+                .query_opt(
+                    "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1",
+                    &[name],
+                )
+                .await?;
+            let Some(row) = row else { continue };
+            let definition: String = row.get(0);
+            tx.execute(
+                "INSERT INTO deferred_indexes (name, definition) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[name, &definition],
+            )
+            .await?;
+            tx.batch_execute(&format!("DROP INDEX \"{name}\"")).await?;
+        }
+        let deferred: bool = tx.query_one("SELECT EXISTS (SELECT 1 FROM deferred_indexes)", &[]).await?.get(0);
+        tx.commit().await?;
+        Ok(deferred)
+    }
+
+    async fn restore_person_indexes(&self) -> Result<usize> {
+        let mut client = self.pool.get().await?;
+        restore_indexes(&mut client).await
     }
 
     async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>> {

@@ -545,6 +545,18 @@ ALTER TABLE oidc_grants ADD COLUMN revoked_at INTEGER;
 CREATE UNIQUE INDEX oidc_grants_session ON oidc_grants (session_id);
 "#,
     ),
+    (
+        19,
+        "deferred_indexes",
+        r#"
+-- The search indexes a bulk import set aside, with their definitions, until it builds them again
+-- at its end (or the next opening of the store does, after an interrupted import).
+CREATE TABLE deferred_indexes (
+    name       TEXT PRIMARY KEY,
+    definition TEXT NOT NULL
+) STRICT;
+"#,
+    ),
 ];
 
 /// The audit trail's own file (`<name>.audit.<ext>` beside the database): the hash chain, its
@@ -1575,6 +1587,60 @@ fn store_chunk(conn: &mut Connection, batch_id: &str, prepared: &[PreparedRow], 
     Ok(())
 }
 
+/// Sets the search indexes of people aside for a bulk import (see [`Store::defer_person_indexes`]):
+/// their definitions into `deferred_indexes`, the indexes dropped, in one transaction.
+fn defer_indexes(conn: &mut Connection, new_people: u64, always: bool) -> Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !always {
+        let stored: i64 = tx.query_row("SELECT count(*) FROM persons", [], |r| r.get(0))?;
+        if !crate::index_deferral_pays(new_people, stored.max(0) as u64) {
+            return Ok(false);
+        }
+    }
+    for name in crate::DEFERRABLE_PERSON_INDEXES {
+        let definition: Option<String> = tx
+            .query_row("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        let Some(definition) = definition else { continue };
+        tx.execute(
+            "INSERT INTO deferred_indexes (name, definition) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            params![name, definition],
+        )?;
+        tx.execute_batch(&format!("DROP INDEX \"{name}\""))?;
+    }
+    let deferred = tx.query_row("SELECT EXISTS (SELECT 1 FROM deferred_indexes)", [], |r| r.get(0))?;
+    tx.commit()?;
+    Ok(deferred)
+}
+
+/// Builds the indexes [`defer_indexes`] set aside, in one transaction; how many.
+fn restore_indexes(conn: &mut Connection) -> Result<usize> {
+    let pending: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM deferred_indexes)", [], |r| r.get(0))?;
+    if !pending {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let deferred: Vec<(String, String)> = tx
+        .prepare("SELECT name, definition FROM deferred_indexes ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut built = 0;
+    for (name, definition) in &deferred {
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            tx.execute_batch(definition)?;
+            built += 1;
+        }
+    }
+    tx.execute("DELETE FROM deferred_indexes", [])?;
+    tx.commit()?;
+    Ok(built)
+}
+
 const INSERT_VERSION: &str =
     "INSERT INTO person_versions (key, version, change, actor, reason, legal_basis, approved_by, recorded_at, data)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
@@ -1684,6 +1750,10 @@ impl Store for SqliteStore {
                     15 => move_audit_to_own_file(tx, &mut audit),
                     _ => Ok(()),
                 })?;
+                let rebuilt = restore_indexes(&mut conn)?;
+                if rebuilt > 0 {
+                    tracing::info!(indexes = rebuilt, "rebuilt the search indexes an interrupted import set aside");
+                }
                 applied
             };
             check_audit_index(&inner)?;
@@ -2384,6 +2454,14 @@ impl Store for SqliteStore {
         let meta = meta.clone();
         let batch_id = batch_id.to_string();
         self.write(move |conn| store_chunk(conn, &batch_id, &prepared, &meta)).await
+    }
+
+    async fn defer_person_indexes(&self, new_people: u64, always: bool) -> Result<bool> {
+        self.write(move |conn| defer_indexes(conn, new_people, always)).await
+    }
+
+    async fn restore_person_indexes(&self) -> Result<usize> {
+        self.write(restore_indexes).await
     }
 
     async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>> {
@@ -4098,7 +4176,7 @@ mod tests {
             assert_eq!(last, 25);
         }
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(store.migrate().await.unwrap(), 5, "the audit file's two, then migrations 15, 16 and 18");
+        assert_eq!(store.migrate().await.unwrap(), 6, "the audit file's two, then migrations 15, 16, 18 and 19");
         let report = crate::audit::verify(store.as_ref(), key.public_key_der()).await.unwrap().unwrap();
         assert_eq!((report.entries, report.last_seq, report.checkpoints), (25, 25, 1));
         let tables: i64 = Connection::open(&path)

@@ -27,7 +27,7 @@ async fn fresh_in_schema() -> Option<(Arc<dyn Store>, String)> {
     };
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     let store = PgStore::connect(&url, Some(&schema)).await.expect("connect to PostgreSQL");
-    assert_eq!(store.migrate().await.unwrap(), 14);
+    assert_eq!(store.migrate().await.unwrap(), 15);
     Some((Arc::new(store), schema))
 }
 
@@ -54,6 +54,7 @@ async fn fresh_raw() -> Option<(Arc<dyn Store>, dancu_store::conformance::RawSql
 }
 
 dancu_store::audit_tamper_tests!(fresh_raw);
+dancu_store::raw_schema_tests!(fresh_raw);
 
 async fn reopenable() -> Option<(Arc<dyn Store>, dancu_store::conformance::Reopen)> {
     let (store, schema) = fresh_in_schema().await?;

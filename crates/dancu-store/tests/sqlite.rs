@@ -11,8 +11,8 @@ fn temp_path() -> std::path::PathBuf {
 
 async fn fresh() -> Option<Arc<dyn Store>> {
     let store = SqliteStore::open(temp_path()).unwrap();
-    // every migration of the main file (1-12, 15, 16, 18) and of the audit trail's own file
-    assert_eq!(store.migrate().await.unwrap(), 15 + 2);
+    // every migration of the main file (1-12, 15, 16, 18, 19) and of the audit trail's own file
+    assert_eq!(store.migrate().await.unwrap(), 16 + 2);
     Some(Arc::new(store))
 }
 
@@ -55,6 +55,7 @@ async fn fresh_raw() -> Option<(Arc<dyn Store>, dancu_store::conformance::RawSql
 }
 
 dancu_store::audit_tamper_tests!(fresh_raw);
+dancu_store::raw_schema_tests!(fresh_raw);
 
 async fn reopenable() -> Option<(Arc<dyn Store>, dancu_store::conformance::Reopen)> {
     let path = temp_path();

@@ -18,6 +18,17 @@ pub enum Format {
     Xlsx,
 }
 
+/// Whether the people's search indexes are set aside while an import stores (built once at its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Indexes {
+    /// When the file adds at least 100,000 people and at least half as many as are stored
+    Auto,
+    /// Always: a first load of a store no one searches yet
+    Defer,
+    /// Never: a server is using the store and its searches must stay fast meanwhile
+    Keep,
+}
+
 /// What `dancu import` was asked to do.
 pub struct Options {
     pub file: PathBuf,
@@ -29,6 +40,7 @@ pub struct Options {
     pub report: Option<PathBuf>,
     /// Rows per stored chunk (one transaction each).
     pub chunk: usize,
+    pub indexes: Indexes,
 }
 
 fn bar(len: Option<u64>, what: &str) -> ProgressBar {
@@ -71,6 +83,11 @@ impl Progress for Bars {
                     pb
                 }
                 Stage::Storing => bar(at.total, "storing / lưu"),
+                Stage::Indexing => {
+                    let pb = bar(None, "search indexes / dựng chỉ mục");
+                    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+                    pb
+                }
                 Stage::ReviewPairs | Stage::Done => return,
             };
             *current = Some((at.stage, pb));
@@ -102,6 +119,11 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         batch_id: o.batch_id.clone(),
         report: o.report.clone(),
         chunk: o.chunk,
+        indexes: match o.indexes {
+            Indexes::Auto => intake::Indexes::Auto,
+            Indexes::Defer => intake::Indexes::Defer,
+            Indexes::Keep => intake::Indexes::Keep,
+        },
         progress: bars.clone(),
         client: "cli",
     };

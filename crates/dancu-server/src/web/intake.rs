@@ -118,6 +118,7 @@ fn stage_label(l: Lang, s: Stage) -> &'static str {
         Stage::RegistryCandidates => l.t("Tìm người đã có trong CSDL", "Looking up people already registered"),
         Stage::Linking => l.t("Đối chiếu trùng lặp", "Finding duplicates"),
         Stage::Storing => l.t("Lưu hồ sơ", "Storing the records"),
+        Stage::Indexing => l.t("Dựng lại chỉ mục tìm kiếm", "Rebuilding the search indexes"),
         Stage::ReviewPairs => l.t("Lập danh sách cặp cần xem xét", "Queueing pairs for review"),
         Stage::Done => l.t("Hoàn tất", "Done"),
     }
@@ -475,6 +476,8 @@ pub async fn upload(State(st): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
         batch_id: Some(id.clone()),
         report: Some(dir.join(format!("{id}.report.csv"))),
         chunk: 5000,
+        // The server is in use: its searches stay fast.
+        indexes: intake::Indexes::Keep,
         progress: Arc::new(Sink { state: st.intake.clone(), id: id.clone() }),
         client: "web",
     };

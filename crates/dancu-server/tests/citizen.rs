@@ -38,7 +38,7 @@ async fn start(store: Arc<dyn Store>, codes_per_window: u32) -> (Server, Arc<Fil
     let auditor = dancu_store::audit::Auditor::new(store.clone(), key.clone());
     let writer = dancu_store::audit::AuditWriter::spawn(auditor, 5, dancu_store::audit::CommitSpacing::NONE);
     let secrets = Arc::new(dancu_keys::SecretBox::generate().unwrap());
-    let dir = std::env::temp_dir().join(format!("dancu-citizen-{}", uuid::Uuid::new_v4()));
+    let dir = dancu_store::conformance::scratch_dir("citizen");
     std::fs::create_dir_all(&dir).unwrap();
     let channel = Arc::new(FileChannel::new(dir.join("citizen-codes.log")));
     let state = AppState::with_auth(Registry::new(store.clone()), Some(writer), Default::default(), secrets.clone())

@@ -7,6 +7,31 @@ use crate::registry::{Registry, RegistryError};
 use crate::{ChangeKind, ChangeMeta, PersonRef, SearchQuery, Store, StoreError};
 use dancu_core::{LegacyIdNumber, PartialDate, Person, PersonInput, PersonStatus, PersonalId, Sex};
 
+/// A new folder under the temp dir (`dancu-TAG-<uuid>`, not created) that is removed, with
+/// everything in it, when this process exits: the test harness ends through the C library's
+/// `exit`, which runs the handlers registered with `atexit`. Test runs leave no stores behind.
+pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        if let Ok(dirs) = DIRS.lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    unsafe extern "C" {
+        fn atexit(handler: extern "C" fn()) -> std::ffi::c_int;
+    }
+    // SAFETY: registers a plain function without arguments, as atexit(3) expects.
+    REGISTER.call_once(|| unsafe {
+        atexit(remove_all);
+    });
+    let dir = std::env::temp_dir().join(format!("dancu-{tag}-{}", uuid::Uuid::new_v4()));
+    DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.clone());
+    dir
+}
+
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an async fn returning
 /// `Option<Arc<dyn Store>>` (a fresh, migrated, empty store; `None` skips, outside CI only).
 #[macro_export]

@@ -4123,7 +4123,7 @@ mod tests {
     use dancu_keys::Signer;
 
     fn temp_path() -> PathBuf {
-        std::env::temp_dir().join(format!("dancu-unit-{}", Uuid::new_v4())).join("dancu.sqlite")
+        crate::conformance::scratch_dir("unit").join("dancu.sqlite")
     }
 
     fn entry(i: i64) -> AuditEntry {

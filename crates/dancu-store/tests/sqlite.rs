@@ -6,7 +6,7 @@ use dancu_store::sqlite::SqliteStore;
 use dancu_store::{PersonRef, Store};
 
 fn temp_path() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("dancu-test-{}", uuid::Uuid::new_v4())).join("dancu.sqlite")
+    dancu_store::conformance::scratch_dir("test").join("dancu.sqlite")
 }
 
 async fn fresh() -> Option<Arc<dyn Store>> {

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_dancu");
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dancu-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = dancu_store::conformance::scratch_dir(&format!("cli-{tag}"));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

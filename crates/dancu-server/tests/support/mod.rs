@@ -33,7 +33,7 @@ pub struct Server {
 pub const INTAKE_MAX_BYTES: usize = 256 * 1024;
 
 pub async fn sqlite_store() -> Arc<dyn Store> {
-    let path = std::env::temp_dir().join(format!("dancu-http-{}", uuid::Uuid::new_v4())).join("dancu.sqlite");
+    let path = dancu_store::conformance::scratch_dir("http").join("dancu.sqlite");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path).unwrap());
     store.migrate().await.unwrap();
     store
@@ -94,7 +94,7 @@ async fn start_with_pki_state(
         .with_card_signer(Arc::new(ds))
         .with_card_trust(vec![csca.clone()], vec![crl.clone()])
         .with_audit_key(dancu_keys::Signer::public_key_der(key.as_ref()).to_vec());
-    let intake_dir = std::env::temp_dir().join(format!("dancu-intake-{}", uuid::Uuid::new_v4()));
+    let intake_dir = dancu_store::conformance::scratch_dir("intake");
     let state = state.with_intake(intake_dir.clone(), INTAKE_MAX_BYTES);
     tokio::spawn(dancu_server::serve(listener, state.clone(), std::future::pending()));
     (Server { addr, store, key, secrets, csca, crl, intake_dir }, state)

@@ -861,6 +861,9 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         track.stage(Stage::Indexing, None);
         // Built again also when storing failed (the next opening of the store would otherwise).
         let built = store.restore_person_indexes().await;
+        if let (Err(_), Err(e)) = (&stored, &built) {
+            tracing::error!(error = %e, "the search indexes set aside were not built; the next opening of the store builds them");
+        }
         stored?;
         built?;
         summary.phase("indexes", &mut phase);

@@ -14,7 +14,8 @@ pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
     static DIRS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
     static REGISTER: std::sync::Once = std::sync::Once::new();
     extern "C" fn remove_all() {
-        if let Ok(dirs) = DIRS.lock() {
+        // Never waits at exit: a thread that still holds the list leaves its folders.
+        if let Ok(dirs) = DIRS.try_lock() {
             for d in dirs.iter() {
                 let _ = std::fs::remove_dir_all(d);
             }

@@ -75,6 +75,9 @@ pub struct AppState {
     pub web: Arc<web::pages::WebState>,
     /// Intake uploads: where files and reports are kept, the size limit, the imports running.
     pub intake: Arc<web::intake::IntakeState>,
+    /// Set while the store's files are being read into the page cache at start (`/readyz`
+    /// answers 503 meanwhile).
+    pub warming: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -114,7 +117,14 @@ impl AppState {
             audit_public_key: None,
             web: Arc::default(),
             intake: Arc::default(),
+            warming: Arc::default(),
         }
+    }
+
+    /// `/readyz` answers 503 while `warming` is set (the store's files being read ahead).
+    pub fn with_warming(mut self, warming: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.warming = warming;
+        self
     }
 
     /// The audit checkpoints are signed with the key whose public half (SPKI DER) this is.
@@ -204,7 +214,7 @@ impl AppState {
         civil::receive, civil::get,
         reference::provinces, reference::communes, reference::commune, reference::ethnicities,
         reference::religions, reference::countries, reference::id_provinces,
-        healthz,
+        healthz, readyz,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -402,6 +412,25 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
         Ok(()) => Json(Health { status: "ok", backend }).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "database unreachable", backend })).into_response()
+        }
+    }
+}
+
+/// Readiness: 200 once the server answers at full speed — the database answers and the store's
+/// files are in the page cache (`serve --warm-cache`); 503 while they are being read, so that a
+/// load balancer sends a restarted server no traffic before then.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    let backend = st.registry.store().backend();
+    if st.warming.load(std::sync::atomic::Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "warming", backend })).into_response();
+    }
+    match st.registry.store().ping().await {
+        Ok(()) => Json(Health { status: "ready", backend }).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness check: database unreachable");
             (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "database unreachable", backend })).into_response()
         }
     }

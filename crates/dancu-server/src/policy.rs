@@ -703,6 +703,7 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::GET, "/api/docs", None, Public, A::None, || get(crate::docs_page)),
         spec(Method::GET, "/api/docs/{asset}", None, Public, A::None, || get(crate::docs_asset)),
         spec(Method::GET, "/healthz", None, Public, A::None, || get(crate::healthz)),
+        spec(Method::GET, "/readyz", None, Public, A::None, || get(crate::readyz)),
         spec(Method::GET, "/metrics", None, Public, A::None, || get(crate::metrics_text)),
         spec(Method::GET, "/", None, Public, A::None, || get(crate::root)),
     ]

@@ -249,6 +249,25 @@ async fn reference_docs_health_and_metrics() {
     assert!(!r.body.contains("001090123456"));
 }
 
+#[tokio::test]
+async fn readiness_waits_for_the_store_files_read_ahead() {
+    use std::sync::atomic::Ordering;
+    let (s, state) =
+        support::start_state(support::sqlite_store().await, dancu_server::auth::AuthConfig::default()).await;
+    let none: &[(&str, &str)] = &[];
+    state.warming.store(true, Ordering::Release);
+    let r = call(s.addr, "GET", "/readyz", none, None).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json(), json!({"status": "warming", "backend": "sqlite"}));
+    // alive meanwhile, and serving
+    let r = call(s.addr, "GET", "/healthz", none, None).await;
+    assert_eq!(r.status, 200);
+    state.warming.store(false, Ordering::Release);
+    let r = call(s.addr, "GET", "/readyz", none, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"status": "ready", "backend": "sqlite"}));
+}
+
 #[test]
 fn every_route_is_documented() {
     // The routes of the table (the router is built from it) and the OpenAPI document agree.
@@ -261,7 +280,7 @@ fn every_route_is_documented() {
     }
     let table: std::collections::BTreeSet<(String, String)> = dancu_server::policy::routes()
         .iter()
-        .filter(|r| r.path.starts_with("/api/v1") || r.path == "/healthz")
+        .filter(|r| r.path.starts_with("/api/v1") || r.path == "/healthz" || r.path == "/readyz")
         .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
     assert_eq!(table, documented, "API routes and the OpenAPI document differ");

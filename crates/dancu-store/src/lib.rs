@@ -478,6 +478,12 @@ pub trait Store: Send + Sync {
     /// Which adapter this is ("sqlite" or "postgres").
     fn backend(&self) -> &'static str;
 
+    /// The files this store keeps on the local disk, for a server to read them into the operating
+    /// system's page cache when it starts (the SQLite database, the audit trail, its query index
+    /// and their write-ahead logs); empty for PostgreSQL, whose own server keeps its cache across
+    /// restarts of ours.
+    fn local_files(&self) -> Vec<std::path::PathBuf>;
+
     /// Applies pending migrations, then builds any indexes an interrupted import set aside
     /// ([`Store::restore_person_indexes`]); returns how many migrations were applied.
     async fn migrate(&self) -> Result<usize>;

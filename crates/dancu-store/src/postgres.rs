@@ -1012,6 +1012,10 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn local_files(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+
     async fn migrate(&self) -> Result<usize> {
         let mut client = self.pool.get().await?;
         client

@@ -1738,6 +1738,19 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn local_files(&self) -> Vec<PathBuf> {
+        let a = &self.inner.audit;
+        [&self.inner.path, &a.index_path, &a.path]
+            .into_iter()
+            .flat_map(|p| {
+                let mut wal = p.clone().into_os_string();
+                wal.push("-wal");
+                [p.clone(), PathBuf::from(wal)]
+            })
+            .filter(|p| p.is_file())
+            .collect()
+    }
+
     async fn migrate(&self) -> Result<usize> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {

@@ -256,3 +256,23 @@ async fn group_commits_are_not_spaced_on_an_idle_machine() {
     }
     assert!(started.elapsed() < Duration::from_secs(4), "three commits in a row waited: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn local_files_name_the_database_the_trail_and_its_index() {
+    let path = temp_path();
+    let store = SqliteStore::open(&path).unwrap();
+    store.migrate().await.unwrap();
+    let files = store.local_files();
+    let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for name in ["dancu.sqlite", "dancu.audit.sqlite", "dancu.audit-index.sqlite"] {
+        assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
+    }
+    // every one exists, and each write-ahead log named belongs to a database named before it
+    assert!(files.iter().all(|f| f.is_file()), "{files:?}");
+    for (i, n) in names.iter().enumerate() {
+        if let Some(db) = n.strip_suffix("-wal") {
+            assert!(names[..i].iter().any(|m| m == db), "{n} without {db}");
+        }
+    }
+    assert!(files.iter().all(|f| f.parent() == path.parent()), "{files:?}");
+}

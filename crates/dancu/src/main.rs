@@ -3,6 +3,7 @@
 
 mod cards;
 mod import;
+mod warm;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -462,6 +463,11 @@ struct SessionArgs {
     /// error reports are kept in DATA/intake)
     #[arg(long, env = "DANCU_INTAKE_MAX_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     intake_max_mb: u64,
+    /// Read the store's files into the page cache at start, in the background, so that the first
+    /// requests after a restart do not each wait on the disk (auto: when they fit in half of the
+    /// memory available)
+    #[arg(long, env = "DANCU_WARM_CACHE", value_enum, default_value = "auto")]
+    warm_cache: warm::WarmCache,
 }
 
 impl SessionArgs {
@@ -858,6 +864,7 @@ async fn serve(
     banner: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let auth = session.config()?;
+    let warming = warm::start(session.warm_cache, store.local_files());
     // The Document Signer of personalization: the named PKI folder (which must load), else
     // DATA/pki when one was made there.
     let default_pki = db.data.join("pki");
@@ -950,7 +957,8 @@ async fn serve(
         .with_confirmation_key(confirmation_key)
         .with_sharing(sharing_key, &issuer)
         .with_code_channel(citizen_channel(db)?)
-        .with_intake(db.data.join("intake"), (session.intake_max_mb as usize) << 20);
+        .with_intake(db.data.join("intake"), (session.intake_max_mb as usize) << 20)
+        .with_warming(warming);
     let mut state = match card_signer {
         Some(s) => state.with_card_signer(Arc::new(s)),
         None => state,

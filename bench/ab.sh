@@ -91,7 +91,7 @@ for swap in 0 1; do
   pn=$(serve "$NEW" "${dirs[1]}" "${keys[1]}" 18202)
   pids=("$po" "$pn")
   for port in 18201 18202; do
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   done
   to=$(token 18201 || true) tn=$(token 18202 || true)
   [ ${#to} -ge 64 ] && [ ${#tn} -ge 64 ] || { echo "no token from one of the servers" >&2; exit 1; }

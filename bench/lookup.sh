@@ -52,7 +52,7 @@ bench_one() {
     --name "Benchmark" --unit ministry --roles card_operator --password-stdin >/dev/null 2>&1 || true
   DANCU_LOG=warn "$BIN" serve --db "$url" --data "$OUT/keys-$1" --listen "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
   local pid=$!
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   export TOKEN
   TOKEN=$(curl -sf "http://127.0.0.1:$PORT/api/v1/auth/login" -H 'Content-Type: application/json' \
     -d "{\"username\":\"bench\",\"password\":\"$BENCH_PASSWORD\"}" | sed 's/.*"token":"\([0-9a-f]*\)".*/\1/')

@@ -47,7 +47,7 @@ base="http://127.0.0.1:$PORT"
 DANCU_LOG=warn "$BIN" serve --db "$url" --data "$keys" --listen "127.0.0.1:$PORT" --public-url "$base" >/dev/null &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf "$base/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -sf "$base/readyz" >/dev/null && break; sleep 0.1; done
 login() {
   curl -sf "$base/api/v1/auth/login" -H 'Content-Type: application/json' \
     -d "{\"username\":\"$1\",\"password\":\"$PASSWORD\"}" | sed 's/.*"token":"\([0-9a-f]*\)".*/\1/'

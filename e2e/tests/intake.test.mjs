@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BASE, logins, open, shot, login } from '../lib.mjs';
@@ -31,6 +31,7 @@ function batchFile() {
   const bin = process.env.DANCU_E2E_BIN;
   assert.ok(bin, 'DANCU_E2E_BIN is not set: run e2e/run.sh');
   const dir = mkdtempSync(join(tmpdir(), 'dancu-e2e-intake-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'lo-nhap.csv');
   // large enough that some pairs are uncertain (the review band holds only those)
   execFileSync(bin, ['generate', '--people', '1500', '--seed', '13', '--provinces', '01', '--duplicates', '0.3',

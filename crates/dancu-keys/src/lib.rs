@@ -266,5 +266,6 @@ mod tests {
         }
         std::fs::write(dir.join("bad.pem"), "not a key").unwrap();
         assert!(SoftwareKey::load_or_create(&dir.join("bad.pem")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

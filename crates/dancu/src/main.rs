@@ -103,6 +103,10 @@ enum Command {
         #[arg(long, env = "DANCU_PKI")]
         pki: Option<PathBuf>,
     },
+    /// Read files to their end and print the bytes read (the server's read-ahead at start runs
+    /// this in a process of its own: see `warm.rs`)
+    #[command(hide = true)]
+    ReadAhead { files: Vec<PathBuf> },
     /// Apply pending database migrations
     Migrate {
         #[command(flatten)]
@@ -1178,6 +1182,10 @@ async fn main() -> Result<()> {
                 say(format!("dancu listening on http://{addr}/"))
             })
             .await
+        }
+        Command::ReadAhead { files } => {
+            println!("{}", warm::read_through(&files)?);
+            Ok(())
         }
         Command::Migrate { db } => {
             let store = dancu_store::open(&db.url()).await.with_context(|| format!("opening {}", redact(&db.url())))?;

@@ -4,6 +4,13 @@
 //! durable commits wait behind those reads: seconds of responses hundreds of times slower than
 //! usual. One sequential pass over the files, in the background while the server already
 //! serves, reads them at the disk's full speed instead.
+//!
+//! The pass runs in a child process (`dancu read-ahead FILE…`), never in the server's: SQLite
+//! locks its files with POSIX advisory locks, and a process that closes *any* descriptor of a
+//! file loses every lock it holds on that file. A read-ahead that opened and closed the database
+//! inside the server dropped the server's locks; the next program to close the database (an
+//! import) then believed it was the last one, removed the write-ahead log the server was still
+//! using, and the store was corrupted (`tests/cli.rs` shows it).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -100,8 +107,9 @@ fn with_path(e: std::io::Error, path: &Path) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// Starts the warm-up on a thread of its own (the server serves meanwhile) and logs what it did;
-/// the flag returned is set until the files are read (the server's `/readyz` answers 503 while it is).
+/// Starts the warm-up — `dancu read-ahead FILE…` in a child process, waited for on a thread of
+/// its own (the server serves meanwhile) — and logs what it did; the flag returned is set until
+/// the child has finished (the server's `/readyz` answers 503 while it is).
 pub fn start(mode: WarmCache, files: Vec<PathBuf>) -> Arc<AtomicBool> {
     let warming = Arc::new(AtomicBool::new(false));
     let (files, bytes) = match decide(mode, &files, mem_available()) {
@@ -116,7 +124,7 @@ pub fn start(mode: WarmCache, files: Vec<PathBuf>) -> Arc<AtomicBool> {
     let spawned = std::thread::Builder::new().name("dancu-warm-cache".into()).spawn(move || {
         let started = Instant::now();
         tracing::info!(files = files.len(), mib = bytes >> 20, "reading the store's files into the page cache");
-        match read_through(&files) {
+        match read_in_child(&files) {
             Ok(read) => tracing::info!(
                 mib = read >> 20,
                 seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
@@ -131,6 +139,23 @@ pub fn start(mode: WarmCache, files: Vec<PathBuf>) -> Arc<AtomicBool> {
         warming.store(false, Ordering::Release);
     }
     warming
+}
+
+/// Runs `dancu read-ahead FILE…` (this same program) and returns the bytes it read.
+fn read_in_child(files: &[PathBuf]) -> Result<u64, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let out = std::process::Command::new(&exe)
+        .arg("read-ahead")
+        .args(files)
+        .env("DANCU_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running {} read-ahead: {e}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("read-ahead {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    stdout.trim().parse().map_err(|_| format!("read-ahead printed {:?}, not a byte count", stdout.trim()))
 }
 
 #[cfg(test)]

@@ -238,3 +238,56 @@ fn a_child_gets_a_card_only_on_request() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("gets a card only on request"));
     assert!(personalize(&["--under-14-requested"]).status.success());
 }
+
+/// The server reads its store's files ahead at start (`--warm-cache`). SQLite's locks are POSIX
+/// advisory locks, which a process loses on *every* descriptor of a file when it closes any one
+/// of them: a read-ahead that opened and closed the files inside the server let another process
+/// (an import) believe it was alone, remove the write-ahead log at its exit and corrupt the store.
+#[test]
+fn reading_the_store_ahead_keeps_other_processes_from_corrupting_it() {
+    let data = temp_dir("warm");
+    let (mut child, addr, banner) = demo(&data, 300, "info");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = request(&addr, "GET", "/readyz", None, None);
+        if status == 200 {
+            break;
+        }
+        assert_eq!((status, body.contains("warming")), (503, true), "{body}");
+        assert!(Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).env("DANCU_LOG", "warn").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let d = data.to_str().unwrap();
+    let (dup, legacy) = (data.join("dup.csv"), data.join("legacy.csv"));
+    let (dup, legacy) = (dup.to_str().unwrap(), legacy.to_str().unwrap());
+    // Other processes write the store and exit while the server uses it (as an officer's
+    // imports and an address migration would).
+    run(&["generate", "--people", "1000", "--seed", "7", "--provinces", "01", "--duplicates", "0.3", "--out", dup]);
+    run(&["import", "--data", d, dup, "--unit", "province:01", "--officer", "demo"]);
+    run(&["generate", "--people", "100", "--seed", "11", "--provinces", "01", "--legacy-share", "1", "--out", legacy]);
+    run(&["import", "--data", d, legacy, "--unit", "province:01", "--officer", "demo"]);
+    run(&["addresses", "migrate", "--data", d]);
+    // The server goes on writing and reading the same files: a login (a session, an audit
+    // entry), searches that see the import, a few rounds of its background work.
+    let token = demo_token(&addr, &banner);
+    let (status, body) = get(&addr, "/api/v1/persons?province=01&per_page=5", &token);
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = get(&addr, "/api/v1/persons?province=01&per_page=5", &token);
+    assert_eq!(status, 200, "{body}");
+    child.kill().unwrap();
+    let mut logs = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    child.wait().unwrap();
+    assert!(logs.contains("store files read into the page cache"), "{logs}");
+    assert!(!logs.contains("malformed"), "{logs}");
+    for file in ["dancu.sqlite", "dancu.audit.sqlite", "dancu.audit-index.sqlite"] {
+        let db = rusqlite::Connection::open(data.join(file)).unwrap();
+        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok", "{file}");
+    }
+}

@@ -53,19 +53,44 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts `dancu demo`, waits for its banner; returns the child, the address and the banner.
-fn demo(data: &PathBuf, people: u32, log: &str) -> (Child, String, String) {
+/// A server started by a test, stopped when the test ends, also when an assertion fails first.
+struct Server(Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `dancu demo`, waits for its banner; returns the server, the address and the banner.
+fn demo(data: &PathBuf, people: u32, log: &str) -> (Server, String, String) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args(["demo", "--people", &people.to_string(), "--listen", &addr])
-        .arg("--data")
-        .arg(data)
-        .env("DANCU_LOG", log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Server(
+        Command::new(BIN)
+            .args(["demo", "--people", &people.to_string(), "--listen", &addr])
+            .arg("--data")
+            .arg(data)
+            .env("DANCU_LOG", log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut banner = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -7,6 +7,7 @@
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{FieldError, ValidationErrors};
 use crate::person::{Name, Person, PersonStatus};
@@ -343,9 +344,12 @@ pub struct Verification {
     pub person_status: Option<PersonStatus>,
 }
 
-/// Collapses spaces and puts in NFC lowercase (the comparison form of a name).
-fn name_form(s: &str) -> String {
-    text::clean(s).to_lowercase()
+/// A name as an exact comparison sees it: NFC, whitespace runs as one space, lower case
+/// (`text::clean` then lower case, one character at a time: no string is built).
+fn name_form(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.split_whitespace()
+        .enumerate()
+        .flat_map(|(i, word)| (i > 0).then_some(' ').into_iter().chain(word.nfc().flat_map(char::to_lowercase)))
 }
 
 /// Compares what a partner gives with the register (`None`: no person holds the ID).
@@ -366,7 +370,7 @@ pub fn verify(
         };
     };
     let full = f.name.full();
-    let name_r = if name_form(name) == name_form(&full) {
+    let name_r = if name_form(name).eq(name_form(&full)) {
         FieldResult::Match
     } else if text::fold(name) == text::fold(&full) {
         FieldResult::Partial
@@ -671,6 +675,22 @@ mod tests {
         assert_eq!(v.person_status, Some(PersonStatus::Dead));
         let v = verify(None, "x", &d, None);
         assert_eq!((v.matched, v.personal_id, v.name), (false, FieldResult::NoMatch, FieldResult::NotChecked));
+    }
+
+    #[test]
+    fn the_exact_name_form_is_clean_text_in_lower_case() {
+        let decomposed: String = "Nguyễn Thị Thuỷ".nfd().collect();
+        for s in ["  NGUYỄN\tvăn   Đức ", decomposed.as_str(), "Lê", "", " ", "Hoà\u{00a0}Bình", "ÁNH  dương"]
+        {
+            let built = text::clean(s).to_lowercase();
+            assert_eq!(name_form(s).collect::<String>(), built, "{s:?}");
+        }
+        let f = facts();
+        let d = PartialDate::parse("1990-05-17").unwrap();
+        let nfd: String = "  Nguyễn Văn\tAn ".nfd().collect();
+        assert_eq!(verify(Some(&f), &nfd, &d, None).name, FieldResult::Match, "decomposed, spaced input");
+        assert_eq!(verify(Some(&f), "Nguyễn Văn", &d, None).name, FieldResult::NoMatch, "a word missing");
+        assert_eq!(verify(Some(&f), "Nguyễn VănAn", &d, None).name, FieldResult::NoMatch, "words joined");
     }
 
     #[test]

@@ -44,9 +44,21 @@ use utoipa::OpenApi;
 
 use crate::problem::ApiError;
 
-/// Shared state of every handler.
+/// Shared state of every handler: a handle to one [`AppStateInner`], so that the clone every
+/// extractor and middleware takes is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds. Set up by the `with_*` methods before the server starts.
+#[derive(Clone)]
+pub struct AppStateInner {
     pub registry: Registry,
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
@@ -95,7 +107,7 @@ impl AppState {
         config: auth::AuthConfig,
         secrets: Arc<dancu_keys::SecretBox>,
     ) -> Self {
-        AppState {
+        AppState(Arc::new(AppStateInner {
             registry,
             metrics: Arc::default(),
             started: Instant::now(),
@@ -118,50 +130,55 @@ impl AppState {
             web: Arc::default(),
             intake: Arc::default(),
             warming: Arc::default(),
-        }
+        }))
+    }
+
+    /// The state to set up (copied first if it is already shared, which set-up never is).
+    fn setup(&mut self) -> &mut AppStateInner {
+        Arc::make_mut(&mut self.0)
     }
 
     /// `/readyz` answers 503 while `warming` is set (the store's files being read ahead).
     pub fn with_warming(mut self, warming: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        self.warming = warming;
+        self.setup().warming = warming;
         self
     }
 
     /// The audit checkpoints are signed with the key whose public half (SPKI DER) this is.
     pub fn with_audit_key(mut self, public_key_der: Vec<u8>) -> Self {
-        self.audit_public_key = Some(public_key_der.into());
+        self.setup().audit_public_key = Some(public_key_der.into());
         self
     }
 
     /// Signs residence confirmations with this key.
     pub fn with_confirmation_key(mut self, key: Arc<dyn dancu_keys::Signer>) -> Self {
-        self.confirmation_key = Some(key);
+        self.setup().confirmation_key = Some(key);
         self
     }
 
     /// Delivers citizens' one-time login codes through `channel`.
     pub fn with_code_channel(mut self, channel: Arc<dyn citizen::CodeChannel>) -> Self {
         let challenges_per_window = self.citizen.challenges_per_window;
-        self.citizen = Arc::new(citizen::CitizenState { channel, challenges_per_window });
+        self.setup().citizen = Arc::new(citizen::CitizenState { channel, challenges_per_window });
         self
     }
 
     /// Allows `n` login codes per personal ID per 15 minutes (tests of many logins).
     pub fn with_codes_per_window(mut self, n: u32) -> Self {
-        self.citizen =
-            Arc::new(citizen::CitizenState { channel: self.citizen.channel.clone(), challenges_per_window: n });
+        let channel = self.citizen.channel.clone();
+        self.setup().citizen = Arc::new(citizen::CitizenState { channel, challenges_per_window: n });
         self
     }
 
     /// Accepts intake uploads of at most `max_bytes`, kept (with their error reports) in `dir`.
     pub fn with_intake(mut self, dir: std::path::PathBuf, max_bytes: usize) -> Self {
-        self.intake = Arc::new(web::intake::IntakeState::new(dir, max_bytes));
+        self.setup().intake = Arc::new(web::intake::IntakeState::new(dir, max_bytes));
         self
     }
 
     /// Personalizes chips with this Document Signer.
     pub fn with_card_signer(mut self, signer: Arc<dancu_card::DocumentSigner>) -> Self {
-        self.card_signer = Some(signer);
+        self.setup().card_signer = Some(signer);
         self
     }
 
@@ -172,14 +189,14 @@ impl AppState {
         cscas: Vec<dancu_card::Certificate>,
         crls: Vec<dancu_card::CertificateList>,
     ) -> Self {
-        self.card_trust = Some(Arc::new(cards::CardTrust { cscas, crls }));
+        self.setup().card_trust = Some(Arc::new(cards::CardTrust { cscas, crls }));
         self
     }
 
     /// Signs partner tokens and responses with `signer` (its key id is published at
     /// `/.well-known/jwks.json`); `issuer` is the server's public base URL.
     pub fn with_sharing(mut self, signer: Arc<dyn dancu_keys::Signer>, issuer: &str) -> Self {
-        self.sharing = Arc::new(sharing::SharingState::new(signer, issuer));
+        self.setup().sharing = Arc::new(sharing::SharingState::new(signer, issuer));
         self
     }
 }

@@ -272,8 +272,12 @@ fn check_token(sh: &SharingState, token: &str, now: i64) -> Result<Arc<TokenInfo
 fn take(sh: &SharingState, p: &Partner) -> Result<(), u64> {
     let rate = f64::from(p.rate_limit_per_second.max(1));
     let mut buckets = sh.buckets.lock().expect("rate buckets");
-    let b = buckets.entry(p.id.clone()).or_insert_with(|| Bucket { tokens: rate, last: Instant::now() });
     let now = Instant::now();
+    // Looked up before inserting: the partner's id is copied only for its first call.
+    if !buckets.contains_key(&p.id) {
+        buckets.insert(p.id.clone(), Bucket { tokens: rate, last: now });
+    }
+    let b = buckets.get_mut(&p.id).expect("inserted above");
     b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(rate);
     b.last = now;
     if b.tokens >= 1.0 {

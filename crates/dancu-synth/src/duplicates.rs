@@ -24,25 +24,51 @@ pub struct Labelled {
 }
 
 /// The people given, plus corrupted duplicates of a `share` of them (a tenth of those twice),
-/// in a shuffled order.
+/// in a shuffled order. Holds every record: for large populations use [`Duplicator`], which
+/// gives the same records in the same order one person at a time.
 pub fn with_duplicates(people: Vec<PersonInput>, share: f64, seed: u64) -> Vec<Labelled> {
-    let mut rng = Rng::new(seed);
+    let mut d = Duplicator::new(share, seed);
     let mut out: Vec<Labelled> = Vec::with_capacity(people.len() + (people.len() as f64 * share * 1.2) as usize);
     for (entity, person) in people.into_iter().enumerate() {
-        if rng.chance(share) {
-            let copies = if rng.chance(0.1) { 2 } else { 1 };
+        d.records(entity, person, |l| out.push(l));
+    }
+    d.shuffle(&mut out);
+    out
+}
+
+/// [`with_duplicates`] one person at a time: a caller keeps each record in whatever compact
+/// form it writes (a CSV line), then shuffles them. The same seed gives the same records and
+/// the same order as [`with_duplicates`].
+pub struct Duplicator {
+    rng: Rng,
+    share: f64,
+}
+
+impl Duplicator {
+    pub fn new(share: f64, seed: u64) -> Self {
+        Duplicator { rng: Rng::new(seed), share }
+    }
+
+    /// Hands `person`'s records to `emit`: its duplicates (if it drew any), then itself.
+    pub fn records(&mut self, entity: usize, person: PersonInput, mut emit: impl FnMut(Labelled)) {
+        if self.rng.chance(self.share) {
+            let copies = if self.rng.chance(0.1) { 2 } else { 1 };
             for _ in 0..copies {
-                out.push(Labelled { entity, duplicate: true, person: corrupt(&person, &mut rng) });
+                emit(Labelled { entity, duplicate: true, person: corrupt(&person, &mut self.rng) });
             }
         }
-        out.push(Labelled { entity, duplicate: false, person });
+        emit(Labelled { entity, duplicate: false, person });
     }
-    // Fisher–Yates
-    for i in (1..out.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        out.swap(i, j);
+
+    /// Shuffles every record emitted (or anything standing for them, in the same order): call once,
+    /// after the last person.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        // Fisher–Yates
+        for i in (1..items.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
     }
-    out
 }
 
 /// A re-recording of `p` with one to three intake errors, and items a second source may lack.

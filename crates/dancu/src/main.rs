@@ -1088,28 +1088,57 @@ fn generate_with_duplicates(
     }
     let generator = Generator::new(&synth_config(seed, provinces, legacy_share)).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
-    let generated: Vec<dancu_synth::SynthPerson> = generator.take(people as usize).collect();
-    let households: Vec<u64> = generated.iter().map(|p| p.household).collect();
-    let labelled =
-        dancu_synth::duplicates::with_duplicates(generated.into_iter().map(|p| p.person).collect(), share, seed);
+    // Every record is kept as its CSV line in one buffer (about 170 bytes a row, not the
+    // kilobytes of a parsed person), then the lines are written in shuffled order.
+    let mut duplicator = dancu_synth::duplicates::Duplicator::new(share, seed);
+    if people > 1_000_000_000 {
+        bail!("--duplicates works with at most 1,000,000,000 people, got {people}");
+    }
+    let mut lines = csv::Writer::from_writer(Vec::<u8>::new());
+    let mut ends: Vec<u64> = Vec::new();
+    let mut labels: Vec<(u32, bool)> = Vec::new();
+    let mut failed = None;
+    for (entity, p) in generator.take(people as usize).enumerate() {
+        let household = p.household;
+        duplicator.records(entity, p.person, |l| {
+            let row = dancu_synth::SynthPerson { household, person: l.person };
+            if let Err(e) = lines.write_record(row.csv_row()).and_then(|()| Ok(lines.flush()?)) {
+                failed.get_or_insert(e);
+            }
+            ends.push(lines.get_ref().len() as u64);
+            labels.push((l.entity as u32, l.duplicate));
+        });
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let lines = lines.into_inner().map_err(|e| anyhow::anyhow!("{}", e.error()))?;
+    let mut order: Vec<u32> = (0..ends.len() as u32).collect();
+    duplicator.shuffle(&mut order);
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut w = csv::WriterBuilder::new().buffer_capacity(1 << 20).from_writer(file);
-    w.write_record(dancu_synth::CSV_HEADER)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    {
+        let mut header = csv::Writer::from_writer(&mut w);
+        header.write_record(dancu_synth::CSV_HEADER)?;
+        header.flush()?;
+    }
     let truth_path = import::sibling(out, "truth.csv");
     let mut truth =
         csv::Writer::from_path(&truth_path).with_context(|| format!("creating {}", truth_path.display()))?;
     truth.write_record(["line", "entity", "duplicate"])?;
-    for (i, l) in labelled.iter().enumerate() {
-        let row = dancu_synth::SynthPerson { household: households[l.entity], person: l.person.clone() };
-        w.write_record(row.csv_row())?;
-        truth.write_record([(i + 2).to_string(), l.entity.to_string(), l.duplicate.to_string()])?;
+    for (i, &k) in order.iter().enumerate() {
+        let k = k as usize;
+        let start = if k == 0 { 0 } else { ends[k - 1] as usize };
+        w.write_all(&lines[start..ends[k] as usize])?;
+        let (entity, duplicate) = labels[k];
+        truth.write_record([(i + 2).to_string(), entity.to_string(), duplicate.to_string()])?;
     }
     w.flush()?;
     truth.flush()?;
     eprintln!(
         "wrote {} rows ({people} people, {} duplicates) to {} and the truth to {} in {:.1} s",
-        labelled.len(),
-        labelled.len() as u64 - people.min(labelled.len() as u64),
+        order.len(),
+        order.len() as u64 - people.min(order.len() as u64),
         out.display(),
         truth_path.display(),
         started.elapsed().as_secs_f64()

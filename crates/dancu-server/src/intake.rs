@@ -28,7 +28,7 @@ use std::time::Instant;
 use dancu_core::audit::AuditEntry;
 use dancu_core::auth::{Role, Unit};
 use dancu_core::intake::em::{Band, Thresholds};
-use dancu_core::intake::linkage::{LinkConfig, LinkRecord, Origin, link};
+use dancu_core::intake::linkage::{LinkConfig, LinkRecord, Origin, link_owned};
 use dancu_core::intake::par;
 use dancu_core::intake::row::{CellProblem, ColumnMap, ImportUnit, NormalizedRow, RowNormalizer};
 use dancu_core::{Person, PersonStatus, PersonalId};
@@ -776,6 +776,8 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
         registry_keys = order.iter().map(|&i| registry_keys[i]).collect();
         records.truncate(n_batch);
         records.extend(reg);
+    } else {
+        drop(keys); // a key per row: not kept through the linkage
     }
     summary.registry_candidates = registry_keys.len() as u64;
     summary.phase("registry_candidates", &mut phase);
@@ -803,8 +805,7 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     track.at.rows_rejected = summary.rows_rejected;
     track.stage(Stage::Linking, None);
     let config = LinkConfig::default();
-    let outcome = tokio::task::block_in_place(|| link(&linked_records, &config));
-    drop(linked_records);
+    let outcome = tokio::task::block_in_place(|| link_owned(linked_records, &config));
     summary.candidate_pairs = outcome.candidates as u64;
     summary.phase("link", &mut phase);
 
@@ -1050,7 +1051,7 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
     summary.records = records.len() as u64;
     summary.phase("read_normalize", &mut phase);
     let config = LinkConfig::default();
-    let outcome = link(&records, &config);
+    let outcome = link_owned(records, &config);
     summary.candidate_pairs = outcome.candidates as u64;
     summary.blocking = outcome.blocking.rules.iter().map(|r| (r.rule.to_string(), r.new_pairs as u64)).collect();
     summary.phase("link", &mut phase);

@@ -944,7 +944,18 @@ fn weigh_address_tokens(features: &mut [LinkFeatures]) {
 
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
-    let mut features: Vec<LinkFeatures> = par::map(records, LinkFeatures::new);
+    link_features(par::map(records, LinkFeatures::new), config)
+}
+
+/// [`link`] of records the caller no longer needs: they are dropped as soon as their comparison
+/// features are built, before blocking (a large import's memory peaks in the linkage).
+pub fn link_owned(records: Vec<LinkRecord>, config: &LinkConfig) -> LinkOutcome {
+    let features = par::map(&records, LinkFeatures::new);
+    drop(records);
+    link_features(features, config)
+}
+
+fn link_features(mut features: Vec<LinkFeatures>, config: &LinkConfig) -> LinkOutcome {
     weigh_address_tokens(&mut features);
     let features = features;
     let rules = blocking::default_rules();
@@ -973,7 +984,7 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
         }
         em::patterns(distinct.iter().zip(counts).filter(|(_, n)| *n > 0.0).map(|(c, n)| (*c, n)))
     };
-    let background: Vec<Comparison> = background_pairs(records.len(), config.em.background_pairs)
+    let background: Vec<Comparison> = background_pairs(features.len(), config.em.background_pairs)
         .map(|(a, b)| compare(&features[a], &features[b]))
         .collect();
     let all = counted(&|_| true);
@@ -1021,7 +1032,7 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     let links: Vec<(usize, usize, f64)> =
         link_index.iter().map(|&i| (pairs[i].a, pairs[i].b, pairs[i].weight)).collect();
     let clustering = cluster::cluster(
-        records.len(),
+        features.len(),
         &links,
         config.max_cluster.unwrap_or(LinkConfig::DEFAULT_MAX_CLUSTER),
         cluster::Guard {
@@ -1341,6 +1352,12 @@ mod tests {
         assert_eq!(records[original].birth_date, Some(PartialDate::parse("1960-02-01").unwrap()));
         records.push(record("Nguyen", "", "Binh", "1960-01-02", "legacy:00004"));
         let out = link(&records, &LinkConfig::default());
+        let owned = link_owned(records.clone(), &LinkConfig::default());
+        assert_eq!((owned.candidates, &owned.clusters), (out.candidates, &out.clusters), "the same linkage");
+        assert_eq!(
+            owned.pairs.iter().map(|p| (p.a, p.b, p.weight)).collect::<Vec<_>>(),
+            out.pairs.iter().map(|p| (p.a, p.b, p.weight)).collect::<Vec<_>>()
+        );
         let pair = out.pairs.iter().find(|p| p.a == original && p.b == records.len() - 1);
         let pair = pair.expect("the duplicate is a candidate");
         assert_ne!(pair.band, Band::Distinct, "{pair:?}");

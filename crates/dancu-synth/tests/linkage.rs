@@ -124,25 +124,3 @@ fn precision_and_recall_on_synthetic_duplicates() {
     assert!(recall >= 0.98, "link + review recall {recall}");
     assert!(review_n * 20 <= truth.len(), "{review_n} review pairs for {} true pairs", truth.len());
 }
-
-/// A caller that keeps only a compact form of each record and shuffles their positions (as
-/// `dancu generate --duplicates` does) gets the records of `with_duplicates`, in its order.
-#[test]
-fn duplicates_one_person_at_a_time_come_out_as_with_duplicates() {
-    use dancu_synth::duplicates::Duplicator;
-    let config = Config { seed: 5, provinces: vec![], today: date!(2026 - 11 - 29), legacy_share: 0.3 };
-    let people: Vec<_> = Generator::new(&config).unwrap().take(3_000).map(|p| p.person).collect();
-    let whole = with_duplicates(people.clone(), 0.25, 9);
-    let mut d = Duplicator::new(0.25, 9);
-    let mut compact = Vec::new();
-    for (entity, p) in people.into_iter().enumerate() {
-        d.records(entity, p, |l| compact.push((l.entity, l.duplicate, format!("{:?}", l.person))));
-    }
-    let mut order: Vec<usize> = (0..compact.len()).collect();
-    d.shuffle(&mut order);
-    assert_eq!(order.len(), whole.len());
-    assert!(whole.iter().filter(|l| l.duplicate).count() > 600, "about a quarter duplicated");
-    for (l, &k) in whole.iter().zip(&order) {
-        assert_eq!((l.entity, l.duplicate, format!("{:?}", l.person)), compact[k]);
-    }
-}

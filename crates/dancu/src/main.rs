@@ -1086,31 +1086,26 @@ fn generate_with_duplicates(
     if out.as_os_str() == "-" {
         bail!("--duplicates writes a truth file beside the data: give a file for --out");
     }
+    if people > 1_000_000_000 {
+        bail!("--duplicates works with at most 1,000,000,000 people, got {people}");
+    }
     let generator = Generator::new(&synth_config(seed, provinces, legacy_share)).map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     // Every record is kept as its CSV line in one buffer (about 170 bytes a row, not the
     // kilobytes of a parsed person), then the lines are written in shuffled order.
     let mut duplicator = dancu_synth::duplicates::Duplicator::new(share, seed);
-    if people > 1_000_000_000 {
-        bail!("--duplicates works with at most 1,000,000,000 people, got {people}");
-    }
     let mut lines = csv::Writer::from_writer(Vec::<u8>::new());
     let mut ends: Vec<u64> = Vec::new();
     let mut labels: Vec<(u32, bool)> = Vec::new();
-    let mut failed = None;
+    let mut records = Vec::with_capacity(3);
     for (entity, p) in generator.take(people as usize).enumerate() {
-        let household = p.household;
-        duplicator.records(entity, p.person, |l| {
-            let row = dancu_synth::SynthPerson { household, person: l.person };
-            if let Err(e) = lines.write_record(row.csv_row()).and_then(|()| Ok(lines.flush()?)) {
-                failed.get_or_insert(e);
-            }
+        duplicator.records(entity, p.person, |l| records.push(l));
+        for l in records.drain(..) {
+            lines.write_record(dancu_synth::SynthPerson { household: p.household, person: l.person }.csv_row())?;
+            lines.flush()?;
             ends.push(lines.get_ref().len() as u64);
             labels.push((l.entity as u32, l.duplicate));
-        });
-    }
-    if let Some(e) = failed {
-        return Err(e.into());
+        }
     }
     let lines = lines.into_inner().map_err(|e| anyhow::anyhow!("{}", e.error()))?;
     let mut order: Vec<u32> = (0..ends.len() as u32).collect();

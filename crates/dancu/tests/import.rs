@@ -81,6 +81,45 @@ fn state(data: &Path) -> State {
     }
 }
 
+/// `generate --duplicates` with the seed of a plain `generate`: the rows the truth marks as
+/// originals are the plain file's rows of the entities it names, each once; the duplicates keep
+/// their original's household and most differ from it (a corruption can leave a row unchanged:
+/// a day and month that are equal, a name without accents to lose).
+#[test]
+fn generated_duplicates_line_up_with_their_truth() {
+    let dir = temp_dir("truth");
+    let (plain, dup) = (dir.join("plain.csv"), dir.join("dup.csv"));
+    let common = ["generate", "--people", "2000", "--seed", "3", "--provinces", "01", "--out"];
+    dancu(&[&common[..], &[plain.to_str().unwrap()]].concat());
+    dancu(&[&common[..], &[dup.to_str().unwrap(), "--duplicates", "0.2"]].concat());
+    let plain = std::fs::read_to_string(&plain).unwrap();
+    let data = std::fs::read_to_string(&dup).unwrap();
+    let (plain, data): (Vec<&str>, Vec<&str>) = (plain.lines().collect(), data.lines().collect());
+    assert_eq!(plain[0], data[0], "the same header");
+    let truth = std::fs::read_to_string(dir.join("dup.truth.csv")).unwrap();
+    let mut seen = vec![false; plain.len() - 1];
+    let (mut duplicates, mut changed) = (0, 0);
+    for (i, t) in truth.lines().skip(1).enumerate() {
+        let t: Vec<&str> = t.split(',').collect();
+        let (line, entity): (usize, usize) = (t[0].parse().unwrap(), t[1].parse().unwrap());
+        assert_eq!(line, i + 2, "the truth follows the file's lines");
+        let (row, original) = (data[line - 1], plain[entity + 1]);
+        if t[2] == "false" {
+            assert_eq!(row, original, "line {line}: the original of entity {entity}");
+            assert!(!std::mem::replace(&mut seen[entity], true), "entity {entity} has two originals");
+        } else {
+            duplicates += 1;
+            changed += usize::from(row != original);
+            assert_eq!(row.split(',').next(), original.split(',').next(), "line {line}: the household");
+        }
+    }
+    assert_eq!(truth.lines().count(), data.len(), "a truth line per data row");
+    assert!(seen.iter().all(|s| *s), "every person has its original row");
+    assert!((300..=550).contains(&duplicates), "{duplicates} duplicates of 2,000 people at 0.2");
+    assert!(changed * 100 >= duplicates * 85, "{changed} of {duplicates} duplicates differ from their original");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn generate_import_and_killed_imports_finish_like_a_clean_run() {
     let dir = temp_dir("crash");

@@ -28,7 +28,7 @@ use std::time::Instant;
 use dancu_core::audit::AuditEntry;
 use dancu_core::auth::{Role, Unit};
 use dancu_core::intake::em::{Band, Thresholds};
-use dancu_core::intake::linkage::{LinkConfig, LinkRecord, Origin, link_owned};
+use dancu_core::intake::linkage::{FeatureBuilder, LinkConfig, LinkRecord, Origin, link_prepared};
 use dancu_core::intake::par;
 use dancu_core::intake::row::{CellProblem, ColumnMap, ImportUnit, NormalizedRow, RowNormalizer};
 use dancu_core::{Person, PersonStatus, PersonalId};
@@ -251,6 +251,9 @@ type Normalized = (NormalizedRow, serde_json::Result<Vec<u8>>);
 
 /// Rows normalized per batch.
 const BATCH: usize = 16_384;
+/// Rows whose linkage records are gathered before their comparison features are prepared (on
+/// all cores) and the records dropped.
+const PREPARE_EVERY: usize = 65_536;
 
 /// Reads and normalizes the rows on a thread of its own, in batches, each batch normalized (and
 /// each valid row's person serialized) on all cores ([`par::map_with`], one normalizer per
@@ -642,6 +645,9 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     }
     let done: HashMap<u64, Uuid> = store.import_rows(&batch_id).await?.into_iter().collect();
     let own_keys: HashSet<Uuid> = done.values().copied().collect();
+    // Registry candidates are looked up only when the registry holds people other than this
+    // batch's; otherwise no lookup key is kept per row.
+    let registry_has_others = store.count_persons().await? > own_keys.len() as u64;
 
     // ---- pass 1: normalize, report, linkage records
     let mut report = Report::create(&report_path)?;
@@ -655,7 +661,10 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     let today = today();
     let norm = RowNormalizer::new(map, unit.clone(), today, o.format == Format::Xlsx);
     let mut lines: Vec<u64> = Vec::new();
-    let mut records: Vec<LinkRecord> = Vec::new();
+    // The rows' comparison features, prepared a part at a time ([`PREPARE_EVERY`] rows) so that
+    // only their compact form is kept while reading.
+    let mut features = FeatureBuilder::new();
+    let mut pending: Vec<LinkRecord> = Vec::new();
     let mut keys: HashSet<CandidateKey> = HashSet::new();
     let mut file_ids: Vec<(usize, PersonalId)> = Vec::new();
     let mut track = Tracker {
@@ -703,22 +712,30 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
                         report.note(line, kind, &n.field, &n.value, n.code, &n.reason)?;
                     }
                     let p = &row.person;
-                    let facts = p.search_facts();
-                    keys.insert(CandidateKey::NameYear(facts.name_key, facts.birth_year));
-                    if let Some(l) = &p.record.legacy_id {
-                        keys.insert(CandidateKey::LegacyId(l.to_string()));
+                    if registry_has_others {
+                        let facts = p.search_facts();
+                        keys.insert(CandidateKey::NameYear(facts.name_key, facts.birth_year));
+                        if let Some(l) = &p.record.legacy_id {
+                            keys.insert(CandidateKey::LegacyId(l.to_string()));
+                        }
                     }
                     if let Some(id) = p.personal_id
                         && !done.contains_key(&line)
                     {
-                        file_ids.push((records.len(), id));
+                        file_ids.push((lines.len(), id));
                     }
                     lines.push(line);
-                    records.push(LinkRecord::from_input(&p.record, Origin::Batch));
+                    pending.push(LinkRecord::from_input(&p.record, Origin::Batch));
                 }
             }
         }
+        if pending.len() >= PREPARE_EVERY {
+            tokio::task::block_in_place(|| features.extend(&pending));
+            pending.clear();
+        }
     }
+    tokio::task::block_in_place(|| features.extend(&pending));
+    drop(pending);
     track.at.rows_read = summary.rows_read;
     track.at.rows_rejected = summary.rows_rejected;
     track.position(summary.rows_read);
@@ -751,61 +768,39 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
             }
         }
     }
-    let n_batch = records.len();
-    // Registry candidates: only when the registry holds people other than this batch's.
+    let n_batch = lines.len();
+    // Rows refused for their ID take no part in linkage.
+    for &i in &refused {
+        features.forget(i);
+    }
     let mut registry_keys: Vec<Uuid> = Vec::new();
-    if store.count_persons().await? > own_keys.len() as u64 {
+    if registry_has_others {
         let keys: Vec<CandidateKey> = keys.into_iter().collect();
         track.stage(Stage::RegistryCandidates, Some(keys.len() as u64));
         let mut looked = 0u64;
+        let mut found: Vec<(Uuid, LinkRecord)> = Vec::new();
         for chunk in keys.chunks(5000) {
             for rec in store.link_candidates(chunk).await? {
                 if !own_keys.contains(&rec.key) && rec.person.merged_into.is_none() {
-                    registry_keys.push(rec.key);
-                    records.push(LinkRecord::from_person(&rec.person));
+                    found.push((rec.key, LinkRecord::from_person(&rec.person)));
                 }
             }
             looked += chunk.len() as u64;
             track.position(looked);
         }
         // Fetched by several keys: each once, in a stable order.
-        let mut order: Vec<usize> = (0..registry_keys.len()).collect();
-        order.sort_by_key(|&i| registry_keys[i]);
-        order.dedup_by_key(|i| registry_keys[*i]);
-        let reg: Vec<LinkRecord> = order.iter().map(|&i| records[n_batch + i].clone()).collect();
-        registry_keys = order.iter().map(|&i| registry_keys[i]).collect();
-        records.truncate(n_batch);
-        records.extend(reg);
-    } else {
-        drop(keys); // a key per row: not kept through the linkage
+        found.sort_by_key(|(key, _)| *key);
+        found.dedup_by_key(|(key, _)| *key);
+        let (found_keys, found_records): (Vec<Uuid>, Vec<LinkRecord>) = found.into_iter().unzip();
+        tokio::task::block_in_place(|| features.extend(&found_records));
+        registry_keys = found_keys;
     }
     summary.registry_candidates = registry_keys.len() as u64;
     summary.phase("registry_candidates", &mut phase);
-    // Rows refused for their ID take no part in linkage.
-    let linked_records: Vec<LinkRecord> = if refused.is_empty() {
-        records
-    } else {
-        records
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut r)| {
-                if refused.contains(&i) {
-                    r.family.clear();
-                    r.middle.clear();
-                    r.given.clear();
-                    r.birth_date = None;
-                    r.legacy_id = None;
-                    r.phone = None;
-                    r.commune_key = None;
-                }
-                r
-            })
-            .collect()
-    };
     track.at.rows_rejected = summary.rows_rejected;
     track.stage(Stage::Linking, None);
     let config = LinkConfig::default();
-    let outcome = tokio::task::block_in_place(|| link_owned(linked_records, &config));
+    let outcome = tokio::task::block_in_place(|| link_prepared(&features.finish(), &config));
     summary.candidate_pairs = outcome.candidates as u64;
     summary.phase("link", &mut phase);
 
@@ -1010,6 +1005,7 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
         ..Default::default()
     };
     let mut lines: Vec<u64> = Vec::new();
+    let mut features = FeatureBuilder::new();
     let mut records: Vec<LinkRecord> = Vec::new();
     loop {
         let batch: Vec<Result<Row, (u64, String)>> = source.by_ref().take(BATCH).collect();
@@ -1046,12 +1042,18 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
                 }
             }
         }
+        if records.len() >= PREPARE_EVERY {
+            features.extend(&records);
+            records.clear();
+        }
     }
+    features.extend(&records);
+    drop(records);
     report.w.flush()?;
-    summary.records = records.len() as u64;
+    summary.records = lines.len() as u64;
     summary.phase("read_normalize", &mut phase);
     let config = LinkConfig::default();
-    let outcome = link_owned(records, &config);
+    let outcome = link_prepared(&features.finish(), &config);
     summary.candidate_pairs = outcome.candidates as u64;
     summary.blocking = outcome.blocking.rules.iter().map(|r| (r.rule.to_string(), r.new_pairs as u64)).collect();
     summary.phase("link", &mut phase);

@@ -7,9 +7,10 @@
 //! is not compared all-to-all: its records are sorted by folded name and each is paired with the
 //! next [`BlockingConfig::window`] ones (sorted neighbourhood), and the block is counted.
 
-use foldhash::{HashMap, HashMapExt};
+use std::hash::{BuildHasher, Hasher};
 
-use super::linkage::{Field, LinkFeatures, Origin};
+use super::interner::{Strings, Sym};
+use super::linkage::{Field, LinkFeatures, Origin, Prepared};
 
 /// Blocking settings.
 #[derive(Debug, Clone)]
@@ -28,11 +29,13 @@ impl Default for BlockingConfig {
     }
 }
 
-/// A blocking rule: a name and the keys it gives a record (none, one or several).
+/// A blocking rule: a name and the keys it gives a record (none, one or several). A key is a
+/// 64-bit hash of the values the rule groups by ([`key`]): two records share a block when their
+/// values are equal (two different values colliding would only add candidate pairs).
 #[derive(Clone, Copy)]
 pub struct BlockingRule {
     pub name: &'static str,
-    pub keys: fn(&LinkFeatures, &mut Vec<String>),
+    pub keys: fn(&Strings, &LinkFeatures, &mut Vec<u64>),
 }
 
 impl std::fmt::Debug for BlockingRule {
@@ -41,26 +44,49 @@ impl std::fmt::Debug for BlockingRule {
     }
 }
 
+/// The blocking key of a rule's values.
+pub fn key(parts: &[u64]) -> u64 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x626c_6f63_6b00).build_hasher();
+    h.write_usize(parts.len());
+    for p in parts {
+        h.write_u64(*p);
+    }
+    h.finish()
+}
+
+fn sym(s: Sym) -> u64 {
+    u64::from(s.raw())
+}
+
 /// The full date with day and month in ascending order (so a swapped day/month gives the same key).
-fn date_key(r: &LinkFeatures) -> Option<String> {
+fn date_key(r: &LinkFeatures) -> Option<[u64; 3]> {
     let d = r.birth_date?.full()?;
     let (x, y) = (d.day(), d.month() as u8);
-    Some(format!("{}-{}-{}", d.year(), x.min(y), x.max(y)))
+    Some([d.year() as u64, u64::from(x.min(y)), u64::from(x.max(y))])
 }
+
+/// The commune of a record without a home commune (no [`Sym`] is this large).
+const NO_COMMUNE: u64 = u64::MAX;
 
 /// The 2025 communes a record's keys use: those its home commune is or went into, or, for a
-/// record without a home commune (a file from another system), "-": such records are blocked
-/// together as if they lived in one commune, so the commune rules still pair them.
-fn communes(r: &LinkFeatures) -> Vec<&str> {
-    if r.communes_2025.is_empty() { vec!["-"] } else { r.communes_2025.iter().map(String::as_str).collect() }
+/// record without a home commune (a file from another system), a commune of its own: such
+/// records are blocked together as if they lived in one commune, so the commune rules still pair them.
+fn communes(r: &LinkFeatures) -> impl Iterator<Item = u64> + '_ {
+    let none = r.communes_2025.is_empty().then_some(NO_COMMUNE);
+    r.communes_2025.iter().map(|&c| sym(c)).chain(none)
 }
 
-fn year(r: &LinkFeatures) -> Option<i32> {
-    r.birth_date.map(|d| d.year())
+fn year(r: &LinkFeatures) -> Option<u64> {
+    r.birth_date.map(|d| d.year() as u64)
 }
 
-fn sex(r: &LinkFeatures) -> &'static str {
-    r.sex.map_or("?", |s| s.code())
+fn sex(r: &LinkFeatures) -> u64 {
+    r.sex.map_or(0, |s| 1 + s as u64)
+}
+
+/// The first letter of a name's phonetic key.
+fn initial(t: &Strings, k: Sym) -> Option<u64> {
+    t.get(k).chars().next().map(u64::from)
 }
 
 /// The default rules:
@@ -83,101 +109,117 @@ fn sex(r: &LinkFeatures) -> &'static str {
 /// 12. phonetic middle + given name + 2025 commune (family name and date both wrong).
 ///
 /// A legacy commune stands for every 2025 commune it went into; a missing one is a commune of its
-/// own ("-").
+/// own.
 pub fn default_rules() -> Vec<BlockingRule> {
     vec![
         BlockingRule {
             name: "name+year",
-            keys: |r, out| {
+            keys: |_, r, out| {
                 if let Some(y) = year(r)
                     && !r.given_k.is_empty()
                 {
-                    out.push(format!("{}|{}|{y}|{}", r.family_k, r.given_k, sex(r)));
+                    out.push(key(&[sym(r.family_k), sym(r.given_k), y, sex(r)]));
                 }
             },
         },
         BlockingRule {
             name: "given+date",
-            keys: |r, out| {
-                if let Some(d) = date_key(r)
+            keys: |_, r, out| {
+                if let Some([y, lo, hi]) = date_key(r)
                     && !r.given_k.is_empty()
                 {
-                    out.push(format!("{}|{d}", r.given_k));
+                    out.push(key(&[sym(r.given_k), y, lo, hi]));
                 }
             },
         },
-        BlockingRule { name: "legacy_id", keys: |r, out| out.extend(r.legacy_id.clone()) },
-        BlockingRule { name: "phone", keys: |r, out| out.extend(r.phone.clone()) },
+        BlockingRule {
+            name: "legacy_id",
+            keys: |_, r, out| {
+                if !r.legacy_id.is_empty() {
+                    out.push(key(&[sym(r.legacy_id)]));
+                }
+            },
+        },
+        BlockingRule {
+            name: "phone",
+            keys: |_, r, out| {
+                if !r.phone.is_empty() {
+                    out.push(key(&[sym(r.phone)]));
+                }
+            },
+        },
         BlockingRule {
             name: "commune+date+sex",
-            keys: |r, out| {
-                if let Some(d) = date_key(r) {
-                    out.extend(communes(r).iter().map(|c| format!("{c}|{d}|{}", sex(r))));
+            keys: |_, r, out| {
+                if let Some([y, lo, hi]) = date_key(r) {
+                    out.extend(communes(r).map(|c| key(&[c, y, lo, hi, sex(r)])));
                 }
             },
         },
         BlockingRule {
             name: "name+commune",
-            keys: |r, out| {
+            keys: |_, r, out| {
                 if !r.given_k.is_empty() {
-                    out.extend(communes(r).iter().map(|c| format!("{}|{}|{c}", r.family_k, r.given_k)));
+                    out.extend(communes(r).map(|c| key(&[sym(r.family_k), sym(r.given_k), c])));
                 }
             },
         },
         BlockingRule {
             name: "commune+year+sex+initial",
-            keys: |r, out| {
-                if let (Some(y), Some(initial)) = (year(r), r.given_k.chars().next()) {
-                    out.extend(communes(r).iter().map(|c| format!("{c}|{y}|{}|{initial}", sex(r))));
+            keys: |t, r, out| {
+                if let (Some(y), Some(i)) = (year(r), initial(t, r.given_k)) {
+                    out.extend(communes(r).map(|c| key(&[c, y, sex(r), i])));
                 }
             },
         },
         BlockingRule {
             name: "commune+day+month+sex",
-            keys: |r, out| {
+            keys: |_, r, out| {
                 if let Some(d) = r.birth_date.and_then(|d| d.full()) {
                     let (x, y) = (d.day(), d.month() as u8);
-                    out.extend(communes(r).iter().map(|c| format!("{c}|{}-{}|{}", x.min(y), x.max(y), sex(r))));
+                    let (lo, hi) = (u64::from(x.min(y)), u64::from(x.max(y)));
+                    out.extend(communes(r).map(|c| key(&[c, lo, hi, sex(r)])));
                 }
             },
         },
         BlockingRule {
             name: "family+date",
-            keys: |r, out| {
-                if let Some(d) = date_key(r)
+            keys: |_, r, out| {
+                if let Some([y, lo, hi]) = date_key(r)
                     && !r.family_k.is_empty()
                 {
-                    out.push(format!("{}|{d}", r.family_k));
+                    out.push(key(&[sym(r.family_k), y, lo, hi]));
                 }
             },
         },
         BlockingRule {
             name: "address numbers",
-            keys: |r, out| {
-                let numbers: Vec<&str> = r
-                    .address_f
-                    .iter()
-                    .flat_map(|a| a.split(' '))
-                    .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
-                    .collect();
-                if numbers.len() >= 2 {
-                    let numbers = numbers.join(" ");
-                    out.extend(communes(r).iter().map(|c| format!("{c}|{numbers}")));
+            keys: |t, r, out| {
+                let mut parts: Vec<u64> = vec![0];
+                parts.extend(
+                    r.address_tokens
+                        .iter()
+                        .filter(|(s, _)| t.get(*s).bytes().all(|b| b.is_ascii_digit()))
+                        .map(|(s, _)| sym(*s)),
+                );
+                if parts.len() >= 3 {
+                    for c in communes(r) {
+                        parts[0] = c;
+                        out.push(key(&parts));
+                    }
                 }
             },
         },
         BlockingRule {
             name: "name+address word",
-            keys: |r, out| {
-                let words = &r.address_rare;
-                let initial = |k: &str| k.chars().next();
+            keys: |t, r, out| {
                 for c in communes(r) {
-                    for w in words {
-                        if let Some(i) = initial(&r.given_k).filter(|_| !r.family_k.is_empty()) {
-                            out.push(format!("f|{}|{i}|{c}|{w}", r.family_k));
+                    for w in r.address_rare.iter().filter(|w| !w.is_empty()) {
+                        if let Some(i) = initial(t, r.given_k).filter(|_| !r.family_k.is_empty()) {
+                            out.push(key(&[0, sym(r.family_k), i, c, sym(*w)]));
                         }
-                        if let Some(i) = initial(&r.family_k).filter(|_| !r.given_k.is_empty()) {
-                            out.push(format!("g|{}|{i}|{c}|{w}", r.given_k));
+                        if let Some(i) = initial(t, r.family_k).filter(|_| !r.given_k.is_empty()) {
+                            out.push(key(&[1, sym(r.given_k), i, c, sym(*w)]));
                         }
                     }
                 }
@@ -185,9 +227,9 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "middle+given+commune",
-            keys: |r, out| {
+            keys: |_, r, out| {
                 if !r.middle_k.is_empty() && !r.given_k.is_empty() {
-                    out.extend(communes(r).iter().map(|c| format!("{}|{}|{c}", r.middle_k, r.given_k)));
+                    out.extend(communes(r).map(|c| key(&[sym(r.middle_k), sym(r.given_k), c])));
                 }
             },
         },
@@ -271,7 +313,8 @@ fn union(lists: &[Vec<u64>], capacity: usize) -> (Vec<(u32, u32)>, Vec<u16>, Vec
 }
 
 /// Applies the rules to the records and returns the distinct candidate pairs.
-pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &BlockingConfig) -> Candidates {
+pub fn candidates(prepared: &Prepared, rules: &[BlockingRule], config: &BlockingConfig) -> Candidates {
+    let (strings, records) = (&prepared.strings, &prepared.records);
     assert!(records.len() < u32::MAX as usize, "too many records for one linkage run");
     assert!(rules.len() <= 16, "at most 16 blocking rules");
     // Whether each record is a registry one, compactly (read for every pair proposed).
@@ -280,28 +323,34 @@ pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &Blo
     let mut lists: Vec<Vec<u64>> = Vec::with_capacity(rules.len());
     let mut stats = BlockingStats::default();
     let mut keys = Vec::new();
+    let mut members: Vec<u32> = Vec::new();
     for rule in rules {
-        let mut blocks: HashMap<String, Vec<u32>> = HashMap::new();
+        // Each record under each of its keys, sorted by key: a block is a run of one key, its
+        // records in input order.
+        let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
             keys.clear();
-            (rule.keys)(r, &mut keys);
+            (rule.keys)(strings, r, &mut keys);
             keys.sort_unstable();
             keys.dedup();
-            for k in keys.drain(..) {
-                blocks.entry(k).or_default().push(i as u32);
-            }
+            keyed.extend(keys.iter().map(|&k| (k, i as u32)));
         }
+        keyed.sort_unstable();
+        let blocks = || keyed.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1);
         let mut s = RuleStats { rule: rule.name, blocks: 0, oversized_blocks: 0, pairs: 0, new_pairs: 0 };
         let reach = |n: usize| if n > config.max_block { config.window } else { n };
         // Each pair of a block of n records within reach r of each other, counted to allocate once.
         let most: usize =
-            blocks.values().map(|m| (0..m.len()).map(|i| reach(m.len()).min(m.len() - 1 - i)).sum::<usize>()).sum();
+            blocks().map(|m| (0..m.len()).map(|i| reach(m.len()).min(m.len() - 1 - i)).sum::<usize>()).sum();
         let mut found: Vec<u64> = Vec::with_capacity(most);
-        for members in blocks.values_mut().filter(|m| m.len() > 1) {
+        for block in blocks() {
             s.blocks += 1;
+            members.clear();
+            members.extend(block.iter().map(|&(_, i)| i));
             if members.len() > config.max_block {
                 s.oversized_blocks += 1;
-                members.sort_by(|&a, &b| records[a as usize].full_f.cmp(&records[b as usize].full_f).then(a.cmp(&b)));
+                let name = |i: u32| strings.get(records[i as usize].full_f);
+                members.sort_by(|&a, &b| name(a).cmp(name(b)).then(a.cmp(&b)));
             }
             let reach = reach(members.len());
             for (i, &a) in members.iter().enumerate() {
@@ -314,6 +363,7 @@ pub fn candidates(records: &[LinkFeatures], rules: &[BlockingRule], config: &Blo
                 }
             }
         }
+        drop(keyed);
         found.sort_unstable();
         found.dedup();
         s.pairs = found.len();

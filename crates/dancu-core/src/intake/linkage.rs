@@ -19,6 +19,7 @@ use crate::text;
 use super::blocking::{self, BlockingConfig, BlockingStats};
 use super::cluster::{self, Refusal};
 use super::em::{self, Adjustments, Band, EmConfig, Model, Thresholds};
+use super::interner::{Interner, Strings, Sym};
 use super::{par, phonetic};
 
 /// Where a record comes from. Registry records are taken as already deduplicated among themselves.
@@ -94,38 +95,45 @@ impl From<&Person> for LinkRecord {
 }
 
 /// A record prepared for comparison and blocking: folded and phonetic names, normalized numbers,
-/// the 2025 communes its home commune corresponds to.
+/// the 2025 communes its home commune corresponds to. Its strings are [`Sym`]s of the run's
+/// [`Strings`] (4 bytes each; equal strings, equal numbers), so that tens of millions of records
+/// fit in memory.
 #[derive(Debug, Clone)]
 pub struct LinkFeatures {
     pub(crate) origin: Origin,
-    pub(crate) family_f: String,
-    pub(crate) middle_f: String,
-    pub(crate) given_f: String,
-    pub(crate) full_f: String,
-    pub(crate) family_k: String,
-    pub(crate) middle_k: String,
-    pub(crate) given_k: String,
-    /// Phonetic syllable keys of the whole name, sorted (order-free comparison).
-    pub(crate) sorted_k: Vec<String>,
+    pub(crate) family_f: Sym,
+    pub(crate) middle_f: Sym,
+    pub(crate) given_f: Sym,
+    pub(crate) full_f: Sym,
+    pub(crate) family_k: Sym,
+    pub(crate) middle_k: Sym,
+    pub(crate) given_k: Sym,
+    /// Phonetic syllable keys of the whole name, sorted, joined by spaces (order-free comparison).
+    pub(crate) sorted_k: Sym,
+    /// How many syllables `sorted_k` has (at most 255 counted).
+    pub(crate) syllables: u8,
     pub(crate) birth_date: Option<PartialDate>,
     pub(crate) sex: Option<Sex>,
-    pub(crate) commune: Option<(Scheme, String)>,
+    pub(crate) commune: Option<(Scheme, Sym)>,
     /// 2025 commune codes the home commune is (2025) or went into (legacy, through the conversion table).
-    pub(crate) communes_2025: Vec<String>,
-    pub(crate) province: Option<String>,
-    pub(crate) legacy_id: Option<String>,
-    pub(crate) phone: Option<String>,
-    pub(crate) father: Option<(String, String)>,
-    pub(crate) mother: Option<(String, String)>,
+    pub(crate) communes_2025: Box<[Sym]>,
+    /// The 2025 province code ([`Sym::EMPTY`] when unknown).
+    pub(crate) province: Sym,
+    pub(crate) legacy_id: Sym,
+    pub(crate) phone: Sym,
+    /// A parent's name: its phonetic key and its folded form.
+    pub(crate) father: Option<(Sym, Sym)>,
+    pub(crate) mother: Option<(Sym, Sym)>,
     /// The address within the commune, folded, punctuation as spaces.
-    pub(crate) address_f: Option<String>,
+    pub(crate) address_f: Sym,
     /// Its words and numbers in written order, each with its weight: the information it carries,
-    /// `log2(records / records having it)` bits, set by [`link`] from the whole file (1 until then).
-    pub(crate) address_tokens: Vec<(String, f32)>,
+    /// `log2(records / records having it)` bits, set from the whole file when the run's records
+    /// are all prepared ([`FeatureBuilder::finish`]; 1 until then).
+    pub(crate) address_tokens: Box<[(Sym, f32)]>,
     /// The address's two most informative tokens that another record shares, each carrying at
-    /// least [`RARE_ADDRESS_BITS`] (a street name, a postcode: few records have it), for blocking;
-    /// set by [`link`]. A token no other record has (often a typo) pairs nothing.
-    pub(crate) address_rare: Vec<String>,
+    /// least [`RARE_ADDRESS_BITS`] (a street name, a postcode: few records have it), for blocking
+    /// ([`Sym::EMPTY`] where there are fewer). A token no other record has (often a typo) pairs nothing.
+    pub(crate) address_rare: [Sym; 2],
 }
 
 /// The information an address token must carry to block on it (8 bits: at most one record in 256 has it).
@@ -151,7 +159,9 @@ fn person_name(s: &Option<String>) -> Option<(String, String)> {
 }
 
 impl LinkFeatures {
-    pub fn new(r: &LinkRecord) -> Self {
+    /// The features of a record, its strings stored in `strings`.
+    pub fn new(strings: &Interner, r: &LinkRecord) -> Self {
+        let sym = |s: &str| strings.intern(s);
         let family_f = text::fold(&r.family);
         let middle_f = text::fold(&r.middle);
         let given_f = text::fold(&r.given);
@@ -160,63 +170,163 @@ impl LinkFeatures {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
-        let mut sorted_k: Vec<String> =
-            phonetic::name_key(&full_f).split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let full_k = phonetic::name_key(&full_f);
+        let mut sorted_k: Vec<&str> = full_k.split(' ').filter(|s| !s.is_empty()).collect();
         sorted_k.sort_unstable();
         let commune = r.commune_key.as_deref().and_then(|k| {
             let (scheme, code) = k.split_once(':')?;
-            Some((Scheme::from_code(scheme)?, code.to_string()))
+            Some((Scheme::from_code(scheme)?, code))
         });
-        let communes_2025 = match &commune {
-            Some((Scheme::Y2025, code)) => vec![code.clone()],
+        let communes_2025: Vec<&str> = match commune {
+            Some((Scheme::Y2025, code)) => vec![code],
             Some((Scheme::Legacy, code)) => {
-                let mut v: Vec<String> =
-                    reference::conversions_from(code).iter().map(|c| c.new_commune_code.clone()).collect();
+                let mut v: Vec<&str> =
+                    reference::conversions_from(code).iter().map(|c| c.new_commune_code.as_str()).collect();
                 v.sort_unstable();
                 v.dedup();
                 v
             }
             None => Vec::new(),
         };
-        let province = r.province_2025.clone().or_else(|| {
-            communes_2025.first().and_then(|c| reference::commune(Scheme::Y2025, c)).map(|c| c.province_code.clone())
-        });
+        let province = match &r.province_2025 {
+            Some(p) => sym(p),
+            None => communes_2025
+                .first()
+                .and_then(|c| reference::commune(Scheme::Y2025, c))
+                .map_or(Sym::EMPTY, |c| sym(&c.province_code)),
+        };
         let address_f = r.address.as_deref().map(|a| {
             text::fold(a).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
         });
-        let address_tokens: Vec<(String, f32)> = address_f
-            .iter()
-            .flat_map(|a| a.split(' '))
-            .filter(|t| !t.is_empty())
-            .map(|t| (t.to_string(), 1.0))
-            .collect();
+        let address_tokens: Box<[(Sym, f32)]> =
+            address_f.iter().flat_map(|a| a.split(' ')).filter(|t| !t.is_empty()).map(|t| (sym(t), 1.0)).collect();
+        let name = |n: Option<(String, String)>| n.map(|(k, f)| (sym(&k), sym(&f)));
         LinkFeatures {
             origin: r.origin,
-            family_k: phonetic::name_key(&family_f),
-            middle_k: phonetic::name_key(&middle_f),
-            given_k: phonetic::name_key(&given_f),
-            family_f,
-            middle_f,
-            given_f,
-            full_f,
-            sorted_k,
+            family_k: sym(&phonetic::name_key(&family_f)),
+            middle_k: sym(&phonetic::name_key(&middle_f)),
+            given_k: sym(&phonetic::name_key(&given_f)),
+            family_f: sym(&family_f),
+            middle_f: sym(&middle_f),
+            given_f: sym(&given_f),
+            full_f: sym(&full_f),
+            syllables: sorted_k.len().min(255) as u8,
+            sorted_k: sym(&sorted_k.join(" ")),
             birth_date: r.birth_date,
             sex: r.sex,
-            commune,
-            communes_2025,
+            commune: commune.map(|(scheme, code)| (scheme, sym(code))),
+            communes_2025: communes_2025.into_iter().map(sym).collect(),
             province,
-            legacy_id: r.legacy_id.as_deref().map(digits).filter(|d| !d.is_empty()),
-            phone: r.phone.as_deref().and_then(normalize_phone),
-            father: person_name(&r.father),
-            mother: person_name(&r.mother),
-            address_f: address_f.filter(|a| !a.is_empty()),
+            legacy_id: r.legacy_id.as_deref().map_or(Sym::EMPTY, |l| sym(&digits(l))),
+            phone: r.phone.as_deref().and_then(normalize_phone).map_or(Sym::EMPTY, |p| sym(&p)),
+            father: name(person_name(&r.father)),
+            mother: name(person_name(&r.mother)),
+            address_f: address_f.as_deref().map_or(Sym::EMPTY, sym),
             address_tokens,
-            address_rare: Vec::new(),
+            address_rare: [Sym::EMPTY; 2],
         }
     }
 
     pub fn origin(&self) -> Origin {
         self.origin
+    }
+}
+
+/// The records of a linkage run prepared for comparison ([`LinkFeatures`]), with the table of
+/// their strings; address tokens weighed from the whole run.
+#[derive(Debug)]
+pub struct Prepared {
+    pub(crate) strings: Strings,
+    pub(crate) records: Vec<LinkFeatures>,
+}
+
+impl Prepared {
+    /// Prepares `records` (on all cores).
+    pub fn new(records: &[LinkRecord]) -> Self {
+        let mut b = FeatureBuilder::new();
+        b.extend(records);
+        b.finish()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn strings(&self) -> &Strings {
+        &self.strings
+    }
+
+    /// Compares records `a` and `b` field by field.
+    pub fn compare(&self, a: usize, b: usize) -> Comparison {
+        compare(&self.strings, &self.records[a], &self.records[b])
+    }
+
+    /// The rare address tokens record `i` is blocked on (see [`LinkFeatures`]).
+    pub fn address_rare(&self, i: usize) -> Vec<&str> {
+        self.records[i].address_rare.iter().filter(|s| !s.is_empty()).map(|&s| self.strings.get(s)).collect()
+    }
+}
+
+/// Prepares a run's records a part at a time, so that a caller reading a large file keeps only
+/// the compact features of the rows read so far, not their linkage records.
+#[derive(Default)]
+pub struct FeatureBuilder {
+    strings: Interner,
+    records: Vec<LinkFeatures>,
+}
+
+impl FeatureBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Prepares `records` (on all cores) and appends them.
+    pub fn extend(&mut self, records: &[LinkRecord]) {
+        let strings = &self.strings;
+        let prepared = par::map(records, |r| LinkFeatures::new(strings, r));
+        self.records.extend(prepared);
+    }
+
+    /// Records prepared so far.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Takes record `i` out of the comparison: it keeps its place (indexes do not move) but has
+    /// nothing left to block on or compare.
+    pub fn forget(&mut self, i: usize) {
+        let origin = self.records[i].origin;
+        let blank = LinkRecord {
+            origin,
+            family: String::new(),
+            middle: String::new(),
+            given: String::new(),
+            birth_date: None,
+            sex: None,
+            commune_key: None,
+            province_2025: None,
+            legacy_id: None,
+            father: None,
+            mother: None,
+            phone: None,
+            address: None,
+        };
+        self.records[i] = LinkFeatures::new(&self.strings, &blank);
+    }
+
+    /// The prepared run: the string table frozen, the address tokens weighed.
+    pub fn finish(self) -> Prepared {
+        let mut p = Prepared { strings: self.strings.freeze(), records: self.records };
+        weigh_address_tokens(&mut p);
+        p
     }
 }
 
@@ -508,12 +618,19 @@ fn one_apart<T: PartialEq>(a: &[T], b: &[T]) -> bool {
     }
 }
 
-fn close(key_a: &str, key_b: &str, folded_a: &str, folded_b: &str) -> bool {
-    key_a == key_b || one_edit(folded_a, folded_b) || jaro_winkler(folded_a, folded_b) >= NAME_SIMILARITY
+fn close(t: &Strings, (key_a, folded_a): (Sym, Sym), (key_b, folded_b): (Sym, Sym)) -> bool {
+    if key_a == key_b {
+        return true;
+    }
+    let (fa, fb) = (t.get(folded_a), t.get(folded_b));
+    one_edit(fa, fb) || jaro_winkler(fa, fb) >= NAME_SIMILARITY
 }
 
+/// A name part as compared: its folded form and its phonetic key.
+type NamePart = (Sym, Sym);
+
 /// One name part: folded forms and phonetic keys.
-fn name_part(fa: &str, fb: &str, ka: &str, kb: &str) -> Option<NameLevel> {
+fn name_part(t: &Strings, (fa, ka): NamePart, (fb, kb): NamePart) -> Option<NameLevel> {
     if fa.is_empty() || fb.is_empty() {
         return None;
     }
@@ -521,10 +638,13 @@ fn name_part(fa: &str, fb: &str, ka: &str, kb: &str) -> Option<NameLevel> {
         NameLevel::Exact
     } else if ka == kb {
         NameLevel::Phonetic
-    } else if one_edit(fa, fb) || (fa.len().min(fb.len()) >= 5 && jaro_winkler(fa, fb) >= NAME_SIMILARITY) {
-        NameLevel::Typo
     } else {
-        NameLevel::Different
+        let (fa, fb) = (t.get(fa), t.get(fb));
+        if one_edit(fa, fb) || (fa.len().min(fb.len()) >= 5 && jaro_winkler(fa, fb) >= NAME_SIMILARITY) {
+            NameLevel::Typo
+        } else {
+            NameLevel::Different
+        }
     })
 }
 
@@ -532,35 +652,35 @@ fn name_part(fa: &str, fb: &str, ka: &str, kb: &str) -> Option<NameLevel> {
 /// place (the same syllables in another order, or each close to the other's) count as phonetic
 /// agreement.
 pub fn compare_names(
+    t: &Strings,
     a: &LinkFeatures,
     b: &LinkFeatures,
 ) -> (Option<NameLevel>, Option<MiddleLevel>, Option<NameLevel>) {
-    let mut family = name_part(&a.family_f, &b.family_f, &a.family_k, &b.family_k);
-    let mut given = name_part(&a.given_f, &b.given_f, &a.given_k, &b.given_k);
+    let (a_family, a_given) = ((a.family_f, a.family_k), (a.given_f, a.given_k));
+    let (b_family, b_given) = ((b.family_f, b.family_k), (b.given_f, b.given_k));
+    let mut family = name_part(t, a_family, b_family);
+    let mut given = name_part(t, a_given, b_given);
     let middle = match (a.middle_f.is_empty(), b.middle_f.is_empty()) {
         (true, true) => None,
         (true, false) | (false, true) => Some(MiddleLevel::OneMissing),
         _ if a.middle_f == b.middle_f => Some(MiddleLevel::Exact),
-        _ if a.middle_k == b.middle_k || one_edit(&a.middle_f, &b.middle_f) => Some(MiddleLevel::Phonetic),
+        _ if a.middle_k == b.middle_k || one_edit(t.get(a.middle_f), t.get(b.middle_f)) => Some(MiddleLevel::Phonetic),
         _ => Some(MiddleLevel::Different),
     };
-    let reordered = family != Some(NameLevel::Exact) && a.sorted_k == b.sorted_k && a.sorted_k.len() > 1;
+    let reordered = family != Some(NameLevel::Exact) && a.sorted_k == b.sorted_k && a.syllables > 1;
     let crossed = family == Some(NameLevel::Different)
         && given == Some(NameLevel::Different)
-        && name_part(&a.family_f, &b.given_f, &a.family_k, &b.given_k).is_some_and(|l| l != NameLevel::Different)
-        && name_part(&a.given_f, &b.family_f, &a.given_k, &b.family_k).is_some_and(|l| l != NameLevel::Different);
+        && name_part(t, a_family, b_given).is_some_and(|l| l != NameLevel::Different)
+        && name_part(t, a_given, b_family).is_some_and(|l| l != NameLevel::Different);
     if reordered || crossed {
         family = Some(NameLevel::Phonetic);
         given = Some(NameLevel::Phonetic);
     } else if family == Some(NameLevel::Different) && given == Some(NameLevel::Different) {
         // One name moved to the other's place and the other replaced (columns shifted on a form):
         // the name that moved agrees, at the level of a slip; the replaced one stays different.
-        let moved = |x: (&str, &str), y: (&str, &str)| {
-            matches!(name_part(x.0, y.0, x.1, y.1), Some(NameLevel::Exact | NameLevel::Phonetic))
-        };
-        if moved((&a.family_f, &a.family_k), (&b.given_f, &b.given_k))
-            || moved((&a.given_f, &a.given_k), (&b.family_f, &b.family_k))
-        {
+        let moved =
+            |x: NamePart, y: NamePart| matches!(name_part(t, x, y), Some(NameLevel::Exact | NameLevel::Phonetic));
+        if moved(a_family, b_given) || moved(a_given, b_family) {
             family = Some(NameLevel::Typo);
         }
     }
@@ -632,7 +752,7 @@ pub fn compare_communes(a: &LinkFeatures, b: &LinkFeatures) -> Option<CommuneLev
         CommuneLevel::Same
     } else if a.communes_2025.iter().any(|c| b.communes_2025.contains(c)) {
         CommuneLevel::Equivalent
-    } else if a.province.is_some() && a.province == b.province {
+    } else if !a.province.is_empty() && a.province == b.province {
         CommuneLevel::SameProvince
     } else {
         CommuneLevel::Different
@@ -661,6 +781,11 @@ fn tokens_agree(a: &str, b: &str) -> bool {
 /// tokens of the other side written together ("lethbridge street" / "lethbridgestreet", also with
 /// one slip). `None` when neither side carries any information (only words every record has).
 pub fn address_similarity(a: &[(String, f32)], b: &[(String, f32)]) -> Option<f64> {
+    similarity(a, b, String::as_str)
+}
+
+/// [`address_similarity`] of tokens of any kind, read as text by `text`.
+fn similarity<'t, T>(a: &'t [(T, f32)], b: &'t [(T, f32)], text: impl Fn(&'t T) -> &'t str) -> Option<f64> {
     let total: f64 = a.iter().chain(b).map(|(_, w)| f64::from(*w)).sum();
     if total <= 0.0 {
         return None;
@@ -673,25 +798,26 @@ pub fn address_similarity(a: &[(String, f32)], b: &[(String, f32)]) -> Option<f6
             if used_a[i] {
                 continue;
             }
-            if let Some(j) = (0..b.len()).find(|&j| !used_b[j] && agree(ta, &b[j].0)) {
+            if let Some(j) = (0..b.len()).find(|&j| !used_b[j] && agree(text(ta), text(&b[j].0))) {
                 used_a[i] = true;
                 used_b[j] = true;
             }
         }
     }
     // One token written as two adjacent ones of the other side (a space dropped or misplaced).
-    fn joined(x: &[(String, f32)], y: &[(String, f32)], used_x: &mut [bool], used_y: &mut [bool]) {
+    let joined = |x: &'t [(T, f32)], y: &'t [(T, f32)], used_x: &mut [bool], used_y: &mut [bool]| {
         let mut joined = String::new();
         for (i, (tx, _)) in x.iter().enumerate() {
+            let tx = text(tx);
             if used_x[i] || tx.len() < 6 {
                 continue;
             }
             if let Some(j) = (0..y.len().saturating_sub(1)).find(|&j| {
                 !used_y[j] && !used_y[j + 1] && {
                     joined.clear();
-                    joined.push_str(&y[j].0);
-                    joined.push_str(&y[j + 1].0);
-                    *tx == joined || one_edit(tx, &joined)
+                    joined.push_str(text(&y[j].0));
+                    joined.push_str(text(&y[j + 1].0));
+                    tx == joined || one_edit(tx, &joined)
                 }
             }) {
                 used_x[i] = true;
@@ -699,7 +825,7 @@ pub fn address_similarity(a: &[(String, f32)], b: &[(String, f32)]) -> Option<f6
                 used_y[j + 1] = true;
             }
         }
-    }
+    };
     joined(a, b, &mut used_a, &mut used_b);
     joined(b, a, &mut used_b, &mut used_a);
     let shared: f64 = a
@@ -712,15 +838,17 @@ pub fn address_similarity(a: &[(String, f32)], b: &[(String, f32)]) -> Option<f6
     Some(shared / total)
 }
 
-pub fn compare_addresses(a: &LinkFeatures, b: &LinkFeatures) -> Option<AddressLevel> {
-    let (fa, fb) = (a.address_f.as_deref()?, b.address_f.as_deref()?);
-    Some(if fa == fb {
+pub fn compare_addresses(t: &Strings, a: &LinkFeatures, b: &LinkFeatures) -> Option<AddressLevel> {
+    if a.address_f.is_empty() || b.address_f.is_empty() {
+        return None;
+    }
+    Some(if a.address_f == b.address_f {
         AddressLevel::Same
     } else {
-        match address_similarity(&a.address_tokens, &b.address_tokens) {
+        match similarity(&a.address_tokens, &b.address_tokens, |&s| t.get(s)) {
             Some(s) if s >= 2.0 / 3.0 => AddressLevel::Similar,
             Some(s) if s >= 1.0 / 3.0 => AddressLevel::Partly,
-            None if jaro_winkler(fa, fb) >= NAME_SIMILARITY => AddressLevel::Similar,
+            None if jaro_winkler(t.get(a.address_f), t.get(b.address_f)) >= NAME_SIMILARITY => AddressLevel::Similar,
             _ => AddressLevel::Different,
         }
     })
@@ -736,12 +864,12 @@ pub fn compare_numbers(a: &str, b: &str) -> NumberLevel {
     }
 }
 
-pub fn compare_parents(a: &LinkFeatures, b: &LinkFeatures) -> Option<ParentsLevel> {
+pub fn compare_parents(t: &Strings, a: &LinkFeatures, b: &LinkFeatures) -> Option<ParentsLevel> {
     let mut agree = 0;
     let mut differ = 0;
-    for (x, y) in [(&a.father, &b.father), (&a.mother, &b.mother)] {
-        if let (Some((kx, fx)), Some((ky, fy))) = (x, y) {
-            if close(kx, ky, fx, fy) {
+    for (x, y) in [(a.father, b.father), (a.mother, b.mother)] {
+        if let (Some(x), Some(y)) = (x, y) {
+            if close(t, x, y) {
                 agree += 1;
             } else {
                 differ += 1;
@@ -757,13 +885,14 @@ pub fn compare_parents(a: &LinkFeatures, b: &LinkFeatures) -> Option<ParentsLeve
 }
 
 /// Compares two prepared records field by field.
-pub fn compare(a: &LinkFeatures, b: &LinkFeatures) -> Comparison {
-    let both = |x: &Option<String>, y: &Option<String>| match (x, y) {
-        (Some(x), Some(y)) => Some(compare_numbers(x, y) as u8),
+pub fn compare(t: &Strings, a: &LinkFeatures, b: &LinkFeatures) -> Comparison {
+    let both = |x: Sym, y: Sym| match (x.is_empty(), y.is_empty()) {
+        (false, false) if x == y => Some(NumberLevel::Equal as u8),
+        (false, false) => Some(compare_numbers(t.get(x), t.get(y)) as u8),
         _ => None,
     };
     let mut c = [None; Field::COUNT];
-    let (family, middle, given) = compare_names(a, b);
+    let (family, middle, given) = compare_names(t, a, b);
     c[Field::Family.index()] = family.map(|l| l as u8);
     c[Field::Middle.index()] = middle.map(|l| l as u8);
     c[Field::Given.index()] = given.map(|l| l as u8);
@@ -776,10 +905,10 @@ pub fn compare(a: &LinkFeatures, b: &LinkFeatures) -> Comparison {
         _ => None,
     };
     c[Field::Commune.index()] = compare_communes(a, b).map(|l| l as u8);
-    c[Field::Address.index()] = compare_addresses(a, b).map(|l| l as u8);
-    c[Field::LegacyId.index()] = both(&a.legacy_id, &b.legacy_id);
-    c[Field::Phone.index()] = both(&a.phone, &b.phone);
-    c[Field::Parents.index()] = compare_parents(a, b).map(|l| l as u8);
+    c[Field::Address.index()] = compare_addresses(t, a, b).map(|l| l as u8);
+    c[Field::LegacyId.index()] = both(a.legacy_id, b.legacy_id);
+    c[Field::Phone.index()] = both(a.phone, b.phone);
+    c[Field::Parents.index()] = compare_parents(t, a, b).map(|l| l as u8);
     Comparison(c)
 }
 
@@ -866,18 +995,19 @@ impl TermFrequencies {
     pub const MAX_ADJUSTMENT: f64 = 8.0;
 
     pub fn new(features: &[LinkFeatures]) -> Self {
-        fn address(f: &LinkFeatures) -> &str {
-            f.address_f.as_deref().unwrap_or("")
-        }
-        let shares = |part: fn(&LinkFeatures) -> &str| -> Vec<f64> {
-            let mut counts: HashMap<&str, usize> = HashMap::new();
+        let shares = |part: fn(&LinkFeatures) -> Sym| -> Vec<f64> {
+            let mut counts: HashMap<Sym, usize> = HashMap::new();
             for f in features {
                 *counts.entry(part(f)).or_default() += 1;
             }
             let total = features.iter().filter(|f| !part(f).is_empty()).count().max(1) as f64;
-            features.iter().map(|f| counts[part(f)] as f64 / total).collect()
+            features.iter().map(|f| counts[&part(f)] as f64 / total).collect()
         };
-        TermFrequencies { family: shares(|f| &f.family_f), given: shares(|f| &f.given_f), address: shares(address) }
+        TermFrequencies {
+            family: shares(|f| f.family_f),
+            given: shares(|f| f.given_f),
+            address: shares(|f| f.address_f),
+        }
     }
 
     /// The adjustments of a compared pair (record `a`'s names stand for both on exact levels),
@@ -911,61 +1041,68 @@ impl TermFrequencies {
 /// (`n` records with an address, `df` of them having the token): the words nearly every record
 /// has ("số", "tổ", "thôn", "đường", a state) weigh nearly nothing, a street name or a postcode
 /// few share weighs much, a house number in between.
-fn weigh_address_tokens(features: &mut [LinkFeatures]) {
-    let mut df: HashMap<String, u32> = HashMap::new();
+fn weigh_address_tokens(p: &mut Prepared) {
+    let mut df: HashMap<Sym, u32> = HashMap::new();
     let mut n = 0u32;
-    for f in features.iter() {
+    let mut seen: Vec<Sym> = Vec::new();
+    for f in &p.records {
         if f.address_tokens.is_empty() {
             continue;
         }
         n += 1;
-        let mut seen: Vec<&str> = f.address_tokens.iter().map(|(t, _)| t.as_str()).collect();
-        seen.sort_unstable();
+        seen.clear();
+        seen.extend(f.address_tokens.iter().map(|(t, _)| *t));
+        seen.sort_unstable_by_key(|s| s.raw());
         seen.dedup();
-        for t in seen {
-            *df.entry(t.to_string()).or_default() += 1;
+        for t in &seen {
+            *df.entry(*t).or_default() += 1;
         }
     }
-    for f in features.iter_mut() {
+    let strings = &p.strings;
+    for f in &mut p.records {
         for (t, w) in &mut f.address_tokens {
-            *w = (f64::from(n) / f64::from(df[t.as_str()])).log2() as f32;
+            *w = (f64::from(n) / f64::from(df[t])).log2() as f32;
         }
-        let mut rare: Vec<(&str, f32)> = f
+        let mut rare: Vec<(&str, Sym, f32)> = f
             .address_tokens
             .iter()
-            .filter(|(t, w)| *w >= RARE_ADDRESS_BITS && df[t.as_str()] >= 2)
-            .map(|(t, w)| (t.as_str(), *w))
+            .filter(|(t, w)| *w >= RARE_ADDRESS_BITS && df[t] >= 2)
+            .map(|&(t, w)| (strings.get(t), t, w))
             .collect();
-        rare.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
-        rare.dedup_by(|a, b| a.0 == b.0);
-        f.address_rare = rare.into_iter().take(2).map(|(t, _)| t.to_string()).collect();
+        rare.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(b.0)));
+        rare.dedup_by(|a, b| a.1 == b.1);
+        f.address_rare = [Sym::EMPTY; 2];
+        for (slot, (_, t, _)) in f.address_rare.iter_mut().zip(rare) {
+            *slot = t;
+        }
     }
 }
 
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
-    link_features(par::map(records, LinkFeatures::new), config)
+    link_prepared(&Prepared::new(records), config)
 }
 
 /// [`link`] of records the caller no longer needs: they are dropped as soon as their comparison
 /// features are built, before blocking (a large import's memory peaks in the linkage).
 pub fn link_owned(records: Vec<LinkRecord>, config: &LinkConfig) -> LinkOutcome {
-    let features = par::map(&records, LinkFeatures::new);
+    let prepared = Prepared::new(&records);
     drop(records);
-    link_features(features, config)
+    link_prepared(&prepared, config)
 }
 
-fn link_features(mut features: Vec<LinkFeatures>, config: &LinkConfig) -> LinkOutcome {
-    weigh_address_tokens(&mut features);
-    let features = features;
+/// [`link`] of records already prepared (see [`FeatureBuilder`]).
+pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
+    let (strings, features) = (&prepared.strings, &prepared.records);
+    let compare = |a: usize, b: usize| compare(strings, &features[a], &features[b]);
     let rules = blocking::default_rules();
-    let candidates = blocking::candidates(&features, &rules, &config.blocking);
+    let candidates = blocking::candidates(prepared, &rules, &config.blocking);
     // Each candidate pair's comparison, kept as the index of its pattern among the distinct
     // ones (a few thousand): 4 bytes a pair instead of a whole comparison; compared a chunk at a time.
     let (mut distinct, mut pattern_of) = (Vec::<Comparison>::new(), Vec::with_capacity(candidates.pairs.len()));
     let mut index: HashMap<Comparison, u32> = HashMap::new();
     for chunk in candidates.pairs.chunks(1 << 20) {
-        for c in par::map(chunk, |&(a, b)| compare(&features[a as usize], &features[b as usize])) {
+        for c in par::map(chunk, |&(a, b)| compare(a as usize, b as usize)) {
             let id = *index.entry(c).or_insert_with(|| {
                 distinct.push(c);
                 (distinct.len() - 1) as u32
@@ -984,9 +1121,8 @@ fn link_features(mut features: Vec<LinkFeatures>, config: &LinkConfig) -> LinkOu
         }
         em::patterns(distinct.iter().zip(counts).filter(|(_, n)| *n > 0.0).map(|(c, n)| (*c, n)))
     };
-    let background: Vec<Comparison> = background_pairs(features.len(), config.em.background_pairs)
-        .map(|(a, b)| compare(&features[a], &features[b]))
-        .collect();
+    let background: Vec<Comparison> =
+        background_pairs(features.len(), config.em.background_pairs).map(|(a, b)| compare(a, b)).collect();
     let all = counted(&|_| true);
     let model = if background.is_empty() {
         Model::estimate_patterns(&all, &background, &config.em)
@@ -998,9 +1134,9 @@ fn link_features(mut features: Vec<LinkFeatures>, config: &LinkConfig) -> LinkOu
         });
         Model::estimate_in_sessions(sessions, &all, &background, &config.em)
     };
-    let tf = TermFrequencies::new(&features);
+    let tf = TermFrequencies::new(features);
     let score = |a: usize, b: usize| {
-        let c = compare(&features[a], &features[b]);
+        let c = compare(a, b);
         model.match_weight_adjusted(&c, &tf.adjustments(&model, a, &c))
     };
     let mut pairs: Vec<ScoredPair> = candidates
@@ -1082,9 +1218,9 @@ mod tests {
     type Levels = (Option<NameLevel>, Option<MiddleLevel>, Option<NameLevel>);
 
     fn names(a: (&str, &str, &str), b: (&str, &str, &str)) -> Levels {
-        let fa = LinkFeatures::new(&record(a.0, a.1, a.2, "1990", "2025:00004"));
-        let fb = LinkFeatures::new(&record(b.0, b.1, b.2, "1990", "2025:00004"));
-        compare_names(&fa, &fb)
+        let p =
+            Prepared::new(&[record(a.0, a.1, a.2, "1990", "2025:00004"), record(b.0, b.1, b.2, "1990", "2025:00004")]);
+        compare_names(&p.strings, &p.records[0], &p.records[1])
     }
 
     #[test]
@@ -1176,11 +1312,15 @@ mod tests {
     fn tokens(address: &str, weights: &[(&str, f32)]) -> Vec<(String, f32)> {
         let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
         r.address = Some(address.into());
-        let mut f = LinkFeatures::new(&r);
-        for (t, w) in &mut f.address_tokens {
-            *w = weights.iter().find(|(x, _)| x == t).map_or(*w, |x| x.1);
-        }
-        f.address_tokens
+        let p = Prepared::new(&[r]);
+        p.records[0]
+            .address_tokens
+            .iter()
+            .map(|&(t, _)| {
+                let t = p.strings.get(t);
+                (t.to_string(), weights.iter().find(|(x, _)| *x == t).map_or(1.0, |x| x.1))
+            })
+            .collect()
     }
 
     #[test]
@@ -1215,14 +1355,21 @@ mod tests {
         assert!(common < 0.05, "{common}");
         // Without information on either side, no similarity: the whole strings decide.
         assert_eq!(address_similarity(&tokens("street nsw", &[("street", 0.0), ("nsw", 0.0)]), &[]), None);
-        let f = |a: &str| {
-            let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
-            r.address = Some(a.into());
-            let mut f = LinkFeatures::new(&r);
-            f.address_tokens = tokens(a, &w);
-            f
+        let level = |a: &str, b: &str| {
+            let with = |address: &str| {
+                let mut r = record("Lê", "", "Hà", "1990", "2025:00004");
+                r.address = Some(address.into());
+                r
+            };
+            let mut p = Prepared::new(&[with(a), with(b)]);
+            let strings = &p.strings;
+            for f in &mut p.records {
+                for (t, weight) in f.address_tokens.iter_mut() {
+                    *weight = w.iter().find(|(x, _)| *x == strings.get(*t)).map_or(1.0, |x| x.1);
+                }
+            }
+            compare_addresses(&p.strings, &p.records[0], &p.records[1])
         };
-        let level = |a: &str, b: &str| compare_addresses(&f(a), &f(b));
         assert_eq!(level("8 lethbridge street 2767 nsw", "8 lethbridge street 2767 nsw"), Some(AddressLevel::Same));
         assert_eq!(level("8 lethbridge street 2767 nsw", "8 lethbridbe st 2767"), Some(AddressLevel::Similar));
         assert_eq!(level("8 lethbridge street 2767 nsw", "9 lethbridge street 2000 nsw"), Some(AddressLevel::Partly));
@@ -1243,28 +1390,27 @@ mod tests {
         };
         let mut records = hamlets(64);
         records[0].address = Some("Thôn 0, Bãi Sậy".into());
-        let mut features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
-        weigh_address_tokens(&mut features);
-        let weight = |i: usize, t: &str| features[i].address_tokens.iter().find(|x| x.0 == t).unwrap().1;
+        let p = Prepared::new(&records);
+        let weight =
+            |i: usize, t: &str| p.records[i].address_tokens.iter().find(|x| p.strings.get(x.0) == t).unwrap().1;
         // In every record: nothing; in a quarter: 2 bits; in one of 64: 6 bits.
         assert_eq!(weight(1, "thon"), 0.0);
         assert_eq!(weight(1, "1"), 2.0);
         assert_eq!(weight(0, "bai"), 6.0);
         // Blocking takes the rare tokens another record shares: none here (6 bits at most).
-        assert!(features.iter().all(|f| f.address_rare.is_empty()));
+        assert!((0..p.len()).all(|i| p.address_rare(i).is_empty()));
         let mut records = hamlets(1024);
         records[0].address = Some("Thôn 0, Bãi Sậy, Xóm Đình".into());
         records[1].address = Some("Thôn 1, Bãi Sậy".into());
         records[2].address = Some("Xom Dinh, Bãi Sậy".into());
         records[3].address = Some("Thôn 3, Bãi Sậyy".into());
-        let mut features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
-        weigh_address_tokens(&mut features);
+        let p = Prepared::new(&records);
         // "xom" and "dinh": 9 bits (2 of 1024), "say" 8.4 bits (3 of 1024), "bai" 8 bits (4 of
         // 1024); "sayy", a typo no other record has, pairs nothing.
-        assert_eq!(features[0].address_rare, ["dinh", "xom"]);
-        assert_eq!(features[1].address_rare, ["say", "bai"]);
-        assert_eq!(features[3].address_rare, ["bai"]);
-        assert!(features[4].address_rare.is_empty());
+        assert_eq!(p.address_rare(0), ["dinh", "xom"]);
+        assert_eq!(p.address_rare(1), ["say", "bai"]);
+        assert_eq!(p.address_rare(3), ["bai"]);
+        assert!(p.address_rare(4).is_empty());
     }
 
     /// A record with a family name slip, no date and a mistyped identity number shares only its
@@ -1296,9 +1442,8 @@ mod tests {
         records.push(original);
         records.push(copy);
         let (a, b) = (records.len() as u32 - 2, records.len() as u32 - 1);
-        let mut features: Vec<LinkFeatures> = records.iter().map(LinkFeatures::new).collect();
-        weigh_address_tokens(&mut features);
-        assert_eq!(features[a as usize].address_rare, ["circuit", "mentone"]);
+        let features = Prepared::new(&records);
+        assert_eq!(features.address_rare(a as usize), ["circuit", "mentone"]);
         let config = BlockingConfig::default();
         let rules = blocking::default_rules();
         let all = blocking::candidates(&features, &rules, &config);
@@ -1315,25 +1460,26 @@ mod tests {
         let without: Vec<_> = rules.iter().filter(|r| r.name != "name+address word").copied().collect();
         assert!(!blocking::candidates(&features, &without, &config).pairs.contains(&(a, b)));
         // Compared, the address agrees (the postcode with two digits swapped, "vic" common).
-        let c = compare(&features[a as usize], &features[b as usize]);
+        let c = features.compare(a as usize, b as usize);
         assert_eq!(c.level(Field::Address), Some(AddressLevel::Similar as u8));
     }
 
     #[test]
     fn legacy_and_2025_communes_are_equivalent() {
         // Legacy Trúc Bạch (00004) went whole into 2025 Ba Đình (00004); legacy 00001 is elsewhere in Hà Nội.
-        let c = |key: &str| LinkFeatures::new(&record("Lê", "", "Hà", "1990", key));
-        assert_eq!(compare_communes(&c("2025:00004"), &c("2025:00004")), Some(CommuneLevel::Same));
-        assert_eq!(compare_communes(&c("legacy:00004"), &c("2025:00004")), Some(CommuneLevel::Equivalent));
+        let c = |a: &str, b: &str| {
+            let p = Prepared::new(&[record("Lê", "", "Hà", "1990", a), record("Lê", "", "Hà", "1990", b)]);
+            compare_communes(&p.records[0], &p.records[1])
+        };
+        assert_eq!(c("2025:00004", "2025:00004"), Some(CommuneLevel::Same));
+        assert_eq!(c("legacy:00004", "2025:00004"), Some(CommuneLevel::Equivalent));
         let other = reference::conversions_from("00001")[0].new_commune_code.clone();
         let same_province = if other == "00004" { "2025:00008".to_string() } else { format!("2025:{other}") };
-        assert_eq!(compare_communes(&c(&same_province), &c("2025:00004")), Some(CommuneLevel::SameProvince));
+        assert_eq!(c(&same_province, "2025:00004"), Some(CommuneLevel::SameProvince));
         let hcmc = reference::communes(Scheme::Y2025).iter().find(|x| x.province_code == "79").unwrap();
-        assert_eq!(
-            compare_communes(&c(&format!("2025:{}", hcmc.code)), &c("legacy:00004")),
-            Some(CommuneLevel::Different)
-        );
-        assert_eq!(c("legacy:00004").province.as_deref(), Some("01"));
+        assert_eq!(c(&format!("2025:{}", hcmc.code), "legacy:00004"), Some(CommuneLevel::Different));
+        let p = Prepared::new(&[record("Lê", "", "Hà", "1990", "legacy:00004")]);
+        assert_eq!(p.strings.get(p.records[0].province), "01");
     }
 
     #[test]
@@ -1377,7 +1523,7 @@ mod tests {
         bare.sex = None;
         bare.commune_key = None;
         bare.middle.clear();
-        let c = compare(&LinkFeatures::new(&full), &LinkFeatures::new(&bare));
+        let c = Prepared::new(&[full.clone(), bare]).compare(0, 1);
         assert_eq!(c.level(Field::Family), Some(NameLevel::Exact as u8));
         assert_eq!(c.level(Field::Middle), Some(MiddleLevel::OneMissing as u8));
         for f in [Field::BirthDate, Field::Sex, Field::Commune, Field::Address, Field::LegacyId, Field::Phone] {
@@ -1390,7 +1536,7 @@ mod tests {
         // A missing date costs nothing, a different one costs.
         let mut other = full.clone();
         other.birth_date = Some(PartialDate::parse("1942-01-01").unwrap());
-        let differs = compare(&LinkFeatures::new(&full), &LinkFeatures::new(&other));
+        let differs = Prepared::new(&[full, other]).compare(0, 1);
         assert_eq!(differs.level(Field::BirthDate), Some(DateLevel::Different as u8));
         assert!(model.level_weight(Field::BirthDate, DateLevel::Different as u8) < 0.0);
     }

@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod em;
 pub mod fields;
+pub mod interner;
 pub mod linkage;
 pub mod par;
 pub mod phonetic;

@@ -1,0 +1,190 @@
+//! The distinct strings of a linkage run, each stored once and named by a [`Sym`] (4 bytes).
+//!
+//! A large batch repeats few values many times — some hundreds of family names, some thousands of
+//! given and middle names and their phonetic keys, a few thousand communes, the address words —
+//! so a record's comparison features hold numbers into one table instead of a separately
+//! allocated string each, and equal strings compare as equal numbers. The table is filled by
+//! several threads at once ([`Interner`], sharded by hash), then frozen for reading ([`Strings`]).
+
+use std::hash::BuildHasher;
+use std::sync::{Mutex, PoisonError};
+
+use hashbrown::HashTable;
+
+/// A string of a [`Strings`] table. The empty string is [`Sym::EMPTY`] and is never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sym(u32);
+
+impl Sym {
+    pub const EMPTY: Sym = Sym(u32::MAX);
+
+    pub fn is_empty(self) -> bool {
+        self == Sym::EMPTY
+    }
+
+    /// The number, for hashing into blocking keys (equal strings, equal numbers; the numbers
+    /// themselves depend on the order strings arrived in, so nothing is ordered by them).
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+}
+
+const SHARD_BITS: u32 = 4;
+const SHARDS: usize = 1 << SHARD_BITS;
+/// Strings a shard can hold (the rest of a [`Sym`]'s bits).
+const SHARD_CAPACITY: usize = 1 << (32 - SHARD_BITS);
+
+/// One shard's strings, back to back, and where each ends.
+#[derive(Default)]
+struct Column {
+    bytes: String,
+    ends: Vec<usize>,
+}
+
+impl Column {
+    fn get(&self, local: u32) -> &str {
+        let i = local as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    index: HashTable<u32>,
+    column: Column,
+}
+
+fn hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(0x6461_6e63_7500)
+}
+
+/// The table while it is being filled, from any number of threads.
+pub struct Interner {
+    shards: Vec<Mutex<Shard>>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Interner {
+    pub fn new() -> Self {
+        Interner { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: hasher() }
+    }
+
+    /// The string's number, storing the string if it is new.
+    pub fn intern(&self, s: &str) -> Sym {
+        if s.is_empty() {
+            return Sym::EMPTY;
+        }
+        let hash = self.hasher.hash_one(s);
+        let shard = (hash >> (64 - SHARD_BITS)) as u32;
+        // A poisoned shard (a thread panicked holding it) is still a consistent table: each
+        // insertion completes before the lock is released.
+        let mut guard = self.shards[shard as usize].lock().unwrap_or_else(PoisonError::into_inner);
+        let Shard { index, column } = &mut *guard;
+        let local = match index.find(hash, |&l| column.get(l) == s) {
+            Some(&l) => l,
+            None => {
+                let l = column.ends.len();
+                assert!(l < SHARD_CAPACITY, "too many distinct strings for one linkage run");
+                column.bytes.push_str(s);
+                column.ends.push(column.bytes.len());
+                let l = l as u32;
+                let hasher = &self.hasher;
+                index.insert_unique(hash, l, |&x| hasher.hash_one(column.get(x)));
+                l
+            }
+        };
+        Sym(local << SHARD_BITS | shard)
+    }
+
+    /// The table for reading (the hash index is dropped).
+    pub fn freeze(self) -> Strings {
+        Strings {
+            columns: self
+                .shards
+                .into_iter()
+                .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner).column)
+                .collect(),
+        }
+    }
+}
+
+/// The strings of a linkage run, read by [`Sym`].
+pub struct Strings {
+    columns: Vec<Column>,
+}
+
+impl std::fmt::Debug for Strings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Strings({} distinct)", self.len())
+    }
+}
+
+impl Strings {
+    /// The string a [`Sym`] of this table stands for.
+    pub fn get(&self, s: Sym) -> &str {
+        if s.is_empty() {
+            return "";
+        }
+        self.columns[(s.0 & (SHARDS as u32 - 1)) as usize].get(s.0 >> SHARD_BITS)
+    }
+
+    /// Distinct strings stored.
+    pub fn len(&self) -> usize {
+        self.columns.iter().map(|c| c.ends.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held (strings and their offsets).
+    pub fn heap_bytes(&self) -> usize {
+        self.columns.iter().map(|c| c.bytes.capacity() + c.ends.capacity() * size_of::<usize>()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_strings_get_one_number_from_any_thread() {
+        let interner = Interner::new();
+        let words: Vec<String> = (0..20_000).map(|i| format!("w{}", i % 5_000)).collect();
+        let syms: Vec<Vec<Sym>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (interner, words) = (&interner, &words);
+                    s.spawn(move || words.iter().skip(t).step_by(4).map(|w| interner.intern(w)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(interner.intern(""), Sym::EMPTY);
+        let again = interner.intern("w42");
+        let strings = interner.freeze();
+        assert_eq!(strings.len(), 5_000);
+        assert_eq!(strings.get(again), "w42");
+        assert_eq!(strings.get(Sym::EMPTY), "");
+        for (t, syms) in syms.iter().enumerate() {
+            for (k, &sym) in syms.iter().enumerate() {
+                let word = &words[t + 4 * k];
+                assert_eq!(strings.get(sym), word);
+            }
+        }
+        // Vietnamese text and one-byte strings round-trip too.
+        let interner = Interner::new();
+        let (a, b, c) = (interner.intern("Nguyễn"), interner.intern("a"), interner.intern("Nguyễn"));
+        assert_eq!(a, c);
+        assert_ne!(a, b);
+        let strings = interner.freeze();
+        assert_eq!((strings.get(a), strings.get(b)), ("Nguyễn", "a"));
+    }
+}

@@ -350,3 +350,50 @@ fn dedupe_links_a_file_without_storing_anything() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--unit"), "{}", String::from_utf8_lossy(&bad.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A row whose personal ID another row of the file already carries is refused (reported as
+/// `id_taken`, not stored) and takes no part in linkage (no candidate pair); the batch goes on,
+/// and a row without an ID that repeats the first is still paired with it.
+#[test]
+fn a_personal_id_given_twice_is_refused_and_the_batch_goes_on() {
+    let dir = temp_dir("id-taken");
+    let file = dir.join("ids.csv");
+    std::fs::write(
+        &file,
+        "surname,middle_name,given_name,sex,birth_date,birth_registration_province,ethnicity,religion,nationality,\
+         residence_scheme,residence_commune,personal_id\n\
+         Trần,Văn,Hùng,male,1975-06-20,01,01,00,VNM,2025,00004,001075000123\n\
+         Trần,Văn,Hùng,male,1975-06-20,01,01,00,VNM,2025,00004,001075000123\n\
+         Tran,Van,Hung,male,1975-06-20,01,01,00,VNM,2025,00004,\n\
+         Lê,Thị,Lan,female,1988-02-11,01,01,00,VNM,2025,00008,\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    officer(&data);
+    let (d, f) = (data.to_str().unwrap(), file.to_str().unwrap());
+    dancu(&import_args(d, f));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ids.summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["rows_read"], 4, "{summary}");
+    assert_eq!(summary["rows_rejected"], 1, "{summary}");
+    assert_eq!(summary["rejected_by_reason"]["id_taken"], 1, "{summary}");
+    // Only the first and third rows are compared: the refused copy of the first pairs with nothing.
+    assert_eq!(summary["candidate_pairs"], 1, "{summary}");
+    let linked = summary["linked_within_batch"].as_i64().unwrap();
+    assert_eq!(linked + summary["review_pairs"].as_i64().unwrap(), 1, "linked or sent to review: {summary}");
+    let report = std::fs::read_to_string(dir.join("ids.report.csv")).unwrap();
+    let refused: Vec<&str> = report.lines().filter(|l| l.contains("id_taken")).collect();
+    assert_eq!(refused.len(), 1, "{report}");
+    assert!(refused[0].starts_with("3,"), "the second row (line 3) is refused: {report}");
+    let s = state(&data);
+    assert_eq!((s.persons, s.merged, s.ids, s.distinct_ids), (3, linked, 3 - linked, 3 - linked), "{s:?}");
+    let c = rusqlite::Connection::open(data.join("dancu.sqlite")).unwrap();
+    let lines: Vec<i64> = c
+        .prepare("SELECT line FROM import_rows ORDER BY line")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(lines, [2, 4, 5]);
+}

@@ -4,8 +4,11 @@
 //! the union of all rules' pairs (each pair once) is compared. Rules rest on different fields, so
 //! one wrong field (a typo in the name, a year-only date, a new commune code) does not lose a true
 //! pair. A block larger than [`BlockingConfig::max_block`] (a very common name in a big commune)
-//! is not compared all-to-all: its records are sorted by folded name and each is paired with the
-//! next [`BlockingConfig::window`] ones (sorted neighbourhood), and the block is counted.
+//! is not compared all-to-all: its records are sorted by what the rule's key leaves free
+//! ([`Order`]: the name, or the birth date) and each is paired with the next
+//! [`BlockingConfig::window`] ones (sorted neighbourhood), and the block is counted. So a record
+//! takes part in a bounded number of pairs per rule at any population size; the rules' different
+//! keys and orders together find what one window misses.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -15,9 +18,12 @@ use super::linkage::{Field, LinkFeatures, Origin, Prepared};
 /// Blocking settings.
 #[derive(Debug, Clone)]
 pub struct BlockingConfig {
-    /// Largest block compared all-to-all (default 100 records).
+    /// Largest block compared all-to-all (default 10 records).
     pub max_block: usize,
-    /// In a larger block, how many following records (sorted by name) each record is paired with (default 20).
+    /// In a larger block, how many following records (sorted by the rule's [`Order`]) each
+    /// record is paired with (default 3). Together the two bound the pairs a record takes part
+    /// in, rule by rule, whatever the size of the population: a block of a population ten times
+    /// larger is ten times larger, and compared all-to-all its pairs would grow a hundredfold.
     pub window: usize,
     /// Whether to pair two registry records (default false: the registry is already deduplicated).
     pub registry_pairs: bool,
@@ -25,7 +31,7 @@ pub struct BlockingConfig {
 
 impl Default for BlockingConfig {
     fn default() -> Self {
-        BlockingConfig { max_block: 100, window: 20, registry_pairs: false }
+        BlockingConfig { max_block: 10, window: 3, registry_pairs: false }
     }
 }
 
@@ -36,6 +42,27 @@ impl Default for BlockingConfig {
 pub struct BlockingRule {
     pub name: &'static str,
     pub keys: fn(&Strings, &LinkFeatures, &mut Vec<u64>),
+    /// How the records of an oversized block are sorted before each is paired with its
+    /// neighbours: by what the key leaves free to differ between one person's records.
+    pub order: Order,
+}
+
+/// The sort of an oversized block (see [`BlockingConfig::window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// By folded full name, then birth date: for keys that fix the date or only part of the name.
+    Name,
+    /// By birth date (year, month, day; missing parts first), then folded full name: for keys
+    /// that fix the name, whose blocks hold namesakes that their dates tell apart.
+    Date,
+}
+
+/// A record's birth date as sortable numbers (missing parts 0).
+fn date_order(r: &LinkFeatures) -> (i32, u8, u8) {
+    match r.birth_date {
+        None => (0, 0, 0),
+        Some(d) => (d.year(), d.month().map_or(0, |m| m as u8), d.full().map_or(0, |f| f.day())),
+    }
 }
 
 impl std::fmt::Debug for BlockingRule {
@@ -114,6 +141,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
     vec![
         BlockingRule {
             name: "name+year",
+            order: Order::Date,
             keys: |_, r, out| {
                 if let Some(y) = year(r)
                     && !r.given_k.is_empty()
@@ -124,6 +152,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "given+date",
+            order: Order::Name,
             keys: |_, r, out| {
                 if let Some([y, lo, hi]) = date_key(r)
                     && !r.given_k.is_empty()
@@ -134,6 +163,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "legacy_id",
+            order: Order::Name,
             keys: |_, r, out| {
                 if !r.legacy_id.is_empty() {
                     out.push(key(&[sym(r.legacy_id)]));
@@ -142,6 +172,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "phone",
+            order: Order::Name,
             keys: |_, r, out| {
                 if !r.phone.is_empty() {
                     out.push(key(&[sym(r.phone)]));
@@ -150,6 +181,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "commune+date+sex",
+            order: Order::Name,
             keys: |_, r, out| {
                 if let Some([y, lo, hi]) = date_key(r) {
                     out.extend(communes(r).map(|c| key(&[c, y, lo, hi, sex(r)])));
@@ -158,6 +190,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "name+commune",
+            order: Order::Date,
             keys: |_, r, out| {
                 if !r.given_k.is_empty() {
                     out.extend(communes(r).map(|c| key(&[sym(r.family_k), sym(r.given_k), c])));
@@ -166,6 +199,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "commune+year+sex+initial",
+            order: Order::Name,
             keys: |t, r, out| {
                 if let (Some(y), Some(i)) = (year(r), initial(t, r.given_k)) {
                     out.extend(communes(r).map(|c| key(&[c, y, sex(r), i])));
@@ -174,6 +208,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "commune+day+month+sex",
+            order: Order::Name,
             keys: |_, r, out| {
                 if let Some(d) = r.birth_date.and_then(|d| d.full()) {
                     let (x, y) = (d.day(), d.month() as u8);
@@ -184,6 +219,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "family+date",
+            order: Order::Name,
             keys: |_, r, out| {
                 if let Some([y, lo, hi]) = date_key(r)
                     && !r.family_k.is_empty()
@@ -194,6 +230,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "address numbers",
+            order: Order::Name,
             keys: |t, r, out| {
                 let mut parts: Vec<u64> = vec![0];
                 parts.extend(
@@ -212,6 +249,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "name+address word",
+            order: Order::Name,
             keys: |t, r, out| {
                 for c in communes(r) {
                     for w in r.address_rare.iter().filter(|w| !w.is_empty()) {
@@ -227,6 +265,7 @@ pub fn default_rules() -> Vec<BlockingRule> {
         },
         BlockingRule {
             name: "middle+given+commune",
+            order: Order::Date,
             keys: |_, r, out| {
                 if !r.middle_k.is_empty() && !r.given_k.is_empty() {
                     out.extend(communes(r).map(|c| key(&[sym(r.middle_k), sym(r.given_k), c])));
@@ -257,6 +296,8 @@ pub struct RuleStats {
     pub pairs: usize,
     /// Pairs no earlier rule had proposed.
     pub new_pairs: usize,
+    /// Pairs of the oversized blocks beyond each record's window: held by the blocks, not compared.
+    pub uncompared: usize,
 }
 
 /// The result of blocking.
@@ -265,6 +306,8 @@ pub struct BlockingStats {
     pub rules: Vec<RuleStats>,
     /// Distinct candidate pairs.
     pub pairs: usize,
+    /// All rules' pairs of oversized blocks left uncompared (see [`RuleStats::uncompared`]).
+    pub uncompared: usize,
 }
 
 /// Candidate pairs (`a < b`, sorted, each once) and how they were found.
@@ -337,7 +380,8 @@ pub fn candidates(prepared: &Prepared, rules: &[BlockingRule], config: &Blocking
         }
         keyed.sort_unstable();
         let blocks = || keyed.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1);
-        let mut s = RuleStats { rule: rule.name, blocks: 0, oversized_blocks: 0, pairs: 0, new_pairs: 0 };
+        let mut s =
+            RuleStats { rule: rule.name, blocks: 0, oversized_blocks: 0, pairs: 0, new_pairs: 0, uncompared: 0 };
         let reach = |n: usize| if n > config.max_block { config.window } else { n };
         // Each pair of a block of n records within reach r of each other, counted to allocate once.
         let most: usize =
@@ -350,9 +394,21 @@ pub fn candidates(prepared: &Prepared, rules: &[BlockingRule], config: &Blocking
             if members.len() > config.max_block {
                 s.oversized_blocks += 1;
                 let name = |i: u32| strings.get(records[i as usize].full_f);
-                members.sort_by(|&a, &b| name(a).cmp(name(b)).then(a.cmp(&b)));
+                let date = |i: u32| date_order(&records[i as usize]);
+                match rule.order {
+                    Order::Name => {
+                        members.sort_by(|&a, &b| name(a).cmp(name(b)).then(date(a).cmp(&date(b))).then(a.cmp(&b)))
+                    }
+                    Order::Date => {
+                        members.sort_by(|&a, &b| date(a).cmp(&date(b)).then(name(a).cmp(name(b))).then(a.cmp(&b)))
+                    }
+                }
             }
-            let reach = reach(members.len());
+            let (n, reach) = (members.len(), reach(members.len()));
+            if n > config.max_block {
+                let compared: usize = (0..n).map(|i| reach.min(n - 1 - i)).sum();
+                s.uncompared += n * (n - 1) / 2 - compared;
+            }
             for (i, &a) in members.iter().enumerate() {
                 for &b in members.iter().skip(i + 1).take(reach) {
                     if skip_registry && registry[a as usize] && registry[b as usize] {
@@ -378,11 +434,62 @@ pub fn candidates(prepared: &Prepared, rules: &[BlockingRule], config: &Blocking
         s.new_pairs = new_pairs;
     }
     stats.pairs = pairs.len();
+    stats.uncompared = stats.rules.iter().map(|r| r.uncompared).sum();
     Candidates { pairs, rules: proposed, stats }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::date::PartialDate;
+    use crate::intake::linkage::LinkRecord;
+
+    /// 300 namesakes born the same year in one commune, one of them recorded twice: the
+    /// name + year block is sorted by date, so the two records of one person are neighbours and
+    /// paired, while each record takes part in at most `2 × window` of the rule's pairs.
+    #[test]
+    fn an_oversized_block_pairs_each_record_with_its_neighbours_only() {
+        let person = |day: usize| LinkRecord {
+            origin: Origin::Batch,
+            family: "Nguyễn".into(),
+            middle: ["Văn", "Thị", "Đức"][day % 3].into(),
+            given: "An".into(),
+            birth_date: PartialDate::parse(&format!("1990-{:02}-{:02}", day % 12 + 1, day % 28 + 1)).ok(),
+            sex: Some(crate::id::Sex::Male),
+            commune_key: Some(format!("2025:{}", ["00004", "00008"][day % 2])),
+            province_2025: None,
+            legacy_id: None,
+            father: None,
+            mother: None,
+            phone: None,
+            address: None,
+        };
+        let mut records: Vec<LinkRecord> = (0..300).map(person).collect();
+        let mut copy = records[137].clone();
+        copy.middle.clear();
+        records.push(copy);
+        let prepared = Prepared::new(&records);
+        let config = BlockingConfig::default();
+        let rule = default_rules().into_iter().find(|r| r.name == "name+year").unwrap();
+        let found = candidates(&prepared, &[rule], &config);
+        assert!(found.pairs.contains(&(137, 300)), "the two records of one person are paired");
+        let n = records.len();
+        assert_eq!(found.stats.rules[0].oversized_blocks, 1);
+        assert!(found.pairs.len() <= n * config.window, "{} pairs", found.pairs.len());
+        let mut per_record = vec![0usize; n];
+        for &(a, b) in &found.pairs {
+            per_record[a as usize] += 1;
+            per_record[b as usize] += 1;
+        }
+        assert!(per_record.iter().all(|&k| k <= 2 * config.window), "{per_record:?}");
+        // The block's other pairs are counted for the prior, not compared.
+        assert_eq!(found.stats.uncompared + found.pairs.len(), n * (n - 1) / 2);
+        // All-to-all, as a block within the cap is compared.
+        let wide = BlockingConfig { max_block: 1000, ..config };
+        let all = candidates(&prepared, &[rule], &wide);
+        assert_eq!((all.pairs.len(), all.stats.uncompared), (n * (n - 1) / 2, 0));
+    }
+
     #[test]
     fn the_union_of_sorted_lists_is_sorted_and_knows_who_proposed_each_pair() {
         let (pairs, rules, first) = super::union(&[vec![1, 3, 5, 9], vec![2, 3, 9, 10], vec![], vec![3, 11]], 10);

@@ -261,13 +261,18 @@ impl Model {
     /// name and a commune include a household's namesakes, who agree on everything a household
     /// shares and would pass for matches); a field no such session estimated takes the mean
     /// over the sessions that did (the starting values if none did). λ is then estimated over all `candidates` with m and
-    /// u held.
+    /// u held, the `uncompared` pairs counted as non-matches: the pairs of blocks too large to
+    /// compare all-to-all that no window reached (blocking keeps a record's likely matches within
+    /// its window). So λ is the share of matches among the pairs the blocks hold, the same
+    /// whatever window makes the comparisons affordable; were it the share among the compared
+    /// pairs only, a narrower window would raise the prior of every pair.
     ///
     /// Sessions and candidates come as distinct comparison patterns with their counts (see
     /// [`patterns`]): a few thousand, however many millions of pairs.
     pub fn estimate_in_sessions(
         sessions: impl IntoIterator<Item = (Vec<(Comparison, f64)>, Vec<Field>)>,
         candidates: &[(Comparison, f64)],
+        uncompared: f64,
         background: &[Comparison],
         config: &EmConfig,
     ) -> Model {
@@ -313,7 +318,7 @@ impl Model {
             }
         }
         // λ with m and u held, over the distinct comparison patterns, each weighted by its count.
-        let pairs: f64 = candidates.iter().map(|p| p.1).sum();
+        let pairs: f64 = candidates.iter().map(|p| p.1).sum::<f64>() + uncompared;
         for _ in 0..config.max_iterations {
             let mean = candidates.iter().map(|(c, n)| n * Model::probability_of(model.match_weight(c))).sum::<f64>()
                 / pairs.max(1.0);

@@ -1013,17 +1013,49 @@ impl TermFrequencies {
     /// The adjustments of a compared pair (record `a`'s names stand for both on exact levels),
     /// and the household rule of the address (below).
     pub fn adjustments(&self, model: &Model, a: usize, c: &Comparison) -> Adjustments {
+        let exact = |field: Field, shares: &[f64]| {
+            shares.get(a).map(|&share| Self::exact_adjustment(model.u[field.index()][0], share))
+        };
+        let household = |l: u8| Self::household_adjustment(model, l);
+        Self::assemble(
+            c,
+            exact(Field::Family, &self.family),
+            exact(Field::Given, &self.given),
+            || exact(Field::Address, &self.address),
+            household,
+        )
+    }
+
+    /// An exact agreement's adjustment: `log2(u / share)` bits within the bounds.
+    fn exact_adjustment(u: f64, share: f64) -> f64 {
+        (u / share.max(1e-6)).log2().clamp(-Self::MAX_ADJUSTMENT, Self::MAX_ADJUSTMENT)
+    }
+
+    /// An address that agrees within agreeing communes: its level's weight taken back.
+    fn household_adjustment(model: &Model, level: u8) -> f64 {
+        -model.level_weight(Field::Address, level).max(0.0)
+    }
+
+    fn assemble(
+        c: &Comparison,
+        family: Option<f64>,
+        given: Option<f64>,
+        address: impl Fn() -> Option<f64>,
+        household: impl Fn(u8) -> f64,
+    ) -> Adjustments {
         let mut adj = [0.0; Field::COUNT];
-        for (field, shares) in
-            [(Field::Family, &self.family), (Field::Given, &self.given), (Field::Address, &self.address)]
-        {
-            // Level 0 is the exact agreement of each.
+        // Level 0 is the exact agreement of each.
+        for (field, value) in [(Field::Family, family), (Field::Given, given)] {
             if c.level(field) == Some(0)
-                && let Some(share) = shares.get(a)
+                && let Some(v) = value
             {
-                let u = model.u[field.index()][0];
-                adj[field.index()] = (u / share.max(1e-6)).log2().clamp(-Self::MAX_ADJUSTMENT, Self::MAX_ADJUSTMENT);
+                adj[field.index()] = v;
             }
+        }
+        if c.level(Field::Address) == Some(0)
+            && let Some(v) = address()
+        {
+            adj[Field::Address.index()] = v;
         }
         // An address lies within its commune: when the communes agree, the same address adds a
         // household's agreement, not a person's (siblings share it), so only a different address weighs.
@@ -1031,9 +1063,47 @@ impl TermFrequencies {
             && let Some(l) = c.level(Field::Address)
             && l != AddressLevel::Different as u8
         {
-            adj[Field::Address.index()] = -model.level_weight(Field::Address, l).max(0.0);
+            adj[Field::Address.index()] = household(l);
         }
         adj
+    }
+
+    /// Every record's adjustments under `model`, computed once: scoring millions of pairs then
+    /// looks them up instead of taking a logarithm per field and pair.
+    pub fn under(&self, model: &Model) -> ModelAdjustments {
+        let per_record = |field: Field, shares: &[f64]| -> Vec<f64> {
+            let u = model.u[field.index()][0];
+            par::map(shares, |&share| Self::exact_adjustment(u, share))
+        };
+        let levels = Field::Address.levels().len() as u8;
+        ModelAdjustments {
+            family: per_record(Field::Family, &self.family),
+            given: per_record(Field::Given, &self.given),
+            address: per_record(Field::Address, &self.address),
+            household: (0..levels).map(|l| Self::household_adjustment(model, l)).collect(),
+        }
+    }
+}
+
+/// [`TermFrequencies`] under one model (see [`TermFrequencies::under`]): the same adjustments.
+#[derive(Debug, Clone)]
+pub struct ModelAdjustments {
+    family: Vec<f64>,
+    given: Vec<f64>,
+    address: Vec<f64>,
+    household: Vec<f64>,
+}
+
+impl ModelAdjustments {
+    /// [`TermFrequencies::adjustments`] of a pair, looked up.
+    pub fn adjustments(&self, a: usize, c: &Comparison) -> Adjustments {
+        TermFrequencies::assemble(
+            c,
+            self.family.get(a).copied(),
+            self.given.get(a).copied(),
+            || self.address.get(a).copied(),
+            |l| self.household[l as usize],
+        )
     }
 }
 
@@ -1132,36 +1202,42 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
             let rule = rules.iter().position(|r| r.name == *name)?;
             Some((counted(&|i| candidates.proposed_by(i, rule)), ignored.to_vec()))
         });
-        Model::estimate_in_sessions(sessions, &all, &background, &config.em)
+        Model::estimate_in_sessions(sessions, &all, candidates.stats.uncompared as f64, &background, &config.em)
     };
-    let tf = TermFrequencies::new(features);
+    let tf = TermFrequencies::new(features).under(&model);
     let score = |a: usize, b: usize| {
         let c = compare(a, b);
-        model.match_weight_adjusted(&c, &tf.adjustments(&model, a, &c))
+        model.match_weight_adjusted(&c, &tf.adjustments(a, &c))
     };
-    let mut pairs: Vec<ScoredPair> = candidates
-        .pairs
-        .iter()
-        .zip(pattern_of.iter().map(|&p| &distinct[p as usize]))
-        .filter_map(|(&(a, b), c)| {
-            let adjustments = tf.adjustments(&model, a as usize, c);
-            let weight = model.match_weight_adjusted(c, &adjustments);
-            if config.thresholds.band(weight) == Band::Distinct {
-                return None;
-            }
-            let probability = Model::probability_of(weight);
-            Some(ScoredPair {
-                a: a as usize,
-                b: b as usize,
-                comparison: *c,
-                adjustments,
-                weight,
-                probability,
-                band: config.thresholds.band(weight),
-                refused: None,
-            })
+    // Each distinct pattern's weight before adjustments, computed once (the same sum as
+    // `match_weight_adjusted`: the pattern's weight, then the adjustments of the fields present).
+    let base: Vec<f64> = distinct.iter().map(|c| model.match_weight(c)).collect();
+    let score_pair = |i: usize| {
+        let (a, b) = candidates.pairs[i];
+        let p = pattern_of[i] as usize;
+        let c = &distinct[p];
+        let adjustments = tf.adjustments(a as usize, c);
+        let extra: f64 = c.0.iter().zip(&adjustments).filter(|(l, _)| l.is_some()).map(|(_, a)| a).sum();
+        let weight = base[p] + extra;
+        let band = config.thresholds.band(weight);
+        (band != Band::Distinct).then(|| ScoredPair {
+            a: a as usize,
+            b: b as usize,
+            comparison: *c,
+            adjustments,
+            weight,
+            probability: Model::probability_of(weight),
+            band,
+            refused: None,
         })
-        .collect();
+    };
+    // Scored on all cores, in some 8,192 ranges of pairs (enough for `par::map` to share them
+    // out), kept in candidate order.
+    let n = candidates.pairs.len();
+    let step = n.div_ceil(8192).max(1);
+    let ranges: Vec<std::ops::Range<usize>> = (0..n).step_by(step).map(|start| start..(start + step).min(n)).collect();
+    let mut pairs: Vec<ScoredPair> =
+        par::map(&ranges, |r| r.clone().filter_map(score_pair).collect::<Vec<_>>()).into_iter().flatten().collect();
     drop(pattern_of);
     let link_index: Vec<usize> =
         pairs.iter().enumerate().filter(|(_, p)| p.band == Band::Link).map(|(i, _)| i).collect();
@@ -1586,6 +1662,18 @@ mod tests {
             person.push(person[i]);
         }
         let out = link(&records, &LinkConfig::default());
+        // Pairs are scored from per-record tables and per-pattern weights: the same adjustments
+        // and weights as computed pair by pair (the household rule and exact names both occur here).
+        let prepared = Prepared::new(&records);
+        let tf = TermFrequencies::new(&prepared.records);
+        let mut household = 0;
+        for pair in &out.pairs {
+            let adjustments = tf.adjustments(&out.model, pair.a, &pair.comparison);
+            assert_eq!(pair.adjustments, adjustments, "{pair:?}");
+            assert_eq!(pair.weight, out.model.match_weight_adjusted(&pair.comparison, &adjustments));
+            household += usize::from(adjustments[Field::Address.index()] < 0.0);
+        }
+        assert!(household > 0 && out.pairs.iter().any(|p| p.adjustments[Field::Given.index()] != 0.0));
         let mut cluster_of: Vec<usize> = (0..records.len()).collect();
         for c in &out.clusters {
             for &i in c {

@@ -457,12 +457,7 @@ mod tests {
             birth_date: PartialDate::parse(&format!("1990-{:02}-{:02}", day % 12 + 1, day % 28 + 1)).ok(),
             sex: Some(crate::id::Sex::Male),
             commune_key: Some(format!("2025:{}", ["00004", "00008"][day % 2])),
-            province_2025: None,
-            legacy_id: None,
-            father: None,
-            mother: None,
-            phone: None,
-            address: None,
+            ..LinkRecord::blank(Origin::Batch)
         };
         let mut records: Vec<LinkRecord> = (0..300).map(person).collect();
         let mut copy = records[137].clone();

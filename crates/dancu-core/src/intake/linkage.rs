@@ -54,6 +54,25 @@ pub struct LinkRecord {
 }
 
 impl LinkRecord {
+    /// A record with nothing to compare (every field empty or missing).
+    pub fn blank(origin: Origin) -> Self {
+        LinkRecord {
+            origin,
+            family: String::new(),
+            middle: String::new(),
+            given: String::new(),
+            birth_date: None,
+            sex: None,
+            commune_key: None,
+            province_2025: None,
+            legacy_id: None,
+            father: None,
+            mother: None,
+            phone: None,
+            address: None,
+        }
+    }
+
     /// The comparison record of a person's recorded items. Home: permanent, else current, else
     /// temporary residence.
     pub fn from_input(p: &PersonInput, origin: Origin) -> Self {
@@ -303,22 +322,7 @@ impl FeatureBuilder {
     /// Takes record `i` out of the comparison: it keeps its place (indexes do not move) but has
     /// nothing left to block on or compare.
     pub fn forget(&mut self, i: usize) {
-        let origin = self.records[i].origin;
-        let blank = LinkRecord {
-            origin,
-            family: String::new(),
-            middle: String::new(),
-            given: String::new(),
-            birth_date: None,
-            sex: None,
-            commune_key: None,
-            province_2025: None,
-            legacy_id: None,
-            father: None,
-            mother: None,
-            phone: None,
-            address: None,
-        };
+        let blank = LinkRecord::blank(self.records[i].origin);
         self.records[i] = LinkFeatures::new(&self.strings, &blank);
     }
 
@@ -1282,12 +1286,7 @@ mod tests {
             birth_date: Some(PartialDate::parse(date).unwrap()),
             sex: Some(Sex::Female),
             commune_key: Some(commune.into()),
-            province_2025: None,
-            legacy_id: None,
-            father: None,
-            mother: None,
-            phone: None,
-            address: None,
+            ..LinkRecord::blank(Origin::Batch)
         }
     }
 

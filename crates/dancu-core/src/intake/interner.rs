@@ -143,11 +143,6 @@ impl Strings {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Bytes held (strings and their offsets).
-    pub fn heap_bytes(&self) -> usize {
-        self.columns.iter().map(|c| c.bytes.capacity() + c.ends.capacity() * size_of::<usize>()).sum()
-    }
 }
 
 #[cfg(test)]

@@ -275,10 +275,6 @@ impl Prepared {
         self.records.is_empty()
     }
 
-    pub fn strings(&self) -> &Strings {
-        &self.strings
-    }
-
     /// Compares records `a` and `b` field by field.
     pub fn compare(&self, a: usize, b: usize) -> Comparison {
         compare(&self.strings, &self.records[a], &self.records[b])
@@ -308,15 +304,6 @@ impl FeatureBuilder {
         let strings = &self.strings;
         let prepared = par::map(records, |r| LinkFeatures::new(strings, r));
         self.records.extend(prepared);
-    }
-
-    /// Records prepared so far.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 
     /// Takes record `i` out of the comparison: it keeps its place (indexes do not move) but has
@@ -1021,13 +1008,9 @@ impl TermFrequencies {
             shares.get(a).map(|&share| Self::exact_adjustment(model.u[field.index()][0], share))
         };
         let household = |l: u8| Self::household_adjustment(model, l);
-        Self::assemble(
-            c,
-            exact(Field::Family, &self.family),
-            exact(Field::Given, &self.given),
-            || exact(Field::Address, &self.address),
-            household,
-        )
+        let exacts = [(Field::Family, &self.family), (Field::Given, &self.given), (Field::Address, &self.address)]
+            .map(|(field, shares)| exact(field, shares));
+        Self::assemble(c, exacts, household)
     }
 
     /// An exact agreement's adjustment: `log2(u / share)` bits within the bounds.
@@ -1040,26 +1023,17 @@ impl TermFrequencies {
         -model.level_weight(Field::Address, level).max(0.0)
     }
 
-    fn assemble(
-        c: &Comparison,
-        family: Option<f64>,
-        given: Option<f64>,
-        address: impl Fn() -> Option<f64>,
-        household: impl Fn(u8) -> f64,
-    ) -> Adjustments {
+    /// The adjustments of a pair from record `a`'s exact-agreement adjustments of family name,
+    /// given name and address, and the household rule's value of an address level.
+    fn assemble(c: &Comparison, exact: [Option<f64>; 3], household: impl Fn(u8) -> f64) -> Adjustments {
         let mut adj = [0.0; Field::COUNT];
         // Level 0 is the exact agreement of each.
-        for (field, value) in [(Field::Family, family), (Field::Given, given)] {
+        for (field, value) in [Field::Family, Field::Given, Field::Address].into_iter().zip(exact) {
             if c.level(field) == Some(0)
                 && let Some(v) = value
             {
                 adj[field.index()] = v;
             }
-        }
-        if c.level(Field::Address) == Some(0)
-            && let Some(v) = address()
-        {
-            adj[Field::Address.index()] = v;
         }
         // An address lies within its commune: when the communes agree, the same address adds a
         // household's agreement, not a person's (siblings share it), so only a different address weighs.
@@ -1101,13 +1075,8 @@ pub struct ModelAdjustments {
 impl ModelAdjustments {
     /// [`TermFrequencies::adjustments`] of a pair, looked up.
     pub fn adjustments(&self, a: usize, c: &Comparison) -> Adjustments {
-        TermFrequencies::assemble(
-            c,
-            self.family.get(a).copied(),
-            self.given.get(a).copied(),
-            || self.address.get(a).copied(),
-            |l| self.household[l as usize],
-        )
+        let exact = [&self.family, &self.given, &self.address].map(|v| v.get(a).copied());
+        TermFrequencies::assemble(c, exact, |l| self.household[l as usize])
     }
 }
 
@@ -1155,14 +1124,6 @@ fn weigh_address_tokens(p: &mut Prepared) {
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     link_prepared(&Prepared::new(records), config)
-}
-
-/// [`link`] of records the caller no longer needs: they are dropped as soon as their comparison
-/// features are built, before blocking (a large import's memory peaks in the linkage).
-pub fn link_owned(records: Vec<LinkRecord>, config: &LinkConfig) -> LinkOutcome {
-    let prepared = Prepared::new(&records);
-    drop(records);
-    link_prepared(&prepared, config)
 }
 
 /// [`link`] of records already prepared (see [`FeatureBuilder`]).
@@ -1573,10 +1534,16 @@ mod tests {
         assert_eq!(records[original].birth_date, Some(PartialDate::parse("1960-02-01").unwrap()));
         records.push(record("Nguyen", "", "Binh", "1960-01-02", "legacy:00004"));
         let out = link(&records, &LinkConfig::default());
-        let owned = link_owned(records.clone(), &LinkConfig::default());
-        assert_eq!((owned.candidates, &owned.clusters), (out.candidates, &out.clusters), "the same linkage");
+        // Prepared a part at a time, as an import does while reading (the parts' strings arrive in
+        // another order, the address words are weighed over the whole run): the same linkage.
+        let mut parts = FeatureBuilder::new();
+        for part in records.chunks(100) {
+            parts.extend(part);
+        }
+        let in_parts = link_prepared(&parts.finish(), &LinkConfig::default());
+        assert_eq!((in_parts.candidates, &in_parts.clusters), (out.candidates, &out.clusters), "the same linkage");
         assert_eq!(
-            owned.pairs.iter().map(|p| (p.a, p.b, p.weight)).collect::<Vec<_>>(),
+            in_parts.pairs.iter().map(|p| (p.a, p.b, p.weight)).collect::<Vec<_>>(),
             out.pairs.iter().map(|p| (p.a, p.b, p.weight)).collect::<Vec<_>>()
         );
         let pair = out.pairs.iter().find(|p| p.a == original && p.b == records.len() - 1);

@@ -28,7 +28,7 @@ use std::time::Instant;
 use dancu_core::audit::AuditEntry;
 use dancu_core::auth::{Role, Unit};
 use dancu_core::intake::em::{Band, Thresholds};
-use dancu_core::intake::linkage::{FeatureBuilder, LinkConfig, LinkRecord, Origin, link_prepared};
+use dancu_core::intake::linkage::{FeatureBuilder, LinkConfig, LinkRecord, Origin, link_prepared, max_link_records};
 use dancu_core::intake::par;
 use dancu_core::intake::row::{CellProblem, ColumnMap, ImportUnit, NormalizedRow, RowNormalizer};
 use dancu_core::{Person, PersonStatus, PersonalId};
@@ -54,6 +54,19 @@ type Result<T, E = ImportError> = std::result::Result<T, E>;
 
 fn input(msg: impl Into<String>) -> ImportError {
     ImportError::Input(msg.into())
+}
+
+/// Refuses a linkage run larger than one run can hold, before it starts.
+fn check_link_size(records: usize) -> Result<()> {
+    let most = max_link_records();
+    if records > most {
+        return Err(input(format!(
+            "{records} records to link in one run (the file's rows and the registry's candidates); \
+             at most {most}: split the file / quá nhiều bản ghi để đối chiếu trong một lần ({records}, tối đa {most}): \
+             hãy chia nhỏ tệp"
+        )));
+    }
+    Ok(())
 }
 
 fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> ImportError {
@@ -223,6 +236,9 @@ pub struct Summary {
     pub registry_candidates: u64,
     /// Candidate pairs compared by the linkage (all blocking passes).
     pub candidate_pairs: u64,
+    /// Pairs of blocks too large to compare all-to-all that were left uncompared (each record
+    /// paired with its neighbours only); counted as non-matches in the model's prior.
+    pub uncompared_pairs: u64,
     pub seconds: f64,
     /// Seconds per phase of this run.
     pub phases: std::collections::BTreeMap<String, f64>,
@@ -799,9 +815,11 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     summary.phase("registry_candidates", &mut phase);
     track.at.rows_rejected = summary.rows_rejected;
     track.stage(Stage::Linking, None);
+    check_link_size(n_batch + registry_keys.len())?;
     let config = LinkConfig::default();
     let outcome = tokio::task::block_in_place(|| link_prepared(&features.finish(), &config));
     summary.candidate_pairs = outcome.candidates as u64;
+    summary.uncompared_pairs = outcome.blocking.uncompared as u64;
     summary.phase("link", &mut phase);
 
     // Survivors: a registry record of the cluster if any, else its earliest row.
@@ -967,6 +985,8 @@ pub struct DedupeSummary {
     /// Rows in those clusters.
     pub rows_in_clusters: u64,
     pub candidate_pairs: u64,
+    /// Pairs of oversized blocks left uncompared (see the import's summary).
+    pub uncompared_pairs: u64,
     pub link_pairs: u64,
     pub review_pairs: u64,
     /// Candidate pairs per blocking rule (new ones: not proposed by an earlier rule).
@@ -1052,9 +1072,11 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
     report.w.flush()?;
     summary.records = lines.len() as u64;
     summary.phase("read_normalize", &mut phase);
+    check_link_size(lines.len())?;
     let config = LinkConfig::default();
     let outcome = link_prepared(&features.finish(), &config);
     summary.candidate_pairs = outcome.candidates as u64;
+    summary.uncompared_pairs = outcome.blocking.uncompared as u64;
     summary.blocking = outcome.blocking.rules.iter().map(|r| (r.rule.to_string(), r.new_pairs as u64)).collect();
     summary.phase("link", &mut phase);
     let mut cluster_of: Vec<u64> = lines.clone();
@@ -1304,4 +1326,19 @@ async fn store_chunk(
 fn redraw(p: &mut Person) -> Result<(), StoreError> {
     p.personal_id = Some(draw_personal_id(p).map_err(|e| StoreError::State(e.to_string()))?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_too_large_to_link_is_refused_with_its_size() {
+        let most = max_link_records();
+        assert!(check_link_size(most).is_ok());
+        match check_link_size(most + 1) {
+            Err(ImportError::Input(msg)) => assert!(msg.contains(&(most + 1).to_string()), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

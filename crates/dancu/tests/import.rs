@@ -379,6 +379,7 @@ fn a_personal_id_given_twice_is_refused_and_the_batch_goes_on() {
     assert_eq!(summary["rejected_by_reason"]["id_taken"], 1, "{summary}");
     // Only the first and third rows are compared: the refused copy of the first pairs with nothing.
     assert_eq!(summary["candidate_pairs"], 1, "{summary}");
+    assert_eq!(summary["uncompared_pairs"], 0, "no block too large: {summary}");
     let linked = summary["linked_within_batch"].as_i64().unwrap();
     assert_eq!(linked + summary["review_pairs"].as_i64().unwrap(), 1, "linked or sent to review: {summary}");
     let report = std::fs::read_to_string(dir.join("ids.report.csv")).unwrap();

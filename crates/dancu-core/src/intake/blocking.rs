@@ -310,56 +310,108 @@ pub struct BlockingStats {
     pub uncompared: usize,
 }
 
-/// Candidate pairs (`a < b`, sorted, each once) and how they were found.
+/// Candidate pairs (`a < b`, sorted, each once) and how they were found, packed one to a 64-bit
+/// word: `a`, `b` and the bits of the rules that proposed the pair (bit `i` for `rules[i]`). One
+/// word a pair is what the largest runs need: the pairs are the largest structure of a linkage.
 #[derive(Debug, Clone)]
 pub struct Candidates {
-    pub pairs: Vec<(u32, u32)>,
-    /// For each pair, the rules that proposed it: bit `i` for `rules[i]`.
-    pub rules: Vec<u16>,
+    packed: Vec<u64>,
+    /// Bits of a record number in a packed pair.
+    width: u32,
+    /// Bits of the rules, the lowest of the word.
+    rule_bits: u32,
     pub stats: BlockingStats,
 }
 
 impl Candidates {
+    /// Number of distinct candidate pairs.
+    pub fn len(&self) -> usize {
+        self.packed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packed.is_empty()
+    }
+
+    /// Pair number `i`.
+    pub fn pair(&self, i: usize) -> (u32, u32) {
+        self.unpack(self.packed[i])
+    }
+
+    /// The pairs in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.packed.iter().map(|&x| self.unpack(x))
+    }
+
+    /// The packed pairs, to be shared out in parts and read with [`Candidates::unpack`].
+    pub fn packed(&self) -> &[u64] {
+        &self.packed
+    }
+
+    /// The pair of a packed word.
+    pub fn unpack(&self, x: u64) -> (u32, u32) {
+        let pair = x >> self.rule_bits;
+        ((pair >> self.width) as u32, (pair & ((1 << self.width) - 1)) as u32)
+    }
+
     /// Whether rule number `rule` proposed pair number `i`.
     pub fn proposed_by(&self, i: usize, rule: usize) -> bool {
-        self.rules[i] & (1 << rule) != 0
+        self.packed[i] & (1 << rule) != 0
     }
 }
 
-/// The union of the rules' pair lists (`a << 32 | b`, each sorted, each pair once), sorted, in
-/// one pass over all lists at once: each pair with the rules that proposed it (bit `i` for list
-/// `i`), and for each list the number of its pairs no earlier list has.
-fn union(lists: &[Vec<u64>], capacity: usize) -> (Vec<(u32, u32)>, Vec<u16>, Vec<usize>) {
-    // No pair is `u64::MAX` (its `a` would equal its `b`): it marks an exhausted list.
-    const DONE: u64 = u64::MAX;
-    let mut heads = vec![0usize; lists.len()];
-    let head = |heads: &[usize], i: usize| lists[i].get(heads[i]).copied().unwrap_or(DONE);
-    let (mut pairs, mut rules) = (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
+/// Bits that hold a record number below `n`.
+fn index_bits(n: usize) -> u32 {
+    (usize::BITS - n.saturating_sub(1).leading_zeros()).max(1)
+}
+
+/// The largest linkage run [`candidates`] packs with `rules` rules: two record numbers and the
+/// rules' bits in 64 bits (with the 12 default rules, 67,108,864 records).
+pub fn max_records(rules: usize) -> usize {
+    1 << ((64 - rules as u32) / 2).min(32)
+}
+
+/// The union of the rules' pair lists (each `a << width | b`, sorted, each pair once), sorted:
+/// the lists are moved into one (each pair shifted up and given its rule's bit), sorted in place on
+/// all cores, and each run of one pair folded into one word with its rules' bits. Returns the
+/// packed pairs and, for each list, the number of its pairs no earlier list has. At its largest
+/// it holds the lists' pairs once (and one list twice, while it is moved).
+fn union(lists: Vec<Vec<u64>>, rule_bits: u32) -> (Vec<u64>, Vec<usize>) {
     let mut first = vec![0usize; lists.len()];
-    loop {
-        let min = (0..lists.len()).map(|i| head(&heads, i)).min().unwrap_or(DONE);
-        if min == DONE {
-            break;
-        }
-        let mut bits = 0u16;
-        for i in 0..lists.len() {
-            if head(&heads, i) == min {
-                bits |= 1 << i;
-                heads[i] += 1;
-            }
-        }
-        first[bits.trailing_zeros() as usize] += 1;
-        pairs.push(((min >> 32) as u32, min as u32));
-        rules.push(bits);
+    let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+    for (i, list) in lists.into_iter().enumerate() {
+        all.extend(list.into_iter().map(|p| p << rule_bits | 1 << i));
     }
-    (pairs, rules, first)
+    super::par::sort_unstable(&mut all);
+    let mut kept = 0;
+    for i in 0..all.len() {
+        let x = all[i];
+        if kept > 0 && all[kept - 1] >> rule_bits == x >> rule_bits {
+            all[kept - 1] |= x;
+        } else {
+            all[kept] = x;
+            kept += 1;
+        }
+    }
+    all.truncate(kept);
+    let mask = (1u64 << rule_bits) - 1;
+    for x in &all {
+        first[(x & mask).trailing_zeros() as usize] += 1;
+    }
+    (all, first)
 }
 
 /// Applies the rules to the records and returns the distinct candidate pairs.
 pub fn candidates(prepared: &Prepared, rules: &[BlockingRule], config: &BlockingConfig) -> Candidates {
     let (strings, records) = (&prepared.strings, &prepared.records);
-    assert!(records.len() < u32::MAX as usize, "too many records for one linkage run");
     assert!(rules.len() <= 16, "at most 16 blocking rules");
+    assert!(
+        records.len() <= max_records(rules.len()),
+        "too many records for one linkage run: {} (at most {})",
+        records.len(),
+        max_records(rules.len())
+    );
+    let width = index_bits(records.len());
     // Whether each record is a registry one, compactly (read for every pair proposed).
     let registry: Vec<bool> = records.iter().map(|r| r.origin == Origin::Registry).collect();
     let skip_registry = !config.registry_pairs && registry.iter().any(|&r| r);
@@ -415,7 +467,7 @@ pub fn candidates(prepared: &Prepared, rules: &[BlockingRule], config: &Blocking
                         continue;
                     }
                     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-                    found.push(u64::from(lo) << 32 | u64::from(hi));
+                    found.push(u64::from(lo) << width | u64::from(hi));
                 }
             }
         }
@@ -426,16 +478,14 @@ pub fn candidates(prepared: &Prepared, rules: &[BlockingRule], config: &Blocking
         lists.push(found);
         stats.rules.push(s);
     }
-    // Distinct pairs are at most all the lists' pairs together.
-    let capacity = lists.iter().map(Vec::len).sum();
-    let (pairs, proposed, first) = union(&lists, capacity);
-    drop(lists);
+    let rule_bits = rules.len() as u32;
+    let (packed, first) = union(lists, rule_bits);
     for (s, new_pairs) in stats.rules.iter_mut().zip(first) {
         s.new_pairs = new_pairs;
     }
-    stats.pairs = pairs.len();
+    stats.pairs = packed.len();
     stats.uncompared = stats.rules.iter().map(|r| r.uncompared).sum();
-    Candidates { pairs, rules: proposed, stats }
+    Candidates { packed, width, rule_bits, stats }
 }
 
 #[cfg(test)]
@@ -467,32 +517,56 @@ mod tests {
         let config = BlockingConfig::default();
         let rule = default_rules().into_iter().find(|r| r.name == "name+year").unwrap();
         let found = candidates(&prepared, &[rule], &config);
-        assert!(found.pairs.contains(&(137, 300)), "the two records of one person are paired");
+        assert!(found.pairs().any(|p| p == (137, 300)), "the two records of one person are paired");
         let n = records.len();
         assert_eq!(found.stats.rules[0].oversized_blocks, 1);
-        assert!(found.pairs.len() <= n * config.window, "{} pairs", found.pairs.len());
+        assert!(found.len() <= n * config.window, "{} pairs", found.len());
         let mut per_record = vec![0usize; n];
-        for &(a, b) in &found.pairs {
+        for (a, b) in found.pairs() {
             per_record[a as usize] += 1;
             per_record[b as usize] += 1;
         }
         assert!(per_record.iter().all(|&k| k <= 2 * config.window), "{per_record:?}");
         // The block's other pairs are counted for the prior, not compared.
-        assert_eq!(found.stats.uncompared + found.pairs.len(), n * (n - 1) / 2);
+        assert_eq!(found.stats.uncompared + found.len(), n * (n - 1) / 2);
         // All-to-all, as a block within the cap is compared.
         let wide = BlockingConfig { max_block: 1000, ..config };
         let all = candidates(&prepared, &[rule], &wide);
-        assert_eq!((all.pairs.len(), all.stats.uncompared), (n * (n - 1) / 2, 0));
+        assert_eq!((all.len(), all.stats.uncompared), (n * (n - 1) / 2, 0));
     }
 
     #[test]
     fn the_union_of_sorted_lists_is_sorted_and_knows_who_proposed_each_pair() {
-        let (pairs, rules, first) = super::union(&[vec![1, 3, 5, 9], vec![2, 3, 9, 10], vec![], vec![3, 11]], 10);
-        assert_eq!(pairs, [(0, 1), (0, 2), (0, 3), (0, 5), (0, 9), (0, 10), (0, 11)]);
-        assert_eq!(rules, [1, 2, 0b1011, 1, 3, 2, 8]);
+        let (packed, first) = super::union(vec![vec![1, 3, 5, 9], vec![2, 3, 9, 10], vec![], vec![3, 11]], 4);
+        let unpacked: Vec<(u64, u64)> = packed.iter().map(|x| (x >> 4, x & 15)).collect();
+        assert_eq!(unpacked, [(1, 1), (2, 2), (3, 0b1011), (5, 1), (9, 3), (10, 2), (11, 8)]);
         assert_eq!(first, [4, 2, 0, 1]);
-        let (pairs, rules, first) = super::union(&[vec![], vec![1 << 32 | 7]], 1);
-        assert_eq!((pairs, rules, first), (vec![(1, 7)], vec![2], vec![0, 1]));
-        assert!(super::union(&[], 0).0.is_empty());
+        assert_eq!(super::union(vec![vec![], vec![7 << 20 | 9]], 2), (vec![(7 << 20 | 9) << 2 | 2], vec![0, 1]));
+        assert!(super::union(vec![], 0).0.is_empty());
+        // Enough pairs to be sorted on several threads, in lists that overlap.
+        let lists: Vec<Vec<u64>> = (1..4u64).map(|k| (0..200_000u64).map(|x| x * k).collect()).collect();
+        let (packed, first) = super::union(lists, 3);
+        let mut expected: Vec<u64> = (0..200_000u64).flat_map(|x| [x, x * 2, x * 3]).collect();
+        expected.sort_unstable();
+        expected.dedup();
+        assert_eq!(packed.iter().map(|x| x >> 3).collect::<Vec<_>>(), expected);
+        assert_eq!(first.iter().sum::<usize>(), expected.len());
+        assert_eq!(packed[1], 1 << 3 | 0b001, "1 is in the first list only");
+        assert_eq!(packed[6], 6 << 3 | 0b111, "6 = 6 × 1 = 3 × 2 = 2 × 3");
+    }
+
+    #[test]
+    fn pairs_pack_two_record_numbers_and_the_rules_into_one_word() {
+        assert_eq!((index_bits(0), index_bits(1), index_bits(2), index_bits(3), index_bits(1 << 20)), (1, 1, 1, 2, 20));
+        assert_eq!(max_records(12), 1 << 26);
+        assert_eq!(max_records(16), 1 << 24);
+        let c = Candidates {
+            packed: vec![((5 << 20 | 1_000_000) << 12) | 0b1000_0000_0001],
+            width: 20,
+            rule_bits: 12,
+            stats: BlockingStats::default(),
+        };
+        assert_eq!(c.pair(0), (5, 1_000_000));
+        assert!(c.proposed_by(0, 0) && c.proposed_by(0, 11) && !c.proposed_by(0, 1));
     }
 }

@@ -1121,6 +1121,12 @@ fn weigh_address_tokens(p: &mut Prepared) {
     }
 }
 
+/// The most records one linkage run takes (blocking packs a pair of record numbers and its
+/// rules into 64 bits: [`blocking::max_records`]).
+pub fn max_link_records() -> usize {
+    blocking::max_records(blocking::default_rules().len())
+}
+
 /// Runs blocking, model estimation, scoring and clustering over `records`.
 pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     link_prepared(&Prepared::new(records), config)
@@ -1134,10 +1140,13 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     let candidates = blocking::candidates(prepared, &rules, &config.blocking);
     // Each candidate pair's comparison, kept as the index of its pattern among the distinct
     // ones (a few thousand): 4 bytes a pair instead of a whole comparison; compared a chunk at a time.
-    let (mut distinct, mut pattern_of) = (Vec::<Comparison>::new(), Vec::with_capacity(candidates.pairs.len()));
+    let (mut distinct, mut pattern_of) = (Vec::<Comparison>::new(), Vec::with_capacity(candidates.len()));
     let mut index: HashMap<Comparison, u32> = HashMap::new();
-    for chunk in candidates.pairs.chunks(1 << 20) {
-        for c in par::map(chunk, |&(a, b)| compare(a as usize, b as usize)) {
+    for chunk in candidates.packed().chunks(1 << 20) {
+        for c in par::map(chunk, |&x| {
+            let (a, b) = candidates.unpack(x);
+            compare(a as usize, b as usize)
+        }) {
             let id = *index.entry(c).or_insert_with(|| {
                 distinct.push(c);
                 (distinct.len() - 1) as u32
@@ -1178,7 +1187,7 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     // `match_weight_adjusted`: the pattern's weight, then the adjustments of the fields present).
     let base: Vec<f64> = distinct.iter().map(|c| model.match_weight(c)).collect();
     let score_pair = |i: usize| {
-        let (a, b) = candidates.pairs[i];
+        let (a, b) = candidates.pair(i);
         let p = pattern_of[i] as usize;
         let c = &distinct[p];
         let adjustments = tf.adjustments(a as usize, c);
@@ -1198,7 +1207,7 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     };
     // Scored on all cores, in some 8,192 ranges of pairs (enough for `par::map` to share them
     // out), kept in candidate order.
-    let n = candidates.pairs.len();
+    let n = candidates.len();
     let step = n.div_ceil(8192).max(1);
     let ranges: Vec<std::ops::Range<usize>> = (0..n).step_by(step).map(|start| start..(start + step).min(n)).collect();
     let mut pairs: Vec<ScoredPair> =
@@ -1225,7 +1234,7 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
         p.refused = Some(reason);
     }
     LinkOutcome {
-        candidates: candidates.pairs.len(),
+        candidates: candidates.len(),
         blocking: candidates.stats,
         model,
         pairs,
@@ -1483,18 +1492,19 @@ mod tests {
         let config = BlockingConfig::default();
         let rules = blocking::default_rules();
         let all = blocking::candidates(&features, &rules, &config);
-        let found = &all.pairs;
+        let found: Vec<(u32, u32)> = all.pairs().collect();
         assert!(found.contains(&(a, b)));
         // The rules each pair is recorded with are exactly the rules that find it alone (the
         // training sessions take their pairs from there).
         for (number, rule) in rules.iter().enumerate() {
-            let alone = blocking::candidates(&features, std::slice::from_ref(rule), &config).pairs;
+            let alone: Vec<(u32, u32)> =
+                blocking::candidates(&features, std::slice::from_ref(rule), &config).pairs().collect();
             let recorded: Vec<(u32, u32)> =
                 (0..found.len()).filter(|&i| all.proposed_by(i, number)).map(|i| found[i]).collect();
             assert_eq!(recorded, alone, "{}", rule.name);
         }
         let without: Vec<_> = rules.iter().filter(|r| r.name != "name+address word").copied().collect();
-        assert!(!blocking::candidates(&features, &without, &config).pairs.contains(&(a, b)));
+        assert!(!blocking::candidates(&features, &without, &config).pairs().any(|p| p == (a, b)));
         // Compared, the address agrees (the postcode with two digits swapped, "vic" common).
         let c = features.compare(a as usize, b as usize);
         assert_eq!(c.level(Field::Address), Some(AddressLevel::Similar as u8));

@@ -56,6 +56,26 @@ pub fn map_with<S: Send, T: Sync, U: Send>(
     })
 }
 
+/// `items.sort_unstable()` on [`threads`] threads: the slice split at its median
+/// (`select_nth_unstable`), each part sorted on a thread of its own (split again while threads are left).
+pub fn sort_unstable<T: Ord + Send>(items: &mut [T]) {
+    sort_on(items, threads());
+}
+
+fn sort_on<T: Ord + Send>(items: &mut [T], threads: usize) {
+    if threads <= 1 || items.len() < 1 << 16 {
+        items.sort_unstable();
+        return;
+    }
+    let mid = items.len() / 2;
+    items.select_nth_unstable(mid);
+    let (low, high) = items.split_at_mut(mid);
+    std::thread::scope(|s| {
+        s.spawn(|| sort_on(low, threads / 2));
+        sort_on(high, threads - threads / 2);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +92,21 @@ mod tests {
         assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
         assert_eq!(states.iter().sum::<u64>(), items.len() as u64);
         assert!(map(&[] as &[u64], |x| *x).is_empty());
+    }
+
+    #[test]
+    fn a_parallel_sort_sorts_as_a_sequential_one() {
+        // Pseudo-random values with repeats, more than one thread's share.
+        let items: Vec<u64> = (0..300_001u64).map(|x| x.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 100_000).collect();
+        let mut expected = items.clone();
+        expected.sort_unstable();
+        for threads in [1, 2, 3, 5] {
+            let mut sorted = items.clone();
+            sort_on(&mut sorted, threads);
+            assert_eq!(sorted, expected, "{threads} threads");
+        }
+        let mut empty: Vec<u64> = Vec::new();
+        sort_unstable(&mut empty);
+        assert!(empty.is_empty());
     }
 }

@@ -155,7 +155,7 @@ enum Command {
         #[arg(long)]
         summary: Option<PathBuf>,
         /// Rows per stored chunk (one transaction each)
-        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         chunk: u32,
         /// Set the people's search indexes aside while storing and build them once at the end
         /// (much faster for a bulk load; meanwhile a server's searches on this store read the

@@ -1,12 +1,21 @@
 //! Vietnamese text: NFC storage form, accent-folded search keys, proper case.
 
-use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 /// The storage form of any text: Unicode NFC, trimmed, inner whitespace collapsed to one space.
 pub fn clean(s: &str) -> String {
+    if is_nfc(s) {
+        return collapse_ws(s);
+    }
     let nfc: String = s.nfc().collect();
     collapse_ws(&nfc)
+}
+
+/// Whether `s` is certainly NFC already (ASCII, or the quick check's "yes"): then normalizing it
+/// would give it back unchanged, and is skipped.
+pub(crate) fn is_nfc(s: &str) -> bool {
+    s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes
 }
 
 fn collapse_ws(s: &str) -> String {
@@ -25,6 +34,22 @@ fn collapse_ws(s: &str) -> String {
 /// Both tone-mark placements ("Hoà" and "Hòa", "Thuỷ" and "Thủy") fold to the same key,
 /// as do decomposed and precomposed input.
 pub fn fold(s: &str) -> String {
+    if s.is_ascii() { fold_ascii(s) } else { fold_unicode(s) }
+}
+
+/// [`fold`] of ASCII text: lower case, whitespace collapsed (nothing to decompose).
+fn fold_ascii(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    out
+}
+
+fn fold_unicode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
     for c in s.nfd() {
@@ -64,12 +89,23 @@ pub fn proper_case(s: &str) -> String {
             out.extend(c.to_lowercase());
         }
     }
-    out.nfc().collect()
+    if is_nfc(&out) { out } else { out.nfc().collect() }
 }
 
 /// Whether a cleaned name part contains only letters (with their marks), spaces, hyphens and apostrophes.
 pub fn is_name_text(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_alphabetic() || is_combining_mark(c) || c == ' ' || c == '-' || c == '\'')
+    !s.is_empty() && s.chars().all(|c| is_letter(c) || is_combining_mark(c) || c == ' ' || c == '-' || c == '\'')
+}
+
+/// `char::is_alphabetic`, answered without Unicode's tables for the Latin letters Vietnamese is
+/// written in (Latin-1 but for × and ÷, Latin Extended-A and -B, Latin Extended Additional).
+pub fn is_letter(c: char) -> bool {
+    match c as u32 {
+        0..=0x7F => c.is_ascii_alphabetic(),
+        0xD7 | 0xF7 => false,
+        0xC0..=0x24F | 0x1E00..=0x1EFF => true,
+        _ => c.is_alphabetic(),
+    }
 }
 
 /// The smallest string greater than every string that starts with `prefix`
@@ -122,6 +158,9 @@ mod tests {
         assert!(!is_name_text("An1"));
         assert!(!is_name_text(""));
         assert!(!is_name_text("<script>"));
+        for c in (0..0x2000).filter_map(char::from_u32) {
+            assert_eq!(is_letter(c), c.is_alphabetic(), "{c:?}");
+        }
     }
 
     proptest! {
@@ -129,6 +168,16 @@ mod tests {
         fn fold_is_idempotent(s in "\\PC{0,40}") {
             let once = fold(&s);
             prop_assert_eq!(fold(&once), once.clone());
+        }
+
+        #[test]
+        fn the_shortcuts_give_what_the_general_paths_give(s in "[ -~\t\x0b\n]{0,40}", t in "\\PC{0,40}") {
+            prop_assert_eq!(fold_ascii(&s), fold_unicode(&s));
+            let nfc: String = t.nfc().collect();
+            prop_assert_eq!(clean(&t), collapse_ws(&nfc));
+            let decomposed: String = t.nfd().collect();
+            let nfc: String = decomposed.nfc().collect();
+            prop_assert_eq!(clean(&decomposed), collapse_ws(&nfc));
         }
 
         #[test]

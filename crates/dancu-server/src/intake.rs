@@ -271,18 +271,30 @@ const BATCH: usize = 16_384;
 /// all cores) and the records dropped.
 const PREPARE_EVERY: usize = 65_536;
 
-/// Reads and normalizes the rows on a thread of its own, in batches, each batch normalized (and
-/// each valid row's person serialized) on all cores ([`par::map_with`], one normalizer per
-/// thread); batches arrive in file order.
-fn normalize_in_background(mut source: Rows, norm: RowNormalizer) -> tokio::sync::mpsc::Receiver<Vec<Item>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+/// The rows of a file in batches of [`BATCH`], read on a thread of its own (the file is parsed
+/// while the previous batch is normalized), in file order.
+fn read_in_background(mut source: Rows) -> std::sync::mpsc::Receiver<Vec<Result<Row, (u64, String)>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
     std::thread::spawn(move || {
-        let mut norms = vec![norm; par::threads()];
         loop {
             let batch: Vec<Result<Row, (u64, String)>> = source.by_ref().take(BATCH).collect();
-            if batch.is_empty() {
-                break;
+            if batch.is_empty() || tx.send(batch).is_err() {
+                break; // the end of the file, or the reader of the batches stopped
             }
+        }
+    });
+    rx
+}
+
+/// Reads ([`read_in_background`]) and normalizes the rows on a thread of its own, in batches,
+/// each batch normalized (and each valid row's person serialized) on all cores
+/// ([`par::map_with`], one normalizer per thread); batches arrive in file order.
+fn normalize_in_background(source: Rows, norm: RowNormalizer) -> tokio::sync::mpsc::Receiver<Vec<Item>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let read = read_in_background(source);
+    std::thread::spawn(move || {
+        let mut norms = vec![norm; par::threads()];
+        for batch in read {
             let items = par::map_with(&mut norms, &batch, |norm, r| match r {
                 Err((line, reason)) => Some(Item::Unreadable(*line, reason.clone())),
                 Ok((line, cells)) => {
@@ -1027,11 +1039,7 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
     let mut lines: Vec<u64> = Vec::new();
     let mut features = FeatureBuilder::new();
     let mut records: Vec<LinkRecord> = Vec::new();
-    loop {
-        let batch: Vec<Result<Row, (u64, String)>> = source.by_ref().take(BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
+    for batch in read_in_background(source) {
         let read = par::map_with(&mut norms, &batch, |norm, r| match r {
             Err((line, reason)) => Some((*line, Err(vec![unreadable(reason)]))),
             Ok((_, cells)) if cells.iter().all(|c| c.trim().is_empty()) => None,

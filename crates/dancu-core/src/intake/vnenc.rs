@@ -80,7 +80,11 @@ pub fn repair(input: &str) -> Repaired {
         }
     }
     if !input.is_ascii() {
-        return match as_windows_1252(input).and_then(|bytes| decode_bytes(input, &bytes)) {
+        // Text whose every word is a Vietnamese syllable already ("Hà", "Võ Tú") is never taken
+        // for a legacy form: a decoding is kept only when it makes more words valid syllables
+        // than the input has (`score`), so the decodings are not tried.
+        let bytes = as_windows_1252(input).filter(|_| !words(input).all(is_syllable));
+        return match bytes.and_then(|bytes| decode_bytes(input, &bytes)) {
             Some((text, enc)) => Repaired { text, applied: Some(enc) },
             None => unchanged(),
         };
@@ -111,42 +115,38 @@ pub(crate) enum Tone {
 const TONES: [Tone; 6] = [Tone::Level, Tone::Grave, Tone::Acute, Tone::Hook, Tone::Tilde, Tone::Dot];
 
 /// The twelve vowel letters (rows) with the six tones (columns), lower case.
-const VOWELS: [&str; 12] = [
-    "aàáảãạ",
-    "ăằắẳẵặ",
-    "âầấẩẫậ",
-    "eèéẻẽẹ",
-    "êềếểễệ",
-    "iìíỉĩị",
-    "oòóỏõọ",
-    "ôồốổỗộ",
-    "ơờớởỡợ",
-    "uùúủũụ",
-    "ưừứửữự",
-    "yỳýỷỹỵ",
+const VOWELS: [[char; 6]; 12] = [
+    ['a', 'à', 'á', 'ả', 'ã', 'ạ'],
+    ['ă', 'ằ', 'ắ', 'ẳ', 'ẵ', 'ặ'],
+    ['â', 'ầ', 'ấ', 'ẩ', 'ẫ', 'ậ'],
+    ['e', 'è', 'é', 'ẻ', 'ẽ', 'ẹ'],
+    ['ê', 'ề', 'ế', 'ể', 'ễ', 'ệ'],
+    ['i', 'ì', 'í', 'ỉ', 'ĩ', 'ị'],
+    ['o', 'ò', 'ó', 'ỏ', 'õ', 'ọ'],
+    ['ô', 'ồ', 'ố', 'ổ', 'ỗ', 'ộ'],
+    ['ơ', 'ờ', 'ớ', 'ở', 'ỡ', 'ợ'],
+    ['u', 'ù', 'ú', 'ủ', 'ũ', 'ụ'],
+    ['ư', 'ừ', 'ứ', 'ử', 'ữ', 'ự'],
+    ['y', 'ỳ', 'ý', 'ỷ', 'ỹ', 'ỵ'],
 ];
 
 /// Splits a lower-case vowel into its untoned letter and tone.
 fn split_tone(c: char) -> Option<(char, Tone)> {
-    for row in VOWELS {
-        let mut chars = row.chars();
-        let base = chars.next()?;
-        if base == c {
-            return Some((base, Tone::Level));
-        }
-        for (i, t) in chars.enumerate() {
-            if t == c {
-                return Some((base, TONES[i + 1]));
-            }
-        }
+    // Called for every letter of every name and address word: ASCII and the characters outside
+    // the two blocks that hold the toned vowels are answered without the table.
+    if c.is_ascii() {
+        return matches!(c, 'a' | 'e' | 'i' | 'o' | 'u' | 'y').then_some((c, Tone::Level));
     }
-    None
+    if !matches!(c as u32, 0xC0..=0x1B0 | 0x1EA0..=0x1EF9) {
+        return None;
+    }
+    VOWELS.iter().find_map(|row| row.iter().position(|&t| t == c).map(|i| (row[0], TONES[i])))
 }
 
 /// The lower-case vowel `base` (untoned) with `tone`.
 fn with_tone(base: char, tone: Tone) -> char {
     let col = TONES.iter().position(|t| *t == tone).unwrap_or(0);
-    VOWELS.iter().find(|row| row.starts_with(base)).and_then(|row| row.chars().nth(col)).unwrap_or(base)
+    VOWELS.iter().find(|row| row[0] == base).map_or(base, |row| row[col])
 }
 
 fn is_vowel(c: char) -> bool {
@@ -165,7 +165,7 @@ fn upper(c: char) -> char {
 pub fn accented_letters() -> Vec<char> {
     let mut out = Vec::new();
     for row in VOWELS {
-        for (i, c) in row.chars().enumerate() {
+        for (i, &c) in row.iter().enumerate() {
             if i > 0 || "ăâêôơư".contains(c) {
                 out.push(c);
             }
@@ -260,7 +260,8 @@ pub(crate) struct Syllable {
 pub(crate) fn parse_syllable(word: &str) -> Option<Syllable> {
     let mut tone = Tone::Level;
     let mut letters: Vec<char> = Vec::new();
-    for c in word.nfc() {
+    let composed: std::borrow::Cow<str> = if crate::text::is_nfc(word) { word.into() } else { word.nfc().collect() };
+    for c in composed.chars() {
         let c = lower(c);
         if let Some((base, t)) = split_tone(c) {
             if t != Tone::Level {
@@ -689,7 +690,7 @@ fn score(input: &str, decoded: &str) -> Option<usize> {
             continue;
         }
         let vy = is_syllable(y);
-        if !y.chars().all(|c| c.is_alphabetic() || c == '\'' || c == '\u{2019}') {
+        if !y.chars().all(|c| crate::text::is_letter(c) || c == '\'' || c == '\u{2019}') {
             return None;
         }
         before += usize::from(is_syllable(x));
@@ -1044,6 +1045,41 @@ fn encode_keys(s: &str, digits: bool) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// What lets `repair` skip the byte-level decodings of text made of syllables.
+        #[test]
+        fn text_of_valid_syllables_is_never_decoded(
+            words in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "hà", "Lê", "võ", "Tú", "mai", "hòa", "Bùi", "lò", "An", "thành", "tâm", "Châu", "Hoài",
+                    "nguyên", "Vân", "hoàng", "Xuân", "ý", "Thúy", "giàu", "quí", "tô", "Mão", "Cù", "Lã",
+                ]),
+                1..5,
+            )
+        ) {
+            let text = words.join(" ");
+            prop_assert!(text.split(' ').all(is_syllable));
+            let bytes = as_windows_1252(&text).expect("Latin-1 letters");
+            prop_assert_eq!(decode_bytes(&text, &bytes), None);
+            prop_assert_eq!(repair(&text), Repaired { text: text.clone(), applied: None });
+        }
+    }
+
+    #[test]
+    fn split_tone_knows_each_toned_vowel_and_nothing_else() {
+        let mut known = std::collections::HashMap::new();
+        for row in VOWELS {
+            for (i, &c) in row.iter().enumerate() {
+                known.insert(c, (row[0], TONES[i]));
+                assert_eq!(with_tone(row[0], TONES[i]), c);
+            }
+        }
+        assert_eq!(known.len(), 72);
+        for c in (0..0x2000).filter_map(char::from_u32) {
+            assert_eq!(split_tone(c), known.get(&c).copied(), "{c:?}");
+        }
+    }
 
     /// Real names, and one line per vowel carrying every accented letter.
     const NAMES: [&str; 24] = [

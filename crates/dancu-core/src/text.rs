@@ -39,13 +39,8 @@ pub fn fold(s: &str) -> String {
 
 /// [`fold`] of ASCII text: lower case, whitespace collapsed (nothing to decompose).
 fn fold_ascii(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for word in s.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
-    }
+    let mut out = collapse_ws(s);
+    out.make_ascii_lowercase();
     out
 }
 

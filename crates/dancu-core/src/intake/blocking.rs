@@ -383,17 +383,13 @@ fn union(lists: Vec<Vec<u64>>, rule_bits: u32) -> (Vec<u64>, Vec<usize>) {
         all.extend(list.into_iter().map(|p| p << rule_bits | 1 << i));
     }
     super::par::sort_unstable(&mut all);
-    let mut kept = 0;
-    for i in 0..all.len() {
-        let x = all[i];
-        if kept > 0 && all[kept - 1] >> rule_bits == x >> rule_bits {
-            all[kept - 1] |= x;
-        } else {
-            all[kept] = x;
-            kept += 1;
+    // A pair's later words fold their rule bits into its first one.
+    all.dedup_by(|later, first| {
+        *later >> rule_bits == *first >> rule_bits && {
+            *first |= *later;
+            true
         }
-    }
-    all.truncate(kept);
+    });
     let mask = (1u64 << rule_bits) - 1;
     for x in &all {
         first[(x & mask).trailing_zeros() as usize] += 1;

@@ -345,7 +345,7 @@ async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -> Re
     let elapsed = start.elapsed();
     let status = res.status().as_u16();
     st.metrics.observe(method.as_str(), &route, status, elapsed);
-    if status >= 500 {
+    if status >= 500 && res.extensions().get::<Expected>().is_none() {
         tracing::warn!(%method, route, status, micros = elapsed.as_micros() as u64, request_id, "request failed");
     } else {
         tracing::debug!(%method, route, status, micros = elapsed.as_micros() as u64, request_id, "request");
@@ -420,6 +420,19 @@ pub struct Health {
     pub backend: &'static str,
 }
 
+/// Marks an answer of 5xx that is not a failed request: the health checks' own answers, which
+/// log the cause themselves when there is one (a server still warming up is expected at start,
+/// and a load balancer asks many times).
+#[derive(Clone, Copy)]
+struct Expected;
+
+/// `503 Service Unavailable` with the health state, marked [`Expected`].
+fn unavailable(health: Health) -> Response {
+    let mut res = (StatusCode::SERVICE_UNAVAILABLE, Json(health)).into_response();
+    res.extensions_mut().insert(Expected);
+    res
+}
+
 /// Liveness and database reachability.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
@@ -429,7 +442,7 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
         Ok(()) => Json(Health { status: "ok", backend }).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "database unreachable", backend })).into_response()
+            unavailable(Health { status: "database unreachable", backend })
         }
     }
 }
@@ -442,13 +455,13 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let backend = st.registry.store().backend();
     if st.warming.load(std::sync::atomic::Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "warming", backend })).into_response();
+        return unavailable(Health { status: "warming", backend });
     }
     match st.registry.store().ping().await {
         Ok(()) => Json(Health { status: "ready", backend }).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "readiness check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "database unreachable", backend })).into_response()
+            unavailable(Health { status: "database unreachable", backend })
         }
     }
 }

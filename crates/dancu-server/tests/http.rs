@@ -249,9 +249,39 @@ async fn reference_docs_health_and_metrics() {
     assert!(!r.body.contains("001090123456"));
 }
 
+/// What the server logs during a test (this test's thread: the runtime of `#[tokio::test]`).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test]
 async fn readiness_waits_for_the_store_files_read_ahead() {
     use std::sync::atomic::Ordering;
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
     let (s, state) =
         support::start_state(support::sqlite_store().await, dancu_server::auth::AuthConfig::default()).await;
     let none: &[(&str, &str)] = &[];
@@ -259,6 +289,11 @@ async fn readiness_waits_for_the_store_files_read_ahead() {
     let r = call(s.addr, "GET", "/readyz", none, None).await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json(), json!({"status": "warming", "backend": "sqlite"}));
+    // Warming is the server's expected state at start, not a failure: a load balancer polls
+    // this many times, and each answer must not log a warning.
+    let r = call(s.addr, "GET", "/readyz", none, None).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(logs.text(), "", "no warning while warming");
     // alive meanwhile, and serving
     let r = call(s.addr, "GET", "/healthz", none, None).await;
     assert_eq!(r.status, 200);

@@ -829,7 +829,9 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
     track.stage(Stage::Linking, None);
     check_link_size(n_batch + registry_keys.len())?;
     let config = LinkConfig::default();
-    let outcome = tokio::task::block_in_place(|| link_prepared(&features.finish(), &config));
+    let prepared = features.finish().map_err(|e| input(e.to_string()))?;
+    let outcome = tokio::task::block_in_place(|| link_prepared(&prepared, &config));
+    drop(prepared);
     summary.candidate_pairs = outcome.candidates as u64;
     summary.uncompared_pairs = outcome.blocking.uncompared as u64;
     summary.phase("link", &mut phase);
@@ -1082,7 +1084,7 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
     summary.phase("read_normalize", &mut phase);
     check_link_size(lines.len())?;
     let config = LinkConfig::default();
-    let outcome = link_prepared(&features.finish(), &config);
+    let outcome = link_prepared(&features.finish().map_err(|e| input(e.to_string()))?, &config);
     summary.candidate_pairs = outcome.candidates as u64;
     summary.uncompared_pairs = outcome.blocking.uncompared as u64;
     summary.blocking = outcome.blocking.rules.iter().map(|r| (r.rule.to_string(), r.new_pairs as u64)).collect();

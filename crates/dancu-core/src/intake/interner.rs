@@ -7,6 +7,7 @@
 //! several threads at once ([`Interner`], sharded by hash), then frozen for reading ([`Strings`]).
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use hashbrown::HashTable;
@@ -64,13 +65,16 @@ impl Column {
         &self.bytes[i..i + len]
     }
 
-    /// Stores `s` (at the next multiple of [`ALIGN`]), returning its number in this shard.
-    fn push(&mut self, s: &str) -> u32 {
-        while !self.bytes.len().is_multiple_of(ALIGN) {
+    /// Stores `s` (at the next multiple of [`ALIGN`]), returning its number in this shard, or
+    /// `None` when it would end beyond `capacity` bytes (nothing stored then).
+    fn push(&mut self, s: &str, capacity: usize) -> Option<u32> {
+        let start = self.bytes.len().next_multiple_of(ALIGN);
+        if start + s.len() + 8 > capacity {
+            return None;
+        }
+        while self.bytes.len() < start {
             self.bytes.push('\0');
         }
-        let start = self.bytes.len();
-        assert!(start + s.len() + 8 <= SHARD_CAPACITY, "too many distinct strings for one linkage run");
         let mut digits = [0u8; 11];
         let (mut n, mut v) = (0, s.len());
         loop {
@@ -86,7 +90,7 @@ impl Column {
         }
         self.bytes.push_str(s);
         self.count += 1;
-        (start / ALIGN) as u32
+        Some((start / ALIGN) as u32)
     }
 }
 
@@ -104,7 +108,30 @@ fn hasher() -> foldhash::fast::FixedState {
 pub struct Interner {
     shards: Vec<Mutex<Shard>>,
     hasher: foldhash::fast::FixedState,
+    /// The bytes each shard's text may fill ([`SHARD_CAPACITY`]; less in tests).
+    capacity: usize,
+    /// Whether a string found no room: [`Interner::freeze`] then refuses the table.
+    full: AtomicBool,
 }
+
+/// A run brought more distinct text than a string table holds (16 GiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFull;
+
+impl std::fmt::Display for TableFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the records of one linkage run hold more distinct text than its string table takes ({} GiB): \
+             split the file / các bản ghi của một lần đối chiếu có quá nhiều chuỗi khác nhau (tối đa {} GiB): \
+             hãy chia nhỏ tệp",
+            (SHARD_CAPACITY * SHARDS) >> 30,
+            (SHARD_CAPACITY * SHARDS) >> 30
+        )
+    }
+}
+
+impl std::error::Error for TableFull {}
 
 impl Default for Interner {
     fn default() -> Self {
@@ -114,10 +141,21 @@ impl Default for Interner {
 
 impl Interner {
     pub fn new() -> Self {
-        Interner { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: hasher() }
+        Self::with_capacity(SHARD_CAPACITY)
     }
 
-    /// The string's number, storing the string if it is new.
+    fn with_capacity(capacity: usize) -> Self {
+        Interner {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: hasher(),
+            capacity: capacity.min(SHARD_CAPACITY),
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// The string's number, storing the string if it is new. When the table is full, a new
+    /// string gets [`Sym::EMPTY`] and the table is marked: [`Interner::freeze`] refuses it, so
+    /// no linkage runs on a table that lost strings.
     pub fn intern(&self, s: &str) -> Sym {
         if s.is_empty() {
             return Sym::EMPTY;
@@ -131,7 +169,10 @@ impl Interner {
         let local = match index.find(hash, |&l| column.get(l) == s) {
             Some(&l) => l,
             None => {
-                let l = column.push(s);
+                let Some(l) = column.push(s, self.capacity) else {
+                    self.full.store(true, Ordering::Relaxed);
+                    return Sym::EMPTY;
+                };
                 let hasher = &self.hasher;
                 index.insert_unique(hash, l, |&x| hasher.hash_one(column.get(x)));
                 l
@@ -140,15 +181,18 @@ impl Interner {
         Sym(local << SHARD_BITS | shard)
     }
 
-    /// The table for reading (the hash index is dropped).
-    pub fn freeze(self) -> Strings {
-        Strings {
+    /// The table for reading (the hash index is dropped), unless a string found no room.
+    pub fn freeze(self) -> Result<Strings, TableFull> {
+        if self.full.load(Ordering::Relaxed) {
+            return Err(TableFull);
+        }
+        Ok(Strings {
             columns: self
                 .shards
                 .into_iter()
                 .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner).column)
                 .collect(),
-        }
+        })
     }
 }
 
@@ -201,7 +245,7 @@ mod tests {
         });
         assert_eq!(interner.intern(""), Sym::EMPTY);
         let again = interner.intern("w42");
-        let strings = interner.freeze();
+        let strings = interner.freeze().unwrap();
         assert_eq!(strings.len(), 5_000);
         assert_eq!(strings.get(again), "w42");
         assert_eq!(strings.get(Sym::EMPTY), "");
@@ -216,7 +260,7 @@ mod tests {
         let (a, b, c) = (interner.intern("Nguyễn"), interner.intern("a"), interner.intern("Nguyễn"));
         assert_eq!(a, c);
         assert_ne!(a, b);
-        let strings = interner.freeze();
+        let strings = interner.freeze().unwrap();
         assert_eq!((strings.get(a), strings.get(b)), ("Nguyễn", "a"));
     }
 
@@ -235,10 +279,28 @@ mod tests {
             .collect();
         let syms: Vec<Sym> = texts.iter().map(|t| interner.intern(t)).collect();
         assert_eq!(texts.iter().map(|t| interner.intern(t)).collect::<Vec<_>>(), syms);
-        let strings = interner.freeze();
+        let strings = interner.freeze().unwrap();
         assert_eq!(strings.len(), texts.len());
         for (t, &s) in texts.iter().zip(&syms) {
             assert_eq!(strings.get(s), t);
         }
+    }
+
+    #[test]
+    fn a_full_table_is_refused_not_read_with_strings_missing() {
+        // Shards of 64 bytes: a few short strings each.
+        let interner = Interner::with_capacity(64);
+        let words: Vec<String> = (0..200).map(|i| format!("word number {i}")).collect();
+        let syms: Vec<Sym> = words.iter().map(|w| interner.intern(w)).collect();
+        assert!(syms.iter().any(|s| s.is_empty()), "some strings found no room");
+        let stored = syms.iter().position(|s| !s.is_empty()).expect("the first strings of a shard fit");
+        assert_eq!(interner.intern(&words[stored]), syms[stored], "strings stored before stay found");
+        let refused = interner.freeze().expect_err("a table that lost strings is refused");
+        assert!(refused.to_string().contains("split the file"), "{refused}");
+        // Room for all: accepted.
+        let roomy = Interner::with_capacity(1 << 20);
+        let syms: Vec<Sym> = words.iter().map(|w| roomy.intern(w)).collect();
+        let strings = roomy.freeze().unwrap();
+        assert!(syms.iter().zip(&words).all(|(&s, w)| strings.get(s) == w));
     }
 }

@@ -19,7 +19,7 @@ use crate::text;
 use super::blocking::{self, BlockingConfig, BlockingStats};
 use super::cluster::{self, Refusal};
 use super::em::{self, Adjustments, Band, EmConfig, Model, Thresholds};
-use super::interner::{Interner, Strings, Sym};
+use super::interner::{Interner, Strings, Sym, TableFull};
 use super::{par, phonetic};
 
 /// Where a record comes from. Registry records are taken as already deduplicated among themselves.
@@ -260,11 +260,15 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Prepares `records` (on all cores).
+    /// Prepares `records` (on all cores), records held in memory.
+    ///
+    /// # Panics
+    /// If their distinct text exceeds the string table (16 GiB, more than the records themselves
+    /// would take in memory); runs read from files go through [`FeatureBuilder`], which reports it.
     pub fn new(records: &[LinkRecord]) -> Self {
         let mut b = FeatureBuilder::new();
         b.extend(records);
-        b.finish()
+        b.finish().expect("records held in memory fit the string table")
     }
 
     pub fn len(&self) -> usize {
@@ -313,11 +317,12 @@ impl FeatureBuilder {
         self.records[i] = LinkFeatures::new(&self.strings, &blank);
     }
 
-    /// The prepared run: the string table frozen, the address tokens weighed.
-    pub fn finish(self) -> Prepared {
-        let mut p = Prepared { strings: self.strings.freeze(), records: self.records };
+    /// The prepared run: the string table frozen, the address tokens weighed; refused when the
+    /// records brought more distinct text than the table takes.
+    pub fn finish(self) -> Result<Prepared, TableFull> {
+        let mut p = Prepared { strings: self.strings.freeze()?, records: self.records };
         weigh_address_tokens(&mut p);
-        p
+        Ok(p)
     }
 }
 
@@ -1567,7 +1572,7 @@ mod tests {
         for part in records.chunks(100) {
             parts.extend(part);
         }
-        let in_parts = link_prepared(&parts.finish(), &LinkConfig::default());
+        let in_parts = link_prepared(&parts.finish().unwrap(), &LinkConfig::default());
         assert_eq!((in_parts.candidates, &in_parts.clusters), (out.candidates, &out.clusters), "the same linkage");
         assert_eq!(
             in_parts.pairs.iter().map(|p| (p.a, p.b, p.weight)).collect::<Vec<_>>(),

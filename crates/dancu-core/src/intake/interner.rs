@@ -120,13 +120,12 @@ pub struct TableFull;
 
 impl std::fmt::Display for TableFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gib = (SHARD_CAPACITY * SHARDS) >> 30;
         write!(
             f,
-            "the records of one linkage run hold more distinct text than its string table takes ({} GiB): \
-             split the file / các bản ghi của một lần đối chiếu có quá nhiều chuỗi khác nhau (tối đa {} GiB): \
-             hãy chia nhỏ tệp",
-            (SHARD_CAPACITY * SHARDS) >> 30,
-            (SHARD_CAPACITY * SHARDS) >> 30
+            "the records of one linkage run hold more distinct text than its string table takes ({gib} GiB): \
+             split the file / các bản ghi của một lần đối chiếu có quá nhiều chuỗi khác nhau (tối đa {gib} GiB): \
+             hãy chia nhỏ tệp"
         )
     }
 }

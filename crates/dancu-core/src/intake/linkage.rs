@@ -326,6 +326,16 @@ impl FeatureBuilder {
     }
 }
 
+/// `n` flags, all false: the first `n` of `stack` when they fit, else `heap` grown to `n`.
+fn flags<'f, const N: usize>(n: usize, stack: &'f mut [bool; N], heap: &'f mut Vec<bool>) -> &'f mut [bool] {
+    if n <= N {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, false);
+        heap
+    }
+}
+
 /// Jaro–Winkler similarity in [0, 1] (prefix scale 0.1, prefix up to 4 characters).
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     if a.is_ascii() && b.is_ascii() {
@@ -349,13 +359,8 @@ fn jaro_winkler_of<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     // Names and address words are short: the hit flags fit on the stack.
     let (mut a_stack, mut b_stack) = ([false; 64], [false; 64]);
     let (mut a_heap, mut b_heap) = (Vec::new(), Vec::new());
-    let (a_hit, b_hit): (&mut [bool], &mut [bool]) = if a.len() <= 64 && b.len() <= 64 {
-        (&mut a_stack[..a.len()], &mut b_stack[..b.len()])
-    } else {
-        a_heap.resize(a.len(), false);
-        b_heap.resize(b.len(), false);
-        (&mut a_heap, &mut b_heap)
-    };
+    let a_hit = flags(a.len(), &mut a_stack, &mut a_heap);
+    let b_hit = flags(b.len(), &mut b_stack, &mut b_heap);
     let mut matches = 0usize;
     for (i, ca) in a.iter().enumerate() {
         let hi = (i + range + 1).min(b.len());
@@ -791,14 +796,6 @@ fn similarity<'t, T: PartialEq>(a: &'t [(T, f32)], b: &'t [(T, f32)], text: impl
     // Which tokens are matched: on the stack for addresses of usual length.
     let (mut stack_a, mut stack_b) = ([false; 32], [false; 32]);
     let (mut heap_a, mut heap_b) = (Vec::new(), Vec::new());
-    fn flags<'f>(n: usize, stack: &'f mut [bool; 32], heap: &'f mut Vec<bool>) -> &'f mut [bool] {
-        if n <= stack.len() {
-            &mut stack[..n]
-        } else {
-            heap.resize(n, false);
-            heap
-        }
-    }
     let used_a = flags(a.len(), &mut stack_a, &mut heap_a);
     let used_b = flags(b.len(), &mut stack_b, &mut heap_b);
     for (i, (ta, _)) in a.iter().enumerate() {

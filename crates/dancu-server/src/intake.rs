@@ -796,6 +796,9 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
             }
         }
     }
+    // Numbers drawn for new people avoid these, so a row never loses the number its line carries.
+    let own_ids: Arc<HashSet<PersonalId>> = Arc::new(file_ids.iter().map(|&(_, id)| id).collect());
+    drop(file_ids);
     let n_batch = lines.len();
     // Rows refused for their ID take no part in linkage.
     for &i in &refused {
@@ -877,6 +880,8 @@ pub async fn run(store: Arc<dyn Store>, o: &Options) -> Result<Summary> {
             refused: &refused,
             survivor: &survivor,
             registry_keys: &registry_keys,
+            own_ids,
+            draw: draw_new_id,
         },
         &mut key_of,
         &mut summary,
@@ -1151,6 +1156,82 @@ struct StoreInputs<'a> {
     /// The row or registry record each row is merged into.
     survivor: &'a [Option<usize>],
     registry_keys: &'a [Uuid],
+    /// The personal IDs the file's rows carry: never drawn for another row, never drawn again.
+    own_ids: Arc<HashSet<PersonalId>>,
+    draw: Draw,
+}
+
+/// Draws a personal ID for a new person ([`draw_personal_id`]; tests draw from a list).
+type Draw = fn(&Person) -> std::result::Result<PersonalId, String>;
+
+fn draw_new_id(p: &Person) -> std::result::Result<PersonalId, String> {
+    draw_personal_id(p).map_err(|e| e.to_string())
+}
+
+/// A number for a new person that no row of the file carries.
+fn draw_free(p: &Person, own_ids: &HashSet<PersonalId>, draw: Draw) -> Result<PersonalId> {
+    for _ in 0..64 {
+        let id = draw(p).map_err(|e| ImportError::Store(StoreError::State(e)))?;
+        if !own_ids.contains(&id) {
+            return Ok(id);
+        }
+    }
+    Err(ImportError::Store(StoreError::State(
+        "could not draw a personal ID that no row of the file carries after 64 attempts".into(),
+    )))
+}
+
+/// Makes the personal IDs of a chunk free before it is stored. A number drawn by this import
+/// that is issued already, held by an earlier row of the chunk or by the chunk being stored
+/// meanwhile (`in_flight`) is drawn again; a number the file carries never is: found issued (a
+/// registration elsewhere took it after the import checked it), the import stops at its line.
+/// Checks the store in one pass for the whole chunk, then only the rows drawn again.
+async fn settle_ids(
+    store: &Arc<dyn Store>,
+    rows: &mut [ImportedRow],
+    in_flight: &HashSet<PersonalId>,
+    own_ids: &HashSet<PersonalId>,
+    draw: Draw,
+) -> Result<()> {
+    let mut held: HashSet<PersonalId> = HashSet::with_capacity(rows.len());
+    let mut check: Vec<usize> = (0..rows.len()).collect();
+    for _ in 0..64 {
+        if check.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<PersonalId> = check.iter().filter_map(|&i| rows[i].person.personal_id).collect();
+        // In their order: neighbouring pages of the index, not one page each.
+        ids.sort_unstable();
+        let issued: HashSet<PersonalId> = store.ids_issued(&ids).await?.into_iter().collect();
+        let mut again = Vec::new();
+        for i in check {
+            let r = &mut rows[i];
+            let Some(id) = r.person.personal_id else { continue };
+            if own_ids.contains(&id) {
+                if issued.contains(&id) {
+                    return Err(own_id_taken(r.line, id));
+                }
+                held.insert(id);
+            } else if issued.contains(&id) || in_flight.contains(&id) || !held.insert(id) {
+                r.person.personal_id = Some(draw_free(&r.person, own_ids, draw)?);
+                again.push(i);
+            }
+        }
+        check = again;
+    }
+    Err(no_free_ids())
+}
+
+fn no_free_ids() -> ImportError {
+    ImportError::Store(StoreError::State("could not draw unused personal IDs for a chunk after 64 attempts".into()))
+}
+
+fn own_id_taken(line: u64, id: PersonalId) -> ImportError {
+    input(format!(
+        "line {line}: personal ID {id} was issued to another record while this file was being imported; \
+         run the import again to refuse this row / dòng {line}: số định danh {id} vừa được cấp cho người khác \
+         trong khi nhập tệp; hãy chạy lại để loại dòng này"
+    ))
 }
 
 /// Pass 2: the rows read back from the spill, stored in chunks (one in flight while the next is
@@ -1167,10 +1248,13 @@ async fn store_rows(
     track: &mut Tracker,
     spill: Spill,
 ) -> Result<u64> {
-    let StoreInputs { n_batch, lines, done, refused, survivor, registry_keys } = inputs;
+    let StoreInputs { n_batch, lines, done, refused, survivor, registry_keys, own_ids, draw } = inputs;
     let mut stored = 0u64;
     let mut chunk: Vec<ImportedRow> = Vec::with_capacity(chunk_rows);
-    let mut in_flight: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
+    // The chunk being written (one at a time, in order: a merged row's survivor is stored
+    // before it) and its personal IDs; the next chunk's IDs are settled meanwhile.
+    let mut in_flight: Option<tokio::task::JoinHandle<Result<()>>> = None;
+    let mut in_flight_ids: HashSet<PersonalId> = HashSet::new();
     let mut idx = 0usize;
     if spill.count != n_batch {
         return Err(ImportError::Io(format!("{} rows kept for storing, {n_batch} expected", spill.count)));
@@ -1209,7 +1293,7 @@ async fn store_rows(
             if person.personal_id.is_some() {
                 summary.ids_kept += 1;
             } else if person.merged_into.is_none() {
-                match draw_personal_id(&person) {
+                match draw_free(&person, &own_ids, draw) {
                     Ok(id) => {
                         person.personal_id = Some(id);
                         person.status = PersonStatus::Active;
@@ -1220,27 +1304,34 @@ async fn store_rows(
             }
             chunk.push(ImportedRow { line, key, person });
             if chunk.len() >= chunk_rows {
+                let mut rows = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_rows));
+                settle_ids(store, &mut rows, &in_flight_ids, &own_ids, draw).await?;
                 if let Some(h) = in_flight.take() {
                     h.await.map_err(|e| ImportError::Io(e.to_string()))??;
                 }
-                let rows = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_rows));
                 stored += rows.len() as u64;
                 track.at.rows_stored = stored;
                 track.position(stored);
-                let (store, batch_id, meta) = (store.clone(), batch_id.to_string(), meta.clone());
-                in_flight = Some(tokio::spawn(async move { store_chunk(store, &batch_id, rows, &meta).await }));
+                in_flight_ids = rows.iter().filter_map(|r| r.person.personal_id).collect();
+                let (store, batch_id, meta, own_ids) =
+                    (store.clone(), batch_id.to_string(), meta.clone(), own_ids.clone());
+                in_flight =
+                    Some(tokio::spawn(async move { store_chunk(store, &batch_id, rows, &meta, &own_ids, draw).await }));
             }
         }
-    }
-    if let Some(h) = in_flight.take() {
-        h.await.map_err(|e| ImportError::Io(e.to_string()))??;
     }
     if idx != n_batch {
         return Err(ImportError::Io(format!("{idx} normalized rows read back, {n_batch} expected")));
     }
     if !chunk.is_empty() {
+        settle_ids(store, &mut chunk, &in_flight_ids, &own_ids, draw).await?;
+    }
+    if let Some(h) = in_flight.take() {
+        h.await.map_err(|e| ImportError::Io(e.to_string()))??;
+    }
+    if !chunk.is_empty() {
         stored += chunk.len() as u64;
-        store_chunk(store.clone(), batch_id, chunk, meta).await?;
+        store_chunk(store.clone(), batch_id, chunk, meta, &own_ids, draw).await?;
     }
     track.at.rows_stored = stored;
     track.position(stored);
@@ -1282,65 +1373,101 @@ pub fn sibling(file: &Path, suffix: &str) -> PathBuf {
     file.with_file_name(format!("{stem}.{suffix}"))
 }
 
-/// Stores one chunk; personal IDs found issued meanwhile are redrawn (never a file's own ID:
-/// those were checked free before).
+/// Stores one chunk whose IDs [`settle_ids`] made free. A number found issued when it is
+/// written (taken meanwhile by another writer, or by the chunk before, drawn again after this
+/// one was settled) is drawn again and the chunk settled and written anew; a number the file
+/// carries is never drawn again ([`settle_ids`]).
 async fn store_chunk(
     store: Arc<dyn Store>,
     batch_id: &str,
     mut rows: Vec<ImportedRow>,
     meta: &ChangeMeta,
-) -> Result<(), StoreError> {
+    own_ids: &HashSet<PersonalId>,
+    draw: Draw,
+) -> Result<()> {
     for _ in 0..64 {
-        // Collisions with numbers already issued, and inside the chunk, redrawn before storing
-        // (looked up in their order: neighbouring index pages).
-        let mut ids: Vec<PersonalId> = rows.iter().filter_map(|r| r.person.personal_id).collect();
-        ids.sort_unstable();
-        let mut taken: HashSet<PersonalId> = store.ids_issued(&ids).await?.into_iter().collect();
-        let mut seen = HashSet::with_capacity(rows.len());
-        for id in &ids {
-            if !seen.insert(*id) {
-                taken.insert(*id);
-            }
-        }
-        if !taken.is_empty() {
-            let mut kept = HashSet::new();
-            for r in rows.iter_mut() {
-                if let Some(id) = r.person.personal_id
-                    && taken.contains(&id)
-                    && !kept.insert(id)
-                {
-                    redraw(&mut r.person)?;
-                }
-            }
-            // The first holder of a number already issued elsewhere redraws too.
-            let issued: HashSet<PersonalId> = store.ids_issued(&ids).await?.into_iter().collect();
-            for r in rows.iter_mut() {
-                if r.person.personal_id.is_some_and(|id| issued.contains(&id)) {
-                    redraw(&mut r.person)?;
-                }
-            }
-            continue;
-        }
         match store.import_chunk(batch_id, &rows, meta).await {
             Err(StoreError::IdTaken(id)) => {
                 for r in rows.iter_mut().filter(|r| r.person.personal_id == Some(id)) {
-                    redraw(&mut r.person)?;
+                    if own_ids.contains(&id) {
+                        return Err(own_id_taken(r.line, id));
+                    }
+                    r.person.personal_id = Some(draw_free(&r.person, own_ids, draw)?);
                 }
+                settle_ids(&store, &mut rows, &HashSet::new(), own_ids, draw).await?;
             }
-            other => return other,
+            other => return Ok(other?),
         }
     }
-    Err(StoreError::State("could not draw unused personal IDs for a chunk after 64 attempts".into()))
-}
-
-fn redraw(p: &mut Person) -> Result<(), StoreError> {
-    p.personal_id = Some(draw_personal_id(p).map_err(|e| StoreError::State(e.to_string()))?);
-    Ok(())
+    Err(no_free_ids())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dancu_core::Sex;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    thread_local! {
+        /// The numbers [`listed`] draws, in order.
+        static DRAWS: RefCell<VecDeque<PersonalId>> = const { RefCell::new(VecDeque::new()) };
+    }
+
+    fn listed(_: &Person) -> std::result::Result<PersonalId, String> {
+        DRAWS.with(|d| d.borrow_mut().pop_front()).ok_or_else(|| "no number left to draw".to_string())
+    }
+
+    fn id(serial: u32) -> PersonalId {
+        PersonalId::from_parts("001", Sex::Male, 1950, serial).unwrap()
+    }
+
+    fn row(line: u64, id: PersonalId) -> ImportedRow {
+        let mut person = Person::new_pending(dancu_store::conformance::sample(line as u32));
+        person.personal_id = Some(id);
+        person.status = PersonStatus::Active;
+        ImportedRow { line, key: Uuid::now_v7(), person }
+    }
+
+    #[test]
+    fn a_drawn_number_is_never_one_the_file_carries() {
+        DRAWS.with(|d| *d.borrow_mut() = [id(1), id(1), id(2)].into());
+        let own = HashSet::from([id(1)]);
+        assert_eq!(draw_free(&row(2, id(9)).person, &own, listed).unwrap(), id(2));
+        assert!(DRAWS.with(|d| d.borrow().is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_draws_again_issued_repeated_and_in_flight_numbers_never_the_files_own() {
+        let dir = dancu_store::conformance::scratch_dir("settle");
+        std::fs::create_dir_all(&dir).unwrap();
+        let store: Arc<dyn Store> = Arc::new(dancu_store::sqlite::SqliteStore::open(dir.join("d.sqlite")).unwrap());
+        store.migrate().await.unwrap();
+        let meta = ChangeMeta::new("test", "test", None);
+        store.insert_person(&row(1, id(10)).person, &meta).await.unwrap();
+        // drawn: 10 (issued), 30 twice (the second repeats the first), 40 (the chunk in flight
+        // holds it); the file's own: 20 (free), 50 (issued meanwhile)
+        let mut rows = vec![row(2, id(10)), row(3, id(20)), row(4, id(30)), row(5, id(30)), row(6, id(40))];
+        let own = HashSet::from([id(20), id(50)]);
+        let in_flight = HashSet::from([id(40)]);
+        // each number drawn is checked in its turn: 20 and 50 are the file's (drawn past at
+        // once), 30 is held by an earlier row and 10 is issued (drawn past on the next passes)
+        DRAWS.with(|d| *d.borrow_mut() = [id(20), id(11), id(50), id(30), id(12), id(10), id(13)].into());
+        settle_ids(&store, &mut rows, &in_flight, &own, listed).await.unwrap();
+        let got: Vec<PersonalId> = rows.iter().map(|r| r.person.personal_id.unwrap()).collect();
+        assert_eq!(got, [id(11), id(20), id(30), id(13), id(12)]);
+        assert!(DRAWS.with(|d| d.borrow().is_empty()));
+        // a number the file carries, issued elsewhere after the import checked it: stop at its line
+        store.insert_person(&row(1, id(50)).person, &meta).await.unwrap();
+        let mut rows = vec![row(7, id(60)), row(8, id(50))];
+        match settle_ids(&store, &mut rows, &HashSet::new(), &own, listed).await {
+            Err(ImportError::Input(msg)) => {
+                assert!(msg.starts_with(&format!("line 8: personal ID {} ", id(50))), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rows[1].person.personal_id, Some(id(50)));
+    }
 
     #[test]
     fn a_run_too_large_to_link_is_refused_with_its_size() {

@@ -763,6 +763,9 @@ pub async fn imports_resume_by_line_and_reserve_ids(store: Arc<dyn Store>) {
         store.ids_issued(&[id, PersonalId::from_parts("001", Sex::Male, 1950, 78).unwrap()]).await.unwrap(),
         vec![id]
     );
+    // a chunk of a batch never begun stores nothing at all
+    assert!(store.import_chunk("no-such-batch", &[imported(9, 5, None)], &meta("nhập")).await.is_err());
+    assert_eq!(store.count_persons().await.unwrap(), 2);
     // a chunk reusing an issued number stores nothing at all
     let clash = vec![imported(4, 2, None), imported(5, 4, Some(id))];
     assert!(

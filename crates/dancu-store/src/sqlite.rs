@@ -1553,8 +1553,31 @@ impl SqliteStore {
 type PreparedRow = (String, Columns, String, i64, Option<PersonalId>);
 
 /// One chunk of an import in one transaction (see [`Store::import_chunk`]).
+///
+/// Without the foreign-key checks: every row of the chunk refers to the batch (looked up once
+/// here) or to the person inserted just before it in this transaction, so each check (one
+/// lookup in the persons' key index per reference, five or more a row) could only pass. They
+/// are on again for every other statement of the writer, also when the chunk fails.
 fn store_chunk(conn: &mut Connection, batch_id: &str, prepared: &[PreparedRow], meta: &ChangeMeta) -> Result<()> {
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let stored = store_chunk_unchecked(conn, batch_id, prepared, meta);
+    let restored = conn.pragma_update(None, "foreign_keys", "ON");
+    stored?;
+    Ok(restored?)
+}
+
+fn store_chunk_unchecked(
+    conn: &mut Connection,
+    batch_id: &str,
+    prepared: &[PreparedRow],
+    meta: &ChangeMeta,
+) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let begun: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM import_batches WHERE id = ?1)", [batch_id], |r| r.get(0))?;
+    if !begun {
+        return Err(StoreError::State(format!("no import batch {batch_id:?}: begin it first")));
+    }
     let at = ts(now());
     {
         let mut person = tx.prepare_cached(INSERT_PERSON)?;
@@ -1619,6 +1642,15 @@ fn restore_indexes(conn: &mut Connection) -> Result<usize> {
     if !pending {
         return Ok(0);
     }
+    // Each index is built from one sort of the table's rows: on every core, with helper threads.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    conn.pragma_update(None, "threads", cores as i64)?;
+    let built = build_deferred_indexes(conn);
+    conn.pragma_update(None, "threads", 0)?;
+    built
+}
+
+fn build_deferred_indexes(conn: &mut Connection) -> Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let deferred: Vec<(String, String)> = tx
         .prepare("SELECT name, definition FROM deferred_indexes ORDER BY name")?
@@ -2457,13 +2489,12 @@ impl Store for SqliteStore {
     async fn import_chunk(&self, batch_id: &str, rows: &[ImportedRow], meta: &ChangeMeta) -> Result<()> {
         // Columns and JSON made before taking the writer (and instead of copying the people):
         // the writer's time goes to the B-trees only.
-        let prepared: Vec<PreparedRow> = rows
-            .iter()
-            .map(|r| {
-                let data = serde_json::to_string(&r.person).map_err(backend)?;
-                Ok((r.key.to_string(), Columns::of(&r.person), data, r.line as i64, r.person.personal_id))
-            })
-            .collect::<Result<_>>()?;
+        let prepared: Vec<PreparedRow> = dancu_core::intake::par::map(rows, |r| {
+            let data = serde_json::to_string(&r.person).map_err(backend)?;
+            Ok((r.key.to_string(), Columns::of(&r.person), data, r.line as i64, r.person.personal_id))
+        })
+        .into_iter()
+        .collect::<Result<_>>()?;
         let meta = meta.clone();
         let batch_id = batch_id.to_string();
         self.write(move |conn| store_chunk(conn, &batch_id, &prepared, &meta)).await
@@ -2480,7 +2511,10 @@ impl Store for SqliteStore {
     async fn ids_issued(&self, ids: &[PersonalId]) -> Result<Vec<PersonalId>> {
         let ids = ids.to_vec();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT 1 FROM issued_ids WHERE personal_id = ?1")?;
+            // One read transaction for all of them: a lookup on its own would take and release the
+            // log's read lock (two `fcntl` calls) for each number.
+            let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Deferred)?;
+            let mut stmt = tx.prepare_cached("SELECT 1 FROM issued_ids WHERE personal_id = ?1")?;
             let mut out = Vec::new();
             for id in ids {
                 if stmt.query_row([id.as_str()], |_| Ok(())).optional()?.is_some() {

@@ -1006,12 +1006,8 @@ impl TermFrequencies {
 
     pub fn new(features: &[LinkFeatures]) -> Self {
         let shares = |part: fn(&LinkFeatures) -> Sym| -> Vec<f64> {
-            let mut counts: HashMap<Sym, usize> = HashMap::new();
-            for f in features {
-                *counts.entry(part(f)).or_default() += 1;
-            }
-            let total = features.iter().filter(|f| !part(f).is_empty()).count().max(1) as f64;
-            features.iter().map(|f| counts[&part(f)] as f64 / total).collect()
+            let counts = TermCounts::new(features, part);
+            features.iter().map(|f| counts.share(part(f))).collect()
         };
         TermFrequencies {
             family: shares(|f| f.family_f),
@@ -1064,25 +1060,41 @@ impl TermFrequencies {
         }
         adj
     }
+}
 
-    /// Every record's adjustments under `model`, computed once: scoring millions of pairs then
-    /// looks them up instead of taking a logarithm per field and pair.
-    pub fn under(&self, model: &Model) -> ModelAdjustments {
-        let per_record = |field: Field, shares: &[f64]| -> Vec<f64> {
-            let u = model.u[field.index()][0];
-            par::map(shares, |&share| Self::exact_adjustment(u, share))
-        };
-        let levels = Field::Address.levels().len() as u8;
-        ModelAdjustments {
-            family: per_record(Field::Family, &self.family),
-            given: per_record(Field::Given, &self.given),
-            address: per_record(Field::Address, &self.address),
-            household: (0..levels).map(|l| Self::household_adjustment(model, l)).collect(),
+/// How many records hold each string of one part (family name, given name, address): a count
+/// per string number (the interner's numbers are dense), the empty string's apart.
+struct TermCounts {
+    by_sym: Vec<u32>,
+    empty: u32,
+    /// Records whose part is not empty (at least 1).
+    total: f64,
+}
+
+impl TermCounts {
+    fn new(features: &[LinkFeatures], part: fn(&LinkFeatures) -> Sym) -> Self {
+        let len = features.iter().map(part).filter(|s| !s.is_empty()).map(|s| s.raw() as usize + 1).max();
+        let mut counts = TermCounts { by_sym: vec![0; len.unwrap_or(0)], empty: 0, total: 0.0 };
+        for f in features {
+            match part(f) {
+                s if s.is_empty() => counts.empty += 1,
+                s => counts.by_sym[s.raw() as usize] += 1,
+            }
         }
+        counts.total = (features.len() - counts.empty as usize).max(1) as f64;
+        counts
+    }
+
+    /// The share of records holding `s` (the empty string's share of the non-empty ones for an empty part).
+    fn share(&self, s: Sym) -> f64 {
+        let count = if s.is_empty() { self.empty } else { self.by_sym[s.raw() as usize] };
+        f64::from(count) / self.total
     }
 }
 
-/// [`TermFrequencies`] under one model (see [`TermFrequencies::under`]): the same adjustments.
+/// [`TermFrequencies`] under one model: every record's adjustments computed once (scoring
+/// millions of pairs then looks them up instead of taking a logarithm per field and pair), the
+/// same values as [`TermFrequencies::adjustments`].
 #[derive(Debug, Clone)]
 pub struct ModelAdjustments {
     family: Vec<f64>,
@@ -1092,6 +1104,22 @@ pub struct ModelAdjustments {
 }
 
 impl ModelAdjustments {
+    /// The adjustments without every record's shares first: one part at a time from its counts
+    /// (at 10 million records the shares would be another 270 MB beside the adjustments).
+    pub fn new(features: &[LinkFeatures], model: &Model) -> Self {
+        let per_record = |field: Field, part: fn(&LinkFeatures) -> Sym| -> Vec<f64> {
+            let (counts, u) = (TermCounts::new(features, part), model.u[field.index()][0]);
+            par::map(features, |f| TermFrequencies::exact_adjustment(u, counts.share(part(f))))
+        };
+        let levels = Field::Address.levels().len() as u8;
+        ModelAdjustments {
+            family: per_record(Field::Family, |f| f.family_f),
+            given: per_record(Field::Given, |f| f.given_f),
+            address: per_record(Field::Address, |f| f.address_f),
+            household: (0..levels).map(|l| TermFrequencies::household_adjustment(model, l)).collect(),
+        }
+    }
+
     /// [`TermFrequencies::adjustments`] of a pair, looked up.
     pub fn adjustments(&self, a: usize, c: &Comparison) -> Adjustments {
         let exact = [&self.family, &self.given, &self.address].map(|v| v.get(a).copied());
@@ -1151,6 +1179,53 @@ pub fn link(records: &[LinkRecord], config: &LinkConfig) -> LinkOutcome {
     link_prepared(&Prepared::new(records), config)
 }
 
+/// The pattern number of each candidate pair, in pair order: two bytes a number while the
+/// distinct patterns are at most 65,536 (a linkage has a few thousand), four once there are more.
+/// At 10 million records (221 million pairs) the two bytes are 440 MB less at the linkage's peak.
+enum PatternIds {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl PatternIds {
+    fn with_capacity(n: usize) -> Self {
+        PatternIds::Narrow(Vec::with_capacity(n))
+    }
+
+    fn push(&mut self, id: u32) {
+        match self {
+            PatternIds::Narrow(ids) => match u16::try_from(id) {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    let mut wide = Vec::with_capacity(ids.capacity());
+                    wide.extend(ids.iter().map(|&x| u32::from(x)));
+                    wide.push(id);
+                    *self = PatternIds::Wide(wide);
+                }
+            },
+            PatternIds::Wide(ids) => ids.push(id),
+        }
+    }
+
+    fn get(&self, i: usize) -> usize {
+        match self {
+            PatternIds::Narrow(ids) => usize::from(ids[i]),
+            PatternIds::Wide(ids) => ids[i] as usize,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            PatternIds::Narrow(ids) => ids.len(),
+            PatternIds::Wide(ids) => ids.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
 /// [`link`] of records already prepared (see [`FeatureBuilder`]).
 pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     let (strings, features) = (&prepared.strings, &prepared.records);
@@ -1158,8 +1233,8 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     let rules = blocking::default_rules();
     let candidates = blocking::candidates(prepared, &rules, &config.blocking);
     // Each candidate pair's comparison, kept as the index of its pattern among the distinct
-    // ones (a few thousand): 4 bytes a pair instead of a whole comparison; compared a chunk at a time.
-    let (mut distinct, mut pattern_of) = (Vec::<Comparison>::new(), Vec::with_capacity(candidates.len()));
+    // ones (a few thousand): 2 bytes a pair instead of a whole comparison; compared a chunk at a time.
+    let (mut distinct, mut pattern_of) = (Vec::<Comparison>::new(), PatternIds::with_capacity(candidates.len()));
     let mut index: HashMap<Comparison, u32> = HashMap::new();
     for chunk in candidates.packed().chunks(1 << 20) {
         for c in par::map(chunk, |&x| {
@@ -1177,9 +1252,9 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     // The patterns of the pairs `take` selects, with their counts.
     let counted = |take: &dyn Fn(usize) -> bool| {
         let mut counts = vec![0.0f64; distinct.len()];
-        for (i, &p) in pattern_of.iter().enumerate() {
+        for (i, p) in pattern_of.iter().enumerate() {
             if take(i) {
-                counts[p as usize] += 1.0;
+                counts[p] += 1.0;
             }
         }
         em::patterns(distinct.iter().zip(counts).filter(|(_, n)| *n > 0.0).map(|(c, n)| (*c, n)))
@@ -1197,7 +1272,7 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
         });
         Model::estimate_in_sessions(sessions, &all, candidates.stats.uncompared as f64, &background, &config.em)
     };
-    let tf = TermFrequencies::new(features).under(&model);
+    let tf = ModelAdjustments::new(features, &model);
     let score = |a: usize, b: usize| {
         let c = compare(a, b);
         model.match_weight_adjusted(&c, &tf.adjustments(a, &c))
@@ -1207,7 +1282,7 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     let base: Vec<f64> = distinct.iter().map(|c| model.match_weight(c)).collect();
     let score_pair = |i: usize| {
         let (a, b) = candidates.pair(i);
-        let p = pattern_of[i] as usize;
+        let p = pattern_of.get(i);
         let c = &distinct[p];
         let adjustments = tf.adjustments(a as usize, c);
         let extra: f64 = c.0.iter().zip(&adjustments).filter(|(l, _)| l.is_some()).map(|(_, a)| a).sum();
@@ -1229,8 +1304,9 @@ pub fn link_prepared(prepared: &Prepared, config: &LinkConfig) -> LinkOutcome {
     let n = candidates.len();
     let step = n.div_ceil(8192).max(1);
     let ranges: Vec<std::ops::Range<usize>> = (0..n).step_by(step).map(|start| start..(start + step).min(n)).collect();
-    let mut pairs: Vec<ScoredPair> =
-        par::map(&ranges, |r| r.clone().filter_map(score_pair).collect::<Vec<_>>()).into_iter().flatten().collect();
+    let scored = par::map(&ranges, |r| r.clone().filter_map(score_pair).collect::<Vec<_>>());
+    let mut pairs: Vec<ScoredPair> = Vec::with_capacity(scored.iter().map(Vec::len).sum());
+    pairs.extend(scored.into_iter().flatten());
     drop(pattern_of);
     let link_index: Vec<usize> =
         pairs.iter().enumerate().filter(|(_, p)| p.band == Band::Link).map(|(i, _)| i).collect();
@@ -1285,6 +1361,18 @@ mod tests {
         let p =
             Prepared::new(&[record(a.0, a.1, a.2, "1990", "2025:00004"), record(b.0, b.1, b.2, "1990", "2025:00004")]);
         compare_names(&p.strings, &p.records[0], &p.records[1])
+    }
+
+    #[test]
+    fn pattern_numbers_widen_past_two_bytes_and_keep_every_number() {
+        let numbers: Vec<u32> = (0..70_000u32).map(|i| (i * 7919) % 70_001).collect();
+        let mut ids = PatternIds::with_capacity(4);
+        for (i, &n) in numbers.iter().enumerate() {
+            ids.push(n);
+            assert_eq!(matches!(ids, PatternIds::Narrow(_)), numbers[..=i].iter().all(|&x| x <= 0xFFFF), "after {i}");
+        }
+        assert!(matches!(ids, PatternIds::Wide(_)));
+        assert_eq!(ids.iter().collect::<Vec<_>>(), numbers.iter().map(|&n| n as usize).collect::<Vec<_>>());
     }
 
     #[test]

@@ -988,6 +988,8 @@ pub struct DedupeOptions {
     pub pairs: Option<PathBuf>,
     /// The report: rows the import would refuse, and why (they take part with what they have).
     pub report: PathBuf,
+    /// Where progress goes: the stages `Reading`, `Linking` and `Done`, the rows read.
+    pub progress: Arc<dyn Progress>,
 }
 
 /// What a linkage-only run found.
@@ -1046,6 +1048,11 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
     let mut lines: Vec<u64> = Vec::new();
     let mut features = FeatureBuilder::new();
     let mut records: Vec<LinkRecord> = Vec::new();
+    let mut track = Tracker {
+        sink: o.progress.clone(),
+        at: Snapshot { stage: Stage::Reading, done: 0, total: None, rows_read: 0, rows_rejected: 0, rows_stored: 0 },
+    };
+    track.stage(Stage::Reading, None);
     for batch in read_in_background(source) {
         let read = par::map_with(&mut norms, &batch, |norm, r| match r {
             Err((line, reason)) => Some((*line, Err(vec![unreadable(reason)]))),
@@ -1081,6 +1088,9 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
             features.extend(&records);
             records.clear();
         }
+        track.at.rows_read = summary.rows_read;
+        track.at.rows_rejected = summary.rows_unusable;
+        track.position(summary.rows_read);
     }
     features.extend(&records);
     drop(records);
@@ -1089,7 +1099,9 @@ pub fn dedupe(o: &DedupeOptions) -> Result<DedupeSummary> {
     summary.phase("read_normalize", &mut phase);
     check_link_size(lines.len())?;
     let config = LinkConfig::default();
+    track.stage(Stage::Linking, None);
     let outcome = link_prepared(&features.finish().map_err(|e| input(e.to_string()))?, &config);
+    track.stage(Stage::Done, None);
     summary.candidate_pairs = outcome.candidates as u64;
     summary.uncompared_pairs = outcome.blocking.uncompared as u64;
     summary.blocking = outcome.blocking.rules.iter().map(|r| (r.rule.to_string(), r.new_pairs as u64)).collect();

@@ -61,7 +61,9 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
     pb
 }
 
-/// One progress bar per stage (a spinner while linking).
+/// One progress bar per stage (a spinner while linking). At each stage it also tells the
+/// allocator whether to return freed memory at once: only while linking (see
+/// [`crate::return_freed_memory_at_once`]).
 #[derive(Default)]
 struct Bars {
     current: Mutex<Option<(Stage, ProgressBar)>>,
@@ -71,6 +73,7 @@ impl Progress for Bars {
     fn update(&self, at: &Snapshot) {
         let mut current = self.current.lock().expect("progress bar");
         if current.as_ref().is_none_or(|(s, _)| *s != at.stage) {
+            crate::return_freed_memory_at_once(at.stage == Stage::Linking);
             if let Some((_, pb)) = current.take() {
                 pb.finish_and_clear();
             }
@@ -150,6 +153,7 @@ pub struct DedupeOptions {
 
 /// Runs linkage over a file without importing it; returns its summary.
 pub fn dedupe(o: &DedupeOptions) -> Result<intake::DedupeSummary> {
+    let bars = Arc::new(Bars::default());
     let mapping = match &o.mapping {
         None => None,
         Some(p) => {
@@ -167,8 +171,13 @@ pub fn dedupe(o: &DedupeOptions) -> Result<intake::DedupeSummary> {
         out: o.out.clone(),
         pairs: o.pairs.clone(),
         report: o.report.clone(),
+        progress: bars.clone(),
     };
-    intake::dedupe(&options).map_err(|e| match &e {
+    let result = intake::dedupe(&options);
+    if let Some((_, pb)) = bars.current.lock().expect("progress bar").take() {
+        pb.finish_and_clear();
+    }
+    result.map_err(|e| match &e {
         intake::ImportError::Input(m) => anyhow::anyhow!("{}: {m}", o.file.display()),
         _ => anyhow::Error::new(e),
     })

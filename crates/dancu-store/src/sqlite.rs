@@ -1642,15 +1642,6 @@ fn restore_indexes(conn: &mut Connection) -> Result<usize> {
     if !pending {
         return Ok(0);
     }
-    // Each index is built from one sort of the table's rows: on every core, with helper threads.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    conn.pragma_update(None, "threads", cores as i64)?;
-    let built = build_deferred_indexes(conn);
-    conn.pragma_update(None, "threads", 0)?;
-    built
-}
-
-fn build_deferred_indexes(conn: &mut Connection) -> Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let deferred: Vec<(String, String)> = tx
         .prepare("SELECT name, definition FROM deferred_indexes ORDER BY name")?
